@@ -1,0 +1,135 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// CommandType identifies a replicated command. Numbers are append-only: a
+// number is never reused for another command, even after one is removed.
+type CommandType byte
+
+// The replicated commands.
+const (
+	CmdContainerCreate       CommandType = 1
+	CmdContainerUpdate       CommandType = 2
+	CmdContainerDesiredState CommandType = 3
+	CmdContainerDelete       CommandType = 4
+	CmdContainerStatus       CommandType = 5
+	CmdSnapshotCreate        CommandType = 6
+	CmdSnapshotDelete        CommandType = 7
+	CmdImageAdd              CommandType = 8
+	CmdImageDelete           CommandType = 9
+	CmdAliasSet              CommandType = 10
+	CmdAliasDelete           CommandType = 11
+	CmdPoolCreate            CommandType = 12
+	CmdNetworkCreate         CommandType = 13
+	CmdNodeUpsert            CommandType = 14
+)
+
+// ErrUnknownCommand is returned for a command type this version does not know.
+var ErrUnknownCommand = errors.New("unknown command type")
+
+// newPayload returns an empty payload message for t.
+func newPayload(t CommandType) (proto.Message, error) {
+	switch t {
+	case CmdContainerCreate:
+		return &shoalv1.ContainerCreateCommand{}, nil
+	case CmdContainerUpdate:
+		return &shoalv1.ContainerUpdateCommand{}, nil
+	case CmdContainerDesiredState:
+		return &shoalv1.ContainerDesiredStateCommand{}, nil
+	case CmdContainerDelete:
+		return &shoalv1.ContainerDeleteCommand{}, nil
+	case CmdContainerStatus:
+		return &shoalv1.ContainerStatusCommand{}, nil
+	case CmdSnapshotCreate:
+		return &shoalv1.SnapshotCreateCommand{}, nil
+	case CmdSnapshotDelete:
+		return &shoalv1.SnapshotDeleteCommand{}, nil
+	case CmdImageAdd:
+		return &shoalv1.ImageAddCommand{}, nil
+	case CmdImageDelete:
+		return &shoalv1.ImageDeleteCommand{}, nil
+	case CmdAliasSet:
+		return &shoalv1.AliasSetCommand{}, nil
+	case CmdAliasDelete:
+		return &shoalv1.AliasDeleteCommand{}, nil
+	case CmdPoolCreate:
+		return &shoalv1.PoolCreateCommand{}, nil
+	case CmdNetworkCreate:
+		return &shoalv1.NetworkCreateCommand{}, nil
+	case CmdNodeUpsert:
+		return &shoalv1.NodeUpsertCommand{}, nil
+	}
+	return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
+}
+
+// typeOf returns the command type of a payload message.
+func typeOf(m proto.Message) (CommandType, error) {
+	switch m.(type) {
+	case *shoalv1.ContainerCreateCommand:
+		return CmdContainerCreate, nil
+	case *shoalv1.ContainerUpdateCommand:
+		return CmdContainerUpdate, nil
+	case *shoalv1.ContainerDesiredStateCommand:
+		return CmdContainerDesiredState, nil
+	case *shoalv1.ContainerDeleteCommand:
+		return CmdContainerDelete, nil
+	case *shoalv1.ContainerStatusCommand:
+		return CmdContainerStatus, nil
+	case *shoalv1.SnapshotCreateCommand:
+		return CmdSnapshotCreate, nil
+	case *shoalv1.SnapshotDeleteCommand:
+		return CmdSnapshotDelete, nil
+	case *shoalv1.ImageAddCommand:
+		return CmdImageAdd, nil
+	case *shoalv1.ImageDeleteCommand:
+		return CmdImageDelete, nil
+	case *shoalv1.AliasSetCommand:
+		return CmdAliasSet, nil
+	case *shoalv1.AliasDeleteCommand:
+		return CmdAliasDelete, nil
+	case *shoalv1.PoolCreateCommand:
+		return CmdPoolCreate, nil
+	case *shoalv1.NetworkCreateCommand:
+		return CmdNetworkCreate, nil
+	case *shoalv1.NodeUpsertCommand:
+		return CmdNodeUpsert, nil
+	}
+	return 0, fmt.Errorf("%w: %T", ErrUnknownCommand, m)
+}
+
+// Encode serialises a command payload into a Raft log entry: one type byte,
+// then the protobuf payload.
+func Encode(m proto.Message) ([]byte, error) {
+	t, err := typeOf(m)
+	if err != nil {
+		return nil, err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode command %d: %w", t, err)
+	}
+	return append([]byte{byte(t)}, b...), nil
+}
+
+// Decode parses a Raft log entry produced by Encode.
+func Decode(data []byte) (CommandType, proto.Message, error) {
+	if len(data) == 0 {
+		return 0, nil, errors.New("decode command: empty entry")
+	}
+	t := CommandType(data[0])
+	m, err := newPayload(t)
+	if err != nil {
+		return t, nil, err
+	}
+	if err := proto.Unmarshal(data[1:], m); err != nil {
+		return t, nil, fmt.Errorf("decode command %d: %w", t, err)
+	}
+	return t, m, nil
+}

@@ -1,0 +1,348 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// Errors an Apply can return; callers branch on them with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrInUse    = errors.New("in use")
+)
+
+// snapshotVersion is the FSMSnapshot format version this code writes.
+const snapshotVersion = 1
+
+// Change says which object an applied command touched.
+type Change struct {
+	Kind string // "container", "image", "alias", "pool", "network", "node"
+	Name string
+}
+
+// state is the whole desired state. It is only mutated inside Apply/Restore.
+type state struct {
+	containers map[string]*shoalv1.Container
+	images     map[string]*shoalv1.Image
+	aliases    map[string]string
+	pools      map[string]*shoalv1.StoragePool
+	networks   map[string]*shoalv1.Network
+	nodes      map[string]*shoalv1.Node
+}
+
+func newState() *state {
+	return &state{
+		containers: map[string]*shoalv1.Container{},
+		images:     map[string]*shoalv1.Image{},
+		aliases:    map[string]string{},
+		pools:      map[string]*shoalv1.StoragePool{},
+		networks:   map[string]*shoalv1.Network{},
+		nodes:      map[string]*shoalv1.Node{},
+	}
+}
+
+// FSM applies commands to the desired state. Apply is deterministic: no clock,
+// no randomness, no I/O.
+type FSM struct {
+	mu sync.RWMutex
+	s  *state
+
+	subMu sync.Mutex
+	subs  []chan Change
+}
+
+// NewFSM returns an empty FSM.
+func NewFSM() *FSM { return &FSM{s: newState()} }
+
+var _ raft.FSM = (*FSM)(nil)
+
+// Subscribe returns a channel that receives a Change after every applied
+// command. Sends never block: a subscriber that falls behind misses changes
+// and must resync (the reconciler does so periodically anyway).
+func (f *FSM) Subscribe() <-chan Change {
+	ch := make(chan Change, 4096)
+	f.subMu.Lock()
+	f.subs = append(f.subs, ch)
+	f.subMu.Unlock()
+	return ch
+}
+
+func (f *FSM) publish(c Change) {
+	f.subMu.Lock()
+	defer f.subMu.Unlock()
+	for _, ch := range f.subs {
+		select {
+		case ch <- c:
+		default:
+		}
+	}
+}
+
+// Apply applies one Raft log entry. It returns nil or an error describing a
+// rule the command broke (name taken, missing object); a payload that does
+// not decode is a bug and panics, so that no replica silently diverges.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	_, m, err := Decode(l.Data)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: index %d: %v", l.Index, err))
+	}
+	f.mu.Lock()
+	change, err := f.s.apply(m)
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	f.publish(change)
+	return nil
+}
+
+func (s *state) apply(m proto.Message) (Change, error) {
+	switch c := m.(type) {
+	case *shoalv1.ContainerCreateCommand:
+		ct := c.GetContainer()
+		if _, ok := s.containers[ct.GetName()]; ok {
+			return Change{}, fmt.Errorf("container %q: %w", ct.GetName(), ErrExists)
+		}
+		s.containers[ct.GetName()] = proto.Clone(ct).(*shoalv1.Container)
+		return Change{"container", ct.GetName()}, nil
+	case *shoalv1.ContainerUpdateCommand:
+		ct, err := s.container(c.GetName())
+		if err != nil {
+			return Change{}, err
+		}
+		ct.Config = cloneMap(c.GetConfig())
+		return Change{"container", c.GetName()}, nil
+	case *shoalv1.ContainerDesiredStateCommand:
+		ct, err := s.container(c.GetName())
+		if err != nil {
+			return Change{}, err
+		}
+		ct.DesiredState = c.GetDesiredState()
+		return Change{"container", c.GetName()}, nil
+	case *shoalv1.ContainerDeleteCommand:
+		if _, err := s.container(c.GetName()); err != nil {
+			return Change{}, err
+		}
+		delete(s.containers, c.GetName())
+		return Change{"container", c.GetName()}, nil
+	case *shoalv1.ContainerStatusCommand:
+		ct, err := s.container(c.GetName())
+		if err != nil {
+			return Change{}, err
+		}
+		if ct.GetNode() != c.GetNode() {
+			return Change{}, fmt.Errorf("container %q is owned by %q, not %q", c.GetName(), ct.GetNode(), c.GetNode())
+		}
+		ct.Status, ct.StatusMessage = c.GetStatus(), c.GetMessage()
+		return Change{"container-status", c.GetName()}, nil
+	case *shoalv1.SnapshotCreateCommand:
+		ct, err := s.container(c.GetContainer())
+		if err != nil {
+			return Change{}, err
+		}
+		for _, sn := range ct.Snapshots {
+			if sn.GetName() == c.GetSnapshot().GetName() {
+				return Change{}, fmt.Errorf("snapshot %q of %q: %w", sn.GetName(), ct.GetName(), ErrExists)
+			}
+		}
+		ct.Snapshots = append(ct.Snapshots, proto.Clone(c.GetSnapshot()).(*shoalv1.Snapshot))
+		return Change{"container", c.GetContainer()}, nil
+	case *shoalv1.SnapshotDeleteCommand:
+		ct, err := s.container(c.GetContainer())
+		if err != nil {
+			return Change{}, err
+		}
+		for i, sn := range ct.Snapshots {
+			if sn.GetName() == c.GetName() {
+				ct.Snapshots = append(ct.Snapshots[:i], ct.Snapshots[i+1:]...)
+				return Change{"container", c.GetContainer()}, nil
+			}
+		}
+		return Change{}, fmt.Errorf("snapshot %q of %q: %w", c.GetName(), c.GetContainer(), ErrNotFound)
+	case *shoalv1.ImageAddCommand:
+		img := c.GetImage()
+		if old, ok := s.images[img.GetFingerprint()]; ok {
+			old.Nodes = mergeSorted(old.Nodes, img.GetNodes())
+			return Change{"image", img.GetFingerprint()}, nil
+		}
+		n := proto.Clone(img).(*shoalv1.Image)
+		n.Aliases = nil
+		s.images[img.GetFingerprint()] = n
+		return Change{"image", img.GetFingerprint()}, nil
+	case *shoalv1.ImageDeleteCommand:
+		fp := c.GetFingerprint()
+		if _, ok := s.images[fp]; !ok {
+			return Change{}, fmt.Errorf("image %q: %w", fp, ErrNotFound)
+		}
+		delete(s.images, fp)
+		for a, t := range s.aliases {
+			if t == fp {
+				delete(s.aliases, a)
+			}
+		}
+		return Change{"image", fp}, nil
+	case *shoalv1.AliasSetCommand:
+		if _, ok := s.images[c.GetFingerprint()]; !ok {
+			return Change{}, fmt.Errorf("image %q: %w", c.GetFingerprint(), ErrNotFound)
+		}
+		s.aliases[c.GetAlias()] = c.GetFingerprint()
+		return Change{"alias", c.GetAlias()}, nil
+	case *shoalv1.AliasDeleteCommand:
+		if _, ok := s.aliases[c.GetAlias()]; !ok {
+			return Change{}, fmt.Errorf("alias %q: %w", c.GetAlias(), ErrNotFound)
+		}
+		delete(s.aliases, c.GetAlias())
+		return Change{"alias", c.GetAlias()}, nil
+	case *shoalv1.PoolCreateCommand:
+		p := c.GetPool()
+		if _, ok := s.pools[p.GetName()]; ok {
+			return Change{}, fmt.Errorf("storage pool %q: %w", p.GetName(), ErrExists)
+		}
+		s.pools[p.GetName()] = proto.Clone(p).(*shoalv1.StoragePool)
+		return Change{"pool", p.GetName()}, nil
+	case *shoalv1.NetworkCreateCommand:
+		n := c.GetNetwork()
+		if _, ok := s.networks[n.GetName()]; ok {
+			return Change{}, fmt.Errorf("network %q: %w", n.GetName(), ErrExists)
+		}
+		s.networks[n.GetName()] = proto.Clone(n).(*shoalv1.Network)
+		return Change{"network", n.GetName()}, nil
+	case *shoalv1.NodeUpsertCommand:
+		s.nodes[c.GetNode().GetName()] = proto.Clone(c.GetNode()).(*shoalv1.Node)
+		return Change{"node", c.GetNode().GetName()}, nil
+	}
+	panic(fmt.Sprintf("fsm: no apply for %T", m))
+}
+
+func (s *state) container(name string) (*shoalv1.Container, error) {
+	ct, ok := s.containers[name]
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w", name, ErrNotFound)
+	}
+	return ct, nil
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func mergeSorted(a, b []string) []string {
+	set := map[string]bool{}
+	for _, x := range append(append([]string{}, a...), b...) {
+		set[x] = true
+	}
+	out := make([]string, 0, len(set))
+	for x := range set {
+		out = append(out, x)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Snapshot captures an immutable copy of the state for Raft to persist.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &fsmSnapshot{snap: f.s.export()}, nil
+}
+
+func (s *state) export() *shoalv1.FSMSnapshot {
+	out := &shoalv1.FSMSnapshot{Version: snapshotVersion, Aliases: cloneMap(s.aliases)}
+	for _, k := range sortedKeys(s.containers) {
+		out.Containers = append(out.Containers, proto.Clone(s.containers[k]).(*shoalv1.Container))
+	}
+	for _, k := range sortedKeys(s.images) {
+		out.Images = append(out.Images, proto.Clone(s.images[k]).(*shoalv1.Image))
+	}
+	for _, k := range sortedKeys(s.pools) {
+		out.Pools = append(out.Pools, proto.Clone(s.pools[k]).(*shoalv1.StoragePool))
+	}
+	for _, k := range sortedKeys(s.networks) {
+		out.Networks = append(out.Networks, proto.Clone(s.networks[k]).(*shoalv1.Network))
+	}
+	for _, k := range sortedKeys(s.nodes) {
+		out.Nodes = append(out.Nodes, proto.Clone(s.nodes[k]).(*shoalv1.Node))
+	}
+	return out
+}
+
+// Restore replaces the state with a persisted snapshot.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	var snap shoalv1.FSMSnapshot
+	if err := proto.Unmarshal(b, &snap); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	if snap.GetVersion() != snapshotVersion {
+		return fmt.Errorf("restore snapshot: unsupported version %d", snap.GetVersion())
+	}
+	s := newState()
+	for _, c := range snap.GetContainers() {
+		s.containers[c.GetName()] = c
+	}
+	for _, i := range snap.GetImages() {
+		s.images[i.GetFingerprint()] = i
+	}
+	for a, fp := range snap.GetAliases() {
+		s.aliases[a] = fp
+	}
+	for _, p := range snap.GetPools() {
+		s.pools[p.GetName()] = p
+	}
+	for _, n := range snap.GetNetworks() {
+		s.networks[n.GetName()] = n
+	}
+	for _, n := range snap.GetNodes() {
+		s.nodes[n.GetName()] = n
+	}
+	f.mu.Lock()
+	f.s = s
+	f.mu.Unlock()
+	f.publish(Change{Kind: "resync"})
+	return nil
+}
+
+type fsmSnapshot struct{ snap *shoalv1.FSMSnapshot }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.snap)
+	if err == nil {
+		_, err = sink.Write(b)
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,164 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+func apply(t *testing.T, f *FSM, m proto.Message) error {
+	t.Helper()
+	data, err := Encode(m)
+	if err != nil {
+		t.Fatalf("encode %T: %v", m, err)
+	}
+	res := f.Apply(&raft.Log{Type: raft.LogCommand, Data: data})
+	if res == nil {
+		return nil
+	}
+	return res.(error)
+}
+
+func mustApply(t *testing.T, f *FSM, m proto.Message) {
+	t.Helper()
+	if err := apply(t, f, m); err != nil {
+		t.Fatalf("apply %T: %v", m, err)
+	}
+}
+
+func TestContainerCommands(t *testing.T) {
+	f := NewFSM()
+	ch := f.Subscribe()
+	c1 := &shoalv1.Container{Name: "c1", Node: "n1", ImageFingerprint: "abc", Config: map[string]string{"limits.cpu": "1"},
+		DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING}
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: c1})
+	if got := <-ch; got != (Change{"container", "c1"}) {
+		t.Fatalf("change = %+v", got)
+	}
+	if err := apply(t, f, &shoalv1.ContainerCreateCommand{Container: c1}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	mustApply(t, f, &shoalv1.ContainerUpdateCommand{Name: "c1", Config: map[string]string{"limits.memory": "256MiB"}})
+	mustApply(t, f, &shoalv1.ContainerDesiredStateCommand{Name: "c1", DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED})
+	mustApply(t, f, &shoalv1.ContainerStatusCommand{Name: "c1", Node: "n1", Status: "Stopped"})
+	if err := apply(t, f, &shoalv1.ContainerStatusCommand{Name: "c1", Node: "n2", Status: "Running"}); err == nil {
+		t.Fatal("status from a node that does not own the container was accepted")
+	}
+	mustApply(t, f, &shoalv1.SnapshotCreateCommand{Container: "c1", Snapshot: &shoalv1.Snapshot{Name: "s1"}})
+	if err := apply(t, f, &shoalv1.SnapshotCreateCommand{Container: "c1", Snapshot: &shoalv1.Snapshot{Name: "s1"}}); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate snapshot: %v", err)
+	}
+	got, err := f.Container("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Config["limits.memory"] != "256MiB" || got.Config["limits.cpu"] != "" ||
+		got.DesiredState != shoalv1.DesiredState_DESIRED_STATE_STOPPED || got.Status != "Stopped" ||
+		len(got.Snapshots) != 1 || got.Snapshots[0].Name != "s1" {
+		t.Fatalf("container after updates = %v", got)
+	}
+	got.Config["mutated"] = "x"
+	if again, _ := f.Container("c1"); again.Config["mutated"] != "" {
+		t.Fatal("Container returned a reference into the FSM")
+	}
+	mustApply(t, f, &shoalv1.SnapshotDeleteCommand{Container: "c1", Name: "s1"})
+	if err := apply(t, f, &shoalv1.SnapshotDeleteCommand{Container: "c1", Name: "s1"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete missing snapshot: %v", err)
+	}
+	mustApply(t, f, &shoalv1.ContainerDeleteCommand{Name: "c1"})
+	if _, err := f.Container("c1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := apply(t, f, &shoalv1.ContainerUpdateCommand{Name: "c1"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("update missing: %v", err)
+	}
+}
+
+func TestImageCommands(t *testing.T) {
+	f := NewFSM()
+	if err := apply(t, f, &shoalv1.AliasSetCommand{Alias: "a", Fingerprint: "ff"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("alias to missing image: %v", err)
+	}
+	mustApply(t, f, &shoalv1.ImageAddCommand{Image: &shoalv1.Image{Fingerprint: "ff00", Nodes: []string{"n1"}}})
+	mustApply(t, f, &shoalv1.ImageAddCommand{Image: &shoalv1.Image{Fingerprint: "ff00", Nodes: []string{"n2"}}})
+	mustApply(t, f, &shoalv1.ImageAddCommand{Image: &shoalv1.Image{Fingerprint: "ff11"}})
+	mustApply(t, f, &shoalv1.AliasSetCommand{Alias: "busybox", Fingerprint: "ff00"})
+	img, err := f.ResolveImage("busybox")
+	if err != nil || img.Fingerprint != "ff00" || len(img.Nodes) != 2 || len(img.Aliases) != 1 {
+		t.Fatalf("resolve alias = %v, %v", img, err)
+	}
+	if img, err := f.ResolveImage("ff1"); err != nil || img.Fingerprint != "ff11" {
+		t.Fatalf("resolve prefix = %v, %v", img, err)
+	}
+	if _, err := f.ResolveImage("ff"); err == nil {
+		t.Fatal("ambiguous prefix resolved")
+	}
+	if _, err := f.ResolveImage("nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing image: %v", err)
+	}
+	mustApply(t, f, &shoalv1.ImageDeleteCommand{Fingerprint: "ff00"})
+	if _, err := f.ResolveImage("busybox"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("alias survived its image: %v", err)
+	}
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	f := NewFSM()
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "c1", Node: "n1",
+		Snapshots: []*shoalv1.Snapshot{{Name: "s1", Config: map[string]string{"a": "b"}}}}})
+	mustApply(t, f, &shoalv1.ImageAddCommand{Image: &shoalv1.Image{Fingerprint: "ff", Size: 10}})
+	mustApply(t, f, &shoalv1.AliasSetCommand{Alias: "x", Fingerprint: "ff"})
+	mustApply(t, f, &shoalv1.PoolCreateCommand{Pool: &shoalv1.StoragePool{Name: "default", Driver: "btrfs"}})
+	mustApply(t, f, &shoalv1.NetworkCreateCommand{Network: &shoalv1.Network{Name: "br0", Ipv4Cidr: "10.0.0.1/24"}})
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n1"}})
+	if err := apply(t, f, &shoalv1.PoolCreateCommand{Pool: &shoalv1.StoragePool{Name: "default"}}); !errors.Is(err, ErrExists) {
+		t.Fatalf("duplicate pool: %v", err)
+	}
+
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(f.s.export(), g.s.export()) {
+		t.Fatalf("restored state differs:\n%v\n%v", f.s.export(), g.s.export())
+	}
+	if err := g.Restore(io.NopCloser(bytes.NewReader([]byte{0xff, 0xff}))); err == nil {
+		t.Fatal("garbage snapshot restored")
+	}
+}
+
+func TestDecodeRejectsUnknown(t *testing.T) {
+	if _, _, err := Decode([]byte{200, 1, 2}); !errors.Is(err, ErrUnknownCommand) {
+		t.Fatalf("unknown type: %v", err)
+	}
+	if _, _, err := Decode(nil); err == nil {
+		t.Fatal("empty entry decoded")
+	}
+	f := NewFSM()
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Apply of an undecodable entry did not panic")
+		}
+	}()
+	f.Apply(&raft.Log{Type: raft.LogCommand, Data: []byte{200}})
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { return nil }
+func (s *memSink) Close() error  { return nil }

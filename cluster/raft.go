@@ -1,0 +1,205 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb"
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrNotLeader is returned when a write reaches a node that is not the leader
+// and cannot forward it.
+var ErrNotLeader = errors.New("not the cluster leader")
+
+// Config configures the local Raft member.
+type Config struct {
+	// NodeName is this member's Raft server ID and node name.
+	NodeName string
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// BindAddr is the Raft transport's TCP address; port 0 picks one.
+	BindAddr string
+	Logger   *slog.Logger
+}
+
+// Cluster is the local member of the Raft cluster and its FSM.
+type Cluster struct {
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *FSM
+	store *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+}
+
+// Open starts the local Raft member. On a fresh data dir it bootstraps a
+// one-node cluster; otherwise it recovers its log and snapshots.
+func Open(ctx context.Context, cfg Config) (*Cluster, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "raft")
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft data dir: %w", err)
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open raft store: %w", err)
+	}
+	hlog := newHCLogger(log)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.BindAddr)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft address %q: %w", cfg.BindAddr, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, hlog)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeName)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = 500 * time.Millisecond
+	rc.ElectionTimeout = 500 * time.Millisecond
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.SnapshotThreshold = 4096
+
+	fsm := NewFSM()
+	has, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("inspect raft state: %w", err)
+	}
+	if !has {
+		conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
+		if err := raft.BootstrapCluster(rc, store, store, snaps, trans, conf); err != nil {
+			trans.Close()
+			store.Close()
+			return nil, fmt.Errorf("bootstrap cluster: %w", err)
+		}
+		log.Info("bootstrapped a new one-node cluster", "node", cfg.NodeName)
+	}
+	r, err := raft.NewRaft(rc, fsm, store, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	c := &Cluster{cfg: cfg, log: log, raft: r, fsm: fsm, store: store, trans: trans}
+	if err := c.WaitLeader(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// FSM returns the local replica of the desired state.
+func (c *Cluster) FSM() *FSM { return c.fsm }
+
+// NodeName returns this member's name.
+func (c *Cluster) NodeName() string { return c.cfg.NodeName }
+
+// WaitLeader blocks until the cluster has a leader and this replica has
+// applied everything committed before it became known.
+func (c *Cluster) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := c.raft.LeaderWithID(); addr != "" {
+			if c.raft.State() == raft.Leader {
+				return c.raft.Barrier(10 * time.Second).Error()
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for raft leader: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Propose replicates a command and applies it. It returns the FSM's verdict
+// (for example ErrExists) or a replication error.
+func (c *Cluster) Propose(ctx context.Context, m proto.Message) error {
+	data, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if c.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	f := c.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return fmt.Errorf("replicate command: %w", err)
+	}
+	if resp, ok := f.Response().(error); ok && resp != nil {
+		return resp
+	}
+	return nil
+}
+
+// Snapshot forces a Raft snapshot (log compaction).
+func (c *Cluster) Snapshot() error { return c.raft.Snapshot().Error() }
+
+// Close stops the local member. It does not touch the host's containers.
+func (c *Cluster) Close() error {
+	err := c.raft.Shutdown().Error()
+	c.trans.Close()
+	if cerr := c.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// newHCLogger adapts slog for hashicorp libraries (warnings and errors only).
+func newHCLogger(log *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Warn,
+		Output: slogWriter{log},
+	})
+}
+
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(msg, "[ERROR]"):
+		w.log.Error(msg)
+	default:
+		w.log.Warn(msg)
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

@@ -1,0 +1,140 @@
+package cluster
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// The read accessors return copies: callers may keep and change them freely.
+
+// Container returns a container by name.
+func (f *FSM) Container(name string) (*shoalv1.Container, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ct, err := f.s.container(name)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Clone(ct).(*shoalv1.Container), nil
+}
+
+// Containers returns all containers sorted by name.
+func (f *FSM) Containers() []*shoalv1.Container {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*shoalv1.Container, 0, len(f.s.containers))
+	for _, k := range sortedKeys(f.s.containers) {
+		out = append(out, proto.Clone(f.s.containers[k]).(*shoalv1.Container))
+	}
+	return out
+}
+
+// Images returns all images, with their aliases, sorted by fingerprint.
+func (f *FSM) Images() []*shoalv1.Image {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*shoalv1.Image, 0, len(f.s.images))
+	for _, k := range sortedKeys(f.s.images) {
+		out = append(out, f.imageLocked(k))
+	}
+	return out
+}
+
+func (f *FSM) imageLocked(fp string) *shoalv1.Image {
+	img := proto.Clone(f.s.images[fp]).(*shoalv1.Image)
+	for _, a := range sortedKeys(f.s.aliases) {
+		if f.s.aliases[a] == fp {
+			img.Aliases = append(img.Aliases, a)
+		}
+	}
+	return img
+}
+
+// ResolveImage finds an image by alias, full fingerprint, or unique
+// fingerprint prefix.
+func (f *FSM) ResolveImage(ref string) (*shoalv1.Image, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if fp, ok := f.s.aliases[ref]; ok {
+		return f.imageLocked(fp), nil
+	}
+	if ref == "" {
+		return nil, fmt.Errorf("image %q: %w", ref, ErrNotFound)
+	}
+	var match []string
+	for fp := range f.s.images {
+		if strings.HasPrefix(fp, ref) {
+			match = append(match, fp)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("image %q: %w", ref, ErrNotFound)
+	case 1:
+		return f.imageLocked(match[0]), nil
+	}
+	sort.Strings(match)
+	return nil, fmt.Errorf("image %q is ambiguous (%d images match)", ref, len(match))
+}
+
+// ImageUsers returns the names of containers created from image fp.
+func (f *FSM) ImageUsers(fp string) []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []string
+	for _, k := range sortedKeys(f.s.containers) {
+		if f.s.containers[k].GetImageFingerprint() == fp {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Pools returns all storage pools sorted by name.
+func (f *FSM) Pools() []*shoalv1.StoragePool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*shoalv1.StoragePool, 0, len(f.s.pools))
+	for _, k := range sortedKeys(f.s.pools) {
+		out = append(out, proto.Clone(f.s.pools[k]).(*shoalv1.StoragePool))
+	}
+	return out
+}
+
+// Pool returns a storage pool by name.
+func (f *FSM) Pool(name string) (*shoalv1.StoragePool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	p, ok := f.s.pools[name]
+	if !ok {
+		return nil, fmt.Errorf("storage pool %q: %w", name, ErrNotFound)
+	}
+	return proto.Clone(p).(*shoalv1.StoragePool), nil
+}
+
+// Networks returns all managed networks sorted by name.
+func (f *FSM) Networks() []*shoalv1.Network {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*shoalv1.Network, 0, len(f.s.networks))
+	for _, k := range sortedKeys(f.s.networks) {
+		out = append(out, proto.Clone(f.s.networks[k]).(*shoalv1.Network))
+	}
+	return out
+}
+
+// Nodes returns all nodes sorted by name.
+func (f *FSM) Nodes() []*shoalv1.Node {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*shoalv1.Node, 0, len(f.s.nodes))
+	for _, k := range sortedKeys(f.s.nodes) {
+		out = append(out, proto.Clone(f.s.nodes[k]).(*shoalv1.Node))
+	}
+	return out
+}
