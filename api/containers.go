@@ -1,0 +1,438 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/network"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/storage"
+)
+
+// container fetches a container record or returns NotFound.
+func (s *Server) container(name string) (*shoalv1.Container, error) {
+	if name == "" {
+		return nil, invalid("name", "a container name is required")
+	}
+	ct, err := s.fsm.Container(name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return ct, nil
+}
+
+// info joins a container's record with what its host observes.
+func (s *Server) info(ctx context.Context, ct *shoalv1.Container, detail bool) *shoalv1.ContainerInfo {
+	out := &shoalv1.ContainerInfo{Container: ct}
+	if ct.GetNode() == s.node.Name() {
+		out.State = s.node.State(ctx, ct)
+		if detail {
+			out.State.DiskBytes = s.node.DiskUsage(ctx, ct)
+		}
+	} else {
+		out.State = &shoalv1.ContainerState{Status: ct.GetStatus()}
+	}
+	return out
+}
+
+// CreateContainer validates, records the container through Raft, and starts
+// an operation that makes it real on this node.
+func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContainerRequest) (*shoalv1.CreateContainerResponse, error) {
+	if err := config.ValidateName("name", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetImage() == "" {
+		return nil, invalid("image", "an image alias or fingerprint is required")
+	}
+	if err := config.Validate(req.GetConfig()); err != nil {
+		return nil, toStatus(err)
+	}
+	img, err := s.fsm.ResolveImage(req.GetImage())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("image: %w", err))
+	}
+	if req.GetPool() != "" {
+		if _, err := s.fsm.Pool(req.GetPool()); err != nil {
+			return nil, toStatus(fmt.Errorf("pool: %w", err))
+		}
+	}
+	if _, err := s.fsm.Container(req.GetName()); err == nil {
+		return nil, status.Errorf(codes.AlreadyExists, "name: container %q already exists", req.GetName())
+	}
+	desired := shoalv1.DesiredState_DESIRED_STATE_RUNNING
+	if req.GetNoStart() {
+		desired = shoalv1.DesiredState_DESIRED_STATE_STOPPED
+	}
+	pool := req.GetPool()
+	if pool == "" {
+		pool = s.defaultPool()
+	}
+	ct := &shoalv1.Container{
+		Name: req.GetName(), ImageFingerprint: img.GetFingerprint(), ImageSource: req.GetImage(),
+		Config: req.GetConfig(), Node: s.node.Name(), DesiredState: desired,
+		CreatedAtUnixNano: now(), Pool: pool, Hwaddr: network.RandomMAC(),
+	}
+	if err := s.propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct}); err != nil {
+		return nil, err
+	}
+	op := s.ops.Start("container-create", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+		p.Phase("creating")
+		if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
+			s.undoCreate(ct.GetName(), desired)
+			return nil, err
+		}
+		return map[string]string{"name": ct.GetName()}, nil
+	})
+	return &shoalv1.CreateContainerResponse{Operation: op}, nil
+}
+
+// undoCreate handles a failed create: a container whose volume could not be
+// made is removed again; one that exists but would not start is left
+// stopped, as LXD does.
+func (s *Server) undoCreate(name string, desired shoalv1.DesiredState) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if s.node.HasVolume(ctx, name) && desired == shoalv1.DesiredState_DESIRED_STATE_RUNNING {
+		_ = s.cl.Propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: name, DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED})
+		return
+	}
+	if err := s.cl.Propose(ctx, &shoalv1.ContainerDeleteCommand{Name: name}); err == nil {
+		_ = s.node.Reconcile(ctx, name)
+	}
+}
+
+func (s *Server) defaultPool() string {
+	pools := s.fsm.Pools()
+	for _, p := range pools {
+		if p.GetName() == "default" {
+			return p.GetName()
+		}
+	}
+	if len(pools) > 0 {
+		return pools[0].GetName()
+	}
+	return ""
+}
+
+// ListContainers lists all containers with their observed state.
+func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRequest) (*shoalv1.ListContainersResponse, error) {
+	cts := s.fsm.Containers()
+	out := make([]*shoalv1.ContainerInfo, len(cts))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, ct := range cts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i] = s.info(ctx, ct, false)
+		}()
+	}
+	wg.Wait()
+	return &shoalv1.ListContainersResponse{Containers: out}, nil
+}
+
+// GetContainer returns one container with its usage.
+func (s *Server) GetContainer(ctx context.Context, req *shoalv1.GetContainerRequest) (*shoalv1.GetContainerResponse, error) {
+	ct, err := s.container(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return &shoalv1.GetContainerResponse{Container: s.info(ctx, ct, true)}, nil
+}
+
+// UpdateContainer sets and unsets config keys; nothing changes unless the
+// whole resulting config is valid.
+func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContainerRequest) (*shoalv1.UpdateContainerResponse, error) {
+	ct, err := s.container(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	cfg := map[string]string{}
+	for k, v := range ct.GetConfig() {
+		cfg[k] = v
+	}
+	keys := make([]string, 0, len(req.GetSet()))
+	for k := range req.GetSet() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := req.GetSet()[k]
+		if err := config.ValidateKey(k, v); err != nil {
+			return nil, toStatus(err)
+		}
+		if config.CreationOnly(k) && cfg[k] != v {
+			return nil, precondition(k + ": can only be set when the container is created")
+		}
+		cfg[k] = v
+	}
+	for _, k := range req.GetUnset() {
+		if config.CreationOnly(k) && cfg[k] != "" {
+			return nil, precondition(k + ": can only be set when the container is created")
+		}
+		delete(cfg, k)
+	}
+	if err := config.Validate(cfg); err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
+		return nil, err
+	}
+	if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return s.infoResponse(ctx, ct.GetName())
+}
+
+func (s *Server) infoResponse(ctx context.Context, name string) (*shoalv1.UpdateContainerResponse, error) {
+	ct, err := s.container(name)
+	if err != nil {
+		return nil, err
+	}
+	return &shoalv1.UpdateContainerResponse{Container: s.info(ctx, ct, false)}, nil
+}
+
+// DeleteContainer deletes a container and its snapshots.
+func (s *Server) DeleteContainer(ctx context.Context, req *shoalv1.DeleteContainerRequest) (*shoalv1.DeleteContainerResponse, error) {
+	ct, err := s.container(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if !req.GetForce() {
+		if st := s.node.State(ctx, ct); st.GetStatus() != "Stopped" {
+			return nil, precondition(fmt.Sprintf("container %q is %s: stop it first or delete with force", ct.GetName(), st.GetStatus()))
+		}
+	}
+	s.node.SetStopTimeout(ct.GetName(), 0)
+	if err := s.propose(ctx, &shoalv1.ContainerDeleteCommand{Name: ct.GetName()}); err != nil {
+		return nil, err
+	}
+	if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	s.bus.Lifecycle(s.node.Name(), "container-deleted", ct.GetName())
+	return &shoalv1.DeleteContainerResponse{}, nil
+}
+
+// ChangeContainerState starts, stops, restarts, freezes or unfreezes.
+func (s *Server) ChangeContainerState(ctx context.Context, req *shoalv1.ChangeContainerStateRequest) (*shoalv1.ChangeContainerStateResponse, error) {
+	ct, err := s.container(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	timeout := time.Duration(req.GetTimeoutSeconds()) * time.Second
+	if req.GetTimeoutSeconds() < 0 {
+		return nil, invalid("timeout_seconds", "must not be negative")
+	}
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	if req.GetForce() {
+		timeout = 0
+	}
+	var desired shoalv1.DesiredState
+	switch req.GetAction() {
+	case shoalv1.StateAction_STATE_ACTION_START:
+		desired = shoalv1.DesiredState_DESIRED_STATE_RUNNING
+	case shoalv1.StateAction_STATE_ACTION_STOP:
+		desired = shoalv1.DesiredState_DESIRED_STATE_STOPPED
+		s.node.SetStopTimeout(ct.GetName(), timeout)
+	case shoalv1.StateAction_STATE_ACTION_RESTART:
+		if st := s.node.State(ctx, ct); st.GetStatus() != "Running" {
+			return nil, precondition(fmt.Sprintf("container %q is %s, not Running", ct.GetName(), st.GetStatus()))
+		}
+		if err := s.node.Restart(ctx, ct.GetName(), timeout); err != nil {
+			return nil, toStatus(err)
+		}
+		return s.stateResponse(ctx, ct.GetName())
+	case shoalv1.StateAction_STATE_ACTION_FREEZE, shoalv1.StateAction_STATE_ACTION_UNFREEZE:
+		want := "Running"
+		desired = shoalv1.DesiredState_DESIRED_STATE_FROZEN
+		if req.GetAction() == shoalv1.StateAction_STATE_ACTION_UNFREEZE {
+			want, desired = "Frozen", shoalv1.DesiredState_DESIRED_STATE_RUNNING
+		}
+		if st := s.node.State(ctx, ct); st.GetStatus() != want {
+			return nil, precondition(fmt.Sprintf("container %q is %s, not %s", ct.GetName(), st.GetStatus(), want))
+		}
+	default:
+		return nil, invalid("action", "must be one of start, stop, restart, freeze, unfreeze")
+	}
+	if ct.GetDesiredState() != desired {
+		if err := s.propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: ct.GetName(), DesiredState: desired}); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return s.stateResponse(ctx, ct.GetName())
+}
+
+func (s *Server) stateResponse(ctx context.Context, name string) (*shoalv1.ChangeContainerStateResponse, error) {
+	ct, err := s.container(name)
+	if err != nil {
+		return nil, err
+	}
+	return &shoalv1.ChangeContainerStateResponse{Container: s.info(ctx, ct, false)}, nil
+}
+
+// CopyContainer copies a container (with its snapshots unless
+// instance_only); the copy is left stopped, as LXD does.
+func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRequest) (*shoalv1.CopyContainerResponse, error) {
+	src, err := s.container(req.GetSource())
+	if err != nil {
+		return nil, err
+	}
+	if err := config.ValidateName("name", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.fsm.Container(req.GetName()); err == nil {
+		return nil, status.Errorf(codes.AlreadyExists, "name: container %q already exists", req.GetName())
+	}
+	cfg := map[string]string{}
+	for k, v := range src.GetConfig() {
+		cfg[k] = v
+	}
+	for k, v := range req.GetConfig() {
+		cfg[k] = v
+	}
+	if err := config.Validate(cfg); err != nil {
+		return nil, toStatus(err)
+	}
+	op := s.ops.Start("container-copy", "containers/"+req.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+		var snaps []string
+		var records []*shoalv1.Snapshot
+		if !req.GetInstanceOnly() {
+			for _, sn := range src.GetSnapshots() {
+				snaps = append(snaps, sn.GetName())
+				records = append(records, proto.Clone(sn).(*shoalv1.Snapshot))
+			}
+		}
+		p.Phase("copying volume")
+		if err := s.node.CopyVolume(ctx, src, req.GetName(), snaps); err != nil {
+			return nil, err
+		}
+		ct := &shoalv1.Container{
+			Name: req.GetName(), ImageFingerprint: src.GetImageFingerprint(), ImageSource: src.GetImageSource(),
+			Config: cfg, Node: s.node.Name(), DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED,
+			CreatedAtUnixNano: now(), Pool: src.GetPool(), Hwaddr: network.RandomMAC(), Snapshots: records,
+		}
+		if err := s.cl.Propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct}); err != nil {
+			_ = s.node.Reconcile(context.Background(), req.GetName()) // not in the FSM: removes the copied volume
+			return nil, err
+		}
+		if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
+			return nil, err
+		}
+		return map[string]string{"name": ct.GetName()}, nil
+	})
+	return &shoalv1.CopyContainerResponse{Operation: op}, nil
+}
+
+// CreateSnapshot snapshots a container's volume and records its config.
+func (s *Server) CreateSnapshot(ctx context.Context, req *shoalv1.CreateSnapshotRequest) (*shoalv1.CreateSnapshotResponse, error) {
+	ct, err := s.container(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	if err := config.ValidateName("snapshot", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	for _, sn := range ct.GetSnapshots() {
+		if sn.GetName() == req.GetName() {
+			return nil, status.Errorf(codes.AlreadyExists, "snapshot: %q of %q already exists", req.GetName(), ct.GetName())
+		}
+	}
+	if err := s.node.CreateSnapshot(ctx, ct, req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	sn := &shoalv1.Snapshot{Name: req.GetName(), CreatedAtUnixNano: now(), Config: ct.GetConfig()}
+	if err := s.propose(ctx, &shoalv1.SnapshotCreateCommand{Container: ct.GetName(), Snapshot: sn}); err != nil {
+		_ = s.node.DeleteSnapshot(context.Background(), ct, req.GetName())
+		return nil, err
+	}
+	s.bus.Lifecycle(s.node.Name(), "container-snapshot-created", ct.GetName()+"/"+req.GetName())
+	return &shoalv1.CreateSnapshotResponse{Snapshot: sn}, nil
+}
+
+// ListSnapshots lists a container's snapshots, oldest first.
+func (s *Server) ListSnapshots(ctx context.Context, req *shoalv1.ListSnapshotsRequest) (*shoalv1.ListSnapshotsResponse, error) {
+	ct, err := s.container(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	return &shoalv1.ListSnapshotsResponse{Snapshots: ct.GetSnapshots()}, nil
+}
+
+func snapshotOf(ct *shoalv1.Container, name string) (*shoalv1.Snapshot, error) {
+	for _, sn := range ct.GetSnapshots() {
+		if sn.GetName() == name {
+			return sn, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "snapshot: %q of %q not found", name, ct.GetName())
+}
+
+// RestoreSnapshot rolls a container back to a snapshot, config included.
+func (s *Server) RestoreSnapshot(ctx context.Context, req *shoalv1.RestoreSnapshotRequest) (*shoalv1.RestoreSnapshotResponse, error) {
+	ct, err := s.container(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	sn, err := snapshotOf(ct, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if !equalMaps(sn.GetConfig(), ct.GetConfig()) {
+		if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: sn.GetConfig()}); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.node.RestoreSnapshot(ctx, ct, req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.RestoreSnapshotResponse{}, nil
+}
+
+// DeleteSnapshot deletes a snapshot from the host and the cluster.
+func (s *Server) DeleteSnapshot(ctx context.Context, req *shoalv1.DeleteSnapshotRequest) (*shoalv1.DeleteSnapshotResponse, error) {
+	ct, err := s.container(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := snapshotOf(ct, req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := s.node.DeleteSnapshot(ctx, ct, req.GetName()); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, toStatus(err)
+	}
+	if err := s.propose(ctx, &shoalv1.SnapshotDeleteCommand{Container: ct.GetName(), Name: req.GetName()}); err != nil && status.Code(err) != codes.NotFound {
+		return nil, err
+	}
+	s.bus.Lifecycle(s.node.Name(), "container-snapshot-deleted", ct.GetName()+"/"+req.GetName())
+	return &shoalv1.DeleteSnapshotResponse{}, nil
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+

@@ -1,0 +1,72 @@
+package api
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/node"
+	"github.com/shoal-dev/shoal/node/images"
+	"github.com/shoal-dev/shoal/node/runtime"
+	"github.com/shoal-dev/shoal/storage"
+)
+
+// codeTable maps our sentinel errors to gRPC codes. It is the only place
+// where that mapping lives.
+var codeTable = []struct {
+	err  error
+	code codes.Code
+}{
+	{config.ErrInvalid, codes.InvalidArgument},
+	{images.ErrInvalid, codes.InvalidArgument},
+	{node.ErrInvalidPool, codes.InvalidArgument},
+	{runtime.ErrPathEscape, codes.InvalidArgument},
+	{cluster.ErrNotFound, codes.NotFound},
+	{storage.ErrNotFound, codes.NotFound},
+	{runtime.ErrNotFound, codes.NotFound},
+	{images.ErrNotFound, codes.NotFound},
+	{node.ErrNotFound, codes.NotFound},
+	{operations.ErrNotFound, codes.NotFound},
+	{cluster.ErrExists, codes.AlreadyExists},
+	{storage.ErrExists, codes.AlreadyExists},
+	{images.ErrAmbiguous, codes.InvalidArgument},
+	{cluster.ErrInUse, codes.FailedPrecondition},
+	{runtime.ErrNotRunning, codes.FailedPrecondition},
+	{node.ErrConflict, codes.FailedPrecondition},
+	{storage.ErrNotSupported, codes.Unimplemented},
+	{cluster.ErrNotLeader, codes.Unavailable},
+	{context.Canceled, codes.Canceled},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+}
+
+// toStatus converts an error to a gRPC status error. Errors that already are
+// status errors pass through.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	for _, e := range codeTable {
+		if errors.Is(err, e.err) {
+			return status.Error(e.code, err.Error())
+		}
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func invalid(field, msg string) error {
+	return status.Error(codes.InvalidArgument, field+": "+msg)
+}
+
+func precondition(msg string) error {
+	return status.Error(codes.FailedPrecondition, msg)
+}
+
+func init() { operations.ToStatus = toStatus }

@@ -1,0 +1,63 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/node"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// Server implements every Shoal gRPC service.
+type Server struct {
+	shoalv1.UnimplementedContainerServiceServer
+	shoalv1.UnimplementedImageServiceServer
+	shoalv1.UnimplementedStorageServiceServer
+	shoalv1.UnimplementedNetworkServiceServer
+	shoalv1.UnimplementedOperationServiceServer
+	shoalv1.UnimplementedEventServiceServer
+
+	cl   *cluster.Cluster
+	fsm  *cluster.FSM
+	node *node.Node
+	ops  *operations.Registry
+	bus  *operations.Bus
+	log  *slog.Logger
+}
+
+var (
+	_ shoalv1.ContainerServiceServer = (*Server)(nil)
+	_ shoalv1.ImageServiceServer     = (*Server)(nil)
+	_ shoalv1.StorageServiceServer   = (*Server)(nil)
+	_ shoalv1.NetworkServiceServer   = (*Server)(nil)
+	_ shoalv1.OperationServiceServer = (*Server)(nil)
+	_ shoalv1.EventServiceServer     = (*Server)(nil)
+)
+
+// NewServer returns the API over a cluster member and its node.
+func NewServer(cl *cluster.Cluster, n *node.Node, ops *operations.Registry, bus *operations.Bus, log *slog.Logger) *Server {
+	return &Server{cl: cl, fsm: cl.FSM(), node: n, ops: ops, bus: bus, log: log.With("component", "api")}
+}
+
+// Register registers every service on a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	shoalv1.RegisterContainerServiceServer(g, s)
+	shoalv1.RegisterImageServiceServer(g, s)
+	shoalv1.RegisterStorageServiceServer(g, s)
+	shoalv1.RegisterNetworkServiceServer(g, s)
+	shoalv1.RegisterOperationServiceServer(g, s)
+	shoalv1.RegisterEventServiceServer(g, s)
+}
+
+// propose writes a command through Raft and converts its verdict.
+func (s *Server) propose(ctx context.Context, m proto.Message) error {
+	return toStatus(s.cl.Propose(ctx, m))
+}
+
+func now() int64 { return time.Now().UnixNano() }

@@ -1,0 +1,374 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/node/images"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// GetConsoleLog returns a container's console log.
+func (s *Server) GetConsoleLog(ctx context.Context, req *shoalv1.GetConsoleLogRequest) (*shoalv1.GetConsoleLogResponse, error) {
+	b, err := s.node.ConsoleLog(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.GetConsoleLogResponse{Log: b}, nil
+}
+
+// --- images ---
+
+// recordImage records a local image and its aliases in the cluster.
+func (s *Server) recordImage(ctx context.Context, img images.Image, aliases []string) (*shoalv1.Image, error) {
+	rec := &shoalv1.Image{
+		Fingerprint: img.Fingerprint, Size: img.Size, Properties: img.Metadata.Properties,
+		Architecture: img.Metadata.Architecture, CreatedAtUnixNano: img.Metadata.CreationDate * int64(time.Second),
+		Nodes: []string{s.node.Name()},
+	}
+	if err := s.cl.Propose(ctx, &shoalv1.ImageAddCommand{Image: rec}); err != nil {
+		return nil, err
+	}
+	for _, a := range aliases {
+		if err := s.cl.Propose(ctx, &shoalv1.AliasSetCommand{Alias: a, Fingerprint: img.Fingerprint}); err != nil {
+			return nil, err
+		}
+	}
+	s.bus.Lifecycle(s.node.Name(), "image-created", img.Fingerprint)
+	return s.fsm.ResolveImage(img.Fingerprint)
+}
+
+func validAliases(aliases []string) error {
+	for _, a := range aliases {
+		if err := config.ValidateName("alias", a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BuildImage builds busybox or debian images as an operation.
+func (s *Server) BuildImage(ctx context.Context, req *shoalv1.BuildImageRequest) (*shoalv1.BuildImageResponse, error) {
+	switch req.GetBuilder() {
+	case "busybox":
+	case "debian":
+		switch req.GetSuite() {
+		case "":
+			req.Suite = "bookworm"
+		case "bookworm", "trixie":
+		default:
+			return nil, invalid("suite", fmt.Sprintf("%q is not supported (allowed: bookworm, trixie)", req.GetSuite()))
+		}
+	default:
+		return nil, invalid("builder", fmt.Sprintf("%q is not a builder (allowed: busybox, debian)", req.GetBuilder()))
+	}
+	alias := req.GetAlias()
+	if alias == "" {
+		alias = req.GetBuilder()
+	}
+	if err := config.ValidateName("alias", alias); err != nil {
+		return nil, toStatus(err)
+	}
+	op := s.ops.Start("image-build", "images/"+alias, func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+		img, err := s.node.BuildImage(ctx, req.GetBuilder(), req.GetSuite(), p.Set)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.recordImage(ctx, img, []string{alias}); err != nil {
+			return nil, err
+		}
+		return map[string]string{"fingerprint": img.Fingerprint, "alias": alias}, nil
+	})
+	return &shoalv1.BuildImageResponse{Operation: op}, nil
+}
+
+// ImportImage stores an uploaded image tarball.
+func (s *Server) ImportImage(stream shoalv1.ImageService_ImportImageServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return invalid("header", "the first message must be a header")
+	}
+	if err := validAliases(h.GetAliases()); err != nil {
+		return toStatus(err)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if _, err := pw.Write(m.GetData()); err != nil {
+				return
+			}
+		}
+	}()
+	img, err := s.node.ImportImage(stream.Context(), pr)
+	pr.CloseWithError(err)
+	if err != nil {
+		return toStatus(err)
+	}
+	rec, err := s.recordImage(stream.Context(), img, h.GetAliases())
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.SendAndClose(&shoalv1.ImportImageResponse{Image: rec})
+}
+
+// ExportImage streams an image tarball: the image record, then data.
+func (s *Server) ExportImage(req *shoalv1.ExportImageRequest, stream shoalv1.ImageService_ExportImageServer) error {
+	rec, err := s.fsm.ResolveImage(req.GetImage())
+	if err != nil {
+		return toStatus(fmt.Errorf("image: %w", err))
+	}
+	rc, _, err := s.node.ExportImage(rec.GetFingerprint())
+	if err != nil {
+		return toStatus(err)
+	}
+	defer rc.Close()
+	if err := stream.Send(&shoalv1.ExportImageResponse{Msg: &shoalv1.ExportImageResponse_Image{Image: rec}}); err != nil {
+		return err
+	}
+	w := streamWriter(func(b []byte) error {
+		return stream.Send(&shoalv1.ExportImageResponse{Msg: &shoalv1.ExportImageResponse_Data{Data: b}})
+	})
+	if _, err := io.CopyBuffer(w, rc, make([]byte, chunkSize)); err != nil {
+		return toStatus(err)
+	}
+	return nil
+}
+
+// ListImages lists images.
+func (s *Server) ListImages(ctx context.Context, _ *shoalv1.ListImagesRequest) (*shoalv1.ListImagesResponse, error) {
+	return &shoalv1.ListImagesResponse{Images: s.fsm.Images()}, nil
+}
+
+// GetImage returns an image by alias or fingerprint prefix.
+func (s *Server) GetImage(ctx context.Context, req *shoalv1.GetImageRequest) (*shoalv1.GetImageResponse, error) {
+	img, err := s.fsm.ResolveImage(req.GetImage())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("image: %w", err))
+	}
+	return &shoalv1.GetImageResponse{Image: img}, nil
+}
+
+// DeleteImage deletes an image from the cluster and this host.
+func (s *Server) DeleteImage(ctx context.Context, req *shoalv1.DeleteImageRequest) (*shoalv1.DeleteImageResponse, error) {
+	img, err := s.fsm.ResolveImage(req.GetImage())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("image: %w", err))
+	}
+	if err := s.propose(ctx, &shoalv1.ImageDeleteCommand{Fingerprint: img.GetFingerprint()}); err != nil {
+		return nil, err
+	}
+	if err := s.node.DeleteImage(ctx, img.GetFingerprint()); err != nil {
+		return nil, toStatus(err)
+	}
+	s.bus.Lifecycle(s.node.Name(), "image-deleted", img.GetFingerprint())
+	return &shoalv1.DeleteImageResponse{}, nil
+}
+
+// PublishImage makes an image of a container or snapshot as an operation.
+func (s *Server) PublishImage(ctx context.Context, req *shoalv1.PublishImageRequest) (*shoalv1.PublishImageResponse, error) {
+	ct, err := s.container(req.GetContainer())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetSnapshot() != "" {
+		if _, err := snapshotOf(ct, req.GetSnapshot()); err != nil {
+			return nil, err
+		}
+	}
+	if err := validAliases(req.GetAliases()); err != nil {
+		return nil, toStatus(err)
+	}
+	op := s.ops.Start("image-publish", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+		img, err := s.node.PublishImage(ctx, ct, req.GetSnapshot(), req.GetProperties(), p.Set)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.recordImage(ctx, img, req.GetAliases()); err != nil {
+			return nil, err
+		}
+		return map[string]string{"fingerprint": img.Fingerprint}, nil
+	})
+	return &shoalv1.PublishImageResponse{Operation: op}, nil
+}
+
+// CreateImageAlias points an alias at an image.
+func (s *Server) CreateImageAlias(ctx context.Context, req *shoalv1.CreateImageAliasRequest) (*shoalv1.CreateImageAliasResponse, error) {
+	if err := config.ValidateName("alias", req.GetAlias()); err != nil {
+		return nil, toStatus(err)
+	}
+	img, err := s.fsm.ResolveImage(req.GetImage())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("image: %w", err))
+	}
+	if err := s.propose(ctx, &shoalv1.AliasSetCommand{Alias: req.GetAlias(), Fingerprint: img.GetFingerprint()}); err != nil {
+		return nil, err
+	}
+	return &shoalv1.CreateImageAliasResponse{}, nil
+}
+
+// DeleteImageAlias removes an alias.
+func (s *Server) DeleteImageAlias(ctx context.Context, req *shoalv1.DeleteImageAliasRequest) (*shoalv1.DeleteImageAliasResponse, error) {
+	if err := s.propose(ctx, &shoalv1.AliasDeleteCommand{Alias: req.GetAlias()}); err != nil {
+		return nil, err
+	}
+	return &shoalv1.DeleteImageAliasResponse{}, nil
+}
+
+// --- storage ---
+
+// ListStoragePools lists pools.
+func (s *Server) ListStoragePools(ctx context.Context, _ *shoalv1.ListStoragePoolsRequest) (*shoalv1.ListStoragePoolsResponse, error) {
+	return &shoalv1.ListStoragePoolsResponse{Pools: s.fsm.Pools()}, nil
+}
+
+// GetStoragePool returns a pool with its usage on this node.
+func (s *Server) GetStoragePool(ctx context.Context, req *shoalv1.GetStoragePoolRequest) (*shoalv1.GetStoragePoolResponse, error) {
+	p, err := s.fsm.Pool(req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	used, err := s.node.PoolUsage(ctx, p.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.GetStoragePoolResponse{Pool: p, UsedBytes: used}, nil
+}
+
+// CreateStoragePool creates a pool on this node.
+func (s *Server) CreateStoragePool(ctx context.Context, req *shoalv1.CreateStoragePoolRequest) (*shoalv1.CreateStoragePoolResponse, error) {
+	if err := config.ValidateName("name", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	switch req.GetDriver() {
+	case "btrfs", "dir":
+	default:
+		return nil, invalid("driver", fmt.Sprintf("%q is not a driver (allowed: btrfs, dir)", req.GetDriver()))
+	}
+	if req.GetSizeBytes() < 0 || (req.GetSizeBytes() > 0 && req.GetSizeBytes() < 256<<20) {
+		return nil, invalid("size", "must be at least 256MiB")
+	}
+	p, err := s.node.CreatePool(ctx, &shoalv1.StoragePool{Name: req.GetName(), Driver: req.GetDriver(), Source: req.GetSource(), SizeBytes: req.GetSizeBytes()})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.CreateStoragePoolResponse{Pool: p}, nil
+}
+
+// --- networks ---
+
+// ListNetworks lists managed networks.
+func (s *Server) ListNetworks(ctx context.Context, _ *shoalv1.ListNetworksRequest) (*shoalv1.ListNetworksResponse, error) {
+	return &shoalv1.ListNetworksResponse{Networks: s.fsm.Networks()}, nil
+}
+
+// GetNetwork returns a network with its leases.
+func (s *Server) GetNetwork(ctx context.Context, req *shoalv1.GetNetworkRequest) (*shoalv1.GetNetworkResponse, error) {
+	for _, n := range s.fsm.Networks() {
+		if n.GetName() == req.GetName() {
+			leases, err := s.node.Leases(n.GetName())
+			if err != nil {
+				return nil, toStatus(err)
+			}
+			return &shoalv1.GetNetworkResponse{Network: n, Leases: leases}, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "network %q not found", req.GetName())
+}
+
+// --- operations and events ---
+
+// GetOperation returns an operation.
+func (s *Server) GetOperation(ctx context.Context, req *shoalv1.GetOperationRequest) (*shoalv1.GetOperationResponse, error) {
+	op, err := s.ops.Get(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.GetOperationResponse{Operation: op}, nil
+}
+
+// ListOperations lists recent operations.
+func (s *Server) ListOperations(ctx context.Context, _ *shoalv1.ListOperationsRequest) (*shoalv1.ListOperationsResponse, error) {
+	return &shoalv1.ListOperationsResponse{Operations: s.ops.List()}, nil
+}
+
+// WaitOperation waits for an operation to end.
+func (s *Server) WaitOperation(ctx context.Context, req *shoalv1.WaitOperationRequest) (*shoalv1.WaitOperationResponse, error) {
+	if req.GetTimeoutSeconds() > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.GetTimeoutSeconds())*time.Second)
+		defer cancel()
+	}
+	op, err := s.ops.Wait(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.WaitOperationResponse{Operation: op}, nil
+}
+
+// WatchOperation streams an operation's updates until it ends.
+func (s *Server) WatchOperation(req *shoalv1.WatchOperationRequest, stream shoalv1.OperationService_WatchOperationServer) error {
+	return toStatus(s.ops.Watch(stream.Context(), req.GetId(), func(op *shoalv1.Operation) error {
+		return stream.Send(&shoalv1.WatchOperationResponse{Operation: op})
+	}))
+}
+
+// CancelOperation cancels a running operation.
+func (s *Server) CancelOperation(ctx context.Context, req *shoalv1.CancelOperationRequest) (*shoalv1.CancelOperationResponse, error) {
+	op, err := s.ops.Cancel(req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.CancelOperationResponse{Operation: op}, nil
+}
+
+// StreamEvents streams events until the client leaves.
+func (s *Server) StreamEvents(req *shoalv1.StreamEventsRequest, stream shoalv1.EventService_StreamEventsServer) error {
+	want := map[string]bool{}
+	for _, t := range req.GetTypes() {
+		if t != "lifecycle" && t != "operation" {
+			return invalid("types", fmt.Sprintf("%q is not an event type (allowed: lifecycle, operation)", t))
+		}
+		want[t] = true
+	}
+	ch, done := s.bus.Subscribe()
+	defer done()
+	// Tell the client the subscription is live (headers), so it can rely on
+	// receiving everything that happens from now on.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case e := <-ch:
+			if len(want) > 0 && !want[e.GetType()] {
+				continue
+			}
+			if err := stream.Send(&shoalv1.StreamEventsResponse{Event: e}); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// parseKV parses KEY=VALUE arguments; field names the flag or argument.
+func parseKV(field string, kvs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s: %q is not KEY=VALUE", field, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (a *app) launchCmd(start bool) *cobra.Command {
+	var cfg []string
+	var pool string
+	use, short := "launch IMAGE NAME", "Create and start a container"
+	if !start {
+		use, short = "init IMAGE NAME", "Create a container without starting it"
+	}
+	cmd := &cobra.Command{
+		Use: use, Short: short, Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			conf, err := parseKV("-c", cfg)
+			if err != nil {
+				return err
+			}
+			resp, err := c.Containers.CreateContainer(cmd.Context(), &shoalv1.CreateContainerRequest{
+				Name: args[1], Image: args[0], Config: conf, NoStart: !start, Pool: pool,
+			})
+			if err != nil {
+				return convert(err)
+			}
+			p := newProgress()
+			_, err = c.Wait(cmd.Context(), resp.GetOperation(), p.update)
+			p.finish()
+			return err
+		},
+	}
+	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE (repeatable)")
+	cmd.Flags().StringVarP(&pool, "storage", "s", "", "storage pool")
+	return cmd
+}
+
+func stateLine(ct *shoalv1.ContainerInfo) []string {
+	st := ct.GetState()
+	c := ct.GetContainer()
+	img := c.GetImageSource()
+	if img == "" || len(img) >= 12 && strings.HasPrefix(c.GetImageFingerprint(), img) {
+		img = c.GetImageFingerprint()
+	}
+	if len(img) > 12 && strings.HasPrefix(c.GetImageFingerprint(), img) {
+		img = img[:12]
+	}
+	return []string{c.GetName(), strings.ToUpper(st.GetStatus()), strings.Join(st.GetIpv4(), ","), img,
+		fmt.Sprint(len(c.GetSnapshots())), c.GetNode()}
+}
+
+func (a *app) listCmd() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List containers", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Containers.ListContainers(cmd.Context(), &shoalv1.ListContainersRequest{})
+			if err != nil {
+				return convert(err)
+			}
+			if format != "table" {
+				return printData(os.Stdout, format, resp)
+			}
+			var rows [][]string
+			for _, ct := range resp.GetContainers() {
+				rows = append(rows, stateLine(ct))
+			}
+			table(os.Stdout, []string{"NAME", "STATE", "IPV4", "IMAGE", "SNAPSHOTS", "NODE"}, rows)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
+	return cmd
+}
+
+func (a *app) infoCmd() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use: "info NAME", Short: "Show a container's state and usage", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Containers.GetContainer(cmd.Context(), &shoalv1.GetContainerRequest{Name: args[0]})
+			if err != nil {
+				return convert(err)
+			}
+			if format != "table" {
+				return printData(os.Stdout, format, resp.GetContainer())
+			}
+			ct, st := resp.GetContainer().GetContainer(), resp.GetContainer().GetState()
+			fmt.Printf("Name: %s\nStatus: %s\nNode: %s\nImage: %s\nCreated: %s\n", ct.GetName(), strings.ToUpper(st.GetStatus()),
+				ct.GetNode(), ct.GetImageFingerprint(), since(ct.GetCreatedAtUnixNano()))
+			if st.GetPid() > 0 {
+				fmt.Printf("PID: %d\nProcesses: %d\n", st.GetPid(), st.GetProcesses())
+			}
+			fmt.Printf("Addresses:\n  eth0: %s (hwaddr %s)\n", strings.Join(st.GetIpv4(), ", "), ct.GetHwaddr())
+			fmt.Printf("Resources:\n  Memory: %s\n  CPU: %.2fs\n  Disk: %s\n", humanBytes(st.GetMemoryBytes()),
+				float64(st.GetCpuNanoseconds())/1e9, humanBytes(st.GetDiskBytes()))
+			if len(ct.GetSnapshots()) > 0 {
+				fmt.Println("Snapshots:")
+				for _, sn := range ct.GetSnapshots() {
+					fmt.Printf("  %s (%s)\n", sn.GetName(), since(sn.GetCreatedAtUnixNano()))
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
+	return cmd
+}
+
+var actions = map[string]shoalv1.StateAction{
+	"start": shoalv1.StateAction_STATE_ACTION_START, "stop": shoalv1.StateAction_STATE_ACTION_STOP,
+	"restart": shoalv1.StateAction_STATE_ACTION_RESTART, "freeze": shoalv1.StateAction_STATE_ACTION_FREEZE,
+	"unfreeze": shoalv1.StateAction_STATE_ACTION_UNFREEZE,
+}
+
+func (a *app) stateCmd(action, short string) *cobra.Command {
+	var force bool
+	var timeout int
+	cmd := &cobra.Command{
+		Use: action + " NAME...", Short: short, Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				_, err := c.Containers.ChangeContainerState(cmd.Context(), &shoalv1.ChangeContainerStateRequest{
+					Name: name, Action: actions[action], Force: force, TimeoutSeconds: int32(timeout),
+				})
+				if err != nil {
+					return convert(err)
+				}
+			}
+			return nil
+		},
+	}
+	if action == "stop" || action == "restart" {
+		cmd.Flags().BoolVarP(&force, "force", "f", false, "kill instead of a clean shutdown")
+		cmd.Flags().IntVar(&timeout, "timeout", 30, "seconds to wait for a clean shutdown before killing")
+	}
+	return cmd
+}
+
+func (a *app) deleteCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use: "delete NAME...", Aliases: []string{"rm"}, Short: "Delete containers", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				if _, err := c.Containers.DeleteContainer(cmd.Context(), &shoalv1.DeleteContainerRequest{Name: name, Force: force}); err != nil {
+					return convert(err)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete even if running")
+	return cmd
+}
+
+func (a *app) copyCmd() *cobra.Command {
+	var instanceOnly bool
+	var cfg []string
+	cmd := &cobra.Command{
+		Use: "copy SOURCE NAME", Aliases: []string{"cp"}, Short: "Copy a container (copy-on-write where the pool can)", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			conf, err := parseKV("-c", cfg)
+			if err != nil {
+				return err
+			}
+			resp, err := c.Containers.CopyContainer(cmd.Context(), &shoalv1.CopyContainerRequest{
+				Source: args[0], Name: args[1], InstanceOnly: instanceOnly, Config: conf,
+			})
+			if err != nil {
+				return convert(err)
+			}
+			p := newProgress()
+			_, err = c.Wait(cmd.Context(), resp.GetOperation(), p.update)
+			p.finish()
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&instanceOnly, "instance-only", false, "copy without snapshots")
+	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE to override (repeatable)")
+	return cmd
+}
+
+func (a *app) consoleCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use: "console NAME --show-log", Short: "Show a container's console log", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Containers.GetConsoleLog(cmd.Context(), &shoalv1.GetConsoleLogRequest{Name: args[0]})
+			if err != nil {
+				return convert(err)
+			}
+			_, err = os.Stdout.Write(resp.GetLog())
+			return err
+		},
+	}
+	cmd.Flags().Bool("show-log", true, "print the console log (the only mode for now)")
+	return cmd
+}

@@ -1,0 +1,89 @@
+// Command shoal is the Shoal command-line client.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/api/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// exitError carries a command's exit code (exec passes the remote one on).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func run(ctx context.Context, args []string) int {
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	msg := strings.TrimSpace(err.Error())
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	fmt.Fprintln(os.Stderr, "Error:", msg)
+	return 1
+}
+
+type app struct {
+	socket string
+	c      *client.Client
+}
+
+// client connects lazily, so --help works without a daemon.
+func (a *app) client() (*client.Client, error) {
+	if a.c != nil {
+		return a.c, nil
+	}
+	c, err := client.Dial(a.socket)
+	if err != nil {
+		return nil, err
+	}
+	a.c = c
+	return c, nil
+}
+
+func newRoot() *cobra.Command {
+	a := &app{}
+	root := &cobra.Command{
+		Use:           "shoal",
+		Short:         "Shoal: clustered system containers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	def := os.Getenv("SHOAL_SOCKET")
+	if def == "" {
+		def = client.DefaultSocket
+	}
+	root.PersistentFlags().StringVar(&a.socket, "socket", def, "daemon socket or address (env SHOAL_SOCKET)")
+	root.AddCommand(
+		a.launchCmd(true), a.launchCmd(false), a.listCmd(), a.infoCmd(), a.execCmd(), a.fileCmd(),
+		a.snapshotCmd(), a.copyCmd(), a.publishCmd(), a.imageCmd(), a.configCmd(),
+		a.stateCmd("start", "Start containers"), a.stateCmd("stop", "Stop containers"),
+		a.stateCmd("restart", "Restart containers"), a.stateCmd("freeze", "Freeze containers"),
+		a.stateCmd("unfreeze", "Unfreeze containers"),
+		a.deleteCmd(), a.consoleCmd(), a.storageCmd(), a.networkCmd(), a.operationCmd(), a.monitorCmd(),
+	)
+	return root
+}

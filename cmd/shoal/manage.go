@@ -1,0 +1,364 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/api/client"
+	"github.com/shoal-dev/shoal/internal/config"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// convert turns a gRPC error into the daemon's one-line message.
+func convert(err error) error { return client.Convert(err) }
+
+func (a *app) snapshotCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "snapshot", Short: "Manage container snapshots"}
+	simple := func(use, short string, do func(c *client.Client, cmd *cobra.Command, ct, snap string) error) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " NAME SNAPSHOT", Short: short, Args: cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				return convert(do(c, cmd, args[0], args[1]))
+			},
+		}
+	}
+	var format string
+	list := &cobra.Command{
+		Use: "list NAME", Aliases: []string{"ls"}, Short: "List a container's snapshots", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Containers.ListSnapshots(cmd.Context(), &shoalv1.ListSnapshotsRequest{Container: args[0]})
+			if err != nil {
+				return convert(err)
+			}
+			if format != "table" {
+				return printData(os.Stdout, format, resp)
+			}
+			var rows [][]string
+			for _, sn := range resp.GetSnapshots() {
+				rows = append(rows, []string{sn.GetName(), since(sn.GetCreatedAtUnixNano())})
+			}
+			table(os.Stdout, []string{"NAME", "CREATED"}, rows)
+			return nil
+		},
+	}
+	list.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
+	cmd.AddCommand(
+		simple("create", "Snapshot a container", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
+			_, err := c.Containers.CreateSnapshot(cmd.Context(), &shoalv1.CreateSnapshotRequest{Container: ct, Name: snap})
+			return err
+		}),
+		simple("restore", "Restore a container to a snapshot (a running container restarts)", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
+			_, err := c.Containers.RestoreSnapshot(cmd.Context(), &shoalv1.RestoreSnapshotRequest{Container: ct, Name: snap})
+			return err
+		}),
+		simple("delete", "Delete a snapshot", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
+			_, err := c.Containers.DeleteSnapshot(cmd.Context(), &shoalv1.DeleteSnapshotRequest{Container: ct, Name: snap})
+			return err
+		}),
+		list,
+	)
+	return cmd
+}
+
+func (a *app) configCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Manage container config (keys: " + strings.Join(config.Keys(), ", ") + ", user.*, environment.*)"}
+	set := &cobra.Command{
+		Use: "set NAME KEY=VALUE...", Short: "Set config keys (limits apply live)", Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kv, err := parseKV("config", args[1:])
+			if err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			_, err = c.Containers.UpdateContainer(cmd.Context(), &shoalv1.UpdateContainerRequest{Name: args[0], Set: kv})
+			return convert(err)
+		},
+	}
+	unset := &cobra.Command{
+		Use: "unset NAME KEY...", Short: "Unset config keys", Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			_, err = c.Containers.UpdateContainer(cmd.Context(), &shoalv1.UpdateContainerRequest{Name: args[0], Unset: args[1:]})
+			return convert(err)
+		},
+	}
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a container's config", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ct, err := a.getContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			for _, k := range sortedMapKeys(ct.GetConfig()) {
+				fmt.Printf("%s: %s\n", k, ct.GetConfig()[k])
+			}
+			fmt.Printf("volatile.eth0.hwaddr: %s\n", ct.GetHwaddr())
+			return nil
+		},
+	}
+	get := &cobra.Command{
+		Use: "get NAME KEY", Short: "Print one config key", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ct, err := a.getContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Println(ct.GetConfig()[args[1]])
+			return nil
+		},
+	}
+	cmd.AddCommand(set, unset, show, get)
+	return cmd
+}
+
+func (a *app) getContainer(cmd *cobra.Command, name string) (*shoalv1.Container, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Containers.GetContainer(cmd.Context(), &shoalv1.GetContainerRequest{Name: name})
+	if err != nil {
+		return nil, convert(err)
+	}
+	return resp.GetContainer().GetContainer(), nil
+}
+
+func (a *app) storageCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "storage", Short: "Manage storage pools"}
+	list := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List storage pools", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Storage.ListStoragePools(cmd.Context(), &shoalv1.ListStoragePoolsRequest{})
+			if err != nil {
+				return convert(err)
+			}
+			var rows [][]string
+			for _, p := range resp.GetPools() {
+				used := ""
+				if g, err := c.Storage.GetStoragePool(cmd.Context(), &shoalv1.GetStoragePoolRequest{Name: p.GetName()}); err == nil {
+					used = humanBytes(g.GetUsedBytes())
+				}
+				size := ""
+				if p.GetSizeBytes() > 0 {
+					size = humanBytes(p.GetSizeBytes())
+				}
+				rows = append(rows, []string{p.GetName(), p.GetDriver(), p.GetSource(), size, used})
+			}
+			table(os.Stdout, []string{"NAME", "DRIVER", "SOURCE", "SIZE", "USED"}, rows)
+			return nil
+		},
+	}
+	create := &cobra.Command{
+		Use: "create NAME DRIVER [source=PATH] [size=SIZE]", Short: "Create a storage pool (drivers: btrfs, dir)", Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kv, err := parseKV("option", args[2:])
+			if err != nil {
+				return err
+			}
+			req := &shoalv1.CreateStoragePoolRequest{Name: args[0], Driver: args[1]}
+			for k, v := range kv {
+				switch k {
+				case "source":
+					req.Source = v
+				case "size":
+					if req.SizeBytes, err = config.ParseSize(v); err != nil {
+						return fmt.Errorf("size: %q: %v", v, err)
+					}
+				default:
+					return fmt.Errorf("option %q: unknown (allowed: source, size)", k)
+				}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			_, err = c.Storage.CreateStoragePool(cmd.Context(), req)
+			return convert(err)
+		},
+	}
+	info := &cobra.Command{
+		Use: "info NAME", Short: "Show a storage pool", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Storage.GetStoragePool(cmd.Context(), &shoalv1.GetStoragePoolRequest{Name: args[0]})
+			if err != nil {
+				return convert(err)
+			}
+			return printData(os.Stdout, "yaml", resp)
+		},
+	}
+	cmd.AddCommand(list, create, info)
+	return cmd
+}
+
+func (a *app) networkCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "network", Short: "Show managed networks"}
+	list := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List managed networks", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Networks.ListNetworks(cmd.Context(), &shoalv1.ListNetworksRequest{})
+			if err != nil {
+				return convert(err)
+			}
+			var rows [][]string
+			for _, n := range resp.GetNetworks() {
+				rows = append(rows, []string{n.GetName(), n.GetType(), n.GetIpv4Cidr(), fmt.Sprint(n.GetNat())})
+			}
+			table(os.Stdout, []string{"NAME", "TYPE", "IPV4", "NAT"}, rows)
+			return nil
+		},
+	}
+	info := &cobra.Command{
+		Use: "info NAME", Short: "Show a network and its DHCP leases", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Networks.GetNetwork(cmd.Context(), &shoalv1.GetNetworkRequest{Name: args[0]})
+			if err != nil {
+				return convert(err)
+			}
+			return printData(os.Stdout, "yaml", resp)
+		},
+	}
+	cmd.AddCommand(list, info)
+	return cmd
+}
+
+func (a *app) operationCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "operation", Short: "Show, wait on and cancel operations"}
+	list := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List recent operations", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Operations.ListOperations(cmd.Context(), &shoalv1.ListOperationsRequest{})
+			if err != nil {
+				return convert(err)
+			}
+			var rows [][]string
+			for _, op := range resp.GetOperations() {
+				st := strings.TrimPrefix(op.GetStatus().String(), "OPERATION_STATUS_")
+				rows = append(rows, []string{op.GetId(), op.GetKind(), op.GetResource(), st, op.GetError()})
+			}
+			table(os.Stdout, []string{"ID", "KIND", "RESOURCE", "STATUS", "ERROR"}, rows)
+			return nil
+		},
+	}
+	one := func(use, short string, do func(c *client.Client, cmd *cobra.Command, id string) (*shoalv1.Operation, error)) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				op, err := do(c, cmd, args[0])
+				if err != nil {
+					return convert(err)
+				}
+				return printData(os.Stdout, "yaml", op)
+			},
+		}
+	}
+	cmd.AddCommand(list,
+		one("show", "Show an operation", func(c *client.Client, cmd *cobra.Command, id string) (*shoalv1.Operation, error) {
+			r, err := c.Operations.GetOperation(cmd.Context(), &shoalv1.GetOperationRequest{Id: id})
+			return r.GetOperation(), err
+		}),
+		one("wait", "Wait for an operation to end", func(c *client.Client, cmd *cobra.Command, id string) (*shoalv1.Operation, error) {
+			r, err := c.Operations.WaitOperation(cmd.Context(), &shoalv1.WaitOperationRequest{Id: id})
+			return r.GetOperation(), err
+		}),
+		one("cancel", "Cancel a running operation", func(c *client.Client, cmd *cobra.Command, id string) (*shoalv1.Operation, error) {
+			r, err := c.Operations.CancelOperation(cmd.Context(), &shoalv1.CancelOperationRequest{Id: id})
+			return r.GetOperation(), err
+		}),
+	)
+	return cmd
+}
+
+func (a *app) monitorCmd() *cobra.Command {
+	var types []string
+	var format string
+	cmd := &cobra.Command{
+		Use: "monitor", Short: "Print events as they happen", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			stream, err := c.Events.StreamEvents(cmd.Context(), &shoalv1.StreamEventsRequest{Types: types})
+			if err != nil {
+				return convert(err)
+			}
+			if _, err := stream.Header(); err != nil {
+				return convert(err)
+			}
+			fmt.Fprintln(os.Stderr, "Listening for events (Ctrl-C to stop)")
+			for {
+				resp, err := stream.Recv()
+				if errors.Is(err, io.EOF) || cmd.Context().Err() != nil {
+					return nil
+				}
+				if err != nil {
+					return convert(err)
+				}
+				e := resp.GetEvent()
+				if format == "json" {
+					if err := printData(os.Stdout, "json", e); err != nil {
+						return err
+					}
+					continue
+				}
+				line := fmt.Sprintf("%s %s %s %s", since(e.GetTimeUnixNano()), e.GetType(), e.GetAction(), e.GetResource())
+				if op := e.GetOperation(); op != nil {
+					line += fmt.Sprintf(" operation=%s kind=%s", op.GetId(), op.GetKind())
+					if p := op.GetProgress().GetPhase(); p != "" {
+						line += " phase=" + strings.ReplaceAll(p, " ", "_")
+					}
+				}
+				fmt.Println(line)
+			}
+		},
+	}
+	cmd.Flags().StringArrayVar(&types, "type", nil, "event types to show: lifecycle, operation (repeatable)")
+	cmd.Flags().StringVarP(&format, "format", "f", "text", "text or json")
+	return cmd
+}

@@ -1,0 +1,143 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/node/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// State returns what this host observes of a container right now.
+func (n *Node) State(ctx context.Context, ct *shoalv1.Container) *shoalv1.ContainerState {
+	out := &shoalv1.ContainerState{Status: "Stopped"}
+	st, err := n.rt.State(ctx, ct.GetName())
+	if err != nil {
+		if !errors.Is(err, runtime.ErrNotFound) {
+			out.Status = "Error"
+		}
+		return out
+	}
+	out.Status = statusName(st.Status)
+	out.Pid = int64(st.PID)
+	out.MemoryBytes = st.MemoryBytes
+	out.CpuNanoseconds = st.CPUNanos
+	out.Processes = st.Processes
+	if st.Status != runtime.StatusStopped {
+		out.Ipv4 = n.addresses(ct.GetHwaddr(), st.IPv4)
+	}
+	return out
+}
+
+// addresses prefers the DHCP lease for the container's MAC: it needs no
+// attach into the container.
+func (n *Node) addresses(hwaddr string, fromRuntime []string) []string {
+	if nw, err := n.defaultNetwork(); err == nil && hwaddr != "" {
+		if ip, ok := nw.LeaseFor(hwaddr); ok {
+			return []string{ip.String()}
+		}
+	}
+	return fromRuntime
+}
+
+// DiskUsage returns the bytes a container's volume uses.
+func (n *Node) DiskUsage(ctx context.Context, ct *shoalv1.Container) int64 {
+	d, err := n.pool(ct.GetPool())
+	if err != nil {
+		return 0
+	}
+	u, _ := d.Usage(ctx, volumeName(ct.GetName()))
+	return u
+}
+
+// Restart stops and starts a running container without changing its desired
+// state.
+func (n *Node) Restart(ctx context.Context, name string, timeout time.Duration) error {
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	ct, err := n.fsm.Container(name)
+	if err != nil {
+		return err
+	}
+	if err := n.rt.Stop(ctx, name, timeout); err != nil && !errors.Is(err, runtime.ErrNotRunning) {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	if err := n.define(ctx, ct); err != nil {
+		return err
+	}
+	if err := n.rt.Start(ctx, name); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	n.applied.Store(name, configKey(ct.GetConfig()))
+	n.bus.Lifecycle(n.cfg.Name, "container-restarted", name)
+	return nil
+}
+
+// Exec runs a command in a running container.
+func (n *Node) Exec(ctx context.Context, name string, req runtime.ExecRequest) (int, error) {
+	ct, err := n.fsm.Container(name)
+	if err != nil {
+		return -1, err
+	}
+	for k, v := range ct.GetConfig() {
+		if len(k) > len("environment.") && k[:len("environment.")] == "environment." {
+			req.Env = append([]string{k[len("environment."):] + "=" + v}, req.Env...)
+		}
+	}
+	return n.rt.Exec(ctx, name, req)
+}
+
+// PushFile writes a file into a container.
+func (n *Node) PushFile(ctx context.Context, name, path string, r io.Reader, mode os.FileMode, uid, gid int) error {
+	if _, err := n.fsm.Container(name); err != nil {
+		return err
+	}
+	return n.rt.PushFile(ctx, name, path, r, mode, uid, gid)
+}
+
+// PullFile reads a file from a container.
+func (n *Node) PullFile(ctx context.Context, name, path string) (io.ReadCloser, os.FileInfo, error) {
+	if _, err := n.fsm.Container(name); err != nil {
+		return nil, nil, err
+	}
+	return n.rt.PullFile(ctx, name, path)
+}
+
+// ConsoleLog returns a container's console log.
+func (n *Node) ConsoleLog(ctx context.Context, name string) ([]byte, error) {
+	if _, err := n.fsm.Container(name); err != nil {
+		return nil, err
+	}
+	return n.rt.ConsoleLog(ctx, name)
+}
+
+// FileOwner returns a host file's owner as the container sees it.
+func (n *Node) FileOwner(name string, fi os.FileInfo) (int, int) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0
+	}
+	uid, gid := st.Uid, st.Gid
+	if ct, err := n.fsm.Container(name); err == nil && !config.Bool(ct.GetConfig(), "security.privileged") {
+		uid, gid = n.idmap.ToContainer(uid, gid)
+	}
+	return int(uid), int(gid)
+}
+
+// HasVolume reports whether a container's volume exists on this host.
+func (n *Node) HasVolume(ctx context.Context, name string) bool {
+	n.poolsMu.RLock()
+	defer n.poolsMu.RUnlock()
+	for _, d := range n.pools {
+		if ok, _ := d.VolumeExists(ctx, volumeName(name)); ok {
+			return true
+		}
+	}
+	return false
+}

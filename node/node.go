@@ -1,0 +1,222 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/network"
+	"github.com/shoal-dev/shoal/node/idmap"
+	"github.com/shoal-dev/shoal/node/images"
+	"github.com/shoal-dev/shoal/node/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/storage"
+)
+
+// Config configures the host side of a node.
+type Config struct {
+	// Name is the node's name in the cluster.
+	Name string
+	// StateDir holds everything the node keeps: LXC configs and logs, images,
+	// pool loop files, network state.
+	StateDir string
+	// DefaultPool is the pool created at first start when the cluster has none.
+	DefaultPool PoolConfig
+	// Bridge is the default managed network created at first start.
+	Bridge string
+	// BridgeCIDR is the bridge's address ("auto" picks a free /24).
+	BridgeCIDR string
+	// ImageCacheDir caches slow image builds (debootstrap) across runs.
+	ImageCacheDir string
+	Logger        *slog.Logger
+}
+
+// PoolConfig describes a storage pool to create.
+type PoolConfig struct {
+	Name   string
+	Driver string // "btrfs" or "dir"
+	// Source is an existing btrfs mount or directory; empty means a loop
+	// file (btrfs) or a directory (dir) under the state dir.
+	Source string
+	Size   int64
+}
+
+// Node is the local host's side of the cluster.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	cl     *cluster.Cluster
+	fsm    *cluster.FSM
+	rt     *runtime.Runtime
+	images *images.Store
+	idmap  idmap.Map
+	bus    *operations.Bus
+
+	poolsMu sync.RWMutex
+	pools   map[string]storage.Driver
+
+	netMu sync.RWMutex
+	nets  map[string]*network.Network
+
+	locks keyedMutex
+	// hints carries per-container stop options from an API call to whichever
+	// reconcile acts on the change first.
+	hintMu sync.Mutex
+	hints  map[string]time.Duration
+	// applied remembers the config last applied to each running container.
+	applied sync.Map
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New prepares the node: it opens or creates its pools, networks, image store
+// and LXC runtime, records the node and defaults in the cluster, and
+// re-attaches to containers that kept running while the daemon was down.
+func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus *operations.Bus) (*Node, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	n := &Node{
+		cfg: cfg, log: log.With("component", "node"), cl: cl, fsm: cl.FSM(), bus: bus,
+		pools: map[string]storage.Driver{}, nets: map[string]*network.Network{},
+		hints: map[string]time.Duration{}, stop: make(chan struct{}),
+	}
+	for _, d := range []string{"lxc", "lxc-config", "images", "networks", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o711); err != nil {
+			return nil, fmt.Errorf("state dir: %w", err)
+		}
+	}
+	var err error
+	if n.idmap, err = idmap.FromSubID("root"); err != nil {
+		return nil, fmt.Errorf("read root's subordinate ids: %w", err)
+	}
+	if n.rt, err = runtime.New(filepath.Join(cfg.StateDir, "lxc"), filepath.Join(cfg.StateDir, "lxc-config"), log); err != nil {
+		return nil, err
+	}
+	if n.images, err = images.Open(filepath.Join(cfg.StateDir, "images")); err != nil {
+		return nil, fmt.Errorf("open image store: %w", err)
+	}
+	if err := cl.Propose(ctx, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: cfg.Name, Status: "online"}}); err != nil {
+		return nil, fmt.Errorf("record node: %w", err)
+	}
+	if err := n.openPools(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.openNetworks(ctx); err != nil {
+		n.closePools()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Run starts the reconciler: it resyncs every container this node owns now
+// and every interval, and reacts to FSM changes as they are applied.
+func (n *Node) Run(ctx context.Context) {
+	changes := n.fsm.Subscribe()
+	n.resync(ctx)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		tick := time.NewTicker(15 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				n.resync(ctx)
+			case c := <-changes:
+				switch c.Kind {
+				case "container":
+					name := c.Name
+					// API calls reconcile synchronously; this is the safety net
+					// for changes that arrive any other way.
+					time.AfterFunc(500*time.Millisecond, func() {
+						if err := n.Reconcile(ctx, name); err != nil {
+							n.log.Warn("reconcile", "container", name, "err", err)
+						}
+					})
+				case "resync":
+					n.resync(ctx)
+				}
+			}
+		}
+	}()
+}
+
+// Close stops the reconciler and supervisors. Containers keep running.
+func (n *Node) Close() {
+	close(n.stop)
+	n.wg.Wait()
+	n.netMu.Lock()
+	for _, nw := range n.nets {
+		nw.Close()
+	}
+	n.netMu.Unlock()
+	// Pools stay mounted: running containers' rootfs live on them.
+}
+
+func (n *Node) closePools() {
+	n.poolsMu.Lock()
+	defer n.poolsMu.Unlock()
+	for _, d := range n.pools {
+		d.Close()
+	}
+}
+
+// pool returns the driver of a pool ("" means the default pool).
+func (n *Node) pool(name string) (storage.Driver, error) {
+	if name == "" {
+		name = n.cfg.DefaultPool.Name
+	}
+	n.poolsMu.RLock()
+	defer n.poolsMu.RUnlock()
+	d, ok := n.pools[name]
+	if !ok {
+		return nil, fmt.Errorf("storage pool %q: %w", name, storage.ErrNotFound)
+	}
+	return d, nil
+}
+
+// keyedMutex serialises work per key (per container, per image).
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*sync.Mutex{}
+	}
+	l, ok := k.m[key]
+	if !ok {
+		l = &sync.Mutex{}
+		k.m[key] = l
+	}
+	k.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Errors callers branch on.
+var (
+	// ErrNotFound marks a missing host object (network, container on this host).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict marks a request that the object's current state forbids.
+	ErrConflict = errors.New("conflict")
+)

@@ -1,0 +1,297 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/node/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/storage"
+)
+
+// DefaultStopTimeout is how long a clean shutdown may take before the
+// container is killed.
+const DefaultStopTimeout = 30 * time.Second
+
+func volumeName(container string) string { return "containers/" + container }
+
+// resync reconciles every container this node owns and reports local
+// containers the cluster does not know (orphans are never deleted silently).
+func (n *Node) resync(ctx context.Context) {
+	known := map[string]bool{}
+	for _, ct := range n.fsm.Containers() {
+		known[ct.GetName()] = true
+		if ct.GetNode() != n.cfg.Name {
+			continue
+		}
+		if err := n.Reconcile(ctx, ct.GetName()); err != nil {
+			n.log.Warn("reconcile", "container", ct.GetName(), "err", err)
+		}
+	}
+	local, err := n.rt.List(ctx)
+	if err != nil {
+		n.log.Warn("list local containers", "err", err)
+		return
+	}
+	for _, name := range local {
+		if !known[name] {
+			n.log.Warn("orphaned container: defined on this host but unknown to the cluster; left alone", "container", name)
+		}
+	}
+}
+
+// SetStopTimeout makes the next stop of a container that a reconcile performs
+// use this timeout (0 kills at once).
+func (n *Node) SetStopTimeout(name string, d time.Duration) {
+	n.hintMu.Lock()
+	n.hints[name] = d
+	n.hintMu.Unlock()
+}
+
+func (n *Node) stopTimeout(name string) time.Duration {
+	n.hintMu.Lock()
+	defer n.hintMu.Unlock()
+	d, ok := n.hints[name]
+	if !ok {
+		return DefaultStopTimeout
+	}
+	delete(n.hints, name)
+	return d
+}
+
+// Reconcile makes one container's host state match the FSM: it creates the
+// volume and LXC definition, starts, stops or freezes it, applies changed
+// limits, and removes it from the host when the cluster deleted it.
+func (n *Node) Reconcile(ctx context.Context, name string) error {
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	ct, err := n.fsm.Container(name)
+	if errors.Is(err, cluster.ErrNotFound) {
+		return n.removeLocal(ctx, name)
+	}
+	if err != nil {
+		return err
+	}
+	if ct.GetNode() != n.cfg.Name {
+		return nil
+	}
+	err = n.reconcile(ctx, ct)
+	n.reportStatus(ct, err)
+	return err
+}
+
+func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
+	if err := n.ensureVolume(ctx, ct); err != nil {
+		return err
+	}
+	st, err := n.rt.State(ctx, ct.GetName())
+	defined := err == nil
+	if err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		return err
+	}
+	status := runtime.StatusStopped
+	if defined {
+		status = st.Status
+	}
+	switch ct.GetDesiredState() {
+	case shoalv1.DesiredState_DESIRED_STATE_RUNNING, shoalv1.DesiredState_DESIRED_STATE_FROZEN:
+		switch status {
+		case runtime.StatusStopped:
+			if err := n.define(ctx, ct); err != nil {
+				return err
+			}
+			if err := n.rt.Start(ctx, ct.GetName()); err != nil {
+				return fmt.Errorf("start %s: %w", ct.GetName(), err)
+			}
+			n.applied.Store(ct.GetName(), configKey(ct.GetConfig()))
+			n.bus.Lifecycle(n.cfg.Name, "container-started", ct.GetName())
+			status = runtime.StatusRunning
+		default:
+			if err := n.applyLimits(ctx, ct); err != nil {
+				return err
+			}
+		}
+		if ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_FROZEN && status == runtime.StatusRunning {
+			if err := n.rt.Freeze(ctx, ct.GetName()); err != nil {
+				return fmt.Errorf("freeze %s: %w", ct.GetName(), err)
+			}
+			n.bus.Lifecycle(n.cfg.Name, "container-paused", ct.GetName())
+		}
+		if ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_RUNNING && status == runtime.StatusFrozen {
+			if err := n.rt.Unfreeze(ctx, ct.GetName()); err != nil {
+				return fmt.Errorf("unfreeze %s: %w", ct.GetName(), err)
+			}
+			n.bus.Lifecycle(n.cfg.Name, "container-resumed", ct.GetName())
+		}
+	default: // STOPPED
+		if status != runtime.StatusStopped {
+			if err := n.rt.Stop(ctx, ct.GetName(), n.stopTimeout(ct.GetName())); err != nil {
+				return fmt.Errorf("stop %s: %w", ct.GetName(), err)
+			}
+			n.applied.Delete(ct.GetName())
+			n.bus.Lifecycle(n.cfg.Name, "container-stopped", ct.GetName())
+		} else if !defined {
+			return n.define(ctx, ct)
+		}
+	}
+	return nil
+}
+
+// ensureVolume creates the container's volume from its image when missing.
+func (n *Node) ensureVolume(ctx context.Context, ct *shoalv1.Container) error {
+	d, err := n.pool(ct.GetPool())
+	if err != nil {
+		return err
+	}
+	vol := volumeName(ct.GetName())
+	ok, err := d.VolumeExists(ctx, vol)
+	if err != nil || ok {
+		return err
+	}
+	src, err := n.imageVolume(ctx, d, ct.GetImageFingerprint(), config.Bool(ct.GetConfig(), "security.privileged"))
+	if err != nil {
+		return err
+	}
+	if err := d.CloneVolume(ctx, src, vol); err != nil {
+		return fmt.Errorf("create volume of %s: %w", ct.GetName(), err)
+	}
+	n.bus.Lifecycle(n.cfg.Name, "container-created", ct.GetName())
+	return nil
+}
+
+// define writes the container's LXC definition from its config.
+func (n *Node) define(ctx context.Context, ct *shoalv1.Container) error {
+	spec, err := n.spec(ct)
+	if err != nil {
+		return err
+	}
+	if err := n.rt.Define(ctx, spec); err != nil {
+		return fmt.Errorf("define %s: %w", ct.GetName(), err)
+	}
+	hostname := strings.NewReader(ct.GetName() + "\n")
+	if err := n.rt.PushFile(ctx, ct.GetName(), "/etc/hostname", hostname, 0o644, 0, 0); err != nil {
+		return fmt.Errorf("write hostname of %s: %w", ct.GetName(), err)
+	}
+	return nil
+}
+
+func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
+	d, err := n.pool(ct.GetPool())
+	if err != nil {
+		return runtime.Spec{}, err
+	}
+	lim, err := config.ParseLimits(ct.GetConfig())
+	if err != nil {
+		return runtime.Spec{}, err
+	}
+	nw, err := n.defaultNetwork()
+	if err != nil {
+		return runtime.Spec{}, err
+	}
+	cfg := ct.GetConfig()
+	return runtime.Spec{
+		Name:       ct.GetName(),
+		Hostname:   ct.GetName(),
+		Rootfs:     d.Path(volumeName(ct.GetName())),
+		Privileged: config.Bool(cfg, "security.privileged"),
+		IDMap:      n.idmap,
+		Nesting:    config.Bool(cfg, "security.nesting"),
+		Limits:     runtimeLimits(lim),
+		NICs:       []runtime.NIC{{Name: "eth0", Bridge: nw.Name(), HWAddr: ct.GetHwaddr()}},
+		Autostart:  config.Bool(cfg, "boot.autostart"),
+	}, nil
+}
+
+// runtimeLimits converts parsed limits; LXD's disk priority 0..10 becomes
+// the runtime's 1..10 (0 there means "leave the weight alone").
+func runtimeLimits(l config.Limits) runtime.Limits {
+	prio := 0
+	if l.DiskPriority >= 0 {
+		prio = max(l.DiskPriority, 1)
+	}
+	return runtime.Limits{
+		CPUSet: l.CPUSet, CPUQuotaUs: l.CPUQuotaUs, CPUPeriodUs: l.CPUPeriodUs,
+		MemoryBytes: l.MemoryBytes, Processes: l.Processes, DiskPriority: prio,
+	}
+}
+
+// applyLimits applies changed limits to a running container.
+func (n *Node) applyLimits(ctx context.Context, ct *shoalv1.Container) error {
+	key := configKey(ct.GetConfig())
+	if prev, ok := n.applied.Load(ct.GetName()); ok && prev == key {
+		return nil
+	}
+	lim, err := config.ParseLimits(ct.GetConfig())
+	if err != nil {
+		return err
+	}
+	if err := n.rt.SetLimits(ctx, ct.GetName(), runtimeLimits(lim)); err != nil {
+		return fmt.Errorf("apply limits to %s: %w", ct.GetName(), err)
+	}
+	n.applied.Store(ct.GetName(), key)
+	return nil
+}
+
+func configKey(cfg map[string]string) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(cfg) {
+		b.WriteString(strconv.Quote(k) + "=" + strconv.Quote(cfg[k]) + ";")
+	}
+	return b.String()
+}
+
+// removeLocal deletes a container the cluster no longer has from this host.
+func (n *Node) removeLocal(ctx context.Context, name string) error {
+	if err := n.rt.Undefine(ctx, name); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	n.applied.Delete(name)
+	n.poolsMu.RLock()
+	defer n.poolsMu.RUnlock()
+	for _, d := range n.pools {
+		if err := d.DeleteVolume(ctx, volumeName(name)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("delete volume of %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// reportStatus records the observed status in the cluster when it changed,
+// off the caller's path.
+func (n *Node) reportStatus(ct *shoalv1.Container, rerr error) {
+	status, msg := "", ""
+	if rerr != nil {
+		status, msg = "Error", rerr.Error()
+	} else {
+		st, err := n.rt.State(context.Background(), ct.GetName())
+		if err != nil {
+			return
+		}
+		status = statusName(st.Status)
+	}
+	if status == ct.GetStatus() && msg == ct.GetStatusMessage() {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := n.cl.Propose(ctx, &shoalv1.ContainerStatusCommand{Name: ct.GetName(), Node: n.cfg.Name, Status: status, Message: msg})
+		if err != nil && !errors.Is(err, cluster.ErrNotFound) {
+			n.log.Warn("report status", "container", ct.GetName(), "err", err)
+		}
+	}()
+}
+
+// statusName turns LXC's state names into LXD's (runtime.StatusRunning → "Running").
+func statusName(s string) string {
+	if s == "" {
+		return ""
+	}
+	return s[:1] + strings.ToLower(s[1:])
+}

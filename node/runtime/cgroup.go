@@ -1,0 +1,117 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// v1CgroupDir returns the host directory of pid's cgroup in the v1
+// hierarchy holding controller.
+func v1CgroupDir(pid int, controller string) (string, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == controller {
+				return filepath.Join(cgroupV1Root, controller, parts[2]), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no %s cgroup for pid %d", controller, pid)
+}
+
+// freezeV1 freezes the v1 freezer cgroup of pid and polls (with a short,
+// growing delay) until the kernel reports FROZEN. liblxc's own v1 freeze
+// sleeps a whole second between checks.
+func freezeV1(ctx context.Context, pid int) error {
+	dir, err := v1CgroupDir(pid, "freezer")
+	if err != nil {
+		return err
+	}
+	state := filepath.Join(dir, "freezer.state")
+	if err := os.WriteFile(state, []byte("FROZEN"), 0); err != nil {
+		return err
+	}
+	delay := 100 * time.Microsecond
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := os.ReadFile(state)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(b)) == "FROZEN" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			_ = os.WriteFile(state, []byte("THAWED"), 0)
+			return errors.New("freezer did not reach FROZEN")
+		}
+		// Writing FROZEN again retries tasks that were busy.
+		_ = os.WriteFile(state, []byte("FROZEN"), 0)
+		time.Sleep(delay)
+		if delay < 10*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// removeMonitorCgroups removes the empty v1 "lxc.monitor.<name>" cgroups
+// liblxc 5.0.2 leaves behind on this host when a container stops. It
+// retries until wait passes (the monitor may still be exiting). Only
+// empty directories go: rmdir refuses a cgroup with tasks.
+func removeMonitorCgroups(name string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		var left []string
+		for _, pat := range []string{"lxc.monitor." + name, "lxc.monitor." + name + "-[0-9]*"} {
+			m, _ := filepath.Glob(filepath.Join(cgroupV1Root, "*", pat))
+			for _, d := range m {
+				if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+					left = append(left, d)
+				}
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroups left: %s", strings.Join(left, " "))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// thawV1 thaws the v1 freezer cgroup of pid.
+func thawV1(pid int) error {
+	dir, err := v1CgroupDir(pid, "freezer")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0)
+}
+
+// freezerStateV1 reads the v1 freezer state (THAWED, FREEZING, FROZEN) of
+// pid's cgroup.
+func freezerStateV1(pid int) (string, error) {
+	dir, err := v1CgroupDir(pid, "freezer")
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
+	return strings.TrimSpace(string(b)), err
+}

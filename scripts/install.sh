@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# install.sh installs everything Shoal needs on a Debian 12 host, as root:
+# Debian packages (LXC, btrfs, dnsmasq, nftables, debootstrap, busybox),
+# a subordinate id range for root, the CRIU bundle, and the pinned Go
+# code-generation tools. Idempotent and quick when nothing is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin"
+
+say() { printf '==> %s\n' "$*"; }
+[ "$(id -u)" = 0 ] || { echo "install: must run as root" >&2; exit 1; }
+command -v go >/dev/null || { echo "install: Go 1.26 is required (put it at /usr/local/go)" >&2; exit 1; }
+
+pkgs=(lxc lxc-dev libcap-dev libseccomp-dev pkg-config gcc btrfs-progs dnsmasq-base nftables iptables
+      busybox-static debootstrap iproute2 ca-certificates xz-utils)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Unprivileged containers map into root's subordinate range, as LXD/Incus do.
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  grep -q '^root:' "$f" || { say "adding root:1000000:1000000000 to $f"; echo 'root:1000000:1000000000' >>"$f"; }
+done
+
+bash scripts/criu-bundle.sh
+bash scripts/tools.sh

@@ -1,0 +1,208 @@
+package tests
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBadInput checks that bad input gets one clear line naming the field,
+// a non-zero exit, and changes nothing.
+func TestBadInput(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	ok := uniq("ok")
+	d.MustShoal("launch", "busybox", ok, "-c", "limits.memory=128MiB")
+	before := d.MustShoal("list", "--format", "json")
+	beforeImages := d.MustShoal("image", "list", "--format", "json")
+
+	for _, tc := range []struct {
+		args []string
+		want string // substring of the error line
+	}{
+		{[]string{"launch", "busybox", "1bad"}, "name"},
+		{[]string{"launch", "busybox", "bad_name"}, "name"},
+		{[]string{"launch", "busybox", "x", "-c", "limits.memory=lots"}, "limits.memory"},
+		{[]string{"launch", "busybox", "x", "-c", "limits.cpu=0"}, "limits.cpu"},
+		{[]string{"launch", "busybox", "x", "-c", "limits.bogus=1"}, "limits.bogus"},
+		{[]string{"launch", "busybox", "x", "-c", "security.privileged=maybe"}, "security.privileged"},
+		{[]string{"launch", "busybox", "x", "-c", "novalue"}, "KEY=VALUE"},
+		{[]string{"launch", "no-such-image", "x"}, "image"},
+		{[]string{"launch", "busybox", ok}, "already exists"},
+		{[]string{"config", "set", ok, "limits.processes=-5"}, "limits.processes"},
+		{[]string{"config", "set", ok, "security.privileged=true"}, "security.privileged"},
+		{[]string{"config", "set", "missing-ct", "limits.processes=5"}, "not found"},
+		{[]string{"snapshot", "create", ok, "bad/snap"}, "snapshot"},
+		{[]string{"snapshot", "restore", ok, "nosuch"}, "not found"},
+		{[]string{"image", "build", "gentoo"}, "builder"},
+		{[]string{"image", "build", "debian", "--suite", "sid"}, "suite"},
+		{[]string{"list", "--format", "xml"}, "--format"},
+		{[]string{"storage", "create", "p2", "zfs"}, "driver"},
+		{[]string{"exec", "missing-ct", "--", "true"}, "not found"},
+		{[]string{"start", "missing-ct"}, "not found"},
+		{[]string{"delete", ok}, "force"},
+		{[]string{"file", "pull", "nopath", "/tmp"}, "NAME/PATH"},
+	} {
+		stdout, stderr, code := d.Shoal(tc.args...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "Error: ") || !strings.Contains(lines[0], tc.want) {
+			t.Errorf("shoal %s: code=%d stdout=%q stderr=%q; want one 'Error:' line containing %q",
+				strings.Join(tc.args, " "), code, stdout, stderr, tc.want)
+		}
+	}
+	if after := d.MustShoal("list", "--format", "json"); after != before {
+		t.Errorf("bad input changed the containers:\nbefore %s\nafter  %s", before, after)
+	}
+	if after := d.MustShoal("image", "list", "--format", "json"); after != beforeImages {
+		t.Errorf("bad input changed the images")
+	}
+	if got := d.MustShoal("config", "get", ok, "limits.memory"); got != "128MiB\n" {
+		t.Errorf("config after rejected sets: %q", got)
+	}
+	var body struct{ Code int }
+	if code := d.REST("POST", "/v1/containers", map[string]any{"name": "9x", "image": "busybox"}, &body); code != 400 || body.Code != 3 {
+		t.Errorf("REST bad name: HTTP %d code %d, want 400 / InvalidArgument(3)", code, body.Code)
+	}
+}
+
+// TestLimitsEnforced shows each limit enforced by the kernel.
+func TestLimitsEnforced(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	c := uniq("lim")
+	d.MustShoal("launch", "busybox", c, "-c", "limits.memory=64MiB", "-c", "limits.processes=30",
+		"-c", "limits.cpu.allowance=20%", "-c", "limits.disk.priority=8", "-c", "limits.cpu=1")
+	pid := pidOf(t, d, c)
+
+	// Memory: a 100 MiB allocation under a 64 MiB limit (swap off) is killed.
+	if _, _, code := d.Shoal("exec", c, "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"); code == 0 {
+		t.Error("a 100MiB allocation succeeded under limits.memory=64MiB")
+	}
+	if _, _, code := d.Shoal("exec", c, "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=16M", "count=1"); code != 0 {
+		t.Error("a 16MiB allocation failed under limits.memory=64MiB")
+	}
+	if got := hostCgroup(t, pid, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(64<<20) {
+		t.Errorf("memory.limit_in_bytes = %s", got)
+	}
+
+	// Processes: a fork loop stops at the limit.
+	out, _, _ := d.Shoal("exec", c, "--", "sh", "-c",
+		"n=0; for i in $(seq 60); do sleep 30 & if [ $? -eq 0 ]; then n=$((n+1)); fi; done 2>/dev/null; echo $(ls /proc | grep -c '^[0-9]')")
+	procs, _ := strconv.Atoi(strings.TrimSpace(out))
+	if procs == 0 || procs > 30 {
+		t.Errorf("processes in the container after a fork loop: %q, want ≤ 30", out)
+	}
+	d.Shoal("exec", c, "--", "killall", "sleep")
+
+	// CPU: a busy loop at 20% allowance gets throttled.
+	d.Shoal("exec", c, "--", "timeout", "1", "sh", "-c", "while :; do :; done")
+	stat := hostCgroup(t, pid, "cpu", "cpu.stat")
+	if !strings.Contains(stat, "nr_throttled") || strings.Contains(stat, "nr_throttled 0\n") {
+		t.Errorf("cpu.stat shows no throttling:\n%s", stat)
+	}
+	if got := hostCgroup(t, pid, "cpuset", "cpuset.cpus"); got != "0" {
+		t.Errorf("cpuset.cpus = %q, want 0", got)
+	}
+
+	// Live change: raise the memory limit on the running container.
+	d.MustShoal("config", "set", c, "limits.memory=128MiB")
+	if got := hostCgroup(t, pid, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {
+		t.Errorf("memory.limit_in_bytes after live change = %s", got)
+	}
+	if _, _, code := d.Shoal("exec", c, "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"); code != 0 {
+		t.Error("a 100MiB allocation failed after raising the limit to 128MiB")
+	}
+}
+
+// TestConfinement shows root in an unprivileged container is not root on
+// the host, seccomp is applied, and privileged containers opt out.
+func TestConfinement(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	c := uniq("unpriv")
+	d.MustShoal("launch", "busybox", c)
+	d.MustShoal("exec", c, "--", "touch", "/root/made-inside")
+	pid := pidOf(t, d, c)
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/"+strconv.Itoa(pid)+"/root/root/made-inside", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 1000000 || st.Gid != 1000000 {
+		t.Errorf("file made by root in the container is %d:%d on the host, want 1000000:1000000", st.Uid, st.Gid)
+	}
+	if out, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/uid_map"); !strings.Contains(string(out), "1000000") {
+		t.Errorf("uid_map = %q", out)
+	}
+	// A block device cannot be made or mounted; kexec/module loading is filtered.
+	if _, _, code := d.Shoal("exec", c, "--", "mknod", "/tmp/blk", "b", "7", "0"); code == 0 {
+		t.Error("mknod of a block device succeeded in an unprivileged container")
+	}
+	if _, _, code := d.Shoal("exec", c, "--", "mount", "-t", "ext4", "/dev/loop0", "/mnt"); code == 0 {
+		t.Error("mount of a block device succeeded")
+	}
+	status, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if !strings.Contains(string(status), "Seccomp:\t2") {
+		t.Errorf("container init has no seccomp filter:\n%s", status)
+	}
+
+	p := uniq("priv")
+	d.MustShoal("launch", "busybox", p, "-c", "security.privileged=true")
+	d.MustShoal("exec", p, "--", "touch", "/root/made-inside")
+	ppid := pidOf(t, d, p)
+	if err := syscall.Stat("/proc/"+strconv.Itoa(ppid)+"/root/root/made-inside", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 0 {
+		t.Errorf("privileged container's root file is uid %d on the host, want 0", st.Uid)
+	}
+	pstatus, _ := os.ReadFile("/proc/" + strconv.Itoa(ppid) + "/status")
+	if !strings.Contains(string(pstatus), "Seccomp:\t2") {
+		t.Error("privileged container has no seccomp filter")
+	}
+}
+
+// TestDaemonKillRestart kills shoald with SIGKILL while containers run and
+// restarts it: the same containers, in the same state, with the same init
+// processes, and no duplicates.
+func TestDaemonKillRestart(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	run, stopped := uniq("run"), uniq("stopped")
+	d.MustShoal("launch", "busybox", run)
+	d.MustShoal("init", "busybox", stopped)
+	d.MustShoal("snapshot", "create", run, "snap0")
+	pid := pidOf(t, d, run)
+
+	d.Kill()
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("container init died with the daemon: %v", err)
+	}
+	d.Start()
+	l := d.List()
+	if len(l) != 2 {
+		t.Fatalf("after restart: %d containers, want 2: %v", len(l), l)
+	}
+	if l[run].State.Status != "Running" || l[stopped].State.Status != "Stopped" {
+		t.Fatalf("states after restart: %s=%s %s=%s", run, l[run].State.Status, stopped, l[stopped].State.Status)
+	}
+	if got, _ := strconv.Atoi(l[run].State.Pid); got != pid {
+		t.Fatalf("init pid after restart = %d, want %d (the container was restarted or duplicated)", got, pid)
+	}
+	if ls := d.MustShoal("snapshot", "list", run); !strings.Contains(ls, "snap0") {
+		t.Fatalf("snapshot lost across the restart: %q", ls)
+	}
+	if got := d.MustShoal("exec", run, "--", "echo", "alive"); got != "alive\n" {
+		t.Fatalf("exec after restart: %q", got)
+	}
+	// The reconciler does not start a second copy over time either.
+	time.Sleep(time.Second)
+	out, _ := hostRun("pgrep", "-fc", "lxc monitor.*"+run)
+	if strings.TrimSpace(out) != "1" {
+		t.Fatalf("lxc monitors for %s: %q, want 1", run, out)
+	}
+	d.MustShoal("start", stopped)
+	d.MustShoal("delete", "-f", run, stopped)
+}
