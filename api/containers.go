@@ -435,4 +435,3 @@ func equalMaps(a, b map[string]string) bool {
 	}
 	return true
 }
-

@@ -33,7 +33,7 @@ func (n *Node) ensureNetwork(ctx context.Context, rec *shoalv1.Network) (*networ
 	nw, err := network.Ensure(ctx, network.Config{
 		Name: rec.GetName(), IPv4CIDR: rec.GetIpv4Cidr(), NAT: rec.GetNat(),
 		StateDir: filepath.Join(n.cfg.StateDir, "networks", rec.GetName()),
-	}, n.log)
+	}, n.baseLog)
 	if err != nil {
 		return nil, fmt.Errorf("network %s: %w", rec.GetName(), err)
 	}

@@ -50,14 +50,15 @@ type PoolConfig struct {
 
 // Node is the local host's side of the cluster.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	cl     *cluster.Cluster
-	fsm    *cluster.FSM
-	rt     *runtime.Runtime
-	images *images.Store
-	idmap  idmap.Map
-	bus    *operations.Bus
+	cfg     Config
+	log     *slog.Logger
+	baseLog *slog.Logger
+	cl      *cluster.Cluster
+	fsm     *cluster.FSM
+	rt      *runtime.Runtime
+	images  *images.Store
+	idmap   idmap.Map
+	bus     *operations.Bus
 
 	poolsMu sync.RWMutex
 	pools   map[string]storage.Driver
@@ -86,7 +87,7 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus *operations.B
 		log = slog.Default()
 	}
 	n := &Node{
-		cfg: cfg, log: log.With("component", "node"), cl: cl, fsm: cl.FSM(), bus: bus,
+		cfg: cfg, log: log.With("component", "node"), baseLog: log, cl: cl, fsm: cl.FSM(), bus: bus,
 		pools: map[string]storage.Driver{}, nets: map[string]*network.Network{},
 		hints: map[string]time.Duration{}, stop: make(chan struct{}),
 	}

@@ -10,6 +10,7 @@ export CI="${CI:-true}"
 say() { printf '==> %s\n' "$*"; }
 
 bash scripts/install.sh
+bash scripts/clean-test-leftovers.sh
 
 say "checking generated code"
 buf lint

@@ -70,7 +70,7 @@ func TestMonitor(t *testing.T) {
 	if err := mon.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer mon.Wait()
+	defer func() { cancel(); mon.Wait() }()
 	lines := make(chan string, 100)
 	go func() {
 		sc := bufio.NewScanner(stdout)

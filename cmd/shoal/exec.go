@@ -176,4 +176,3 @@ func (a *app) fileCmd() *cobra.Command {
 	cmd.AddCommand(push, pull)
 	return cmd
 }
-

@@ -119,7 +119,7 @@ func (d *Daemon) Start() {
 	d.cmd = cmd
 	d.done = make(chan struct{})
 	ready := make(chan string, 1)
-	readyRe := regexp.MustCompile(`shoald ready .* rest=(\S+)`)
+	readyRe := regexp.MustCompile(`shoald ready.* rest=(\S+)`)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -301,6 +301,25 @@ type Container struct {
 		Pid    string
 		Ipv4   []string
 	}
+}
+
+// Records returns the desired-state records of all containers (no live
+// state), as JSON, for before/after comparisons.
+func (d *Daemon) Records() string {
+	d.t.Helper()
+	var resp struct {
+		Containers []struct {
+			Container json.RawMessage `json:"container"`
+		}
+	}
+	if err := json.Unmarshal([]byte(d.MustShoal("list", "--format", "json")), &resp); err != nil {
+		d.t.Fatalf("%v", err)
+	}
+	var out []string
+	for _, c := range resp.Containers {
+		out = append(out, string(c.Container))
+	}
+	return strings.Join(out, "\n")
 }
 
 // List returns the containers as the CLI reports them.
