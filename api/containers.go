@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -35,7 +34,7 @@ func (s *Server) container(name string) (*shoalv1.Container, error) {
 func (s *Server) info(ctx context.Context, ct *shoalv1.Container, detail bool) *shoalv1.ContainerInfo {
 	out := &shoalv1.ContainerInfo{Container: ct}
 	if ct.GetNode() == s.node.Name() {
-		out.State = s.node.State(ctx, ct)
+		out.State = s.node.State(ctx, ct, detail)
 		if detail {
 			out.State.DiskBytes = s.node.DiskUsage(ctx, ct)
 		}
@@ -128,17 +127,18 @@ func (s *Server) defaultPool() string {
 func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRequest) (*shoalv1.ListContainersResponse, error) {
 	cts := s.fsm.Containers()
 	out := make([]*shoalv1.ContainerInfo, len(cts))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	var local []*shoalv1.Container
+	var at []int
 	for i, ct := range cts {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			out[i] = s.info(ctx, ct, false)
-		}()
+		if ct.GetNode() == s.node.Name() {
+			local, at = append(local, ct), append(at, i)
+			continue
+		}
+		out[i] = &shoalv1.ContainerInfo{Container: ct, State: &shoalv1.ContainerState{Status: ct.GetStatus()}}
 	}
-	wg.Wait()
+	for j, st := range s.node.States(ctx, local) {
+		out[at[j]] = &shoalv1.ContainerInfo{Container: local[j], State: st}
+	}
 	return &shoalv1.ListContainersResponse{Containers: out}, nil
 }
 
@@ -210,7 +210,7 @@ func (s *Server) DeleteContainer(ctx context.Context, req *shoalv1.DeleteContain
 		return nil, err
 	}
 	if !req.GetForce() {
-		if st := s.node.State(ctx, ct); st.GetStatus() != "Stopped" {
+		if st := s.node.State(ctx, ct, false); st.GetStatus() != "Stopped" {
 			return nil, precondition(fmt.Sprintf("container %q is %s: stop it first or delete with force", ct.GetName(), st.GetStatus()))
 		}
 	}
@@ -249,7 +249,7 @@ func (s *Server) ChangeContainerState(ctx context.Context, req *shoalv1.ChangeCo
 		desired = shoalv1.DesiredState_DESIRED_STATE_STOPPED
 		s.node.SetStopTimeout(ct.GetName(), timeout)
 	case shoalv1.StateAction_STATE_ACTION_RESTART:
-		if st := s.node.State(ctx, ct); st.GetStatus() != "Running" {
+		if st := s.node.State(ctx, ct, false); st.GetStatus() != "Running" {
 			return nil, precondition(fmt.Sprintf("container %q is %s, not Running", ct.GetName(), st.GetStatus()))
 		}
 		if err := s.node.Restart(ctx, ct.GetName(), timeout); err != nil {
@@ -262,7 +262,7 @@ func (s *Server) ChangeContainerState(ctx context.Context, req *shoalv1.ChangeCo
 		if req.GetAction() == shoalv1.StateAction_STATE_ACTION_UNFREEZE {
 			want, desired = "Frozen", shoalv1.DesiredState_DESIRED_STATE_RUNNING
 		}
-		if st := s.node.State(ctx, ct); st.GetStatus() != want {
+		if st := s.node.State(ctx, ct, false); st.GetStatus() != want {
 			return nil, precondition(fmt.Sprintf("container %q is %s, not %s", ct.GetName(), st.GetStatus(), want))
 		}
 	default:

@@ -6,8 +6,6 @@ import (
 	"os"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -34,9 +32,6 @@ func (s *Server) Exec(stream shoalv1.ContainerService_ExecServer) error {
 	ct, err := s.container(start.GetName())
 	if err != nil {
 		return err
-	}
-	if st := s.node.State(stream.Context(), ct); st.GetStatus() != "Running" {
-		return status.Errorf(codes.FailedPrecondition, "container %q is %s, not Running", ct.GetName(), st.GetStatus())
 	}
 
 	var sendMu sync.Mutex

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -14,8 +16,32 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
-// State returns what this host observes of a container right now.
-func (n *Node) State(ctx context.Context, ct *shoalv1.Container) *shoalv1.ContainerState {
+// State returns what this host observes of a container right now; detail
+// adds what costs more to find out (addresses without a DHCP lease).
+func (n *Node) State(ctx context.Context, ct *shoalv1.Container, detail bool) *shoalv1.ContainerState {
+	return n.state(ctx, ct, detail, n.leaseMap())
+}
+
+// States returns the observed state of many containers, reading the DHCP
+// leases once and the runtime in parallel.
+func (n *Node) States(ctx context.Context, cts []*shoalv1.Container) []*shoalv1.ContainerState {
+	leases := n.leaseMap()
+	out := make([]*shoalv1.ContainerState, len(cts))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, ct := range cts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i] = n.state(ctx, ct, false, leases)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (n *Node) state(ctx context.Context, ct *shoalv1.Container, detail bool, leases map[string]string) *shoalv1.ContainerState {
 	out := &shoalv1.ContainerState{Status: "Stopped"}
 	st, err := n.rt.State(ctx, ct.GetName())
 	if err != nil {
@@ -29,21 +55,34 @@ func (n *Node) State(ctx context.Context, ct *shoalv1.Container) *shoalv1.Contai
 	out.MemoryBytes = st.MemoryBytes
 	out.CpuNanoseconds = st.CPUNanos
 	out.Processes = st.Processes
-	if st.Status != runtime.StatusStopped {
-		out.Ipv4 = n.addresses(ct.GetHwaddr(), st.IPv4)
+	if st.Status == runtime.StatusStopped {
+		return out
+	}
+	// The DHCP lease needs no look inside the container; with detail and no
+	// lease, read the addresses in the container's network namespace.
+	if ip, ok := leases[strings.ToLower(ct.GetHwaddr())]; ok {
+		out.Ipv4 = []string{ip}
+	} else if detail {
+		out.Ipv4, _ = n.rt.Addresses(ctx, ct.GetName())
 	}
 	return out
 }
 
-// addresses prefers the DHCP lease for the container's MAC: it needs no
-// attach into the container.
-func (n *Node) addresses(hwaddr string, fromRuntime []string) []string {
-	if nw, err := n.defaultNetwork(); err == nil && hwaddr != "" {
-		if ip, ok := nw.LeaseFor(hwaddr); ok {
-			return []string{ip.String()}
-		}
+// leaseMap maps MAC addresses to leased IPv4 addresses on the default network.
+func (n *Node) leaseMap() map[string]string {
+	out := map[string]string{}
+	nw, err := n.defaultNetwork()
+	if err != nil {
+		return out
 	}
-	return fromRuntime
+	ls, err := nw.Leases()
+	if err != nil {
+		return out
+	}
+	for _, l := range ls {
+		out[strings.ToLower(l.MAC)] = l.IP.String()
+	}
+	return out
 }
 
 // DiskUsage returns the bytes a container's volume uses.
@@ -90,7 +129,10 @@ func (n *Node) Exec(ctx context.Context, name string, req runtime.ExecRequest) (
 			req.Env = append([]string{k[len("environment."):] + "=" + v}, req.Env...)
 		}
 	}
-	return n.rt.Exec(ctx, name, req)
+	t0 := time.Now()
+	code, err := n.rt.Exec(ctx, name, req)
+	n.log.Debug("exec", "container", name, "cmd", req.Cmd[0], "took", time.Since(t0))
+	return code, err
 }
 
 // PushFile writes a file into a container.

@@ -81,6 +81,7 @@ func main() {
 		name := fmt.Sprintf("b%d", i)
 		tLaunch = append(tLaunch, timeIt(func() { launch(name) }))
 		tStop = append(tStop, timeIt(func() { state(name, shoalv1.StateAction_STATE_ACTION_STOP) }))
+		state(name, shoalv1.StateAction_STATE_ACTION_START)
 		tDelete = append(tDelete, timeIt(func() { del(name) }))
 		cli := fmt.Sprintf("cli%d", i)
 		tCLILaunch = append(tCLILaunch, timeIt(func() { d.MustShoal("launch", "busybox", cli) }))
@@ -125,6 +126,7 @@ func main() {
 	}
 	report("exec -- true (API)", tExec)
 	report("exec -- true (CLI)", tCLIExec)
+	report("raw floor: lxc-attach -- true", rawAttach(t, d, "ref", *n))
 	report("snapshot create (API)", tSnap)
 	report("snapshot restore of a running container (API)", tRestore)
 	report("copy --instance-only (API)", tCopy)
@@ -206,6 +208,17 @@ func rawFloor(t *benchT, d *harness.Daemon, n int) (start, stop []time.Duration)
 	}
 	d.MustShoal("delete", "rawtmpl")
 	return start, stop
+}
+
+// rawAttach times lxc-attach into a Shoal container, bypassing Shoal.
+func rawAttach(t *benchT, d *harness.Daemon, name string, n int) []time.Duration {
+	lxcPath := filepath.Join(d.StateDir, "lxc")
+	conf := filepath.Join(d.StateDir, "lxc-config", name+".conf")
+	var out []time.Duration
+	for i := 0; i < n; i++ {
+		out = append(out, timeIt(func() { run(t, "lxc-attach", "-P", lxcPath, "-n", name, "-f", conf, "--", "true") }))
+	}
+	return out
 }
 
 func run(t *benchT, name string, args ...string) {

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,24 +14,33 @@ import (
 // v1CgroupDir returns the host directory of pid's cgroup in the v1
 // hierarchy holding controller.
 func v1CgroupDir(pid int, controller string) (string, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	dirs, err := v1CgroupDirs(pid)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
-		if len(parts) != 3 {
+	if d, ok := dirs[controller]; ok {
+		return d, nil
+	}
+	return "", fmt.Errorf("no %s cgroup for pid %d", controller, pid)
+}
+
+// v1CgroupDirs maps each v1 controller of pid to its host directory.
+func v1CgroupDirs(pid int) (map[string]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	dirs := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || parts[1] == "" {
 			continue
 		}
 		for _, c := range strings.Split(parts[1], ",") {
-			if c == controller {
-				return filepath.Join(cgroupV1Root, controller, parts[2]), nil
-			}
+			dirs[c] = filepath.Join(cgroupV1Root, c, parts[2])
 		}
 	}
-	return "", fmt.Errorf("no %s cgroup for pid %d", controller, pid)
+	return dirs, nil
 }
 
 // freezeV1 freezes the v1 freezer cgroup of pid and polls (with a short,

@@ -192,13 +192,6 @@ func (r *Runtime) State(ctx context.Context, name string) (State, error) {
 		return s, nil
 	}
 	s.PID = c.InitPid()
-	if s.PID > 0 {
-		ips, err := ipv4InNetns(s.PID)
-		if err != nil {
-			r.log.Debug("read addresses", "container", name, "err", err)
-		}
-		s.IPv4 = ips
-	}
 	if r.host.CgroupV2 {
 		s.MemoryBytes = cgroupInt(c, "memory.current")
 		for _, l := range c.CgroupItem("cpu.stat") {
@@ -207,12 +200,46 @@ func (r *Runtime) State(ctx context.Context, name string) (State, error) {
 				s.CPUNanos = n * 1000
 			}
 		}
-	} else {
-		s.MemoryBytes = cgroupInt(c, "memory.usage_in_bytes")
-		s.CPUNanos = cgroupInt(c, "cpuacct.usage")
+		s.Processes = cgroupInt(c, "pids.current")
+		return s, nil
 	}
-	s.Processes = cgroupInt(c, "pids.current")
+	// cgroup v1: read the files directly; each CgroupItem is a round trip
+	// to the container's monitor, and `shoal list` asks for every container.
+	dirs, err := v1CgroupDirs(s.PID)
+	if err != nil {
+		return s, nil
+	}
+	s.MemoryBytes = readCgroupInt(dirs["memory"], "memory.usage_in_bytes")
+	s.CPUNanos = readCgroupInt(dirs["cpuacct"], "cpuacct.usage")
+	s.Processes = readCgroupInt(dirs["pids"], "pids.current")
 	return s, nil
+}
+
+// Addresses lists the global IPv4 addresses inside a running container's
+// network namespace.
+func (r *Runtime) Addresses(ctx context.Context, name string) ([]string, error) {
+	c, err := r.container(name)
+	if err != nil {
+		return nil, err
+	}
+	pid := c.InitPid()
+	if pid <= 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotRunning, name)
+	}
+	return ipv4InNetns(pid)
+}
+
+// readCgroupInt reads one integer cgroup file, 0 when unreadable.
+func readCgroupInt(dir, file string) int64 {
+	if dir == "" {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
 }
 
 // status returns the container's status. On cgroup v1 the freezer is read

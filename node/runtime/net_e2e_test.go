@@ -57,10 +57,10 @@ func TestNIC(t *testing.T) {
 		t.Fatalf("veth %s not on bridge %s", hostVeth, bridge)
 	}
 	// udhcpc (no server here) may flush eth0 once at boot: retry.
-	waitFor(t, 10*time.Second, "a static address to show in State", func() bool {
+	waitFor(t, 10*time.Second, "a static address to show in Addresses", func() bool {
 		_, _, _ = run(t, rt, spec.Name, "ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
-		st, err := rt.State(ctx, spec.Name)
-		return err == nil && slices.Contains(st.IPv4, "192.0.2.10")
+		ips, err := rt.Addresses(ctx, spec.Name)
+		return err == nil && slices.Contains(ips, "192.0.2.10")
 	})
 	if err := rt.Stop(ctx, spec.Name, 0); err != nil {
 		t.Fatal(err)

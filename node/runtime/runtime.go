@@ -96,8 +96,6 @@ type State struct {
 	Status string
 	// PID is the host pid of the container's init (0 when stopped).
 	PID int
-	// IPv4 holds the global IPv4 addresses of the container's interfaces.
-	IPv4 []string
 	// MemoryBytes is the cgroup's memory usage.
 	MemoryBytes int64
 	// CPUNanos is the cgroup's consumed CPU time.
@@ -328,7 +326,7 @@ func waitState(ctx context.Context, c *lxc.Container, timeout time.Duration, sta
 			return false
 		}
 		time.Sleep(delay)
-		if delay < 20*time.Millisecond {
+		if delay < 2*time.Millisecond {
 			delay *= 2
 		}
 	}
