@@ -99,24 +99,35 @@ func main() {
 	// exec, snapshots, copy on one running container.
 	launch("ref")
 	var tExec, tCLIExec, tSnap, tRestore, tCopy []time.Duration
+	// Each figure in its own loop, so one operation's aftermath (a restarted
+	// container's teardown) does not land in another's samples.
 	for i := 0; i < *n; i++ {
 		tExec = append(tExec, timeIt(func() {
 			if code, err := c.Exec(ctx, "ref", []string{"true"}, client.ExecOptions{}); err != nil || code != 0 {
 				t.Fatalf("exec: %d %v", code, err)
 			}
 		}))
+	}
+	for i := 0; i < *n; i++ {
 		tCLIExec = append(tCLIExec, timeIt(func() { d.MustShoal("exec", "ref", "--", "true") }))
+	}
+	for i := 0; i < *n; i++ {
 		snap := fmt.Sprintf("s%d", i)
 		tSnap = append(tSnap, timeIt(func() {
 			if _, err := c.Containers.CreateSnapshot(ctx, &shoalv1.CreateSnapshotRequest{Container: "ref", Name: snap}); err != nil {
 				t.Fatalf("%v", err)
 			}
 		}))
+	}
+	for i := 0; i < *n; i++ {
+		snap := fmt.Sprintf("s%d", i)
 		tRestore = append(tRestore, timeIt(func() {
 			if _, err := c.Containers.RestoreSnapshot(ctx, &shoalv1.RestoreSnapshotRequest{Container: "ref", Name: snap}); err != nil {
 				t.Fatalf("%v", err)
 			}
 		}))
+	}
+	for i := 0; i < *n; i++ {
 		cp := fmt.Sprintf("cp%d", i)
 		tCopy = append(tCopy, timeIt(func() {
 			r, err := c.Containers.CopyContainer(ctx, &shoalv1.CopyContainerRequest{Source: "ref", Name: cp, InstanceOnly: true})
