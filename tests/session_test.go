@@ -1,14 +1,21 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/shoal-dev/shoal/tests/harness"
 )
@@ -78,6 +85,11 @@ func TestSession(t *testing.T) {
 	stdout, _, code = d.ShoalIn(strings.NewReader("hello stdin"), "exec", c1, "--", "cat")
 	if code != 0 || stdout != "hello stdin" {
 		t.Fatalf("exec stdin: code=%d %q", code, stdout)
+	}
+	// -t gives the command a terminal (here without a local one: no resize).
+	stdout, _, code = d.Shoal("exec", "-t", c1, "--", "tty")
+	if code != 0 || !strings.HasPrefix(strings.TrimSpace(stdout), "/dev/pts/") {
+		t.Fatalf("exec -t tty: code=%d %q", code, stdout)
 	}
 
 	// Files in and out, with mode and owner.
@@ -245,6 +257,78 @@ func TestSession(t *testing.T) {
 	d.REST("GET", "/v1/storage-pools", nil, &pools)
 	if len(pools.Pools) != 1 {
 		t.Fatalf("storage pools over REST: %s", pools.Pools)
+	}
+	if nl := d.MustShoal("network", "list"); !strings.Contains(nl, d.Bridge) {
+		t.Fatalf("network list lacks %s:\n%s", d.Bridge, nl)
+	}
+}
+
+// TestStoragePools creates a dir pool and launches a container on it.
+func TestStoragePools(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	d.MustShoal("storage", "create", "plain", "dir")
+	if _, errOut, code := d.Shoal("storage", "create", "plain", "dir"); code == 0 || !strings.Contains(errOut, "exists") {
+		t.Fatalf("duplicate pool: %d %q", code, errOut)
+	}
+	ls := d.MustShoal("storage", "list")
+	if !strings.Contains(ls, "plain") || !strings.Contains(ls, "dir") || !strings.Contains(ls, "btrfs") {
+		t.Fatalf("storage list:\n%s", ls)
+	}
+	c := uniq("ondir")
+	d.MustShoal("launch", "busybox", c, "-s", "plain")
+	d.MustShoal("exec", c, "--", "touch", "/root/x")
+	d.MustShoal("snapshot", "create", c, "s1")
+	d.MustShoal("exec", c, "--", "rm", "/root/x")
+	d.MustShoal("snapshot", "restore", c, "s1")
+	if _, _, code := d.Shoal("exec", c, "--", "test", "-e", "/root/x"); code != 0 {
+		t.Fatal("restore on the dir pool did not bring the file back")
+	}
+	if _, err := os.Stat(filepath.Join(d.StateDir, "storage-pools", "plain")); err != nil {
+		t.Fatalf("dir pool directory: %v", err)
+	}
+	d.MustShoal("delete", "-f", c)
+}
+
+// TestGRPCTooling checks the gRPC server offers health and reflection, so
+// grpcurl-style tools work without proto files.
+func TestGRPCTooling(t *testing.T) {
+	d := startDaemon(t)
+	conn, err := grpc.NewClient("unix://"+d.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", h, err)
+	}
+	rc, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := rc.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	for _, want := range []string{"shoal.v1.ContainerService", "shoal.v1.ImageService", "shoal.v1.StorageService",
+		"shoal.v1.NetworkService", "shoal.v1.OperationService", "shoal.v1.EventService"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("reflection lacks %s: %v", want, names)
+		}
+	}
+	// The unix socket is the root-only admin path.
+	if fi, err := os.Stat(d.Socket); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode: %v %v", fi.Mode(), err)
 	}
 }
 

@@ -1,0 +1,40 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/node/runtime"
+	"github.com/shoal-dev/shoal/storage"
+)
+
+func TestToStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{config.ValidateName("name", "1x"), codes.InvalidArgument},
+		{fmt.Errorf("container %q: %w", "c", cluster.ErrNotFound), codes.NotFound},
+		{fmt.Errorf("wrap: %w", storage.ErrExists), codes.AlreadyExists},
+		{fmt.Errorf("exec: %w", runtime.ErrNotRunning), codes.FailedPrecondition},
+		{fmt.Errorf("pull: %w", runtime.ErrPathEscape), codes.InvalidArgument},
+		{cluster.ErrNotLeader, codes.Unavailable},
+		{context.Canceled, codes.Canceled},
+		{errors.New("disk on fire"), codes.Internal},
+		{status.Error(codes.PermissionDenied, "no"), codes.PermissionDenied},
+	} {
+		if got := status.Code(toStatus(tc.err)); got != tc.want {
+			t.Errorf("toStatus(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+	if toStatus(nil) != nil {
+		t.Error("toStatus(nil) != nil")
+	}
+}
