@@ -115,6 +115,10 @@ func TestLimitsEnforced(t *testing.T) {
 		t.Errorf("cpuset.cpus = %q, want 0", got)
 	}
 
+	if got := hostCgroup(t, pid, "blkio", "blkio.bfq.weight"); !strings.HasSuffix(got, "800") {
+		t.Errorf("blkio.bfq.weight for limits.disk.priority=8 = %q, want 800", got)
+	}
+
 	// Live change: raise the memory limit on the running container.
 	d.MustShoal("config", "set", c, "limits.memory=128MiB")
 	if got := hostCgroup(t, pid, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {

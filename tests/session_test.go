@@ -152,6 +152,15 @@ func TestSession(t *testing.T) {
 	if d.List()[c1].Container.Hwaddr == d.List()[c2].Container.Hwaddr {
 		t.Fatal("copy shares the source's MAC address")
 	}
+	// Containers on the default network reach each other, by address and by
+	// name through the bridge's DNS.
+	d.WaitFor("a DHCP address for the copy", 30*time.Second, func() bool { return len(d.List()[c2].State.Ipv4) > 0 })
+	if out, errOut, code := d.Shoal("exec", c2, "--", "ping", "-c1", "-W2", ip); code != 0 {
+		t.Fatalf("%s cannot reach %s at %s: %s %s", c2, c1, ip, out, errOut)
+	}
+	if out, errOut, code := d.Shoal("exec", c2, "--", "nslookup", c1); code != 0 || !strings.Contains(out, ip) {
+		t.Fatalf("%s cannot resolve %s: %s %s", c2, c1, out, errOut)
+	}
 	d.MustShoal("snapshot", "delete", c1, "s1")
 	if ls := d.MustShoal("snapshot", "list", c1); strings.Contains(ls, "s1") {
 		t.Fatalf("snapshot still listed after delete: %q", ls)
@@ -159,6 +168,12 @@ func TestSession(t *testing.T) {
 
 	// Publish, export, import, and launch from the imported image.
 	mine, mine2 := uniq("mine"), uniq("mine2")
+	d.MustShoal("snapshot", "create", c2, "pub")
+	fromSnap := uniq("fromsnap")
+	d.MustShoal("publish", c2+"/pub", "--alias", fromSnap)
+	if info := d.MustShoal("image", "info", fromSnap); !strings.Contains(info, "published from "+c2) {
+		t.Fatalf("image published from a snapshot: %s", info)
+	}
 	d.MustShoal("publish", c1, "--alias", mine)
 	tarball := filepath.Join(t.TempDir(), "mine.tar.gz")
 	d.MustShoal("image", "export", mine, tarball)
