@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -103,23 +102,10 @@ func (s *Server) ImportImage(stream shoalv1.ImageService_ImportImageServer) erro
 	if err := validAliases(h.GetAliases()); err != nil {
 		return toStatus(err)
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				pw.Close()
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			if _, err := pw.Write(m.GetData()); err != nil {
-				return
-			}
-		}
-	}()
+	pr := streamReader(func() ([]byte, error) {
+		m, err := stream.Recv()
+		return m.GetData(), err
+	})
 	img, err := s.node.ImportImage(stream.Context(), pr)
 	pr.CloseWithError(err)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 
-
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
@@ -93,6 +92,29 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// streamReader turns the data messages of a client stream into a reader;
+// the stream's end is the reader's EOF.
+func streamReader(recv func() ([]byte, error)) *io.PipeReader {
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			b, err := recv()
+			if errors.Is(err, io.EOF) {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if _, err := pw.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	return pr
+}
+
 // PushFile writes a file into a container: a header, then data messages.
 func (s *Server) PushFile(stream shoalv1.ContainerService_PushFileServer) error {
 	first, err := stream.Recv()
@@ -110,23 +132,10 @@ func (s *Server) PushFile(stream shoalv1.ContainerService_PushFileServer) error 
 	if mode == 0 {
 		mode = 0o644
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				pw.Close()
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			if _, err := pw.Write(m.GetData()); err != nil {
-				return
-			}
-		}
-	}()
+	pr := streamReader(func() ([]byte, error) {
+		m, err := stream.Recv()
+		return m.GetData(), err
+	})
 	err = s.node.PushFile(stream.Context(), h.GetName(), h.GetPath(), pr, mode, int(h.GetUid()), int(h.GetGid()))
 	pr.CloseWithError(err)
 	if err != nil {

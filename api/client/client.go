@@ -211,17 +211,10 @@ func pumpStdin(ctx context.Context, stream shoalv1.ContainerService_ExecClient, 
 		}()
 	}
 	if in != nil {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := in.Read(buf)
-			if n > 0 {
-				if serr := stream.Send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Stdin{Stdin: append([]byte(nil), buf[:n]...)}}); serr != nil {
-					return serr
-				}
-			}
-			if err != nil {
-				break
-			}
+		if err := sendChunks(in, 32<<10, func(b []byte) error {
+			return stream.Send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Stdin{Stdin: b}})
+		}); err != nil {
+			return err
 		}
 	}
 	return stream.Send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_StdinEof{StdinEof: true}})
@@ -237,24 +230,35 @@ func (c *Client) PushFile(ctx context.Context, h *shoalv1.FileHeader, r io.Reade
 		_, err = stream.CloseAndRecv()
 		return Convert(err)
 	}
-	buf := make([]byte, 64<<10)
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			if err := stream.Send(&shoalv1.PushFileRequest{Msg: &shoalv1.PushFileRequest_Data{Data: append([]byte(nil), buf[:n]...)}}); err != nil {
-				_, err = stream.CloseAndRecv()
-				return Convert(err)
-			}
+	if err := sendChunks(r, 64<<10, func(b []byte) error {
+		return stream.Send(&shoalv1.PushFileRequest{Msg: &shoalv1.PushFileRequest_Data{Data: b}})
+	}); err != nil {
+		if _, rerr := stream.CloseAndRecv(); rerr != nil {
+			return Convert(rerr)
 		}
-		if errors.Is(rerr, io.EOF) {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
+		return err
 	}
 	_, err = stream.CloseAndRecv()
 	return Convert(err)
+}
+
+// sendChunks reads r to its end and sends it in chunks of at most size.
+func sendChunks(r io.Reader, size int, send func([]byte) error) error {
+	buf := make([]byte, size)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if serr := send(append([]byte(nil), buf[:n]...)); serr != nil {
+				return serr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // PullFile copies a file out of a container into w and returns its header.
@@ -293,21 +297,13 @@ func (c *Client) ImportImage(ctx context.Context, r io.Reader, aliases []string)
 		_, err = stream.CloseAndRecv()
 		return nil, Convert(err)
 	}
-	buf := make([]byte, 256<<10)
-	for {
-		n, rerr := r.Read(buf)
-		if n > 0 {
-			if err := stream.Send(&shoalv1.ImportImageRequest{Msg: &shoalv1.ImportImageRequest_Data{Data: append([]byte(nil), buf[:n]...)}}); err != nil {
-				_, err = stream.CloseAndRecv()
-				return nil, Convert(err)
-			}
+	if err := sendChunks(r, 256<<10, func(b []byte) error {
+		return stream.Send(&shoalv1.ImportImageRequest{Msg: &shoalv1.ImportImageRequest_Data{Data: b}})
+	}); err != nil {
+		if _, rerr := stream.CloseAndRecv(); rerr != nil {
+			return nil, Convert(rerr)
 		}
-		if errors.Is(rerr, io.EOF) {
-			break
-		}
-		if rerr != nil {
-			return nil, rerr
-		}
+		return nil, err
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {

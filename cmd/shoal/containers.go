@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-dev/shoal/api/client"
+
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -32,11 +34,7 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 	}
 	cmd := &cobra.Command{
 		Use: use, Short: short, Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			conf, err := parseKV("-c", cfg)
 			if err != nil {
 				return err
@@ -47,11 +45,9 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 			if err != nil {
 				return convert(err)
 			}
-			p := newProgress()
-			_, err = c.Wait(cmd.Context(), resp.GetOperation(), p.update)
-			p.finish()
+			_, err = follow(cmd, c, resp.GetOperation())
 			return err
-		},
+		}),
 	}
 	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE (repeatable)")
 	cmd.Flags().StringVarP(&pool, "storage", "s", "", "storage pool")
@@ -155,11 +151,7 @@ func (a *app) stateCmd(action, short string) *cobra.Command {
 	var timeout int
 	cmd := &cobra.Command{
 		Use: action + " NAME...", Short: short, Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			for _, name := range args {
 				_, err := c.Containers.ChangeContainerState(cmd.Context(), &shoalv1.ChangeContainerStateRequest{
 					Name: name, Action: actions[action], Force: force, TimeoutSeconds: int32(timeout),
@@ -169,7 +161,7 @@ func (a *app) stateCmd(action, short string) *cobra.Command {
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	if action == "stop" || action == "restart" {
 		cmd.Flags().BoolVarP(&force, "force", "f", false, "kill instead of a clean shutdown")
@@ -182,18 +174,14 @@ func (a *app) deleteCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use: "delete NAME...", Aliases: []string{"rm"}, Short: "Delete containers", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			for _, name := range args {
 				if _, err := c.Containers.DeleteContainer(cmd.Context(), &shoalv1.DeleteContainerRequest{Name: name, Force: force}); err != nil {
 					return convert(err)
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete even if running")
 	return cmd
@@ -204,11 +192,7 @@ func (a *app) copyCmd() *cobra.Command {
 	var cfg []string
 	cmd := &cobra.Command{
 		Use: "copy SOURCE NAME", Aliases: []string{"cp"}, Short: "Copy a container (copy-on-write where the pool can)", Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			conf, err := parseKV("-c", cfg)
 			if err != nil {
 				return err
@@ -219,11 +203,9 @@ func (a *app) copyCmd() *cobra.Command {
 			if err != nil {
 				return convert(err)
 			}
-			p := newProgress()
-			_, err = c.Wait(cmd.Context(), resp.GetOperation(), p.update)
-			p.finish()
+			_, err = follow(cmd, c, resp.GetOperation())
 			return err
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&instanceOnly, "instance-only", false, "copy without snapshots")
 	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE to override (repeatable)")
@@ -233,18 +215,14 @@ func (a *app) copyCmd() *cobra.Command {
 func (a *app) consoleCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "console NAME --show-log", Short: "Show a container's console log", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Containers.GetConsoleLog(cmd.Context(), &shoalv1.GetConsoleLogRequest{Name: args[0]})
 			if err != nil {
 				return convert(err)
 			}
 			_, err = os.Stdout.Write(resp.GetLog())
 			return err
-		},
+		}),
 	}
 	cmd.Flags().Bool("show-log", true, "print the console log (the only mode for now)")
 	return cmd

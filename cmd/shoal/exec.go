@@ -25,11 +25,7 @@ func (a *app) execCmd() *cobra.Command {
 		Use:   "exec NAME [flags] -- COMMAND [ARGS...]",
 		Short: "Run a command in a container (exit code and stdout/stderr pass through)",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			opts := client.ExecOptions{Env: env, Cwd: cwd, Stdout: os.Stdout, Stderr: os.Stderr}
 			stdinTTY := term.IsTerminal(int(os.Stdin.Fd()))
 			if tty && noTTY {
@@ -74,7 +70,7 @@ func (a *app) execCmd() *cobra.Command {
 				return exitError{code}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVarP(&tty, "force-interactive", "t", false, "allocate a pseudo-terminal (interactive)")
 	cmd.Flags().BoolVarP(&noTTY, "force-noninteractive", "T", false, "never allocate a pseudo-terminal")

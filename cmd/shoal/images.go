@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-dev/shoal/api/client"
+
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -16,24 +18,18 @@ func (a *app) imageCmd() *cobra.Command {
 	var suite, alias, format string
 	build := &cobra.Command{
 		Use: "build busybox|debian", Short: "Build an image locally", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Images.BuildImage(cmd.Context(), &shoalv1.BuildImageRequest{Builder: args[0], Suite: suite, Alias: alias})
 			if err != nil {
 				return convert(err)
 			}
-			p := newProgress()
-			op, err := c.Wait(cmd.Context(), resp.GetOperation(), p.update)
-			p.finish()
+			op, err := follow(cmd, c, resp.GetOperation())
 			if err != nil {
 				return err
 			}
 			fmt.Printf("Image %s built (alias %s)\n", op.GetResult()["fingerprint"][:12], op.GetResult()["alias"])
 			return nil
-		},
+		}),
 	}
 	build.Flags().StringVar(&suite, "suite", "", "Debian suite: bookworm or trixie (default bookworm)")
 	build.Flags().StringVar(&alias, "alias", "", "alias for the image (default: the builder's name)")
@@ -68,40 +64,28 @@ func (a *app) imageCmd() *cobra.Command {
 
 	info := &cobra.Command{
 		Use: "info IMAGE", Short: "Show an image", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Images.GetImage(cmd.Context(), &shoalv1.GetImageRequest{Image: args[0]})
 			if err != nil {
 				return convert(err)
 			}
 			return printData(os.Stdout, "yaml", resp.GetImage())
-		},
+		}),
 	}
 	del := &cobra.Command{
 		Use: "delete IMAGE...", Aliases: []string{"rm"}, Short: "Delete images", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			for _, ref := range args {
 				if _, err := c.Images.DeleteImage(cmd.Context(), &shoalv1.DeleteImageRequest{Image: ref}); err != nil {
 					return convert(err)
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	export := &cobra.Command{
 		Use: "export IMAGE FILE", Short: "Write an image tarball", Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			dst := args[1]
 			tmp, err := os.CreateTemp(filepath.Dir(dst), ".shoal-export-*")
 			if err != nil {
@@ -116,7 +100,7 @@ func (a *app) imageCmd() *cobra.Command {
 				return err
 			}
 			return os.Rename(tmp.Name(), dst)
-		},
+		}),
 	}
 	var aliases []string
 	imp := &cobra.Command{
@@ -144,24 +128,16 @@ func (a *app) imageCmd() *cobra.Command {
 	aliasCmd := &cobra.Command{Use: "alias", Short: "Manage image aliases"}
 	aliasCmd.AddCommand(&cobra.Command{
 		Use: "create ALIAS IMAGE", Args: cobra.ExactArgs(2), Short: "Point an alias at an image",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			_, err = c.Images.CreateImageAlias(cmd.Context(), &shoalv1.CreateImageAliasRequest{Alias: args[0], Image: args[1]})
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			_, err := c.Images.CreateImageAlias(cmd.Context(), &shoalv1.CreateImageAliasRequest{Alias: args[0], Image: args[1]})
 			return convert(err)
-		},
+		}),
 	}, &cobra.Command{
 		Use: "delete ALIAS", Args: cobra.ExactArgs(1), Short: "Remove an alias",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			_, err = c.Images.DeleteImageAlias(cmd.Context(), &shoalv1.DeleteImageAliasRequest{Alias: args[0]})
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			_, err := c.Images.DeleteImageAlias(cmd.Context(), &shoalv1.DeleteImageAliasRequest{Alias: args[0]})
 			return convert(err)
-		},
+		}),
 	})
 	cmd.AddCommand(build, list, info, del, export, imp, aliasCmd)
 	return cmd
@@ -181,9 +157,7 @@ func (a *app) publishCmd() *cobra.Command {
 			if err != nil {
 				return convert(err)
 			}
-			p := newProgress()
-			op, err := c.Wait(cmd.Context(), resp.GetOperation(), p.update)
-			p.finish()
+			op, err := follow(cmd, c, resp.GetOperation())
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/api/client"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
 func main() {
@@ -62,6 +63,24 @@ func (a *app) client() (*client.Client, error) {
 	}
 	a.c = c
 	return c, nil
+}
+
+// withClient adapts a command body that needs a daemon connection.
+func (a *app) withClient(f func(cmd *cobra.Command, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := a.client()
+		if err != nil {
+			return err
+		}
+		return f(cmd, c, args)
+	}
+}
+
+// follow waits for an operation, showing its progress.
+func follow(cmd *cobra.Command, c *client.Client, op *shoalv1.Operation) (*shoalv1.Operation, error) {
+	p := newProgress()
+	defer p.finish()
+	return c.Wait(cmd.Context(), op, p.update)
 }
 
 func newRoot() *cobra.Command {

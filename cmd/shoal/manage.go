@@ -22,13 +22,9 @@ func (a *app) snapshotCmd() *cobra.Command {
 	simple := func(use, short string, do func(c *client.Client, cmd *cobra.Command, ct, snap string) error) *cobra.Command {
 		return &cobra.Command{
 			Use: use + " NAME SNAPSHOT", Short: short, Args: cobra.ExactArgs(2),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := a.client()
-				if err != nil {
-					return err
-				}
+			RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 				return convert(do(c, cmd, args[0], args[1]))
-			},
+			}),
 		}
 	}
 	var format string
@@ -95,14 +91,10 @@ func (a *app) configCmd() *cobra.Command {
 	}
 	unset := &cobra.Command{
 		Use: "unset NAME KEY...", Short: "Unset config keys", Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			_, err = c.Containers.UpdateContainer(cmd.Context(), &shoalv1.UpdateContainerRequest{Name: args[0], Unset: args[1:]})
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			_, err := c.Containers.UpdateContainer(cmd.Context(), &shoalv1.UpdateContainerRequest{Name: args[0], Unset: args[1:]})
 			return convert(err)
-		},
+		}),
 	}
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show a container's config", Args: cobra.ExactArgs(1),
@@ -149,11 +141,7 @@ func (a *app) storageCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "storage", Short: "Manage storage pools"}
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List storage pools", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Storage.ListStoragePools(cmd.Context(), &shoalv1.ListStoragePoolsRequest{})
 			if err != nil {
 				return convert(err)
@@ -172,7 +160,7 @@ func (a *app) storageCmd() *cobra.Command {
 			}
 			table(os.Stdout, []string{"NAME", "DRIVER", "SOURCE", "SIZE", "USED"}, rows)
 			return nil
-		},
+		}),
 	}
 	create := &cobra.Command{
 		Use: "create NAME DRIVER [source=PATH] [size=SIZE]", Short: "Create a storage pool (drivers: btrfs, dir)", Args: cobra.MinimumNArgs(2),
@@ -204,17 +192,13 @@ func (a *app) storageCmd() *cobra.Command {
 	}
 	info := &cobra.Command{
 		Use: "info NAME", Short: "Show a storage pool", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Storage.GetStoragePool(cmd.Context(), &shoalv1.GetStoragePoolRequest{Name: args[0]})
 			if err != nil {
 				return convert(err)
 			}
 			return printData(os.Stdout, "yaml", resp)
-		},
+		}),
 	}
 	cmd.AddCommand(list, create, info)
 	return cmd
@@ -224,11 +208,7 @@ func (a *app) networkCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "network", Short: "Show managed networks"}
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List managed networks", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Networks.ListNetworks(cmd.Context(), &shoalv1.ListNetworksRequest{})
 			if err != nil {
 				return convert(err)
@@ -239,21 +219,17 @@ func (a *app) networkCmd() *cobra.Command {
 			}
 			table(os.Stdout, []string{"NAME", "TYPE", "IPV4", "NAT"}, rows)
 			return nil
-		},
+		}),
 	}
 	info := &cobra.Command{
 		Use: "info NAME", Short: "Show a network and its DHCP leases", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Networks.GetNetwork(cmd.Context(), &shoalv1.GetNetworkRequest{Name: args[0]})
 			if err != nil {
 				return convert(err)
 			}
 			return printData(os.Stdout, "yaml", resp)
-		},
+		}),
 	}
 	cmd.AddCommand(list, info)
 	return cmd
@@ -263,11 +239,7 @@ func (a *app) operationCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "operation", Short: "Show, wait on and cancel operations"}
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List recent operations", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Operations.ListOperations(cmd.Context(), &shoalv1.ListOperationsRequest{})
 			if err != nil {
 				return convert(err)
@@ -279,22 +251,18 @@ func (a *app) operationCmd() *cobra.Command {
 			}
 			table(os.Stdout, []string{"ID", "KIND", "RESOURCE", "STATUS", "ERROR"}, rows)
 			return nil
-		},
+		}),
 	}
 	one := func(use, short string, do func(c *client.Client, cmd *cobra.Command, id string) (*shoalv1.Operation, error)) *cobra.Command {
 		return &cobra.Command{
 			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := a.client()
-				if err != nil {
-					return err
-				}
+			RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 				op, err := do(c, cmd, args[0])
 				if err != nil {
 					return convert(err)
 				}
 				return printData(os.Stdout, "yaml", op)
-			},
+			}),
 		}
 	}
 	cmd.AddCommand(list,
@@ -319,11 +287,7 @@ func (a *app) monitorCmd() *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use: "monitor", Short: "Print events as they happen", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			stream, err := c.Events.StreamEvents(cmd.Context(), &shoalv1.StreamEventsRequest{Types: types})
 			if err != nil {
 				return convert(err)
@@ -356,7 +320,7 @@ func (a *app) monitorCmd() *cobra.Command {
 				}
 				fmt.Println(line)
 			}
-		},
+		}),
 	}
 	cmd.Flags().StringArrayVar(&types, "type", nil, "event types to show: lifecycle, operation (repeatable)")
 	cmd.Flags().StringVarP(&format, "format", "f", "text", "text or json")
