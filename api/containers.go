@@ -76,6 +76,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	if pool == "" {
 		pool = s.defaultPool()
 	}
+	if err := s.node.RemoveStale(ctx, req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
 	ct := &shoalv1.Container{
 		Name: req.GetName(), ImageFingerprint: img.GetFingerprint(), ImageSource: req.GetImage(),
 		Config: req.GetConfig(), Node: s.node.Name(), DesiredState: desired,
@@ -318,6 +321,9 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 				snaps = append(snaps, sn.GetName())
 				records = append(records, proto.Clone(sn).(*shoalv1.Snapshot))
 			}
+		}
+		if err := s.node.RemoveStale(ctx, req.GetName()); err != nil {
+			return nil, err
 		}
 		p.Phase("copying volume")
 		if err := s.node.CopyVolume(ctx, src, req.GetName(), snaps); err != nil {

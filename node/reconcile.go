@@ -246,6 +246,22 @@ func configKey(cfg map[string]string) string {
 	return b.String()
 }
 
+// RemoveStale removes what an interrupted operation left on this host under
+// a container name the cluster has no record of (a volume from a copy that
+// never committed, or from a delete cut short), so a new container of that
+// name starts clean. It does nothing when the cluster knows the name.
+func (n *Node) RemoveStale(ctx context.Context, name string) error {
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	if _, err := n.fsm.Container(name); err == nil || !errors.Is(err, cluster.ErrNotFound) {
+		return err
+	}
+	if n.HasVolume(ctx, name) {
+		n.log.Warn("removing leftovers of an interrupted operation", "container", name)
+	}
+	return n.removeLocal(ctx, name)
+}
+
 // removeLocal deletes a container the cluster no longer has from this host.
 func (n *Node) removeLocal(ctx context.Context, name string) error {
 	if err := n.rt.Undefine(ctx, name); err != nil && !errors.Is(err, runtime.ErrNotFound) {

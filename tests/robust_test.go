@@ -1,12 +1,16 @@
 package tests
 
 import (
+	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/storage/btrfs"
 )
 
 // TestBadInput checks that bad input gets one clear line naming the field,
@@ -218,4 +222,45 @@ func TestDaemonKillRestart(t *testing.T) {
 	}
 	d.MustShoal("start", stopped)
 	d.MustShoal("delete", "-f", run, stopped)
+}
+
+// TestLeftoversOfInterruptedOperations: a volume left under a name the
+// cluster does not know (a copy killed before it committed, a delete cut
+// short) never leaks into a new container of that name.
+func TestLeftoversOfInterruptedOperations(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	ctx := context.Background()
+	drv, err := btrfs.New(ctx, btrfs.Config{Path: filepath.Join(d.StateDir, "storage-pools", "default"), DisableQuotas: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drv.Close()
+	ghost := uniq("ghost")
+	if err := drv.CreateVolume(ctx, "containers/"+ghost); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(drv.Path("containers/"+ghost), "stale-marker"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.MustShoal("launch", "busybox", ghost)
+	if _, _, code := d.Shoal("exec", ghost, "--", "test", "-e", "/stale-marker"); code == 0 {
+		t.Fatal("a new container got the stale volume of an interrupted operation")
+	}
+	if _, _, code := d.Shoal("exec", ghost, "--", "test", "-x", "/bin/busybox"); code != 0 {
+		t.Fatal("the new container is not a copy of its image")
+	}
+	// The same for a copy target.
+	cp := uniq("cp")
+	if err := drv.CreateVolume(ctx, "containers/"+cp); err != nil {
+		t.Fatal(err)
+	}
+	d.MustShoal("copy", ghost, cp)
+	d.MustShoal("start", cp)
+	if _, _, code := d.Shoal("exec", cp, "--", "test", "-x", "/bin/busybox"); code != 0 {
+		t.Fatal("copy over a stale volume is not a copy of its source")
+	}
+	if n := len(d.List()); n != 2 {
+		t.Fatalf("%d containers, want 2", n)
+	}
 }

@@ -3,7 +3,9 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -236,6 +238,19 @@ func TestSession(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("REST list lacks running %s: %+v", c1, rl)
+	}
+	// The REST gateway also answers on its root-only unix socket.
+	uc := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(d.StateDir, "rest.socket"))
+	}}}
+	resp, err := uc.Get("http://shoal/v1/containers/" + c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"`+c1+`"`) {
+		t.Fatalf("REST over the unix socket: %d %s", resp.StatusCode, body)
 	}
 	c4 := uniq("c4")
 	var op struct{ Operation struct{ Id string } }
