@@ -19,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/shoal-dev/shoal/storage/btrfs"
 	"github.com/shoal-dev/shoal/tests/harness"
 )
 
@@ -318,6 +319,24 @@ func TestStoragePools(t *testing.T) {
 		t.Fatalf("dir pool directory: %v", err)
 	}
 	d.MustShoal("delete", "-f", c)
+
+	// A btrfs pool on an existing btrfs mount (here one of the test's own).
+	ctx := context.Background()
+	mnt := filepath.Join(d.StateDir, "ext-mnt")
+	if err := btrfs.CreateLoopPool(ctx, filepath.Join(d.StateDir, "ext.img"), 1<<30, mnt); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { btrfs.UnmountPool(context.Background(), mnt) })
+	d.MustShoal("storage", "create", "ext", "btrfs", "source="+mnt)
+	e := uniq("onext")
+	d.MustShoal("launch", "busybox", e, "-s", "ext")
+	if got := d.MustShoal("exec", e, "--", "hostname"); got != e+"\n" {
+		t.Fatalf("container on the external btrfs pool: %q", got)
+	}
+	if vols, _ := filepath.Glob(filepath.Join(mnt, "volumes", "containers*")); len(vols) != 1 {
+		t.Fatalf("container volume not on the external mount: %v", vols)
+	}
+	d.MustShoal("delete", "-f", e)
 }
 
 // TestGRPCTooling checks the gRPC server offers health and reflection, so

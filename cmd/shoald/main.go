@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node"
+	"github.com/shoal-dev/shoal/node/images"
 )
 
 func main() {
@@ -42,7 +43,7 @@ func run() error {
 		poolDriver = flag.String("pool-driver", "btrfs", "driver of the default storage pool: btrfs or dir")
 		poolSource = flag.String("pool-source", "", "existing btrfs mount or directory for the default pool (empty: a loop file / a directory under the state dir)")
 		poolSize   = flag.String("pool-size", "", "size of the default pool's loop file (default: a fifth of free space, 5-30GiB)")
-		imageCache = flag.String("image-cache", "/var/cache/shoal/images", "cache for slow image builds")
+		imageCache = flag.String("image-cache", images.DefaultDebianCacheDir, "cache for slow image builds (debootstrap)")
 		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
 	)
 	flag.Parse()

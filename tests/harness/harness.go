@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/network"
+	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/storage/btrfs"
 )
 
@@ -353,7 +354,7 @@ func ImageCache() string {
 	if d := os.Getenv("SHOAL_IMAGE_CACHE"); d != "" {
 		return d
 	}
-	return "/var/cache/shoal/images"
+	return images.DefaultDebianCacheDir
 }
 
 // Uniq returns a unique container name.
