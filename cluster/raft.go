@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,7 +30,19 @@ type Config struct {
 	DataDir string
 	// BindAddr is the Raft transport's TCP address; port 0 picks one.
 	BindAddr string
-	Logger   *slog.Logger
+	// AdvertiseAddr is the address other members dial; empty means the
+	// listener's own address.
+	AdvertiseAddr string
+	// ServerTLS and ClientTLS, when set, wrap the Raft transport in mutual
+	// TLS: the listener accepts only peers with node certificates
+	// (pki.ServerTLS with requireClientCert) and dials present this member's
+	// certificate and verify the peer's (pki.ClientTLS with an empty server
+	// name: the dialled host is checked).
+	ServerTLS, ClientTLS *tls.Config
+	// Join makes a fresh member wait to be added by the leader instead of
+	// bootstrapping a cluster of its own.
+	Join   bool
+	Logger *slog.Logger
 }
 
 // Cluster is the local member of the Raft cluster and its FSM.
@@ -64,16 +76,12 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		store.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", cfg.BindAddr)
+	stream, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS)
 	if err != nil {
 		store.Close()
-		return nil, fmt.Errorf("raft address %q: %w", cfg.BindAddr, err)
+		return nil, err
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, hlog)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
-	}
+	trans := raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hlog)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeName)
@@ -91,7 +99,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		store.Close()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
-	if !has {
+	if !has && !cfg.Join {
 		conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
 		if err := raft.BootstrapCluster(rc, store, store, snaps, trans, conf); err != nil {
 			trans.Close()
@@ -107,11 +115,89 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	c := &Cluster{cfg: cfg, log: log, raft: r, fsm: fsm, store: store, trans: trans}
-	if err := c.WaitLeader(ctx); err != nil {
-		c.Close()
-		return nil, err
+	if has || !cfg.Join {
+		if err := c.WaitLeader(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return c, nil
+}
+
+// Addr returns the address other members use to reach this one.
+func (c *Cluster) Addr() string { return string(c.trans.LocalAddr()) }
+
+// IsLeader reports whether this member leads the cluster right now.
+func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
+
+// Leader returns the current leader's name and Raft address ("" when none).
+func (c *Cluster) Leader() (name, addr string) {
+	a, id := c.raft.LeaderWithID()
+	return string(id), string(a)
+}
+
+// Server is a member of the Raft configuration.
+type Server struct {
+	Name    string
+	Address string
+	Voter   bool
+}
+
+// Servers returns the Raft configuration.
+func (c *Cluster) Servers() ([]Server, error) {
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	var out []Server
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Server{Name: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// AddMember adds a member to the Raft configuration, as a voter or as a
+// non-voting standby. Only the leader can.
+func (c *Cluster) AddMember(ctx context.Context, name, addr string, voter bool) error {
+	timeout := deadline(ctx)
+	var f raft.IndexFuture
+	if voter {
+		f = c.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(addr), 0, timeout)
+	} else {
+		f = c.raft.AddNonvoter(raft.ServerID(name), raft.ServerAddress(addr), 0, timeout)
+	}
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("add %s to raft: %w", name, leaderErr(err))
+	}
+	return nil
+}
+
+// RemoveMember removes a member from the Raft configuration.
+func (c *Cluster) RemoveMember(ctx context.Context, name string) error {
+	if err := c.raft.RemoveServer(raft.ServerID(name), 0, deadline(ctx)).Error(); err != nil {
+		return fmt.Errorf("remove %s from raft: %w", name, leaderErr(err))
+	}
+	return nil
+}
+
+// VerifyLeader confirms this member still leads (a quorum answered), for
+// reads that must be linearizable.
+func (c *Cluster) VerifyLeader() error {
+	return leaderErr(c.raft.VerifyLeader().Error())
+}
+
+func deadline(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return 10 * time.Second
+}
+
+func leaderErr(err error) error {
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return err
 }
 
 // FSM returns the local replica of the desired state.
@@ -147,19 +233,12 @@ func (c *Cluster) Propose(ctx context.Context, m proto.Message) error {
 	if err != nil {
 		return err
 	}
-	timeout := 10 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
 	if c.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	f := c.raft.Apply(data, timeout)
+	f := c.raft.Apply(data, deadline(ctx))
 	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return fmt.Errorf("%w: %v", ErrNotLeader, err)
-		}
-		return fmt.Errorf("replicate command: %w", err)
+		return fmt.Errorf("replicate command: %w", leaderErr(err))
 	}
 	if resp, ok := f.Response().(error); ok && resp != nil {
 		return resp

@@ -59,11 +59,15 @@ func NewCA(clusterName string, now time.Time) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: new CA: %w", err)
 	}
+	// The subject carries the serial too: two clusters of the same name
+	// then never share an issuer name, so a Go client never offers one
+	// cluster's certificate to the other (see ServerTLS).
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject: pkix.Name{
 			CommonName:   "Shoal cluster CA " + clusterName,
 			Organization: []string{clusterName},
+			SerialNumber: serial.Text(16),
 		},
 		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              now.Add(CAValidity),

@@ -205,9 +205,10 @@ func TestRoleOfRefuses(t *testing.T) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serialForTest(t),
 		Subject:      pkix.Name{CommonName: "sneaky"},
-		NotBefore:    t0, NotAfter: t0.Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:        []*url.URL{RoleClient.URI()},
+		NotBefore:    t0,
+		NotAfter:     t0.Add(time.Hour),
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{RoleClient.URI()},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {

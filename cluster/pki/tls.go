@@ -12,10 +12,14 @@ import (
 // trusting client certificates issued by the CA in caPool.
 //
 // requireClientCert=false is for the gRPC API listener: a client certificate
-// is verified if one is given (an untrusted one fails the handshake), but a
-// client without one completes the handshake with no verified chain, so the
-// API can answer codes.Unauthenticated through Authenticate, and the Join RPC
-// can serve a joiner that has only its token.
+// is verified if one is given, but a client without one completes the
+// handshake with no verified chain, so the API can answer
+// codes.Unauthenticated through Authenticate, and the Join RPC can serve a
+// joiner that has only its token. A Go client holding only another
+// cluster's certificate does not offer it (its issuer is not among the
+// server's acceptable CAs, and CA subjects are unique), so it too gets
+// Unauthenticated; a client that forces an untrusted certificate on the
+// server fails the handshake instead.
 //
 // requireClientCert=true is for node-only listeners (the Raft transport,
 // migration streams): the handshake fails unless the client presents a
