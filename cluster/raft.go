@@ -2,11 +2,11 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"crypto/tls"
 	"os"
 	"path/filepath"
 	"strings"
