@@ -29,6 +29,10 @@ const (
 	CmdPoolCreate            CommandType = 12
 	CmdNetworkCreate         CommandType = 13
 	CmdNodeUpsert            CommandType = 14
+	CmdClusterInit           CommandType = 15
+	CmdTokenAdd              CommandType = 16
+	CmdTokenRedeem           CommandType = 17
+	CmdNodeRemove            CommandType = 18
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -65,6 +69,14 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.NetworkCreateCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
+	case CmdClusterInit:
+		return &shoalv1.ClusterInitCommand{}, nil
+	case CmdTokenAdd:
+		return &shoalv1.TokenAddCommand{}, nil
+	case CmdTokenRedeem:
+		return &shoalv1.TokenRedeemCommand{}, nil
+	case CmdNodeRemove:
+		return &shoalv1.NodeRemoveCommand{}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
 }
@@ -100,6 +112,14 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdNetworkCreate, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
+	case *shoalv1.ClusterInitCommand:
+		return CmdClusterInit, nil
+	case *shoalv1.TokenAddCommand:
+		return CmdTokenAdd, nil
+	case *shoalv1.TokenRedeemCommand:
+		return CmdTokenRedeem, nil
+	case *shoalv1.NodeRemoveCommand:
+		return CmdNodeRemove, nil
 	}
 	return 0, fmt.Errorf("%w: %T", ErrUnknownCommand, m)
 }

@@ -18,6 +18,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
 	ErrInUse    = errors.New("in use")
+	// ErrTokenInvalid is returned for a join token that is unknown, already
+	// used, or expired.
+	ErrTokenInvalid = errors.New("join token is unknown, used or expired")
 )
 
 // snapshotVersion is the FSMSnapshot format version this code writes.
@@ -37,6 +40,8 @@ type state struct {
 	pools      map[string]*shoalv1.StoragePool
 	networks   map[string]*shoalv1.Network
 	nodes      map[string]*shoalv1.Node
+	identity   *shoalv1.ClusterIdentity
+	tokens     map[string]*shoalv1.TokenAddCommand // by name
 }
 
 func newState() *state {
@@ -47,6 +52,7 @@ func newState() *state {
 		pools:      map[string]*shoalv1.StoragePool{},
 		networks:   map[string]*shoalv1.Network{},
 		nodes:      map[string]*shoalv1.Node{},
+		tokens:     map[string]*shoalv1.TokenAddCommand{},
 	}
 }
 
@@ -222,6 +228,29 @@ func (s *state) apply(m proto.Message) (Change, error) {
 	case *shoalv1.NodeUpsertCommand:
 		s.nodes[c.GetNode().GetName()] = proto.Clone(c.GetNode()).(*shoalv1.Node)
 		return Change{"node", c.GetNode().GetName()}, nil
+	case *shoalv1.NodeRemoveCommand:
+		if _, ok := s.nodes[c.GetName()]; !ok {
+			return Change{}, fmt.Errorf("node %q: %w", c.GetName(), ErrNotFound)
+		}
+		delete(s.nodes, c.GetName())
+		return Change{"node", c.GetName()}, nil
+	case *shoalv1.ClusterInitCommand:
+		if s.identity != nil {
+			return Change{}, fmt.Errorf("cluster identity: %w", ErrExists)
+		}
+		s.identity = &shoalv1.ClusterIdentity{Name: c.GetName(), CaCertPem: c.GetCaCertPem(), CaKeyPem: c.GetCaKeyPem(), GossipKey: c.GetGossipKey()}
+		return Change{"identity", c.GetName()}, nil
+	case *shoalv1.TokenAddCommand:
+		// A new token for the same name replaces the old one.
+		s.tokens[c.GetName()] = proto.Clone(c).(*shoalv1.TokenAddCommand)
+		return Change{"token", c.GetName()}, nil
+	case *shoalv1.TokenRedeemCommand:
+		t, ok := s.tokens[c.GetName()]
+		if !ok || t.GetSecretHash() != c.GetSecretHash() || c.GetNowUnix() >= t.GetExpiresUnix() {
+			return Change{}, fmt.Errorf("token for %q: %w", c.GetName(), ErrTokenInvalid)
+		}
+		delete(s.tokens, c.GetName())
+		return Change{"token", c.GetName()}, nil
 	}
 	panic(fmt.Sprintf("fsm: no apply for %T", m))
 }
@@ -279,6 +308,12 @@ func (s *state) export() *shoalv1.FSMSnapshot {
 	for _, k := range sortedKeys(s.nodes) {
 		out.Nodes = append(out.Nodes, proto.Clone(s.nodes[k]).(*shoalv1.Node))
 	}
+	if s.identity != nil {
+		out.Identity = proto.Clone(s.identity).(*shoalv1.ClusterIdentity)
+	}
+	for _, k := range sortedKeys(s.tokens) {
+		out.Tokens = append(out.Tokens, proto.Clone(s.tokens[k]).(*shoalv1.TokenAddCommand))
+	}
 	return out
 }
 
@@ -314,6 +349,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, n := range snap.GetNodes() {
 		s.nodes[n.GetName()] = n
+	}
+	s.identity = snap.GetIdentity()
+	for _, t := range snap.GetTokens() {
+		s.tokens[t.GetName()] = t
 	}
 	f.mu.Lock()
 	f.s = s

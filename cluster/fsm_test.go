@@ -162,3 +162,47 @@ type memSink struct{ bytes.Buffer }
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Cancel() error { return nil }
 func (s *memSink) Close() error  { return nil }
+
+func TestMembershipCommands(t *testing.T) {
+	f := NewFSM()
+	mustApply(t, f, &shoalv1.ClusterInitCommand{Name: "c", CaCertPem: []byte("cert"), CaKeyPem: []byte("key"), GossipKey: []byte("k")})
+	if err := apply(t, f, &shoalv1.ClusterInitCommand{Name: "other"}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second init: %v", err)
+	}
+	if id := f.Identity(); id.GetName() != "c" || string(id.GetCaKeyPem()) != "key" {
+		t.Fatalf("identity = %v", id)
+	}
+	mustApply(t, f, &shoalv1.TokenAddCommand{Name: "n2", SecretHash: "h", ExpiresUnix: 100, Role: "node"})
+	for _, tc := range []struct {
+		cmd  *shoalv1.TokenRedeemCommand
+		want error
+	}{
+		{&shoalv1.TokenRedeemCommand{Name: "n2", SecretHash: "wrong", NowUnix: 10}, ErrTokenInvalid},
+		{&shoalv1.TokenRedeemCommand{Name: "n3", SecretHash: "h", NowUnix: 10}, ErrTokenInvalid},
+		{&shoalv1.TokenRedeemCommand{Name: "n2", SecretHash: "h", NowUnix: 100}, ErrTokenInvalid}, // expired
+		{&shoalv1.TokenRedeemCommand{Name: "n2", SecretHash: "h", NowUnix: 99}, nil},
+		{&shoalv1.TokenRedeemCommand{Name: "n2", SecretHash: "h", NowUnix: 99}, ErrTokenInvalid}, // reused
+	} {
+		if err := apply(t, f, tc.cmd); !errors.Is(err, tc.want) && !(err == nil && tc.want == nil) {
+			t.Errorf("redeem %v = %v, want %v", tc.cmd, err, tc.want)
+		}
+	}
+	mustApply(t, f, &shoalv1.TokenAddCommand{Name: "n4", SecretHash: "h4", ExpiresUnix: 100})
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n2", Address: "a:1", CpuMillis: 2000}})
+	snap, _ := f.Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(f.s.export(), g.s.export()) || g.Identity() == nil || len(g.s.tokens) != 1 {
+		t.Fatal("identity or tokens lost in a snapshot round trip")
+	}
+	mustApply(t, g, &shoalv1.NodeRemoveCommand{Name: "n2"})
+	if _, err := g.Node("n2"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("node after remove: %v", err)
+	}
+}

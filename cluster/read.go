@@ -138,3 +138,24 @@ func (f *FSM) Nodes() []*shoalv1.Node {
 	}
 	return out
 }
+
+// Node returns a node by name.
+func (f *FSM) Node(name string) (*shoalv1.Node, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.s.nodes[name]
+	if !ok {
+		return nil, fmt.Errorf("node %q: %w", name, ErrNotFound)
+	}
+	return proto.Clone(n).(*shoalv1.Node), nil
+}
+
+// Identity returns the cluster identity, or nil before bootstrap.
+func (f *FSM) Identity() *shoalv1.ClusterIdentity {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.s.identity == nil {
+		return nil
+	}
+	return proto.Clone(f.s.identity).(*shoalv1.ClusterIdentity)
+}

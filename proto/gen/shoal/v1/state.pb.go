@@ -715,6 +715,323 @@ func (x *NodeUpsertCommand) GetNode() *Node {
 	return nil
 }
 
+// ClusterInitCommand records the cluster's identity at bootstrap: its CA
+// (certificate and key, so any leader can sign joining members) and the
+// gossip encryption key. Applied once; later ones are refused.
+type ClusterInitCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CaCertPem     []byte                 `protobuf:"bytes,2,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
+	CaKeyPem      []byte                 `protobuf:"bytes,3,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	GossipKey     []byte                 `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterInitCommand) Reset() {
+	*x = ClusterInitCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterInitCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterInitCommand) ProtoMessage() {}
+
+func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
+func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ClusterInitCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClusterInitCommand) GetCaCertPem() []byte {
+	if x != nil {
+		return x.CaCertPem
+	}
+	return nil
+}
+
+func (x *ClusterInitCommand) GetCaKeyPem() []byte {
+	if x != nil {
+		return x.CaKeyPem
+	}
+	return nil
+}
+
+func (x *ClusterInitCommand) GetGossipKey() []byte {
+	if x != nil {
+		return x.GossipKey
+	}
+	return nil
+}
+
+// TokenAddCommand records a pending one-time join token (only its secret's
+// hash).
+type TokenAddCommand struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SecretHash  string                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	ExpiresUnix int64                  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	// "node" or "client".
+	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenAddCommand) Reset() {
+	*x = TokenAddCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenAddCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenAddCommand) ProtoMessage() {}
+
+func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
+func (*TokenAddCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TokenAddCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TokenAddCommand) GetSecretHash() string {
+	if x != nil {
+		return x.SecretHash
+	}
+	return ""
+}
+
+func (x *TokenAddCommand) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *TokenAddCommand) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+// TokenRedeemCommand consumes a pending token; the proposer stamps now.
+type TokenRedeemCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SecretHash    string                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	NowUnix       int64                  `protobuf:"varint,3,opt,name=now_unix,json=nowUnix,proto3" json:"now_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRedeemCommand) Reset() {
+	*x = TokenRedeemCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRedeemCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRedeemCommand) ProtoMessage() {}
+
+func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
+func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TokenRedeemCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TokenRedeemCommand) GetSecretHash() string {
+	if x != nil {
+		return x.SecretHash
+	}
+	return ""
+}
+
+func (x *TokenRedeemCommand) GetNowUnix() int64 {
+	if x != nil {
+		return x.NowUnix
+	}
+	return 0
+}
+
+// NodeRemoveCommand removes a node record.
+type NodeRemoveCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRemoveCommand) Reset() {
+	*x = NodeRemoveCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRemoveCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRemoveCommand) ProtoMessage() {}
+
+func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
+func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *NodeRemoveCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ClusterIdentity is the replicated cluster identity.
+type ClusterIdentity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CaCertPem     []byte                 `protobuf:"bytes,2,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
+	CaKeyPem      []byte                 `protobuf:"bytes,3,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	GossipKey     []byte                 `protobuf:"bytes,4,opt,name=gossip_key,json=gossipKey,proto3" json:"gossip_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterIdentity) Reset() {
+	*x = ClusterIdentity{}
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterIdentity) ProtoMessage() {}
+
+func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
+func (*ClusterIdentity) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ClusterIdentity) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClusterIdentity) GetCaCertPem() []byte {
+	if x != nil {
+		return x.CaCertPem
+	}
+	return nil
+}
+
+func (x *ClusterIdentity) GetCaKeyPem() []byte {
+	if x != nil {
+		return x.CaKeyPem
+	}
+	return nil
+}
+
+func (x *ClusterIdentity) GetGossipKey() []byte {
+	if x != nil {
+		return x.GossipKey
+	}
+	return nil
+}
+
 // FSMSnapshot is the whole desired state, as persisted in a Raft snapshot.
 type FSMSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -725,13 +1042,15 @@ type FSMSnapshot struct {
 	Pools         []*StoragePool         `protobuf:"bytes,5,rep,name=pools,proto3" json:"pools,omitempty"`
 	Networks      []*Network             `protobuf:"bytes,6,rep,name=networks,proto3" json:"networks,omitempty"`
 	Nodes         []*Node                `protobuf:"bytes,7,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Identity      *ClusterIdentity       `protobuf:"bytes,8,opt,name=identity,proto3" json:"identity,omitempty"`
+	Tokens        []*TokenAddCommand     `protobuf:"bytes,9,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +1062,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +1075,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -808,6 +1127,20 @@ func (x *FSMSnapshot) GetNodes() []*Node {
 	return nil
 }
 
+func (x *FSMSnapshot) GetIdentity() *ClusterIdentity {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *FSMSnapshot) GetTokens() []*TokenAddCommand {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
 var File_shoal_v1_state_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_state_proto_rawDesc = "" +
@@ -851,7 +1184,34 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x14NetworkCreateCommand\x12+\n" +
 	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"7\n" +
 	"\x11NodeUpsertCommand\x12\"\n" +
-	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\"\x81\x03\n" +
+	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\"\x85\x01\n" +
+	"\x12ClusterInitCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\vca_cert_pem\x18\x02 \x01(\fR\tcaCertPem\x12\x1c\n" +
+	"\n" +
+	"ca_key_pem\x18\x03 \x01(\fR\bcaKeyPem\x12\x1d\n" +
+	"\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"}\n" +
+	"\x0fTokenAddCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\tR\n" +
+	"secretHash\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\x12\x12\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\"d\n" +
+	"\x12TokenRedeemCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\tR\n" +
+	"secretHash\x12\x19\n" +
+	"\bnow_unix\x18\x03 \x01(\x03R\anowUnix\"'\n" +
+	"\x11NodeRemoveCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x82\x01\n" +
+	"\x0fClusterIdentity\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\vca_cert_pem\x18\x02 \x01(\fR\tcaCertPem\x12\x1c\n" +
+	"\n" +
+	"ca_key_pem\x18\x03 \x01(\fR\bcaKeyPem\x12\x1d\n" +
+	"\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"\xeb\x03\n" +
 	"\vFSMSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\n" +
@@ -861,7 +1221,9 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\aaliases\x18\x04 \x03(\v2\".shoal.v1.FSMSnapshot.AliasesEntryR\aaliases\x12+\n" +
 	"\x05pools\x18\x05 \x03(\v2\x15.shoal.v1.StoragePoolR\x05pools\x12-\n" +
 	"\bnetworks\x18\x06 \x03(\v2\x11.shoal.v1.NetworkR\bnetworks\x12$\n" +
-	"\x05nodes\x18\a \x03(\v2\x0e.shoal.v1.NodeR\x05nodes\x1a:\n" +
+	"\x05nodes\x18\a \x03(\v2\x0e.shoal.v1.NodeR\x05nodes\x125\n" +
+	"\bidentity\x18\b \x01(\v2\x19.shoal.v1.ClusterIdentityR\bidentity\x121\n" +
+	"\x06tokens\x18\t \x03(\v2\x19.shoal.v1.TokenAddCommandR\x06tokens\x1a:\n" +
 	"\fAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
@@ -878,7 +1240,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -894,37 +1256,44 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*PoolCreateCommand)(nil),            // 11: shoal.v1.PoolCreateCommand
 	(*NetworkCreateCommand)(nil),         // 12: shoal.v1.NetworkCreateCommand
 	(*NodeUpsertCommand)(nil),            // 13: shoal.v1.NodeUpsertCommand
-	(*FSMSnapshot)(nil),                  // 14: shoal.v1.FSMSnapshot
-	nil,                                  // 15: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 16: shoal.v1.FSMSnapshot.AliasesEntry
-	(*Container)(nil),                    // 17: shoal.v1.Container
-	(DesiredState)(0),                    // 18: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 19: shoal.v1.Snapshot
-	(*Image)(nil),                        // 20: shoal.v1.Image
-	(*StoragePool)(nil),                  // 21: shoal.v1.StoragePool
-	(*Network)(nil),                      // 22: shoal.v1.Network
-	(*Node)(nil),                         // 23: shoal.v1.Node
+	(*ClusterInitCommand)(nil),           // 14: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 15: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 16: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 17: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 18: shoal.v1.ClusterIdentity
+	(*FSMSnapshot)(nil),                  // 19: shoal.v1.FSMSnapshot
+	nil,                                  // 20: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 21: shoal.v1.FSMSnapshot.AliasesEntry
+	(*Container)(nil),                    // 22: shoal.v1.Container
+	(DesiredState)(0),                    // 23: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 24: shoal.v1.Snapshot
+	(*Image)(nil),                        // 25: shoal.v1.Image
+	(*StoragePool)(nil),                  // 26: shoal.v1.StoragePool
+	(*Network)(nil),                      // 27: shoal.v1.Network
+	(*Node)(nil),                         // 28: shoal.v1.Node
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	17, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	15, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	18, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	19, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	20, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	21, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	22, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	23, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	17, // 8: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	20, // 9: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	16, // 10: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	21, // 11: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	22, // 12: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	23, // 13: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	22, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	20, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	23, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	24, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	25, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	26, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	27, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	28, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	22, // 8: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	25, // 9: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	21, // 10: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	26, // 11: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	27, // 12: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	28, // 13: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	18, // 14: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	15, // 15: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -939,7 +1308,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -731,10 +731,18 @@ func (x *Network) GetConfig() map[string]string {
 
 // Node is a member of the cluster.
 type Node struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// gRPC address (host:port) other members and clients use.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// "online", "offline" or "evacuated".
+	Status        string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	RaftAddress   string `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GossipAddress string `protobuf:"bytes,5,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// Capacity the scheduler places against.
+	CpuMillis     int64             `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryBytes   int64             `protobuf:"varint,7,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -788,6 +796,41 @@ func (x *Node) GetStatus() string {
 		return x.Status
 	}
 	return ""
+}
+
+func (x *Node) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *Node) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
+func (x *Node) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *Node) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Node) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Progress reports how far long work has come.
@@ -1137,11 +1180,20 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x05 \x03(\v2\x1d.shoal.v1.Network.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"L\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc7\x02\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
-	"\x06status\x18\x03 \x01(\tR\x06status\"^\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12!\n" +
+	"\fraft_address\x18\x04 \x01(\tR\vraftAddress\x12%\n" +
+	"\x0egossip_address\x18\x05 \x01(\tR\rgossipAddress\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x06 \x01(\x03R\tcpuMillis\x12!\n" +
+	"\fmemory_bytes\x18\a \x01(\x03R\vmemoryBytes\x122\n" +
+	"\x06labels\x18\b \x03(\v2\x1a.shoal.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
 	"\bProgress\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x12\n" +
 	"\x04done\x18\x02 \x01(\x03R\x04done\x12\x14\n" +
@@ -1195,7 +1247,7 @@ func file_shoal_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_shoal_v1_types_proto_goTypes = []any{
 	(DesiredState)(0),      // 0: shoal.v1.DesiredState
 	(OperationStatus)(0),   // 1: shoal.v1.OperationStatus
@@ -1215,7 +1267,8 @@ var file_shoal_v1_types_proto_goTypes = []any{
 	nil,                    // 15: shoal.v1.Image.PropertiesEntry
 	nil,                    // 16: shoal.v1.StoragePool.ConfigEntry
 	nil,                    // 17: shoal.v1.Network.ConfigEntry
-	nil,                    // 18: shoal.v1.Operation.ResultEntry
+	nil,                    // 18: shoal.v1.Node.LabelsEntry
+	nil,                    // 19: shoal.v1.Operation.ResultEntry
 }
 var file_shoal_v1_types_proto_depIdxs = []int32{
 	13, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
@@ -1227,15 +1280,16 @@ var file_shoal_v1_types_proto_depIdxs = []int32{
 	15, // 6: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
 	16, // 7: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
 	17, // 8: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
-	1,  // 9: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
-	10, // 10: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
-	18, // 11: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
-	11, // 12: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	18, // 9: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
+	1,  // 10: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
+	10, // 11: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
+	19, // 12: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
+	11, // 13: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_types_proto_init() }
@@ -1249,7 +1303,7 @@ func file_shoal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_types_proto_rawDesc), len(file_shoal_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
