@@ -32,14 +32,13 @@ type Score struct {
 
 // query is a Request prepared for the placement loop.
 type query struct {
-	needCPU, needMem int64 // reservation to fit; math.MinInt64 when unlimited
-	loadCPU, loadMem int64 // load the request adds for scoring
-	maxPer           int32 // hard group cap; math.MaxInt32 when soft
+	needCPU, needMem int64   // reservation to fit; math.MinInt64 when unlimited
+	loadCPU, loadMem float64 // load the request adds for scoring
+	maxPer           int32   // hard group cap; math.MaxInt32 when soft
 	binpack          bool
 	g                *group     // nil without a group or with no members yet
 	cands            []int32    // ascending node ids to consider
 	extra            []*posting // further constraints, tested per candidate
-	extraBuf         [4]*posting
 }
 
 // prepare turns a request into a query. A constraint no node carries leaves
@@ -58,7 +57,8 @@ func (s *Snapshot) prepare(req *Request, strat Strategy, q *query) error {
 	if q.needMem == 0 {
 		q.needMem = math.MinInt64
 	}
-	q.loadCPU, q.loadMem = loadOf(req.CPUMillis, req.MemoryBytes)
+	lc, lm := loadOf(req.CPUMillis, req.MemoryBytes)
+	q.loadCPU, q.loadMem = float64(lc), float64(lm)
 	q.maxPer = math.MaxInt32
 	if req.Group != "" {
 		q.g = s.groups[req.Group]
@@ -81,7 +81,7 @@ func (s *Snapshot) prepare(req *Request, strat Strategy, q *query) error {
 	// Iterate the smallest posting list (unless --target already narrowed
 	// the candidates) and test the others by bit.
 	var drive *posting
-	q.extra = q.extraBuf[:0]
+	q.extra = make([]*posting, 0, len(req.Constraints))
 	for k, v := range req.Constraints {
 		p := s.labels[label{k, v}]
 		if p == nil {
@@ -101,20 +101,52 @@ func (s *Snapshot) prepare(req *Request, strat Strategy, q *query) error {
 	return nil
 }
 
-// scan is the placement loop: filters, then the best (group count, key)
-// with ties kept on the first, lowest-named, node. It allocates nothing.
-func (s *Snapshot) scan(q *query) (best int32, load float64, gcount int32, feasible int) {
-	best = -1
-	var bestKey float64
+// pick is a candidate node; better orders candidates by (group count,
+// rank key, node id).
+type pick struct {
+	id   int32 // -1: none
+	gc   int32
+	key  float64
+	load float64
+}
+
+func (p pick) better(o pick) bool {
+	switch {
+	case o.id < 0:
+		return p.id >= 0
+	case p.id < 0:
+		return false
+	case p.gc != o.gc:
+		return p.gc < o.gc
+	case p.key != o.key:
+		return p.key < o.key
+	}
+	return p.id < o.id
+}
+
+// scan is the placement loop: filters, then the best (group count, key),
+// ties to the lowest node id (= name). It allocates nothing.
+func (s *Snapshot) scan(q *query) (pick, int) {
+	if len(q.extra) == 0 && len(q.cands) == len(s.hot) {
+		if q.g == nil {
+			return s.scanRange(q, 0, int32(len(s.hot)))
+		}
+		if len(q.g.ids) < len(s.hot)/8 { // a sparse group: mostly gaps
+			return s.scanAroundGroup(q)
+		}
+	}
+	best := pick{id: -1}
+	feasible := 0
 	var gids, gcounts []int32
 	if q.g != nil {
 		gids, gcounts = q.g.ids, q.g.counts
 	}
 	gi := 0
 	hot := s.hot
+	needCPU, needMem, qc, qm, maxPer, binpack := q.needCPU, q.needMem, q.loadCPU, q.loadMem, q.maxPer, q.binpack
 	for _, i := range q.cands {
 		h := &hot[i]
-		if !h.eligible || h.freeCPU < q.needCPU || h.freeMem < q.needMem {
+		if !h.eligible || h.freeCPU < needCPU || h.freeMem < needMem {
 			continue
 		}
 		if len(q.extra) > 0 && !hasAll(q.extra, i) {
@@ -129,17 +161,72 @@ func (s *Snapshot) scan(q *query) (best int32, load float64, gcount int32, feasi
 				gc = gcounts[gi]
 			}
 		}
-		if gc >= q.maxPer {
+		if gc >= maxPer {
 			continue
 		}
 		feasible++
-		f := max(float64(h.loadCPU+q.loadCPU)*h.invCPU, float64(h.loadMem+q.loadMem)*h.invMem)
-		key := rankKey(f, q.binpack)
-		if best < 0 || gc < gcount || (gc == gcount && key < bestKey) {
-			best, bestKey, load, gcount = i, key, f, gc
+		f := h.load(qc, qm)
+		key := rankKey(f, binpack)
+		if best.id < 0 || gc < best.gc || (gc == best.gc && key < best.key) {
+			best = pick{i, gc, key, f}
 		}
 	}
-	return best, load, gcount, feasible
+	return best, feasible
+}
+
+// scanAroundGroup is scan over every node for a request with a group: the
+// gaps between the group's member nodes hold no member (group count 0) and
+// go through the tight scanRange; the few member nodes are checked one by
+// one.
+func (s *Snapshot) scanAroundGroup(q *query) (pick, int) {
+	best, feasible := pick{id: -1}, 0
+	lo := int32(0)
+	for k, id := range q.g.ids {
+		p, n := s.scanRange(q, lo, id)
+		if p.better(best) {
+			best = p
+		}
+		feasible += n
+		lo = id + 1
+		h := &s.hot[id]
+		gc := q.g.counts[k]
+		if !h.eligible || h.freeCPU < q.needCPU || h.freeMem < q.needMem || gc >= q.maxPer {
+			continue
+		}
+		feasible++
+		f := h.load(q.loadCPU, q.loadMem)
+		if p := (pick{id, gc, rankKey(f, q.binpack), f}); p.better(best) {
+			best = p
+		}
+	}
+	p, n := s.scanRange(q, lo, int32(len(s.hot)))
+	if p.better(best) {
+		best = p
+	}
+	return best, feasible + n
+}
+
+// scanRange is the tight loop over nodes lo..hi-1 for a request without
+// constraints, on nodes without members of its group.
+func (s *Snapshot) scanRange(q *query, lo, hi int32) (pick, int) {
+	best, bestKey, load, feasible := int32(-1), math.Inf(1), 0.0, 0
+	needCPU, needMem, qc, qm, binpack := q.needCPU, q.needMem, q.loadCPU, q.loadMem, q.binpack
+	hot := s.hot[lo:hi]
+	for i := range hot {
+		h := &hot[i]
+		if !h.eligible || h.freeCPU < needCPU || h.freeMem < needMem {
+			continue
+		}
+		feasible++
+		f := h.load(qc, qm)
+		if key := rankKey(f, binpack); key < bestKey || best < 0 {
+			best, bestKey, load = int32(i), key, f
+		}
+	}
+	if best < 0 {
+		return pick{id: -1}, feasible
+	}
+	return pick{id: lo + best, key: bestKey, load: load}, feasible
 }
 
 // rankKey orders load fractions: lower is better.
@@ -173,13 +260,13 @@ func Place(s *Snapshot, req Request, strat Strategy) (string, Explanation, error
 	if err := s.prepare(&req, strat, &q); err != nil {
 		return "", Explanation{Strategy: strat}, err
 	}
-	best, load, gc, feasible := s.scan(&q)
-	if best < 0 {
+	best, feasible := s.scan(&q)
+	if best.id < 0 {
 		ex := Explanation{Strategy: strat, Rejections: s.rejections(&req)}
 		return "", ex, &NoFitError{Container: req.Name, Rejections: ex.Rejections}
 	}
-	name := s.nodes[best].Name
-	return name, Explanation{Chosen: name, Strategy: strat, Load: load, GroupCount: int(gc), Feasible: feasible}, nil
+	name := s.nodes[best.id].Name
+	return name, Explanation{Chosen: name, Strategy: strat, Load: best.load, GroupCount: int(best.gc), Feasible: feasible}, nil
 }
 
 // Check re-checks placing req on node against the snapshot as it is now
@@ -224,7 +311,7 @@ func Explain(s *Snapshot, req Request, strat Strategy) (Explanation, error) {
 			continue
 		}
 		h := &s.hot[id]
-		f := max(float64(h.loadCPU+q.loadCPU)*h.invCPU, float64(h.loadMem+q.loadMem)*h.invMem)
+		f := h.load(q.loadCPU, q.loadMem)
 		gc := 0
 		if q.g != nil {
 			gc = int(q.g.count(id))

@@ -34,7 +34,7 @@ type Snapshot struct {
 // one cache line.
 type nodeHot struct {
 	freeCPU, freeMem int64   // capacity minus reservations (may be negative)
-	loadCPU, loadMem int64   // reservations plus Unlimited* shares
+	loadCPU, loadMem float64 // reservations plus Unlimited* shares (integers, exact below 2^53)
 	invCPU, invMem   float64 // 1/capacity
 	eligible         bool    // online with capacity reported
 }
@@ -181,8 +181,8 @@ func (s *Snapshot) apply(p placed, sign int64) {
 	lc, lm := loadOf(p.cpu, p.mem)
 	h.freeCPU -= sign * p.cpu
 	h.freeMem -= sign * p.mem
-	h.loadCPU += sign * lc
-	h.loadMem += sign * lm
+	h.loadCPU += float64(sign * lc)
+	h.loadMem += float64(sign * lm)
 	s.reserved[p.node].cpu += sign * p.cpu
 	s.reserved[p.node].mem += sign * p.mem
 	s.counts[p.node] += int32(sign)
@@ -220,6 +220,14 @@ func loadOf(cpu, mem int64) (int64, int64) {
 		mem = UnlimitedMemoryBytes
 	}
 	return cpu, mem
+}
+
+// load is the node's dominant load fraction once a request adding qc CPU and
+// qm memory load is placed: the larger of the CPU and memory fractions.
+func (h *nodeHot) load(qc, qm float64) float64 {
+	// The builtin max compiles without a branch; CPU- versus memory-bound
+	// nodes alternate unpredictably, so a branch here mispredicts often.
+	return max((h.loadCPU+qc)*h.invCPU, (h.loadMem+qm)*h.invMem)
 }
 
 // SetStatus changes a node's status (online, offline, evacuated).

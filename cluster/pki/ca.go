@@ -153,23 +153,33 @@ func LoadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: load CA: %w", err)
 	}
+	ca, err := ParseCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pki: load CA from %s: %w", dir, err)
+	}
+	return ca, nil
+}
+
+// ParseCA builds a CA from its PEM certificate and PKCS#8 PEM key (as the
+// cluster replicates them), checking that they belong together.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 	certs, err := parseCertsPEM(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("pki: load CA %s: %w", CACertFile, err)
+		return nil, fmt.Errorf("pki: CA certificate: %w", err)
 	}
 	if len(certs) != 1 {
-		return nil, fmt.Errorf("pki: load CA %s: %d certificates, want 1: %w", CACertFile, len(certs), ErrBadCertificate)
+		return nil, fmt.Errorf("pki: CA certificate: %d certificates, want 1: %w", len(certs), ErrBadCertificate)
 	}
 	cert := certs[0]
 	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return nil, fmt.Errorf("pki: load CA %s: not a CA certificate: %w", CACertFile, ErrBadCertificate)
+		return nil, fmt.Errorf("pki: CA certificate: not a CA certificate: %w", ErrBadCertificate)
 	}
 	key, err := ParseKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("pki: load CA %s: %w", CAKeyFile, err)
+		return nil, fmt.Errorf("pki: CA key: %w", err)
 	}
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
-		return nil, fmt.Errorf("pki: load CA: key does not match certificate: %w", ErrBadCertificate)
+		return nil, fmt.Errorf("pki: CA key does not match certificate: %w", ErrBadCertificate)
 	}
 	return &CA{Cert: cert, Key: key, PEM: encodePEM(pemCertificate, cert.Raw)}, nil
 }
