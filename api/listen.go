@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -25,8 +27,13 @@ import (
 type Endpoints struct {
 	// Socket is the root-only unix socket for gRPC (the admin path).
 	Socket string
-	// GRPCAddr is an optional TCP address for gRPC.
+	// GRPCAddr is an optional TCP address for plain gRPC (no TLS, no
+	// authentication: for loopback development only).
 	GRPCAddr string
+	// Listen is the TCP address of the cluster's mutual-TLS gRPC endpoint
+	// (members and remote clients); TLS is its server config.
+	Listen string
+	TLS    *tls.Config
 	// HTTPAddr is an optional TCP address for the REST gateway.
 	HTTPAddr string
 	// RESTSocket is an optional unix socket for the REST gateway.
@@ -36,6 +43,7 @@ type Endpoints struct {
 // Listener runs the gRPC server and the REST gateway.
 type Listener struct {
 	grpc  *grpc.Server
+	tlsg  *grpc.Server
 	http  *http.Server
 	lns   []net.Listener
 	errc  chan error
@@ -44,27 +52,41 @@ type Listener struct {
 
 // Listen starts serving s on the endpoints.
 func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
-	g := grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
-	s.Register(g)
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(g, hs)
-	reflection.Register(g)
-
-	l := &Listener{grpc: g, errc: make(chan error, 4), addrs: map[string]string{}}
+	newServer := func(opts ...grpc.ServerOption) *grpc.Server {
+		g := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(16<<20))...)
+		s.Register(g)
+		hs := health.NewServer()
+		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(g, hs)
+		reflection.Register(g)
+		return g
+	}
+	l := &Listener{grpc: newServer(), errc: make(chan error, 4), addrs: map[string]string{}}
 	fail := func(err error) (*Listener, error) { l.Close(); return nil, err }
 
 	unix, err := listenUnix(ep.Socket, 0o600)
 	if err != nil {
 		return fail(err)
 	}
-	l.serveGRPC(unix, "socket")
+	l.serveGRPC(l.grpc, unix, "socket")
+	if ep.Listen != "" {
+		if ep.TLS == nil {
+			return fail(errors.New("listen: the TLS endpoint needs the cluster credentials"))
+		}
+		ln, err := net.Listen("tcp", ep.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("listen on %s: %w", ep.Listen, err))
+		}
+		l.tlsg = newServer(grpc.Creds(credentials.NewTLS(ep.TLS)),
+			grpc.ChainUnaryInterceptor(authUnary), grpc.ChainStreamInterceptor(authStream))
+		l.serveGRPC(l.tlsg, ln, "listen")
+	}
 	if ep.GRPCAddr != "" {
 		ln, err := net.Listen("tcp", ep.GRPCAddr)
 		if err != nil {
 			return fail(fmt.Errorf("listen gRPC on %s: %w", ep.GRPCAddr, err))
 		}
-		l.serveGRPC(ln, "grpc")
+		l.serveGRPC(l.grpc, ln, "grpc")
 	}
 	if ep.HTTPAddr != "" || ep.RESTSocket != "" {
 		mux, err := gateway(ctx, ep.Socket)
@@ -105,10 +127,10 @@ func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
 	return ln, nil
 }
 
-func (l *Listener) serveGRPC(ln net.Listener, name string) {
+func (l *Listener) serveGRPC(g *grpc.Server, ln net.Listener, name string) {
 	l.lns = append(l.lns, ln)
 	l.addrs[name] = ln.Addr().String()
-	go func() { l.errc <- l.grpc.Serve(ln) }()
+	go func() { l.errc <- g.Serve(ln) }()
 }
 
 func (l *Listener) serveHTTP(ln net.Listener, name string) {
@@ -134,12 +156,17 @@ func (l *Listener) Close() {
 		l.http.Shutdown(ctx)
 		cancel()
 	}
-	done := make(chan struct{})
-	go func() { l.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(3 * time.Second):
-		l.grpc.Stop()
+	for _, g := range []*grpc.Server{l.grpc, l.tlsg} {
+		if g == nil {
+			continue
+		}
+		done := make(chan struct{})
+		go func() { g.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			g.Stop()
+		}
 	}
 }
 

@@ -22,13 +22,15 @@ type Server struct {
 	shoalv1.UnimplementedNetworkServiceServer
 	shoalv1.UnimplementedOperationServiceServer
 	shoalv1.UnimplementedEventServiceServer
+	shoalv1.UnimplementedClusterServiceServer
 
-	cl   *cluster.Cluster
-	fsm  *cluster.FSM
-	node *node.Node
-	ops  *operations.Registry
-	bus  *operations.Bus
-	log  *slog.Logger
+	cl    *cluster.Cluster
+	fsm   *cluster.FSM
+	node  *node.Node
+	ops   *operations.Registry
+	bus   *operations.Bus
+	log   *slog.Logger
+	peers *peers
 }
 
 var (
@@ -38,11 +40,13 @@ var (
 	_ shoalv1.NetworkServiceServer   = (*Server)(nil)
 	_ shoalv1.OperationServiceServer = (*Server)(nil)
 	_ shoalv1.EventServiceServer     = (*Server)(nil)
+	_ shoalv1.ClusterServiceServer   = (*Server)(nil)
 )
 
-// NewServer returns the API over a cluster member and its node.
-func NewServer(cl *cluster.Cluster, n *node.Node, ops *operations.Registry, bus *operations.Bus, log *slog.Logger) *Server {
-	return &Server{cl: cl, fsm: cl.FSM(), node: n, ops: ops, bus: bus, log: log.With("component", "api")}
+// NewServer returns the API over a cluster member and its node; peers (may
+// be nil) reach the other members.
+func NewServer(cl *cluster.Cluster, n *node.Node, p *Peers, ops *operations.Registry, bus *operations.Bus, log *slog.Logger) *Server {
+	return &Server{cl: cl, fsm: cl.FSM(), node: n, peers: p, ops: ops, bus: bus, log: log.With("component", "api")}
 }
 
 // Register registers every service on a gRPC server.
@@ -53,6 +57,7 @@ func (s *Server) Register(g *grpc.Server) {
 	shoalv1.RegisterNetworkServiceServer(g, s)
 	shoalv1.RegisterOperationServiceServer(g, s)
 	shoalv1.RegisterEventServiceServer(g, s)
+	shoalv1.RegisterClusterServiceServer(g, s)
 }
 
 // propose writes a command through Raft and converts its verdict.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -53,6 +54,9 @@ type Cluster struct {
 	fsm   *FSM
 	store *raftboltdb.BoltStore
 	trans *raft.NetworkTransport
+
+	fwdMu sync.Mutex
+	fwd   Forwarder
 }
 
 // Open starts the local Raft member. On a fresh data dir it bootstraps a
@@ -226,15 +230,36 @@ func (c *Cluster) WaitLeader(ctx context.Context) error {
 	}
 }
 
-// Propose replicates a command and applies it. It returns the FSM's verdict
-// (for example ErrExists) or a replication error.
+// Forwarder sends an encoded command to the leader (by name) and returns
+// the leader's verdict. The API layer provides it (over the members' mutual
+// TLS gRPC); without one, writes on a follower fail with ErrNotLeader.
+type Forwarder func(ctx context.Context, leader string, command []byte) error
+
+// SetForwarder installs the function that forwards writes to the leader.
+func (c *Cluster) SetForwarder(f Forwarder) {
+	c.fwdMu.Lock()
+	c.fwd = f
+	c.fwdMu.Unlock()
+}
+
+// Propose replicates a command and applies it, forwarding it to the leader
+// when this member is not the leader. It returns the FSM's verdict (for
+// example ErrExists) or a replication error.
 func (c *Cluster) Propose(ctx context.Context, m proto.Message) error {
 	data, err := Encode(m)
 	if err != nil {
 		return err
 	}
+	return c.ProposeEncoded(ctx, data)
+}
+
+// ProposeEncoded is Propose for a command already encoded (a forwarded one).
+func (c *Cluster) ProposeEncoded(ctx context.Context, data []byte) error {
 	if c.raft.State() != raft.Leader {
-		return ErrNotLeader
+		return c.forward(ctx, data)
+	}
+	if _, _, err := Decode(data); err != nil {
+		return err
 	}
 	f := c.raft.Apply(data, deadline(ctx))
 	if err := f.Error(); err != nil {
@@ -244,6 +269,30 @@ func (c *Cluster) Propose(ctx context.Context, m proto.Message) error {
 		return resp
 	}
 	return nil
+}
+
+// forward sends a write to the leader, waiting briefly for one to be known.
+func (c *Cluster) forward(ctx context.Context, data []byte) error {
+	c.fwdMu.Lock()
+	fwd := c.fwd
+	c.fwdMu.Unlock()
+	if fwd == nil {
+		return ErrNotLeader
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadline(ctx))
+	defer cancel()
+	wait := time.NewTicker(50 * time.Millisecond)
+	defer wait.Stop()
+	for {
+		if name, _ := c.Leader(); name != "" && name != c.cfg.NodeName {
+			return fwd(ctx, name, data)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no leader known: %v", ErrNotLeader, ctx.Err())
+		case <-wait.C:
+		}
+	}
 }
 
 // Snapshot forces a Raft snapshot (log compaction).

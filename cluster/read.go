@@ -159,3 +159,13 @@ func (f *FSM) Identity() *shoalv1.ClusterIdentity {
 	}
 	return proto.Clone(f.s.identity).(*shoalv1.ClusterIdentity)
 }
+
+// TokenRole returns the role of a pending join token ("" when none).
+func (f *FSM) TokenRole(name string) string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if t, ok := f.s.tokens[name]; ok {
+		return t.GetRole()
+	}
+	return ""
+}

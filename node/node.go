@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/node/idmap"
 	"github.com/shoal-dev/shoal/node/images"
@@ -35,7 +37,12 @@ type Config struct {
 	BridgeCIDR string
 	// ImageCacheDir caches slow image builds (debootstrap) across runs.
 	ImageCacheDir string
-	Logger        *slog.Logger
+	// Address, RaftAddress and GossipAddress are where other members reach
+	// this node (empty for a node without --listen).
+	Address, RaftAddress, GossipAddress string
+	// Labels are matched by scheduler constraints.
+	Labels map[string]string
+	Logger *slog.Logger
 }
 
 // PoolConfig describes a storage pool to create.
@@ -106,8 +113,8 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus *operations.B
 	if n.images, err = images.Open(filepath.Join(cfg.StateDir, "images")); err != nil {
 		return nil, fmt.Errorf("open image store: %w", err)
 	}
-	if err := cl.Propose(ctx, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: cfg.Name, Status: "online"}}); err != nil {
-		return nil, fmt.Errorf("record node: %w", err)
+	if err := n.recordNode(ctx); err != nil {
+		return nil, err
 	}
 	if err := n.openPools(ctx); err != nil {
 		return nil, err
@@ -117,6 +124,22 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus *operations.B
 		return nil, err
 	}
 	return n, nil
+}
+
+// recordNode records this node's addresses, capacity and labels in the
+// cluster; an evacuated node stays evacuated.
+func (n *Node) recordNode(ctx context.Context) error {
+	rec := &shoalv1.Node{
+		Name: n.cfg.Name, Address: n.cfg.Address, RaftAddress: n.cfg.RaftAddress, GossipAddress: n.cfg.GossipAddress,
+		CpuMillis: int64(goruntime.NumCPU()) * 1000, MemoryBytes: config.HostMemory(), Labels: n.cfg.Labels, Status: "online",
+	}
+	if old, err := n.fsm.Node(n.cfg.Name); err == nil && old.GetStatus() == "evacuated" {
+		rec.Status = old.GetStatus()
+	}
+	if err := n.cl.Propose(ctx, &shoalv1.NodeUpsertCommand{Node: rec}); err != nil {
+		return fmt.Errorf("record node: %w", err)
+	}
+	return nil
 }
 
 // Name returns the node's name.

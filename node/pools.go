@@ -68,13 +68,19 @@ func (n *Node) openPool(ctx context.Context, p *shoalv1.StoragePool, create bool
 	case "btrfs":
 		mnt := p.GetSource()
 		if mnt == "" || p.GetConfig()["loop"] != "" {
+			// A loop pool lives in each node's own state dir; a node that
+			// opens a pool the cluster already has makes its own loop file.
 			img := filepath.Join(n.cfg.StateDir, "disks", p.GetName()+".img")
 			mnt = base
 			if p.Config == nil {
 				p.Config = map[string]string{}
 			}
-			p.Config["loop"] = img
-			p.Source = img
+			p.Config["loop"] = "true"
+			p.Source = ""
+			if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) && !create {
+				create = true
+				n.log.Info("creating this node's loop file for the cluster's pool", "pool", p.GetName(), "size", p.GetSizeBytes())
+			}
 			if create {
 				if p.GetSizeBytes() == 0 {
 					p.SizeBytes = defaultPoolSize(n.cfg.StateDir)

@@ -37,6 +37,7 @@ type Client struct {
 	Networks   shoalv1.NetworkServiceClient
 	Operations shoalv1.OperationServiceClient
 	Events     shoalv1.EventServiceClient
+	Cluster    shoalv1.ClusterServiceClient
 }
 
 // Dial connects to a daemon: a unix socket path, "unix://PATH", or a TCP
@@ -59,6 +60,7 @@ func Dial(target string) (*Client, error) {
 		Networks:   shoalv1.NewNetworkServiceClient(conn),
 		Operations: shoalv1.NewOperationServiceClient(conn),
 		Events:     shoalv1.NewEventServiceClient(conn),
+		Cluster:    shoalv1.NewClusterServiceClient(conn),
 	}, nil
 }
 

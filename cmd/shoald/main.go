@@ -1,5 +1,7 @@
 // Command shoald is the Shoal daemon: one per host. With no flags it runs a
-// one-node cluster with a btrfs pool on a loop file and the bridge shoalbr0.
+// one-node cluster with a btrfs pool on a loop file and the bridge shoalbr0;
+// with --listen it serves other members and remote clients over mutual TLS,
+// and with --join it joins an existing cluster.
 package main
 
 import (
@@ -7,9 +9,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,24 +34,42 @@ func main() {
 	}
 }
 
+type labelFlag map[string]string
+
+func (l labelFlag) String() string { return fmt.Sprint(map[string]string(l)) }
+func (l labelFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("%q is not KEY=VALUE", v)
+	}
+	l[k] = val
+	return nil
+}
+
 func run() error {
 	host, _ := os.Hostname()
+	labels := labelFlag{}
 	var (
-		stateDir   = flag.String("state-dir", "/var/lib/shoal", "directory for all daemon state")
-		name       = flag.String("name", host, "this node's name")
-		socket     = flag.String("socket", "", "gRPC unix socket (default STATE-DIR/shoal.socket)")
-		restSocket = flag.String("rest-socket", "", "REST unix socket (default STATE-DIR/rest.socket)")
-		grpcAddr   = flag.String("grpc-addr", "", "TCP address for gRPC (off when empty)")
-		httpAddr   = flag.String("http-addr", "127.0.0.1:7080", "TCP address for the REST API (off when empty)")
-		raftAddr   = flag.String("raft-addr", "127.0.0.1:0", "TCP address of the Raft transport")
-		bridge     = flag.String("bridge", "shoalbr0", "name of the default managed bridge")
-		bridgeCIDR = flag.String("bridge-cidr", "auto", "address/prefix of the default bridge, or auto")
-		poolDriver = flag.String("pool-driver", "btrfs", "driver of the default storage pool: btrfs or dir")
-		poolSource = flag.String("pool-source", "", "existing btrfs mount or directory for the default pool (empty: a loop file / a directory under the state dir)")
-		poolSize   = flag.String("pool-size", "", "size of the default pool's loop file (default: a fifth of free space, 5-30GiB)")
-		imageCache = flag.String("image-cache", images.DefaultDebianCacheDir, "cache for slow image builds (debootstrap)")
-		logLevel   = flag.String("log-level", "info", "debug, info, warn or error")
+		stateDir    = flag.String("state-dir", "/var/lib/shoal", "directory for all daemon state")
+		name        = flag.String("name", host, "this node's name")
+		socket      = flag.String("socket", "", "gRPC unix socket, the root-only admin path (default STATE-DIR/shoal.socket)")
+		restSocket  = flag.String("rest-socket", "", "REST unix socket (default STATE-DIR/rest.socket)")
+		grpcAddr    = flag.String("grpc-addr", "", "TCP address for plain, unauthenticated gRPC (loopback development only; off when empty)")
+		httpAddr    = flag.String("http-addr", "127.0.0.1:7080", "TCP address for the REST API (off when empty)")
+		listen      = flag.String("listen", "", "HOST:PORT for members and remote clients (mutual TLS gRPC); needed to form a cluster")
+		raftAddr    = flag.String("raft-addr", "", "Raft transport address (default: --listen's port + 1, or 127.0.0.1 on a free port)")
+		join        = flag.String("join", "", "join the cluster this token (from `shoal cluster add`) names")
+		clusterName = flag.String("cluster-name", "shoal", "name of a new cluster")
+		maxVoters   = flag.Int("max-voters", 3, "Raft voters to keep (3 or 5); other members are standbys")
+		bridge      = flag.String("bridge", "shoalbr0", "name of the default managed bridge")
+		bridgeCIDR  = flag.String("bridge-cidr", "auto", "address/prefix of the default bridge, or auto")
+		poolDriver  = flag.String("pool-driver", "btrfs", "driver of the default storage pool: btrfs or dir")
+		poolSource  = flag.String("pool-source", "", "existing btrfs mount or directory for the default pool (empty: a loop file / a directory under the state dir)")
+		poolSize    = flag.String("pool-size", "", "size of the default pool's loop file (default: a fifth of free space, 5-30GiB)")
+		imageCache  = flag.String("image-cache", images.DefaultDebianCacheDir, "cache for slow image builds (debootstrap)")
+		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
 	)
+	flag.Var(labels, "label", "node label KEY=VALUE for scheduler constraints (repeatable)")
 	flag.Parse()
 
 	var lvl slog.Level
@@ -55,6 +79,9 @@ func run() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	if err := config.ValidateName("--name", *name); err != nil {
 		return err
+	}
+	if *maxVoters != 3 && *maxVoters != 5 {
+		return fmt.Errorf("--max-voters: %d (allowed: 3, 5)", *maxVoters)
 	}
 	var size int64
 	if *poolSize != "" {
@@ -69,6 +96,25 @@ func run() error {
 	if *restSocket == "" {
 		*restSocket = filepath.Join(*stateDir, "rest.socket")
 	}
+	if *join != "" && *listen == "" {
+		return fmt.Errorf("--join needs --listen HOST:PORT (where the other members reach this node)")
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	if *listen != "" {
+		h, p, err := net.SplitHostPort(*listen)
+		ip := net.ParseIP(h)
+		if err != nil || ip == nil || ip.IsUnspecified() {
+			return fmt.Errorf("--listen: %q must be IP:PORT with the address other members dial", *listen)
+		}
+		ips = append(ips, ip)
+		if *raftAddr == "" {
+			port, _ := strconv.Atoi(p)
+			*raftAddr = net.JoinHostPort(h, strconv.Itoa(port+1))
+		}
+	}
+	if *raftAddr == "" {
+		*raftAddr = "127.0.0.1:0"
+	}
 	if err := os.MkdirAll(*stateDir, 0o711); err != nil {
 		return err
 	}
@@ -78,30 +124,66 @@ func run() error {
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 
-	cl, err := cluster.Open(startCtx, cluster.Config{NodeName: *name, DataDir: filepath.Join(*stateDir, "raft"), BindAddr: *raftAddr, Logger: log})
+	// Identity: join with a token, or be the first member of a new cluster.
+	pkiDir := filepath.Join(*stateDir, "pki")
+	joined := *join != "" || (cluster.HasCredentials(pkiDir) && !fileExists(filepath.Join(pkiDir, "ca.key")))
+	if *join != "" && !cluster.HasCredentials(pkiDir) {
+		log.Info("joining the cluster", "node", *name)
+		if _, _, err := cluster.Join(startCtx, cluster.JoinParams{
+			Token: *join, Name: *name, Address: *listen, RaftAddress: *raftAddr,
+			CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: config.HostMemory(), Labels: labels, IPs: ips, Dir: pkiDir,
+		}); err != nil {
+			return err
+		}
+	}
+	if !joined {
+		if _, err := cluster.PrepareBootstrap(pkiDir, *clusterName, *name, ips, time.Now()); err != nil {
+			return fmt.Errorf("cluster identity: %w", err)
+		}
+	}
+	creds, err := cluster.LoadCredentials(pkiDir)
+	if err != nil {
+		return err
+	}
+	raftServer, raftClient := creds.RaftTLS()
+	cl, err := cluster.Open(startCtx, cluster.Config{NodeName: *name, DataDir: filepath.Join(*stateDir, "raft"), BindAddr: *raftAddr,
+		ServerTLS: raftServer, ClientTLS: raftClient, Join: joined, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	peers := api.ConnectPeers(cl, creds)
+	defer peers.Close()
+	if joined {
+		if err := cl.WaitLeader(startCtx); err != nil {
+			return err
+		}
+	} else if err := cl.InitIdentity(startCtx, pkiDir); err != nil {
+		return err
+	}
+
 	bus := operations.NewBus()
 	n, err := node.New(startCtx, node.Config{
 		Name: *name, StateDir: *stateDir,
 		DefaultPool: node.PoolConfig{Name: "default", Driver: *poolDriver, Source: *poolSource, Size: size},
-		Bridge:      *bridge, BridgeCIDR: *bridgeCIDR, ImageCacheDir: *imageCache, Logger: log,
+		Bridge:      *bridge, BridgeCIDR: *bridgeCIDR, ImageCacheDir: *imageCache,
+		Address: *listen, RaftAddress: cl.Addr(), Labels: labels, Logger: log,
 	}, cl, bus)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
 	n.Run(ctx)
+	go cl.RunAutopilot(ctx, *maxVoters, time.Second, peers.Healthy)
 
-	srv := api.NewServer(cl, n, operations.NewRegistry(bus, *name), bus, log)
-	l, err := api.Listen(ctx, srv, api.Endpoints{Socket: *socket, GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, RESTSocket: *restSocket})
+	srv := api.NewServer(cl, n, peers, operations.NewRegistry(bus, *name), bus, log)
+	l, err := api.Listen(ctx, srv, api.Endpoints{Socket: *socket, GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, RESTSocket: *restSocket,
+		Listen: *listen, TLS: creds.ServerTLS()})
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	log.Info("shoald ready", "node", *name, "socket", *socket, "rest", l.Addr("http"), "grpc", l.Addr("grpc"))
+	log.Info("shoald ready", "node", *name, "socket", *socket, "rest", l.Addr("http"), "listen", l.Addr("listen"), "raft", cl.Addr())
 
 	select {
 	case <-ctx.Done():
@@ -110,4 +192,9 @@ func run() error {
 	case err := <-l.Err():
 		return err
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -1,0 +1,237 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/pki"
+	"github.com/shoal-dev/shoal/internal/config"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// defaultTokenTTL is how long a join token stays valid unless asked.
+const defaultTokenTTL = time.Hour
+
+// CreateJoinToken issues a one-time join token naming the members a joiner
+// can reach; only its secret's hash is replicated.
+func (s *Server) CreateJoinToken(ctx context.Context, req *shoalv1.CreateJoinTokenRequest) (*shoalv1.CreateJoinTokenResponse, error) {
+	if err := config.ValidateName("name", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	role := pki.Role(req.GetRole())
+	if role == "" {
+		role = pki.RoleNode
+	}
+	if !role.Valid() {
+		return nil, invalid("role", fmt.Sprintf("%q is not a role (allowed: node, client)", req.GetRole()))
+	}
+	if req.GetTtlSeconds() < 0 {
+		return nil, invalid("ttl", "must not be negative")
+	}
+	if role == pki.RoleNode {
+		if _, err := s.fsm.Node(req.GetName()); err == nil {
+			return nil, status.Errorf(codes.AlreadyExists, "name: node %q is already a member", req.GetName())
+		}
+	}
+	ca, err := s.clusterCA()
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, n := range s.fsm.Nodes() {
+		if n.GetAddress() != "" && n.GetStatus() != "offline" {
+			addrs = append(addrs, n.GetAddress())
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, precondition("no member has a network address: start shoald with --listen HOST:PORT")
+	}
+	ttl := defaultTokenTTL
+	if req.GetTtlSeconds() > 0 {
+		ttl = time.Duration(req.GetTtlSeconds()) * time.Second
+	}
+	tok, err := pki.NewToken(req.GetName(), ca, addrs, ttl, time.Now())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.propose(ctx, &shoalv1.TokenAddCommand{Name: tok.Name, SecretHash: pki.HashSecret(tok.Secret),
+		ExpiresUnix: tok.Expires.Unix(), Role: string(role)}); err != nil {
+		return nil, err
+	}
+	return &shoalv1.CreateJoinTokenResponse{Token: tok.Encode(), ExpiresUnix: tok.Expires.Unix()}, nil
+}
+
+// clusterCA returns the replicated cluster CA.
+func (s *Server) clusterCA() (*pki.CA, error) {
+	id := s.fsm.Identity()
+	if id == nil {
+		return nil, status.Error(codes.FailedPrecondition, "the cluster has no identity yet")
+	}
+	ca, err := pki.ParseCA(id.GetCaCertPem(), id.GetCaKeyPem())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "cluster CA: %v", err)
+	}
+	return ca, nil
+}
+
+// Join redeems a token and signs the joiner's CSR. It runs on the leader
+// (a follower forwards it), because adding a Raft member needs the leader.
+func (s *Server) Join(ctx context.Context, req *shoalv1.JoinRequest) (*shoalv1.JoinResponse, error) {
+	if !s.cl.IsLeader() {
+		leader, _ := s.cl.Leader()
+		if leader == "" || s.peers == nil {
+			return nil, status.Error(codes.Unavailable, "no cluster leader to handle the join; retry")
+		}
+		c, err := s.peers.conn(leader)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return shoalv1.NewClusterServiceClient(c).Join(ctx, req)
+	}
+	if err := config.ValidateName("name", req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	role := pki.Role(s.fsm.TokenRole(req.GetName()))
+	if role == pki.RoleNode {
+		for field, addr := range map[string]string{"address": req.GetAddress(), "raft_address": req.GetRaftAddress()} {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return nil, invalid(field, fmt.Sprintf("%q is not host:port", addr))
+			}
+		}
+	}
+	ca, err := s.clusterCA()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	// Consume the token first: two joiners racing with one token cannot both
+	// get a certificate.
+	if err := s.cl.Propose(ctx, &shoalv1.TokenRedeemCommand{Name: req.GetName(), SecretHash: pki.HashSecret(req.GetSecret()), NowUnix: now.Unix()}); err != nil {
+		if errors.Is(err, cluster.ErrTokenInvalid) {
+			return nil, status.Errorf(codes.Unauthenticated, "join token for %q is unknown, already used or expired", req.GetName())
+		}
+		return nil, toStatus(err)
+	}
+	certPEM, err := ca.SignFor(pki.PendingToken{Name: req.GetName(), Role: role}, req.GetCsrPem(), now, pki.DefaultValidity)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
+	}
+	id := s.fsm.Identity()
+	resp := &shoalv1.JoinResponse{CertPem: certPEM, CaCertPem: id.GetCaCertPem(), ClusterName: id.GetName()}
+	if role != pki.RoleNode {
+		return resp, nil
+	}
+	node := &shoalv1.Node{Name: req.GetName(), Address: req.GetAddress(), RaftAddress: req.GetRaftAddress(),
+		GossipAddress: req.GetGossipAddress(), CpuMillis: req.GetCpuMillis(), MemoryBytes: req.GetMemoryBytes(),
+		Labels: req.GetLabels(), Status: "online"}
+	if err := s.propose(ctx, &shoalv1.NodeUpsertCommand{Node: node}); err != nil {
+		return nil, err
+	}
+	// A standby first: it commits with the current quorum even before the
+	// joiner's Raft is up; the autopilot promotes it once it answers.
+	if err := s.cl.AddMember(ctx, req.GetName(), req.GetRaftAddress(), false); err != nil {
+		return nil, toStatus(err)
+	}
+	for _, n := range s.fsm.Nodes() {
+		if n.GetGossipAddress() != "" && n.GetName() != req.GetName() {
+			resp.GossipAddresses = append(resp.GossipAddresses, n.GetGossipAddress())
+		}
+	}
+	resp.GossipKey = id.GetGossipKey()
+	s.bus.Lifecycle(s.node.Name(), "cluster-member-added", req.GetName())
+	return resp, nil
+}
+
+// ListMembers lists members with their Raft role and placement figures.
+func (s *Server) ListMembers(ctx context.Context, _ *shoalv1.ListMembersRequest) (*shoalv1.ListMembersResponse, error) {
+	servers, err := s.cl.Servers()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	roles := map[string]string{}
+	leader, _ := s.cl.Leader()
+	for _, sv := range servers {
+		switch {
+		case sv.Name == leader:
+			roles[sv.Name] = "leader"
+		case sv.Voter:
+			roles[sv.Name] = "voter"
+		default:
+			roles[sv.Name] = "standby"
+		}
+	}
+	counts := map[string]int32{}
+	for _, ct := range s.fsm.Containers() {
+		counts[ct.GetNode()]++
+	}
+	var out []*shoalv1.Member
+	for _, n := range s.fsm.Nodes() {
+		role := roles[n.GetName()]
+		if role == "" {
+			role = "none"
+		}
+		out = append(out, &shoalv1.Member{Name: n.GetName(), Address: n.GetAddress(), Role: role, Status: n.GetStatus(),
+			CpuMillis: n.GetCpuMillis(), MemoryBytes: n.GetMemoryBytes(), Containers: counts[n.GetName()], Labels: n.GetLabels()})
+	}
+	return &shoalv1.ListMembersResponse{Members: out}, nil
+}
+
+// RemoveMember removes a member from Raft and the cluster's records.
+func (s *Server) RemoveMember(ctx context.Context, req *shoalv1.RemoveMemberRequest) (*shoalv1.RemoveMemberResponse, error) {
+	if _, err := s.fsm.Node(req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetName() == s.node.Name() && !req.GetForce() {
+		return nil, precondition("a node cannot remove itself; run this on another member (or use force)")
+	}
+	var owned int
+	for _, ct := range s.fsm.Containers() {
+		if ct.GetNode() == req.GetName() {
+			owned++
+		}
+	}
+	if owned > 0 && !req.GetForce() {
+		return nil, precondition(fmt.Sprintf("node %q owns %d containers: evacuate it first or use force", req.GetName(), owned))
+	}
+	if err := s.removeRaftMember(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := s.propose(ctx, &shoalv1.NodeRemoveCommand{Name: req.GetName()}); err != nil {
+		return nil, err
+	}
+	s.bus.Lifecycle(s.node.Name(), "cluster-member-removed", req.GetName())
+	return &shoalv1.RemoveMemberResponse{}, nil
+}
+
+// removeRaftMember removes a member from the Raft configuration on the
+// leader, forwarding the request when this member is not the leader.
+func (s *Server) removeRaftMember(ctx context.Context, name string) error {
+	if s.cl.IsLeader() {
+		return toStatus(s.cl.RemoveMember(ctx, name))
+	}
+	leader, _ := s.cl.Leader()
+	if leader == "" || s.peers == nil {
+		return status.Error(codes.Unavailable, "no cluster leader; retry")
+	}
+	c, err := s.peers.conn(leader)
+	if err != nil {
+		return toStatus(err)
+	}
+	_, err = shoalv1.NewClusterServiceClient(c).RemoveMember(ctx, &shoalv1.RemoveMemberRequest{Name: name, Force: true})
+	return err
+}
+
+// Apply applies a command forwarded by another member.
+func (s *Server) Apply(ctx context.Context, req *shoalv1.ApplyRequest) (*shoalv1.ApplyResponse, error) {
+	if err := s.cl.ProposeEncoded(ctx, req.GetCommand()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.ApplyResponse{}, nil
+}

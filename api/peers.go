@@ -1,0 +1,88 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/shoal-dev/shoal/cluster"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// Peers keeps gRPC connections to other members, authenticated with this
+// member's node certificate; it forwards writes to the leader.
+type Peers = peers
+
+type peers struct {
+	fsm   *cluster.FSM
+	creds *cluster.Credentials
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // by address
+}
+
+// ConnectPeers makes the connection pool to other members and installs it
+// as the cluster's forwarder of writes to the leader.
+func ConnectPeers(cl *cluster.Cluster, creds *cluster.Credentials) *Peers {
+	p := &peers{fsm: cl.FSM(), creds: creds, conns: map[string]*grpc.ClientConn{}}
+	cl.SetForwarder(p.forward)
+	return p
+}
+
+// Healthy reports whether a member answers the gRPC health check.
+func (p *peers) Healthy(ctx context.Context, name string) bool {
+	c, err := p.conn(name)
+	if err != nil {
+		return false
+	}
+	resp, err := healthpb.NewHealthClient(c).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+}
+
+// conn returns a connection to a member by node name.
+func (p *peers) conn(name string) (*grpc.ClientConn, error) {
+	if p.creds == nil {
+		return nil, fmt.Errorf("member %q: this node has no cluster credentials", name)
+	}
+	n, err := p.fsm.Node(name)
+	if err != nil {
+		return nil, err
+	}
+	if n.GetAddress() == "" {
+		return nil, fmt.Errorf("member %q has no gRPC address", name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[n.GetAddress()]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(n.GetAddress(), grpc.WithTransportCredentials(credentials.NewTLS(p.creds.ClientTLS())),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("dial member %q at %s: %w", name, n.GetAddress(), err)
+	}
+	p.conns[n.GetAddress()] = c
+	return c, nil
+}
+
+// forward is the cluster's Forwarder: it applies a command on the leader.
+func (p *peers) forward(ctx context.Context, leader string, command []byte) error {
+	c, err := p.conn(leader)
+	if err != nil {
+		return err
+	}
+	_, err = shoalv1.NewClusterServiceClient(c).Apply(ctx, &shoalv1.ApplyRequest{Command: command})
+	return err
+}
+
+// Close closes the connections.
+func (p *peers) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/api/client"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+func (a *app) clusterCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Manage cluster members"}
+	var role string
+	var ttl time.Duration
+	add := &cobra.Command{
+		Use: "add NAME", Short: "Issue a one-time join token for a new node (or, with --role client, a remote client)", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if ttl < 0 {
+				return fmt.Errorf("--ttl: must not be negative")
+			}
+			resp, err := c.Cluster.CreateJoinToken(cmd.Context(), &shoalv1.CreateJoinTokenRequest{Name: args[0], Role: role, TtlSeconds: int32(ttl.Seconds())})
+			if err != nil {
+				return convert(err)
+			}
+			fmt.Fprintf(os.Stderr, "Join token for %s (one use, expires %s):\n", args[0], time.Unix(resp.GetExpiresUnix(), 0).UTC().Format(time.RFC3339))
+			fmt.Println(resp.GetToken())
+			return nil
+		}),
+	}
+	add.Flags().StringVar(&role, "role", "node", "node or client")
+	add.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid")
+	var format string
+	list := &cobra.Command{
+		Use: "list", Aliases: []string{"ls"}, Short: "List members", Args: cobra.NoArgs,
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
+			resp, err := c.Cluster.ListMembers(cmd.Context(), &shoalv1.ListMembersRequest{})
+			if err != nil {
+				return convert(err)
+			}
+			if format != "table" {
+				return printData(os.Stdout, format, resp)
+			}
+			var rows [][]string
+			for _, m := range resp.GetMembers() {
+				rows = append(rows, []string{m.GetName(), m.GetAddress(), m.GetRole(), strings.ToUpper(m.GetStatus()),
+					fmt.Sprint(m.GetCpuMillis() / 1000), humanBytes(m.GetMemoryBytes()), fmt.Sprint(m.GetContainers())})
+			}
+			table(os.Stdout, []string{"NAME", "ADDRESS", "ROLE", "STATUS", "CPU", "MEM", "CONTAINERS"}, rows)
+			return nil
+		}),
+	}
+	list.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
+	var force bool
+	remove := &cobra.Command{
+		Use: "remove NAME", Aliases: []string{"rm"}, Short: "Remove a member", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			_, err := c.Cluster.RemoveMember(cmd.Context(), &shoalv1.RemoveMemberRequest{Name: args[0], Force: force})
+			return convert(err)
+		}),
+	}
+	remove.Flags().BoolVarP(&force, "force", "f", false, "remove even if it owns containers or is unreachable")
+	cmd.AddCommand(add, list, remove)
+	return cmd
+}
