@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -85,13 +86,9 @@ func (s *Server) clusterCA() (*pki.CA, error) {
 // (a follower forwards it), because adding a Raft member needs the leader.
 func (s *Server) Join(ctx context.Context, req *shoalv1.JoinRequest) (*shoalv1.JoinResponse, error) {
 	if !s.cl.IsLeader() {
-		leader, _ := s.cl.Leader()
-		if leader == "" || s.peers == nil {
-			return nil, status.Error(codes.Unavailable, "no cluster leader to handle the join; retry")
-		}
-		c, err := s.peers.conn(leader)
+		c, err := s.leaderConn()
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 		return shoalv1.NewClusterServiceClient(c).Join(ctx, req)
 	}
@@ -183,10 +180,18 @@ func (s *Server) ListMembers(ctx context.Context, _ *shoalv1.ListMembersRequest)
 	return &shoalv1.ListMembersResponse{Members: out}, nil
 }
 
-// RemoveMember removes a member from Raft and the cluster's records.
+// RemoveMember removes a member from Raft and the cluster's records. It
+// runs on the leader; a follower forwards the whole request.
 func (s *Server) RemoveMember(ctx context.Context, req *shoalv1.RemoveMemberRequest) (*shoalv1.RemoveMemberResponse, error) {
 	if _, err := s.fsm.Node(req.GetName()); err != nil {
 		return nil, toStatus(err)
+	}
+	if !s.cl.IsLeader() {
+		c, err := s.leaderConn()
+		if err != nil {
+			return nil, err
+		}
+		return shoalv1.NewClusterServiceClient(c).RemoveMember(ctx, req)
 	}
 	if req.GetName() == s.node.Name() && !req.GetForce() {
 		return nil, precondition("a node cannot remove itself; run this on another member (or use force)")
@@ -200,8 +205,8 @@ func (s *Server) RemoveMember(ctx context.Context, req *shoalv1.RemoveMemberRequ
 	if owned > 0 && !req.GetForce() {
 		return nil, precondition(fmt.Sprintf("node %q owns %d containers: evacuate it first or use force", req.GetName(), owned))
 	}
-	if err := s.removeRaftMember(ctx, req.GetName()); err != nil {
-		return nil, err
+	if err := s.cl.RemoveMember(ctx, req.GetName()); err != nil {
+		return nil, toStatus(err)
 	}
 	if err := s.propose(ctx, &shoalv1.NodeRemoveCommand{Name: req.GetName()}); err != nil {
 		return nil, err
@@ -210,22 +215,17 @@ func (s *Server) RemoveMember(ctx context.Context, req *shoalv1.RemoveMemberRequ
 	return &shoalv1.RemoveMemberResponse{}, nil
 }
 
-// removeRaftMember removes a member from the Raft configuration on the
-// leader, forwarding the request when this member is not the leader.
-func (s *Server) removeRaftMember(ctx context.Context, name string) error {
-	if s.cl.IsLeader() {
-		return toStatus(s.cl.RemoveMember(ctx, name))
-	}
+// leaderConn returns a connection to the current leader.
+func (s *Server) leaderConn() (*grpc.ClientConn, error) {
 	leader, _ := s.cl.Leader()
 	if leader == "" || s.peers == nil {
-		return status.Error(codes.Unavailable, "no cluster leader; retry")
+		return nil, status.Error(codes.Unavailable, "no cluster leader is known; retry")
 	}
 	c, err := s.peers.conn(leader)
 	if err != nil {
-		return toStatus(err)
+		return nil, toStatus(err)
 	}
-	_, err = shoalv1.NewClusterServiceClient(c).RemoveMember(ctx, &shoalv1.RemoveMemberRequest{Name: name, Force: true})
-	return err
+	return c, nil
 }
 
 // Apply applies a command forwarded by another member.

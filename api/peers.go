@@ -2,12 +2,16 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/cluster"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -69,12 +73,28 @@ func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 }
 
 // forward is the cluster's Forwarder: it applies a command on the leader.
+// A member that just started may learn who leads before its log replay has
+// reached the leader's record: it waits for the record.
 func (p *peers) forward(ctx context.Context, leader string, command []byte) error {
 	c, err := p.conn(leader)
+	for errors.Is(err, cluster.ErrNotFound) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("forward to leader %s: %w", leader, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		c, err = p.conn(leader)
+	}
 	if err != nil {
 		return err
 	}
 	_, err = shoalv1.NewClusterServiceClient(c).Apply(ctx, &shoalv1.ApplyRequest{Command: command})
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		// The leader was not reached: say so, rather than how gRPC noticed.
+		return status.Errorf(codes.Unavailable, "cannot reach the cluster leader %s to commit the change (no quorum on this side?): %s",
+			leader, status.Convert(err).Message())
+	}
 	return err
 }
 

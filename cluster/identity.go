@@ -14,6 +14,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/shoal-dev/shoal/cluster/pki"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
@@ -141,7 +144,13 @@ func (c *Cluster) InitIdentity(ctx context.Context, dir string) error {
 	if err != nil {
 		return fmt.Errorf("record cluster identity: %w", err)
 	}
-	return c.Propose(ctx, &shoalv1.ClusterInitCommand{Name: ca.ClusterName(), CaCertPem: ca.PEM, CaKeyPem: keyPEM, GossipKey: gossip})
+	err = c.Propose(ctx, &shoalv1.ClusterInitCommand{Name: ca.ClusterName(), CaCertPem: ca.PEM, CaKeyPem: keyPEM, GossipKey: gossip})
+	// A restarted member may not have replayed the identity yet; the
+	// leader's "already exists" is then the answer we wanted.
+	if errors.Is(err, ErrExists) || status.Code(err) == codes.AlreadyExists {
+		return nil
+	}
+	return err
 }
 
 // SaveJoined stores the identity a member received when it joined.

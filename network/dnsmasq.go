@@ -336,13 +336,16 @@ func killStrays(ctx context.Context, bridge string, log *slog.Logger) error {
 	return nil
 }
 
-// findDnsmasq lists live dnsmasq processes whose command line holds
-// "--interface=<bridge>".
+// findDnsmasq lists live dnsmasq processes in this network namespace whose
+// command line holds "--interface=<bridge>". Other namespaces (other
+// simulated hosts, containers) may have bridges of the same name: their
+// dnsmasq is not ours.
 func findDnsmasq(bridge string) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
+	ourNS, _ := os.Readlink("/proc/self/ns/net")
 	want := []byte("--interface=" + bridge)
 	var out []int
 	for _, e := range ents {
@@ -356,6 +359,9 @@ func findDnsmasq(bridge string) []int {
 		}
 		args := bytes.Split(bytes.TrimRight(raw, "\x00"), []byte{0})
 		if filepath.Base(string(args[0])) != "dnsmasq" {
+			continue
+		}
+		if ns, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net")); err != nil || ns != ourNS {
 			continue
 		}
 		for _, a := range args[1:] {

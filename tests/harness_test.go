@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/shoal-dev/shoal/tests/harness"
+	"github.com/shoal-dev/shoal/tests/netns"
 )
 
 var binDir string
@@ -23,6 +24,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// Simulated hosts left by a test binary that was killed (its cleanups
+	// never ran) are swept first.
+	if removed, err := netns.CleanLeftovers(); err != nil {
+		fmt.Fprintln(os.Stderr, "sweep simulated hosts:", err)
+	} else if len(removed) > 0 {
+		fmt.Fprintln(os.Stderr, "swept leftovers of an interrupted run:", removed)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -102,7 +102,7 @@ func Convert(err error) error {
 	if !ok {
 		return err
 	}
-	if st.Code() == codes.Unavailable && strings.Contains(st.Message(), "connect") {
+	if st.Code() == codes.Unavailable && strings.Contains(st.Message(), "connection error") {
 		return &Error{Code: st.Code(), Msg: "cannot reach shoald: " + st.Message()}
 	}
 	return &Error{Code: st.Code(), Msg: st.Message()}

@@ -70,9 +70,22 @@ func RandHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// Options change how a daemon is started.
+type Options struct {
+	// Name is the node name (default node1).
+	Name string
+	// Args are extra shoald flags (--listen, --join, ...).
+	Args []string
+	// Command wraps a command so it runs on a simulated host (tests/netns);
+	// the daemon's bridge, nftables and mounts then live and die with that
+	// host, and teardown leaves them to it.
+	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+}
+
 // Daemon is a running shoald with its own state dir, pool and bridge.
 type Daemon struct {
 	t        T
+	Opts     Options
 	BinDir   string
 	StateDir string
 	Bridge   string
@@ -89,6 +102,15 @@ type Daemon struct {
 // table and dnsmasq.
 func StartDaemon(t T, binDir string) *Daemon {
 	t.Helper()
+	return StartDaemonWith(t, binDir, Options{})
+}
+
+// StartDaemonWith starts a fresh daemon with options.
+func StartDaemonWith(t T, binDir string, opts Options) *Daemon {
+	t.Helper()
+	if opts.Name == "" {
+		opts.Name = "node1"
+	}
 	id := RandHex(3)
 	state, err := os.MkdirTemp("/tmp", "shoal-e2e-")
 	if err != nil {
@@ -98,7 +120,7 @@ func StartDaemon(t T, binDir string) *Daemon {
 	if err := os.Chmod(state, 0o711); err != nil {
 		t.Fatalf("%v", err)
 	}
-	d := &Daemon{t: t, BinDir: binDir, StateDir: state, Bridge: "she" + id, Socket: filepath.Join(state, "shoal.socket")}
+	d := &Daemon{t: t, Opts: opts, BinDir: binDir, StateDir: state, Bridge: "she" + id, Socket: filepath.Join(state, "shoal.socket")}
 	t.Cleanup(d.teardown)
 	d.Start()
 	return d
@@ -107,10 +129,16 @@ func StartDaemon(t T, binDir string) *Daemon {
 // Start (re)starts shoald on the daemon's state dir and waits until it serves.
 func (d *Daemon) Start() {
 	d.t.Helper()
-	cmd := exec.Command(filepath.Join(d.BinDir, "shoald"),
-		"--state-dir", d.StateDir, "--name", "node1", "--bridge", d.Bridge,
+	args := append([]string{
+		"--state-dir", d.StateDir, "--name", d.Opts.Name, "--bridge", d.Bridge,
 		"--pool-size", "3GiB", "--http-addr", "127.0.0.1:0", "--log-level", "info",
-		"--image-cache", ImageCache())
+		"--image-cache", ImageCache()}, d.Opts.Args...)
+	var cmd *exec.Cmd
+	if d.Opts.Command != nil {
+		cmd = d.Opts.Command(context.Background(), filepath.Join(d.BinDir, "shoald"), args...)
+	} else {
+		cmd = exec.Command(filepath.Join(d.BinDir, "shoald"), args...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -205,8 +233,21 @@ func (d *Daemon) teardown() {
 	lxcPath := filepath.Join(d.StateDir, "lxc")
 	if ents, err := os.ReadDir(lxcPath); err == nil {
 		for _, e := range ents {
-			exec.CommandContext(ctx, "lxc-stop", "-P", lxcPath, "-n", e.Name(), "-k").Run()
+			stop := []string{"-P", lxcPath, "-n", e.Name(), "-k"}
+			if d.Opts.Command != nil {
+				d.Opts.Command(ctx, "lxc-stop", stop...).Run()
+			} else {
+				exec.CommandContext(ctx, "lxc-stop", stop...).Run()
+			}
 		}
+	}
+	if d.Opts.Command != nil {
+		// Bridge, nftables, dnsmasq and the pool's mount belong to the
+		// simulated host and go with it.
+		if err := os.RemoveAll(d.StateDir); err != nil {
+			d.t.Errorf("remove state dir: %v", err)
+		}
+		return
 	}
 	if nw, err := network.Ensure(ctx, network.Config{Name: d.Bridge, IPv4CIDR: network.AutoCIDR, NAT: true,
 		StateDir: filepath.Join(d.StateDir, "networks", d.Bridge)}, nil); err == nil {

@@ -1,0 +1,224 @@
+package tests
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/tests/harness"
+	"github.com/shoal-dev/shoal/tests/netns"
+)
+
+// member is one shoald on a simulated host.
+type member struct {
+	*harness.Daemon
+	host *netns.Host
+}
+
+func (m *member) listen() string { return net.JoinHostPort(m.host.IP.String(), "8443") }
+
+// startMember starts shoald on a simulated host: it bootstraps a cluster, or
+// joins one when token is set.
+func startMember(t *testing.T, h *netns.Host, token string) *member {
+	t.Helper()
+	args := []string{"--listen", net.JoinHostPort(h.IP.String(), "8443"), "--http-addr", ""}
+	if token != "" {
+		args = append(args, "--join", token)
+	}
+	d := harness.StartDaemonWith(t, binDir, harness.Options{Name: h.Name, Args: args, Command: h.Command})
+	return &member{Daemon: d, host: h}
+}
+
+type memberRow struct {
+	Name, Address, Role, Status string
+}
+
+func members(t *testing.T, m *member) map[string]memberRow {
+	t.Helper()
+	out, _, code := m.Shoal("cluster", "list", "--format", "json")
+	rows := map[string]memberRow{}
+	if code != 0 {
+		return rows
+	}
+	var resp struct{ Members []memberRow }
+	if err := json.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resp.Members {
+		rows[r.Name] = r
+	}
+	return rows
+}
+
+func roles(rows map[string]memberRow) string {
+	var parts []string
+	for _, n := range []string{"n1", "n2", "n3"} {
+		parts = append(parts, n+"="+rows[n].Role)
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestClusterFormsAndFailsOver forms a three-node cluster with join tokens,
+// each node in its own network namespace, then loses the leader, partitions
+// a minority and heals it: a new leader takes writes, the minority refuses
+// them with a clear error, and healed or restarted nodes catch up.
+func TestClusterFormsAndFailsOver(t *testing.T) {
+	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
+		msg := "cluster tests need: " + strings.Join(missing, ", ")
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	u, err := netns.NewUnderlay(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make([]*netns.Host, 4)
+	for i := range hosts {
+		if hosts[i], err = u.AddHost(fmt.Sprintf("n%d", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m1 := startMember(t, hosts[0], "")
+	ms := []*member{m1}
+	for _, h := range hosts[1:3] {
+		tok := strings.TrimSpace(m1.MustShoal("cluster", "add", h.Name))
+		ms = append(ms, startMember(t, h, tok))
+		// A token is good for one join only.
+		if h.Name == "n2" {
+			dir := t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			out, err := h.Command(ctx, binDir+"/shoald", "--state-dir", dir, "--name", "n2", "--http-addr", "",
+				"--listen", net.JoinHostPort(h.IP.String(), "9443"), "--join", tok).CombinedOutput()
+			cancel()
+			if err == nil || !strings.Contains(string(out), "already used") {
+				t.Fatalf("a reused join token: err=%v\n%s", err, out)
+			}
+		}
+	}
+	netns.WaitFor(t, "three voters", 60*time.Second, func() bool {
+		r := members(t, m1)
+		voters := 0
+		for _, row := range r {
+			if row.Role == "leader" || row.Role == "voter" {
+				voters++
+			}
+		}
+		return voters == 3
+	})
+	t.Logf("formed: %s", roles(members(t, m1)))
+	table := m1.MustShoal("cluster", "list")
+	for _, want := range []string{"NAME", "ROLE", "STATUS", "n1", "n2", "n3", "leader", "ONLINE"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("cluster list lacks %q:\n%s", want, table)
+		}
+	}
+	// A write on a follower is forwarded to the leader.
+	follower := ms[1]
+	follower.MustShoal("image", "build", "busybox")
+	netns.WaitFor(t, "the image on every member", 10*time.Second, func() bool {
+		for _, m := range ms {
+			if out, _, _ := m.Shoal("image", "list"); !strings.Contains(out, "busybox") {
+				return false
+			}
+		}
+		return true
+	})
+
+	// An untrusted client (no certificate) is refused with Unauthenticated.
+	conn, err := grpc.NewClient(m1.listen(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return hosts[1].Dial(ctx, "tcp", addr) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = shoalv1.NewClusterServiceClient(conn).ListMembers(ctx, &shoalv1.ListMembersRequest{})
+	cancel()
+	conn.Close()
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("client without a certificate: %v, want Unauthenticated", err)
+	}
+
+	// Kill the leader: the others elect a new one and take writes again.
+	leaderName := ""
+	for n, r := range members(t, m1) {
+		if r.Role == "leader" {
+			leaderName = n
+		}
+	}
+	var leader *member
+	var rest []*member
+	for _, m := range ms {
+		if m.host.Name == leaderName {
+			leader = m
+		} else {
+			rest = append(rest, m)
+		}
+	}
+	killed := time.Now()
+	leader.Kill()
+	netns.WaitFor(t, "a new leader", 30*time.Second, func() bool {
+		r := members(t, rest[0])
+		return r[rest[0].host.Name].Role == "leader" || r[rest[1].host.Name].Role == "leader"
+	})
+	netns.WaitFor(t, "a write after failover", 30*time.Second, func() bool {
+		_, _, code := rest[0].Shoal("image", "alias", "create", "after-failover", "busybox")
+		return code == 0
+	})
+	t.Logf("write accepted %s after the leader was killed", time.Since(killed))
+	leader.Start()
+	netns.WaitFor(t, "the old leader to catch up", 30*time.Second, func() bool {
+		out, _, _ := leader.Shoal("image", "list")
+		return strings.Contains(out, "after-failover")
+	})
+
+	// Partition one node away: it refuses writes with a clear error, the
+	// majority goes on, and after healing it catches up.
+	minority := ms[2]
+	if err := minority.host.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := minority.Shoal("image", "alias", "create", "from-minority", "busybox")
+	if code == 0 || !strings.HasPrefix(errOut, "Error: ") || !strings.Contains(errOut, "leader") {
+		t.Fatalf("write on a cut-off node: code=%d %q (want a one-line error about the leader)", code, errOut)
+	}
+	t.Logf("minority refused the write: %s", strings.TrimSpace(errOut))
+	majority := ms[0]
+	netns.WaitFor(t, "a write on the majority", 30*time.Second, func() bool {
+		_, _, code := majority.Shoal("image", "alias", "create", "during-partition", "busybox")
+		return code == 0
+	})
+	if err := minority.host.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	netns.WaitFor(t, "the healed node to catch up", 30*time.Second, func() bool {
+		out, _, _ := minority.Shoal("image", "list")
+		return strings.Contains(out, "during-partition")
+	})
+
+	// A fourth node joins as a standby (three voters at most); removing a
+	// voter promotes it.
+	tok := strings.TrimSpace(m1.MustShoal("cluster", "add", "n4"))
+	m4 := startMember(t, hosts[3], tok)
+	netns.WaitFor(t, "n4 as a standby", 30*time.Second, func() bool { return members(t, m1)["n4"].Role == "standby" })
+	majority.MustShoal("cluster", "remove", "n3")
+	netns.WaitFor(t, "the standby promoted", 30*time.Second, func() bool {
+		r := members(t, m4)
+		_, still := r["n3"]
+		return r["n4"].Role == "voter" || r["n4"].Role == "leader" && !still
+	})
+	t.Logf("after removing n3: %s n4=%s", roles(members(t, m1)), members(t, m1)["n4"].Role)
+}
