@@ -27,7 +27,8 @@ type EventType int
 const (
 	// EventJoin: a node joined, or came back after leaving or failing.
 	EventJoin EventType = iota + 1
-	// EventUpdate: a live node gossiped new meta.
+	// EventUpdate: a live node gossiped new meta (including Meta.Leaving
+	// when it starts a graceful leave).
 	EventUpdate
 	// EventLeave: a node left gracefully (Leave). Never followed by Fail.
 	EventLeave
@@ -125,6 +126,7 @@ type Membership struct {
 	resync   chan struct{}
 	dropped  atomic.Uint64
 
+	lifeMu       sync.Mutex // serialises Leave and Shutdown (memberlist panics on leave after shutdown)
 	shutdownOnce sync.Once
 }
 
@@ -200,7 +202,8 @@ func (m *Membership) Join(ctx context.Context, addrs []string) (int, error) {
 	}
 }
 
-// Events returns the membership event stream. It is closed by Shutdown.
+// Events returns the membership event stream, starting with the local
+// node's own Join. It is closed by Shutdown.
 // Events are never blocked on: when the buffer is full they are dropped,
 // Dropped grows and NeedResync fires; the consumer should then reconcile
 // from Resync (or Members).
@@ -257,11 +260,14 @@ func (m *Membership) UpdateMeta(ctx context.Context) error {
 	if _, err := EncodeMeta(m.cfg.Meta()); err != nil {
 		return fmt.Errorf("update meta: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("update meta: %w", err)
+	}
 	timeout := m.cfg.TCPTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if timeout <= 0 || ctx.Err() != nil {
+	if timeout <= 0 {
 		return fmt.Errorf("update meta: %w", context.DeadlineExceeded)
 	}
 	done := make(chan error, 1)
@@ -280,8 +286,11 @@ func (m *Membership) UpdateMeta(ctx context.Context) error {
 // Leave departs gracefully, so that peers report Leave, never Fail. It
 // gossips Meta.Leaving, tells every live peer directly, then broadcasts
 // memberlist's leave, waiting up to timeout overall (zero or less means
-// Config.TCPTimeout). Call Shutdown afterwards.
+// Config.TCPTimeout). Call Shutdown afterwards; a Shutdown issued meanwhile
+// waits for Leave to finish.
 func (m *Membership) Leave(timeout time.Duration) error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
 	if m.isShutdown() {
 		return fmt.Errorf("leave: %w", ErrShutdown)
 	}
@@ -333,6 +342,8 @@ func (m *Membership) sendLeaveIntents(deadline time.Time) {
 // Shutdown stops gossip and closes Events. Without a prior Leave, peers
 // treat this node as failed. It is idempotent.
 func (m *Membership) Shutdown() error {
+	m.lifeMu.Lock()
+	defer m.lifeMu.Unlock()
 	var err error
 	m.shutdownOnce.Do(func() {
 		m.stopping.Store(true)
