@@ -179,7 +179,14 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		return code == 0
 	})
 	t.Logf("write accepted %s after the leader was killed", time.Since(killed))
+	netns.WaitFor(t, "the killed leader marked offline", 30*time.Second, func() bool {
+		return members(t, rest[0])[leaderName].Status == "offline"
+	})
+	t.Logf("killed leader marked offline %s after the kill (gossip detection + 5s grace)", time.Since(killed))
 	leader.Start()
+	netns.WaitFor(t, "the restarted node back online", 30*time.Second, func() bool {
+		return members(t, rest[0])[leaderName].Status == "online"
+	})
 	netns.WaitFor(t, "the old leader to catch up", 30*time.Second, func() bool {
 		out, _, _ := leader.Shoal("image", "list")
 		return strings.Contains(out, "after-failover")
@@ -221,4 +228,16 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		return r["n4"].Role == "voter" || r["n4"].Role == "leader" && !still
 	})
 	t.Logf("after removing n3: %s n4=%s", roles(members(t, m1)), members(t, m1)["n4"].Role)
+
+	// A clean shutdown leaves gossip: the node is recorded as stopped, and
+	// stays so past the failure grace period (never reported failed).
+	m4.Stop()
+	netns.WaitFor(t, "n4 recorded as stopped", 30*time.Second, func() bool { return members(t, m1)["n4"].Status == "stopped" })
+	deadline := time.Now().Add(7 * time.Second)
+	for time.Now().Before(deadline) {
+		if st := members(t, m1)["n4"].Status; st != "stopped" {
+			t.Fatalf("cleanly stopped n4 became %q", st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

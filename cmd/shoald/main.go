@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-dev/shoal/api"
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/membership"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
@@ -58,6 +59,8 @@ func run() error {
 		httpAddr    = flag.String("http-addr", "127.0.0.1:7080", "TCP address for the REST API (off when empty)")
 		listen      = flag.String("listen", "", "HOST:PORT for members and remote clients (mutual TLS gRPC); needed to form a cluster")
 		raftAddr    = flag.String("raft-addr", "", "Raft transport address (default: --listen's port + 1, or 127.0.0.1 on a free port)")
+		gossipAddr  = flag.String("gossip-addr", "", "gossip (memberlist) address (default: --listen's port + 2)")
+		offline     = flag.Duration("offline-after", 5*time.Second, "how long gossip must see a member dead before it is marked offline")
 		join        = flag.String("join", "", "join the cluster this token (from `shoal cluster add`) names")
 		clusterName = flag.String("cluster-name", "shoal", "name of a new cluster")
 		maxVoters   = flag.Int("max-voters", 3, "Raft voters to keep (3 or 5); other members are standbys")
@@ -107,9 +110,12 @@ func run() error {
 			return fmt.Errorf("--listen: %q must be IP:PORT with the address other members dial", *listen)
 		}
 		ips = append(ips, ip)
+		port, _ := strconv.Atoi(p)
 		if *raftAddr == "" {
-			port, _ := strconv.Atoi(p)
 			*raftAddr = net.JoinHostPort(h, strconv.Itoa(port+1))
+		}
+		if *gossipAddr == "" {
+			*gossipAddr = net.JoinHostPort(h, strconv.Itoa(port+2))
 		}
 	}
 	if *raftAddr == "" {
@@ -130,7 +136,7 @@ func run() error {
 	if *join != "" && !cluster.HasCredentials(pkiDir) {
 		log.Info("joining the cluster", "node", *name)
 		if _, _, err := cluster.Join(startCtx, cluster.JoinParams{
-			Token: *join, Name: *name, Address: *listen, RaftAddress: *raftAddr,
+			Token: *join, Name: *name, Address: *listen, RaftAddress: *raftAddr, GossipAddress: *gossipAddr,
 			CPUMillis: int64(runtime.NumCPU()) * 1000, MemoryBytes: config.HostMemory(), Labels: labels, IPs: ips, Dir: pkiDir,
 		}); err != nil {
 			return err
@@ -167,7 +173,7 @@ func run() error {
 		Name: *name, StateDir: *stateDir,
 		DefaultPool: node.PoolConfig{Name: "default", Driver: *poolDriver, Source: *poolSource, Size: size},
 		Bridge:      *bridge, BridgeCIDR: *bridgeCIDR, ImageCacheDir: *imageCache,
-		Address: *listen, RaftAddress: cl.Addr(), Labels: labels, Logger: log,
+		Address: *listen, RaftAddress: cl.Addr(), GossipAddress: *gossipAddr, Labels: labels, Logger: log,
 	}, cl, bus)
 	if err != nil {
 		return err
@@ -175,6 +181,16 @@ func run() error {
 	defer n.Close()
 	n.Run(ctx)
 	go cl.RunAutopilot(ctx, *maxVoters, time.Second, peers.Healthy)
+	if *gossipAddr != "" {
+		gossip, err := startGossip(startCtx, cl, creds, *name, *listen, *gossipAddr, log)
+		if err != nil {
+			return err
+		}
+		// A clean shutdown leaves gossip first: the others record this node
+		// as stopped, never as failed.
+		defer func() { gossip.Leave(2 * time.Second); gossip.Shutdown() }()
+		go cl.RunLiveness(ctx, gossip.Members, *offline, 500*time.Millisecond)
+	}
 
 	srv := api.NewServer(cl, n, peers, operations.NewRegistry(bus, *name), bus, log)
 	l, err := api.Listen(ctx, srv, api.Endpoints{Socket: *socket, GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, RESTSocket: *restSocket,
@@ -192,6 +208,34 @@ func run() error {
 	case err := <-l.Err():
 		return err
 	}
+}
+
+// startGossip joins the members' encrypted gossip and advertises this
+// node's addresses.
+func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Credentials, name, listen, addr string, log *slog.Logger) (*membership.Membership, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-addr: %q: %v", addr, err)
+	}
+	port, _ := strconv.Atoi(p)
+	meta := membership.Meta{Name: name, GRPCAddr: listen, RaftAddr: cl.Addr()}
+	m, err := membership.New(membership.Config{Name: name, BindAddr: host, BindPort: port, SecretKey: creds.GossipKey,
+		Meta: func() membership.Meta { return meta }, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	var peers []string
+	for _, n := range cl.FSM().Nodes() {
+		if n.GetName() != name && n.GetGossipAddress() != "" {
+			peers = append(peers, n.GetGossipAddress())
+		}
+	}
+	if len(peers) > 0 {
+		if _, err := m.Join(ctx, peers); err != nil {
+			log.Warn("gossip: no member answered yet; they will find this node", "err", err)
+		}
+	}
+	return m, nil
 }
 
 func fileExists(p string) bool {
