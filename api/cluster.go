@@ -230,8 +230,9 @@ func (s *Server) leaderConn() (*grpc.ClientConn, error) {
 
 // Apply applies a command forwarded by another member.
 func (s *Server) Apply(ctx context.Context, req *shoalv1.ApplyRequest) (*shoalv1.ApplyResponse, error) {
-	if err := s.cl.ProposeEncoded(ctx, req.GetCommand()); err != nil {
+	idx, err := s.cl.ProposeIndex(ctx, req.GetCommand())
+	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &shoalv1.ApplyResponse{}, nil
+	return &shoalv1.ApplyResponse{Index: idx}, nil
 }

@@ -12,9 +12,11 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/network"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/scheduler"
 	"github.com/shoal-dev/shoal/storage"
 )
 
@@ -76,26 +78,88 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	if pool == "" {
 		pool = s.defaultPool()
 	}
-	if err := s.node.RemoveStale(ctx, req.GetName()); err != nil {
-		return nil, toStatus(err)
-	}
 	ct := &shoalv1.Container{
 		Name: req.GetName(), ImageFingerprint: img.GetFingerprint(), ImageSource: req.GetImage(),
-		Config: req.GetConfig(), Node: s.node.Name(), DesiredState: desired,
+		Config: req.GetConfig(), DesiredState: desired,
 		CreatedAtUnixNano: now(), Pool: pool, Hwaddr: network.RandomMAC(),
 	}
-	if err := s.propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct}); err != nil {
+	if err := s.placeAndCreate(ctx, ct, req.GetTarget()); err != nil {
 		return nil, err
 	}
 	op := s.ops.Start("container-create", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
-		p.Phase("creating")
+		p.Phase("creating on " + ct.GetNode())
+		if ct.GetNode() != s.node.Name() {
+			if err := s.waitRemote(ctx, ct.GetName(), desired); err != nil {
+				return nil, err
+			}
+			return map[string]string{"name": ct.GetName(), "node": ct.GetNode()}, nil
+		}
 		if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
 			s.undoCreate(ct.GetName(), desired)
 			return nil, err
 		}
-		return map[string]string{"name": ct.GetName()}, nil
+		return map[string]string{"name": ct.GetName(), "node": ct.GetNode()}, nil
 	})
 	return &shoalv1.CreateContainerResponse{Operation: op}, nil
+}
+
+// placeAndCreate picks the container's node with the scheduler and records
+// it in one Raft entry. The FSM re-checks the node's capacity when it
+// applies the entry; if a concurrent create took the room first, placement
+// runs again on the newer state.
+func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, target string) error {
+	req, err := cluster.PlacementRequest(ct.GetName(), ct.GetConfig(), target)
+	if err != nil {
+		return toStatus(err)
+	}
+	for attempt := 0; ; attempt++ {
+		snap, err := s.fsm.SchedulerSnapshot()
+		if err != nil {
+			return toStatus(err)
+		}
+		node, _, err := scheduler.Place(snap, req, s.strategy)
+		if err != nil {
+			return toStatus(err)
+		}
+		ct.Node = node
+		if node == s.node.Name() {
+			if err := s.node.RemoveStale(ctx, ct.GetName()); err != nil {
+				return toStatus(err)
+			}
+		}
+		err = s.propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct})
+		if status.Code(err) != codes.ResourceExhausted || attempt == 2 {
+			return err
+		}
+	}
+}
+
+// waitRemote waits until the owner node reports the new container in its
+// desired state (or an error).
+func (s *Server) waitRemote(ctx context.Context, name string, desired shoalv1.DesiredState) error {
+	want := "Running"
+	if desired == shoalv1.DesiredState_DESIRED_STATE_STOPPED {
+		want = "Stopped"
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ct, err := s.fsm.Container(name)
+		if err != nil {
+			return err
+		}
+		switch ct.GetStatus() {
+		case want:
+			return nil
+		case "Error":
+			return status.Errorf(codes.Internal, "on %s: %s", ct.GetNode(), ct.GetStatusMessage())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // undoCreate handles a failed create: a container whose volume could not be

@@ -13,6 +13,7 @@ import (
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/node/runtime"
+	"github.com/shoal-dev/shoal/scheduler"
 	"github.com/shoal-dev/shoal/storage"
 )
 
@@ -40,6 +41,10 @@ var codeTable = []struct {
 	{node.ErrConflict, codes.FailedPrecondition},
 	{storage.ErrNotSupported, codes.Unimplemented},
 	{cluster.ErrNotLeader, codes.Unavailable},
+	{scheduler.ErrNoFit, codes.ResourceExhausted},
+	{scheduler.ErrUnknownNode, codes.NotFound},
+	{scheduler.ErrInvalid, codes.InvalidArgument},
+	{cluster.ErrTokenInvalid, codes.Unauthenticated},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

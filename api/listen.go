@@ -61,7 +61,7 @@ func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
 		reflection.Register(g)
 		return g
 	}
-	l := &Listener{grpc: newServer(), errc: make(chan error, 4), addrs: map[string]string{}}
+	l := &Listener{grpc: newServer(grpc.ChainUnaryInterceptor(s.forwardUnary)), errc: make(chan error, 4), addrs: map[string]string{}}
 	fail := func(err error) (*Listener, error) { l.Close(); return nil, err }
 
 	unix, err := listenUnix(ep.Socket, 0o600)
@@ -78,7 +78,7 @@ func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
 			return fail(fmt.Errorf("listen on %s: %w", ep.Listen, err))
 		}
 		l.tlsg = newServer(grpc.Creds(credentials.NewTLS(ep.TLS)),
-			grpc.ChainUnaryInterceptor(authUnary), grpc.ChainStreamInterceptor(authStream))
+			grpc.ChainUnaryInterceptor(authUnary, s.forwardUnary), grpc.ChainStreamInterceptor(authStream))
 		l.serveGRPC(l.tlsg, ln, "listen")
 	}
 	if ep.GRPCAddr != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -75,27 +76,29 @@ func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 // forward is the cluster's Forwarder: it applies a command on the leader.
 // A member that just started may learn who leads before its log replay has
 // reached the leader's record: it waits for the record.
-func (p *peers) forward(ctx context.Context, leader string, command []byte) error {
+func (p *peers) forward(ctx context.Context, leader string, command []byte) (uint64, error) {
 	c, err := p.conn(leader)
 	for errors.Is(err, cluster.ErrNotFound) {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("forward to leader %s: %w", leader, err)
+			return 0, fmt.Errorf("forward to leader %s: %w", leader, err)
 		case <-time.After(50 * time.Millisecond):
 		}
 		c, err = p.conn(leader)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = shoalv1.NewClusterServiceClient(c).Apply(ctx, &shoalv1.ApplyRequest{Command: command})
+	resp, err := shoalv1.NewClusterServiceClient(c).Apply(ctx, &shoalv1.ApplyRequest{Command: command})
 	switch status.Code(err) {
+	case codes.OK:
+		return resp.GetIndex(), nil
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		// The leader was not reached: say so, rather than how gRPC noticed.
-		return status.Errorf(codes.Unavailable, "cannot reach the cluster leader %s to commit the change (no quorum on this side?): %s",
+		return 0, status.Errorf(codes.Unavailable, "cannot reach the cluster leader %s to commit the change (no quorum on this side?): %s",
 			leader, status.Convert(err).Message())
 	}
-	return err
+	return 0, err
 }
 
 // Close closes the connections.
@@ -104,5 +107,52 @@ func (p *peers) Close() {
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
 		c.Close()
+	}
+}
+
+// FetchImage copies image fp's tarball from a member that holds it into w
+// (the node verifies the sha256 as it stores it).
+func (p *peers) FetchImage(ctx context.Context, fp string, w io.Writer) error {
+	var errs []error
+	for _, img := range p.fsm.Images() {
+		if img.GetFingerprint() != fp {
+			continue
+		}
+		for _, holder := range img.GetNodes() {
+			if err := p.fetchFrom(ctx, holder, fp, w); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", holder, err))
+				continue
+			}
+			return nil
+		}
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("image %.12s: no member holds it", fp)
+	}
+	return fmt.Errorf("image %.12s: %w", fp, errors.Join(errs...))
+}
+
+func (p *peers) fetchFrom(ctx context.Context, holder, fp string, w io.Writer) error {
+	c, err := p.conn(holder)
+	if err != nil {
+		return err
+	}
+	stream, err := shoalv1.NewImageServiceClient(c).ExportImage(ctx, &shoalv1.ExportImageRequest{Image: fp})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if d := resp.GetData(); d != nil {
+			if _, err := w.Write(d); err != nil {
+				return err
+			}
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/node"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 // Server implements every Shoal gRPC service.
@@ -31,6 +32,8 @@ type Server struct {
 	bus   *operations.Bus
 	log   *slog.Logger
 	peers *peers
+	// strategy is how the scheduler scores nodes (cluster.scheduler).
+	strategy scheduler.Strategy
 }
 
 var (
@@ -48,6 +51,9 @@ var (
 func NewServer(cl *cluster.Cluster, n *node.Node, p *Peers, ops *operations.Registry, bus *operations.Bus, log *slog.Logger) *Server {
 	return &Server{cl: cl, fsm: cl.FSM(), node: n, peers: p, ops: ops, bus: bus, log: log.With("component", "api")}
 }
+
+// SetStrategy sets the scheduler's strategy for new placements.
+func (s *Server) SetStrategy(st scheduler.Strategy) { s.strategy = st }
 
 // Register registers every service on a gRPC server.
 func (s *Server) Register(g *grpc.Server) {

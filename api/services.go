@@ -284,8 +284,37 @@ func (s *Server) GetNetwork(ctx context.Context, req *shoalv1.GetNetworkRequest)
 
 // --- operations and events ---
 
+// opOwner returns the member that runs an operation when it is not this one.
+func (s *Server) opOwner(ctx context.Context, id string) string {
+	n := operations.NodeOf(id)
+	if n == "" || n == s.node.Name() || s.peers == nil || forwarded(ctx) {
+		return ""
+	}
+	return n
+}
+
+// opClient returns the OperationService of the member that runs id, or nil
+// when it runs here.
+func (s *Server) opClient(ctx context.Context, id string) (shoalv1.OperationServiceClient, context.Context, error) {
+	owner := s.opOwner(ctx, id)
+	if owner == "" {
+		return nil, ctx, nil
+	}
+	c, err := s.peers.conn(owner)
+	if err != nil {
+		return nil, ctx, toStatus(err)
+	}
+	return shoalv1.NewOperationServiceClient(c), s.outgoing(ctx), nil
+}
+
 // GetOperation returns an operation.
 func (s *Server) GetOperation(ctx context.Context, req *shoalv1.GetOperationRequest) (*shoalv1.GetOperationResponse, error) {
+	if oc, octx, err := s.opClient(ctx, req.GetId()); err != nil || oc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return oc.GetOperation(octx, req)
+	}
 	op, err := s.ops.Get(req.GetId())
 	if err != nil {
 		return nil, toStatus(err)
@@ -293,13 +322,19 @@ func (s *Server) GetOperation(ctx context.Context, req *shoalv1.GetOperationRequ
 	return &shoalv1.GetOperationResponse{Operation: op}, nil
 }
 
-// ListOperations lists recent operations.
+// ListOperations lists recent operations of this member.
 func (s *Server) ListOperations(ctx context.Context, _ *shoalv1.ListOperationsRequest) (*shoalv1.ListOperationsResponse, error) {
 	return &shoalv1.ListOperationsResponse{Operations: s.ops.List()}, nil
 }
 
 // WaitOperation waits for an operation to end.
 func (s *Server) WaitOperation(ctx context.Context, req *shoalv1.WaitOperationRequest) (*shoalv1.WaitOperationResponse, error) {
+	if oc, octx, err := s.opClient(ctx, req.GetId()); err != nil || oc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return oc.WaitOperation(octx, req)
+	}
 	if req.GetTimeoutSeconds() > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(req.GetTimeoutSeconds())*time.Second)
@@ -314,6 +349,15 @@ func (s *Server) WaitOperation(ctx context.Context, req *shoalv1.WaitOperationRe
 
 // WatchOperation streams an operation's updates until it ends.
 func (s *Server) WatchOperation(req *shoalv1.WatchOperationRequest, stream shoalv1.OperationService_WatchOperationServer) error {
+	if owner := s.opOwner(stream.Context(), req.GetId()); owner != "" {
+		rs, err := s.remoteStream(stream.Context(), owner, "/shoal.v1.OperationService/WatchOperation", true, false)
+		if err != nil {
+			return err
+		}
+		none := func() (*shoalv1.WatchOperationRequest, error) { return nil, io.EOF }
+		return proxyStream(stream.Context(), stream.Send, none, rs, req, true,
+			func() *shoalv1.WatchOperationResponse { return &shoalv1.WatchOperationResponse{} })
+	}
 	return toStatus(s.ops.Watch(stream.Context(), req.GetId(), func(op *shoalv1.Operation) error {
 		return stream.Send(&shoalv1.WatchOperationResponse{Operation: op})
 	}))
@@ -321,6 +365,12 @@ func (s *Server) WatchOperation(req *shoalv1.WatchOperationRequest, stream shoal
 
 // CancelOperation cancels a running operation.
 func (s *Server) CancelOperation(ctx context.Context, req *shoalv1.CancelOperationRequest) (*shoalv1.CancelOperationResponse, error) {
+	if oc, octx, err := s.opClient(ctx, req.GetId()); err != nil || oc != nil {
+		if err != nil {
+			return nil, err
+		}
+		return oc.CancelOperation(octx, req)
+	}
 	op, err := s.ops.Cancel(req.GetId())
 	if err != nil {
 		return nil, toStatus(err)

@@ -32,6 +32,14 @@ func (s *Server) Exec(stream shoalv1.ContainerService_ExecServer) error {
 	if err != nil {
 		return err
 	}
+	if owner := s.ownerOf(stream.Context(), ct.GetName()); owner != "" {
+		rs, err := s.remoteStream(stream.Context(), owner, "/shoal.v1.ContainerService/Exec", true, true)
+		if err != nil {
+			return err
+		}
+		return proxyStream(stream.Context(), stream.Send, stream.Recv, rs, first, true,
+			func() *shoalv1.ExecResponse { return &shoalv1.ExecResponse{} })
+	}
 
 	var sendMu sync.Mutex
 	send := func(r *shoalv1.ExecResponse) error {
@@ -128,6 +136,14 @@ func (s *Server) PushFile(stream shoalv1.ContainerService_PushFileServer) error 
 	if h.GetPath() == "" || h.GetPath()[0] != '/' {
 		return invalid("path", "an absolute path inside the container is required")
 	}
+	if owner := s.ownerOf(stream.Context(), h.GetName()); owner != "" {
+		rs, err := s.remoteStream(stream.Context(), owner, "/shoal.v1.ContainerService/PushFile", false, true)
+		if err != nil {
+			return err
+		}
+		return proxyStream(stream.Context(), stream.SendAndClose, stream.Recv, rs, first, true,
+			func() *shoalv1.PushFileResponse { return &shoalv1.PushFileResponse{} })
+	}
 	mode := os.FileMode(h.GetMode() & 0o7777)
 	if mode == 0 {
 		mode = 0o644
@@ -148,6 +164,15 @@ func (s *Server) PushFile(stream shoalv1.ContainerService_PushFileServer) error 
 func (s *Server) PullFile(req *shoalv1.PullFileRequest, stream shoalv1.ContainerService_PullFileServer) error {
 	if req.GetPath() == "" || req.GetPath()[0] != '/' {
 		return invalid("path", "an absolute path inside the container is required")
+	}
+	if owner := s.ownerOf(stream.Context(), req.GetName()); owner != "" {
+		rs, err := s.remoteStream(stream.Context(), owner, "/shoal.v1.ContainerService/PullFile", true, false)
+		if err != nil {
+			return err
+		}
+		none := func() (*shoalv1.PullFileRequest, error) { return nil, io.EOF }
+		return proxyStream(stream.Context(), stream.Send, none, rs, req, true,
+			func() *shoalv1.PullFileResponse { return &shoalv1.PullFileResponse{} })
 	}
 	rc, fi, err := s.node.PullFile(stream.Context(), req.GetName(), req.GetPath())
 	if err != nil {

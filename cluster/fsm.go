@@ -121,6 +121,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if _, ok := s.containers[ct.GetName()]; ok {
 			return Change{}, fmt.Errorf("container %q: %w", ct.GetName(), ErrExists)
 		}
+		if err := s.checkPlacement(ct); err != nil {
+			return Change{}, err
+		}
 		s.containers[ct.GetName()] = proto.Clone(ct).(*shoalv1.Container)
 		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerUpdateCommand:

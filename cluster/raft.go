@@ -233,7 +233,7 @@ func (c *Cluster) WaitLeader(ctx context.Context) error {
 // Forwarder sends an encoded command to the leader (by name) and returns
 // the leader's verdict. The API layer provides it (over the members' mutual
 // TLS gRPC); without one, writes on a follower fail with ErrNotLeader.
-type Forwarder func(ctx context.Context, leader string, command []byte) error
+type Forwarder func(ctx context.Context, leader string, command []byte) (index uint64, err error)
 
 // SetForwarder installs the function that forwards writes to the leader.
 func (c *Cluster) SetForwarder(f Forwarder) {
@@ -255,29 +255,38 @@ func (c *Cluster) Propose(ctx context.Context, m proto.Message) error {
 
 // ProposeEncoded is Propose for a command already encoded (a forwarded one).
 func (c *Cluster) ProposeEncoded(ctx context.Context, data []byte) error {
+	_, err := c.ProposeIndex(ctx, data)
+	return err
+}
+
+// ProposeIndex applies an encoded command and returns its Raft index. On a
+// follower it forwards the command and returns once this member has applied
+// it too, so a caller reads its own write anywhere.
+func (c *Cluster) ProposeIndex(ctx context.Context, data []byte) (uint64, error) {
 	if c.raft.State() != raft.Leader {
 		return c.forward(ctx, data)
 	}
 	if _, _, err := Decode(data); err != nil {
-		return err
+		return 0, err
 	}
 	f := c.raft.Apply(data, deadline(ctx))
 	if err := f.Error(); err != nil {
-		return fmt.Errorf("replicate command: %w", leaderErr(err))
+		return 0, fmt.Errorf("replicate command: %w", leaderErr(err))
 	}
 	if resp, ok := f.Response().(error); ok && resp != nil {
-		return resp
+		return f.Index(), resp
 	}
-	return nil
+	return f.Index(), nil
 }
 
-// forward sends a write to the leader, waiting briefly for one to be known.
-func (c *Cluster) forward(ctx context.Context, data []byte) error {
+// forward sends a write to the leader, waiting briefly for one to be
+// known, then waits until this member has applied it.
+func (c *Cluster) forward(ctx context.Context, data []byte) (uint64, error) {
 	c.fwdMu.Lock()
 	fwd := c.fwd
 	c.fwdMu.Unlock()
 	if fwd == nil {
-		return ErrNotLeader
+		return 0, ErrNotLeader
 	}
 	ctx, cancel := context.WithTimeout(ctx, deadline(ctx))
 	defer cancel()
@@ -285,14 +294,30 @@ func (c *Cluster) forward(ctx context.Context, data []byte) error {
 	defer wait.Stop()
 	for {
 		if name, _ := c.Leader(); name != "" && name != c.cfg.NodeName {
-			return fwd(ctx, name, data)
+			idx, err := fwd(ctx, name, data)
+			if err != nil {
+				return idx, err
+			}
+			return idx, c.waitApplied(ctx, idx)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w: no leader known: %v", ErrNotLeader, ctx.Err())
+			return 0, fmt.Errorf("%w: no leader known: %v", ErrNotLeader, ctx.Err())
 		case <-wait.C:
 		}
 	}
+}
+
+// waitApplied waits until this member's FSM has applied index.
+func (c *Cluster) waitApplied(ctx context.Context, index uint64) error {
+	for c.raft.AppliedIndex() < index {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for index %d to apply here: %w", index, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // Snapshot forces a Raft snapshot (log compaction).

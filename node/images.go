@@ -27,6 +27,9 @@ type Progress func(phase string, done, total int64, unit string)
 func (n *Node) imageVolume(ctx context.Context, d storage.Driver, fp string, privileged bool) (string, error) {
 	unlock := n.locks.lock("img/" + fp)
 	defer unlock()
+	if err := n.ensureImage(ctx, fp); err != nil {
+		return "", err
+	}
 	base := "images/" + fp
 	if err := n.buildVolume(ctx, d, base, func(path string) error {
 		rc, err := n.images.Open(fp)
@@ -49,6 +52,29 @@ func (n *Node) imageVolume(ctx context.Context, d storage.Driver, fp string, pri
 		return "", fmt.Errorf("shift image %.12s: %w", fp, err)
 	}
 	return shifted, nil
+}
+
+// ensureImage makes sure image fp's tarball is in the local store, pulling
+// it from a member that has it. Callers hold the image's lock, so concurrent
+// launches of one image share one pull.
+func (n *Node) ensureImage(ctx context.Context, fp string) error {
+	if _, err := n.images.Get(fp); err == nil || !errors.Is(err, images.ErrNotFound) || n.cfg.FetchImage == nil {
+		return err
+	}
+	n.log.Info("pulling image from a peer", "image", fp)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(n.cfg.FetchImage(ctx, fp, pw)) }()
+	img, err := n.images.Add(ctx, pr)
+	pr.CloseWithError(err)
+	if err != nil {
+		return fmt.Errorf("pull image %.12s: %w", fp, err)
+	}
+	if img.Fingerprint != fp {
+		_ = n.images.Delete(img.Fingerprint)
+		return fmt.Errorf("pull image %.12s: received content has sha256 %.12s", fp, img.Fingerprint)
+	}
+	return n.cl.Propose(ctx, &shoalv1.ImageAddCommand{Image: &shoalv1.Image{Fingerprint: fp, Size: img.Size,
+		Properties: img.Metadata.Properties, Architecture: img.Metadata.Architecture, Nodes: []string{n.cfg.Name}}})
 }
 
 // buildVolume makes volume vol unless it exists: from a clone of from (or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -42,7 +43,10 @@ type Config struct {
 	Address, RaftAddress, GossipAddress string
 	// Labels are matched by scheduler constraints.
 	Labels map[string]string
-	Logger *slog.Logger
+	// FetchImage copies an image tarball this node lacks from a member that
+	// holds it (nil: images are only local).
+	FetchImage func(ctx context.Context, fingerprint string, w io.Writer) error
+	Logger     *slog.Logger
 }
 
 // PoolConfig describes a storage pool to create.

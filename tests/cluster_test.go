@@ -138,6 +138,51 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		return true
 	})
 
+	// Containers land where --target or the scheduler says; n3 does not hold
+	// the image and pulls it from a peer; every call works from every node.
+	ms[0].MustShoal("launch", "busybox", "web1", "--target", "n3")
+	if got := ms[1].List()["web1"].Container.Node; got != "n3" {
+		t.Fatalf("web1 runs on %q, want n3", got)
+	}
+	if got := ms[0].MustShoal("exec", "web1", "--", "hostname"); got != "web1\n" {
+		t.Fatalf("exec forwarded to the owner: %q", got)
+	}
+	if out, _, code := ms[1].Shoal("exec", "web1", "--", "sh", "-c", "exit 5"); code != 5 {
+		t.Fatalf("forwarded exec exit code = %d (%q), want 5", code, out)
+	}
+	src := t.TempDir() + "/f"
+	os.WriteFile(src, []byte("across nodes\n"), 0o644)
+	ms[1].MustShoal("file", "push", src, "web1/root/f")
+	if got := ms[0].MustShoal("file", "pull", "web1/root/f", "-"); got != "across nodes\n" {
+		t.Fatalf("file through a non-owner: %q", got)
+	}
+	ms[0].MustShoal("snapshot", "create", "web1", "s1")
+	ms[1].MustShoal("stop", "-f", "web1")
+	if st := ms[0].MustShoal("info", "web1"); !strings.Contains(st, "Status: STOPPED") || !strings.Contains(st, "Node: n3") {
+		t.Fatalf("info from a non-owner:\n%s", st)
+	}
+	// A hard spread group puts its members on distinct nodes; a fourth does
+	// not fit and the error says why for every node.
+	used := map[string]bool{}
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("g%d", i)
+		ms[i%3].MustShoal("launch", "busybox", name, "-c", "scheduler.group=web", "-c", "scheduler.group.max_per_node=1", "-c", "limits.memory=64MiB")
+		used[ms[0].List()[name].Container.Node] = true
+	}
+	if len(used) != 3 {
+		t.Fatalf("group members on %v, want three distinct nodes", used)
+	}
+	_, errOut, code := ms[0].Shoal("launch", "busybox", "g4", "-c", "scheduler.group=web", "-c", "scheduler.group.max_per_node=1")
+	if code == 0 || !strings.Contains(errOut, "n1: ") || !strings.Contains(errOut, "n2: ") || !strings.Contains(errOut, "group web") {
+		t.Fatalf("a fourth member of a one-per-node group: %d %q", code, errOut)
+	}
+	for _, name := range []string{"web1", "g1", "g2", "g3"} {
+		ms[2].MustShoal("delete", "-f", name)
+	}
+	if l := ms[0].List(); len(l) != 0 {
+		t.Fatalf("containers left: %v", l)
+	}
+
 	// An untrusted client (no certificate) is refused with Unauthenticated.
 	conn, err := grpc.NewClient(m1.listen(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return hosts[1].Dial(ctx, "tcp", addr) }))
@@ -198,7 +243,7 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	if err := minority.host.Cut(); err != nil {
 		t.Fatal(err)
 	}
-	_, errOut, code := minority.Shoal("image", "alias", "create", "from-minority", "busybox")
+	_, errOut, code = minority.Shoal("image", "alias", "create", "from-minority", "busybox")
 	if code == 0 || !strings.HasPrefix(errOut, "Error: ") || !strings.Contains(errOut, "leader") {
 		t.Fatalf("write on a cut-off node: code=%d %q (want a one-line error about the leader)", code, errOut)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,7 +55,7 @@ func (r *Registry) Start(kind, resource string, fn Func) *shoalv1.Operation {
 	now := time.Now().UnixNano()
 	o := &op{
 		pb: &shoalv1.Operation{
-			Id: newID(), Kind: kind, Resource: resource,
+			Id: newID() + "." + r.node, Kind: kind, Resource: resource,
 			Status:            shoalv1.OperationStatus_OPERATION_STATUS_RUNNING,
 			Progress:          &shoalv1.Progress{Total: -1},
 			CreatedAtUnixNano: now, UpdatedAtUnixNano: now,
@@ -101,6 +102,14 @@ func (r *Registry) Start(kind, resource string, fn Func) *shoalv1.Operation {
 // ToStatus converts an error to a gRPC status error; it is set by the API
 // package so that operations report the same codes as direct calls.
 var ToStatus = func(err error) error { return err }
+
+// NodeOf returns the node that runs an operation, from its id ("HEX.NODE").
+func NodeOf(id string) string {
+	if i := strings.LastIndexByte(id, '.'); i >= 0 {
+		return id[i+1:]
+	}
+	return ""
+}
 
 // Get returns an operation's current snapshot.
 func (r *Registry) Get(id string) (*shoalv1.Operation, error) {

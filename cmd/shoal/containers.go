@@ -27,7 +27,7 @@ func parseKV(field string, kvs []string) (map[string]string, error) {
 
 func (a *app) launchCmd(start bool) *cobra.Command {
 	var cfg []string
-	var pool string
+	var pool, target string
 	use, short := "launch IMAGE NAME", "Create and start a container"
 	if !start {
 		use, short = "init IMAGE NAME", "Create a container without starting it"
@@ -40,7 +40,7 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 				return err
 			}
 			resp, err := c.Containers.CreateContainer(cmd.Context(), &shoalv1.CreateContainerRequest{
-				Name: args[1], Image: args[0], Config: conf, NoStart: !start, Pool: pool,
+				Name: args[1], Image: args[0], Config: conf, NoStart: !start, Pool: pool, Target: target,
 			})
 			if err != nil {
 				return convert(err)
@@ -51,6 +51,7 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 	}
 	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE (repeatable)")
 	cmd.Flags().StringVarP(&pool, "storage", "s", "", "storage pool")
+	cmd.Flags().StringVar(&target, "target", "", "cluster member to run it on (default: the scheduler picks)")
 	return cmd
 }
 

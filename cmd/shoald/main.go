@@ -26,6 +26,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 func main() {
@@ -64,6 +65,7 @@ func run() error {
 		join        = flag.String("join", "", "join the cluster this token (from `shoal cluster add`) names")
 		clusterName = flag.String("cluster-name", "shoal", "name of a new cluster")
 		maxVoters   = flag.Int("max-voters", 3, "Raft voters to keep (3 or 5); other members are standbys")
+		strategy    = flag.String("scheduler", "spread", "placement strategy: spread (least loaded) or binpack")
 		bridge      = flag.String("bridge", "shoalbr0", "name of the default managed bridge")
 		bridgeCIDR  = flag.String("bridge-cidr", "auto", "address/prefix of the default bridge, or auto")
 		poolDriver  = flag.String("pool-driver", "btrfs", "driver of the default storage pool: btrfs or dir")
@@ -82,6 +84,10 @@ func run() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	if err := config.ValidateName("--name", *name); err != nil {
 		return err
+	}
+	strat, err := scheduler.ParseStrategy(*strategy)
+	if err != nil {
+		return fmt.Errorf("--scheduler: %w", err)
 	}
 	if *maxVoters != 3 && *maxVoters != 5 {
 		return fmt.Errorf("--max-voters: %d (allowed: 3, 5)", *maxVoters)
@@ -174,6 +180,7 @@ func run() error {
 		DefaultPool: node.PoolConfig{Name: "default", Driver: *poolDriver, Source: *poolSource, Size: size},
 		Bridge:      *bridge, BridgeCIDR: *bridgeCIDR, ImageCacheDir: *imageCache,
 		Address: *listen, RaftAddress: cl.Addr(), GossipAddress: *gossipAddr, Labels: labels, Logger: log,
+		FetchImage: peers.FetchImage,
 	}, cl, bus)
 	if err != nil {
 		return err
@@ -193,6 +200,7 @@ func run() error {
 	}
 
 	srv := api.NewServer(cl, n, peers, operations.NewRegistry(bus, *name), bus, log)
+	srv.SetStrategy(strat)
 	l, err := api.Listen(ctx, srv, api.Endpoints{Socket: *socket, GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, RESTSocket: *restSocket,
 		Listen: *listen, TLS: creds.ServerTLS()})
 	if err != nil {

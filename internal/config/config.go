@@ -54,15 +54,18 @@ type key struct {
 }
 
 var keys = map[string]key{
-	"limits.cpu":           {check: checkCPU, live: true, help: "a CPU count (e.g. 2) or a set (e.g. 0-1,3)"},
-	"limits.cpu.allowance": {check: checkAllowance, live: true, help: "a percentage (50%) or a quota (25ms/100ms)"},
-	"limits.memory":        {check: checkMemory, live: true, help: "a size (256MiB, 1GB) or a percentage of host memory (50%)"},
-	"limits.memory.swap":   {check: checkBool, live: true, help: "true or false"},
-	"limits.processes":     {check: checkPositiveInt, live: true, help: "a positive integer"},
-	"limits.disk.priority": {check: checkPriority, live: true, help: "an integer from 0 to 10"},
-	"boot.autostart":       {check: checkBool, live: true, help: "true or false"},
-	"security.privileged":  {check: checkBool, live: false, help: "true or false"},
-	"security.nesting":     {check: checkBool, live: false, help: "true or false"},
+	"limits.cpu":                   {check: checkCPU, live: true, help: "a CPU count (e.g. 2) or a set (e.g. 0-1,3)"},
+	"limits.cpu.allowance":         {check: checkAllowance, live: true, help: "a percentage (50%) or a quota (25ms/100ms)"},
+	"limits.memory":                {check: checkMemory, live: true, help: "a size (256MiB, 1GB) or a percentage of host memory (50%)"},
+	"limits.memory.swap":           {check: checkBool, live: true, help: "true or false"},
+	"limits.processes":             {check: checkPositiveInt, live: true, help: "a positive integer"},
+	"limits.disk.priority":         {check: checkPriority, live: true, help: "an integer from 0 to 10"},
+	"boot.autostart":               {check: checkBool, live: true, help: "true or false"},
+	"security.privileged":          {check: checkBool, live: false, help: "true or false"},
+	"security.nesting":             {check: checkBool, live: false, help: "true or false"},
+	"scheduler.group":              {check: checkGroup, live: true, help: "a group name (containers of a group spread across nodes)"},
+	"scheduler.group.max_per_node": {check: checkNonNegativeInt, live: true, help: "a non-negative integer (1: every member on a distinct node)"},
+	"scheduler.constraint":         {check: checkConstraint, live: true, help: "node labels KEY=VALUE[,KEY=VALUE...]"},
 }
 
 // Keys returns the known config keys, sorted (the prefixes user.* and
@@ -140,6 +143,30 @@ func checkPositiveInt(v string) error {
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 1 {
 		return errors.New("not a positive integer")
+	}
+	return nil
+}
+
+func checkNonNegativeInt(v string) error {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return errors.New("not a non-negative integer")
+	}
+	return nil
+}
+
+func checkGroup(v string) error {
+	if !nameRe.MatchString(v) {
+		return errors.New("not a valid name")
+	}
+	return nil
+}
+
+func checkConstraint(v string) error {
+	for _, kv := range strings.Split(v, ",") {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not KEY=VALUE", kv)
+		}
 	}
 	return nil
 }

@@ -649,7 +649,10 @@ func (x *ApplyRequest) GetCommand() []byte {
 }
 
 type ApplyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index of the applied command: the forwarding member waits until
+	// it has applied this far, so it reads its own writes.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -682,6 +685,13 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ApplyResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 var File_shoal_v1_cluster_proto protoreflect.FileDescriptor
@@ -742,8 +752,9 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x16\n" +
 	"\x14RemoveMemberResponse\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"\x0f\n" +
-	"\rApplyResponse2\xf4\x02\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"%\n" +
+	"\rApplyResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index2\xf4\x02\n" +
 	"\x0eClusterService\x12V\n" +
 	"\x0fCreateJoinToken\x12 .shoal.v1.CreateJoinTokenRequest\x1a!.shoal.v1.CreateJoinTokenResponse\x125\n" +
 	"\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12J\n" +

@@ -1,0 +1,168 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// Calls about one container run on the node that owns it: any member
+// forwards them there over the members' mutual TLS, so every call works
+// from every node.
+
+// containerField names, per forwarded method, the request field that holds
+// the container's name.
+var containerField = map[string]protoreflect.Name{
+	"/shoal.v1.ContainerService/GetContainer":         "name",
+	"/shoal.v1.ContainerService/UpdateContainer":      "name",
+	"/shoal.v1.ContainerService/DeleteContainer":      "name",
+	"/shoal.v1.ContainerService/ChangeContainerState": "name",
+	"/shoal.v1.ContainerService/GetConsoleLog":        "name",
+	"/shoal.v1.ContainerService/CopyContainer":        "source",
+	"/shoal.v1.ContainerService/CreateSnapshot":       "container",
+	"/shoal.v1.ContainerService/RestoreSnapshot":      "container",
+	"/shoal.v1.ContainerService/DeleteSnapshot":       "container",
+	"/shoal.v1.ImageService/PublishImage":             "container",
+}
+
+// forwardedKey marks a forwarded call, so it is never forwarded twice.
+const forwardedKey = "shoal-forwarded-by"
+
+func forwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedKey)) > 0
+}
+
+// ownerOf returns the node that owns the named container when it is not
+// this one ("" to handle the call here).
+func (s *Server) ownerOf(ctx context.Context, name string) string {
+	if s.peers == nil || forwarded(ctx) {
+		return ""
+	}
+	ct, err := s.fsm.Container(name)
+	if err != nil || ct.GetNode() == s.node.Name() || ct.GetNode() == "" {
+		return ""
+	}
+	return ct.GetNode()
+}
+
+// outgoing is the context for a call forwarded to another member.
+func (s *Server) outgoing(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, s.node.Name())
+}
+
+// forwardUnary is a unary interceptor that sends container-scoped calls to
+// the owner node.
+func (s *Server) forwardUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	field, ok := containerField[info.FullMethod]
+	if !ok {
+		return h(ctx, req)
+	}
+	msg := req.(proto.Message).ProtoReflect()
+	fd := msg.Descriptor().Fields().ByName(field)
+	if fd == nil {
+		return h(ctx, req)
+	}
+	owner := s.ownerOf(ctx, msg.Get(fd).String())
+	if owner == "" {
+		return h(ctx, req)
+	}
+	reply, err := newReply(info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := s.peers.conn(owner)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := conn.Invoke(s.outgoing(ctx), info.FullMethod, req, reply); err != nil {
+		return nil, err
+	}
+	return reply, nil
+}
+
+// newReply makes an empty response message for a full method name.
+func newReply(fullMethod string) (proto.Message, error) {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if !ok {
+		return nil, errors.New("malformed method name " + fullMethod)
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return nil, err
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return nil, errors.New(svc + " is not a service")
+	}
+	md := sd.Methods().ByName(protoreflect.Name(method))
+	if md == nil {
+		return nil, errors.New("no method " + fullMethod)
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil, err
+	}
+	return mt.New().Interface(), nil
+}
+
+// proxyStream relays a stream between a caller and the same method on
+// another member until either side ends. first, when set, is a message
+// already read from the caller.
+func proxyStream[Req, Resp proto.Message](ctx context.Context, send func(Resp) error, recv func() (Req, error),
+	remote grpc.ClientStream, first Req, hasFirst bool, newResp func() Resp) error {
+	errc := make(chan error, 1)
+	go func() {
+		if hasFirst {
+			if err := remote.SendMsg(first); err != nil {
+				errc <- err
+				return
+			}
+		}
+		for {
+			m, err := recv()
+			if errors.Is(err, io.EOF) {
+				errc <- remote.CloseSend()
+				return
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
+			if err := remote.SendMsg(m); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	for {
+		m := newResp()
+		err := remote.RecvMsg(m)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := send(m); err != nil {
+			return err
+		}
+	}
+}
+
+// remoteStream opens the same streaming method on another member.
+func (s *Server) remoteStream(ctx context.Context, owner, method string, serverStreams, clientStreams bool) (grpc.ClientStream, error) {
+	conn, err := s.peers.conn(owner)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	desc := &grpc.StreamDesc{StreamName: method, ServerStreams: serverStreams, ClientStreams: clientStreams}
+	return conn.NewStream(s.outgoing(ctx), desc, method)
+}
