@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -248,9 +249,12 @@ func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContain
 		if config.CreationOnly(k) && cfg[k] != "" {
 			return nil, precondition(k + ": can only be set when the container is created")
 		}
+		if strings.HasPrefix(k, "volatile.") {
+			return nil, invalid(k, "volatile.* keys are internal and cannot be unset")
+		}
 		delete(cfg, k)
 	}
-	if err := config.Validate(cfg); err != nil {
+	if err := config.ValidateStored(cfg); err != nil {
 		return nil, toStatus(err)
 	}
 	if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
@@ -367,9 +371,14 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 	if _, err := s.fsm.Container(req.GetName()); err == nil {
 		return nil, status.Errorf(codes.AlreadyExists, "name: container %q already exists", req.GetName())
 	}
+	if err := config.Validate(req.GetConfig()); err != nil {
+		return nil, toStatus(err)
+	}
 	cfg := map[string]string{}
 	for k, v := range src.GetConfig() {
-		cfg[k] = v
+		if !strings.HasPrefix(k, "volatile.") {
+			cfg[k] = v
+		}
 	}
 	for k, v := range req.GetConfig() {
 		cfg[k] = v

@@ -176,6 +176,28 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "n1: ") || !strings.Contains(errOut, "n2: ") || !strings.Contains(errOut, "group web") {
 		t.Fatalf("a fourth member of a one-per-node group: %d %q", code, errOut)
 	}
+	// Evacuating a member stops its containers and keeps new ones off it;
+	// restoring starts them again.
+	ms[0].MustShoal("start", "web1")
+	ms[0].MustShoal("cluster", "evacuate", "n3")
+	if r := members(t, ms[1])["n3"]; r.Status != "evacuated" {
+		t.Fatalf("n3 after evacuate: %+v", r)
+	}
+	if st := ms[1].List()["web1"].State.Status; st != "Stopped" {
+		t.Fatalf("web1 on the evacuated member is %s", st)
+	}
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("spread%d", i)
+		ms[0].MustShoal("launch", "busybox", name)
+		if node := ms[0].List()[name].Container.Node; node == "n3" {
+			t.Fatalf("%s was placed on the evacuated member", name)
+		}
+		ms[0].MustShoal("delete", "-f", name)
+	}
+	ms[1].MustShoal("cluster", "restore", "n3")
+	if st := ms[0].List()["web1"].State.Status; st != "Running" || members(t, ms[0])["n3"].Status != "online" {
+		t.Fatalf("after restore: web1 %s, n3 %+v", st, members(t, ms[0])["n3"])
+	}
 	for _, name := range []string{"web1", "g1", "g2", "g3"} {
 		ms[2].MustShoal("delete", "-f", name)
 	}

@@ -66,6 +66,28 @@ func (a *app) clusterCmd() *cobra.Command {
 		}),
 	}
 	remove.Flags().BoolVarP(&force, "force", "f", false, "remove even if it owns containers or is unreachable")
-	cmd.AddCommand(add, list, remove)
+	evacuate := &cobra.Command{
+		Use: "evacuate NAME", Short: "Stop a member's containers and keep new ones off it (for maintenance)", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			resp, err := c.Cluster.EvacuateMember(cmd.Context(), &shoalv1.EvacuateMemberRequest{Name: args[0]})
+			if err != nil {
+				return convert(err)
+			}
+			fmt.Printf("Member %s evacuated; stopped: %s\n", args[0], strings.Join(resp.GetStopped(), ", "))
+			return nil
+		}),
+	}
+	restore := &cobra.Command{
+		Use: "restore NAME", Short: "Bring an evacuated member back and restart what the evacuation stopped", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			resp, err := c.Cluster.RestoreMember(cmd.Context(), &shoalv1.RestoreMemberRequest{Name: args[0]})
+			if err != nil {
+				return convert(err)
+			}
+			fmt.Printf("Member %s restored; started: %s\n", args[0], strings.Join(resp.GetStarted(), ", "))
+			return nil
+		}),
+	}
+	cmd.AddCommand(add, list, remove, evacuate, restore)
 	return cmd
 }

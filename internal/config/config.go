@@ -100,10 +100,23 @@ func ValidateKey(k, v string) error {
 	return nil
 }
 
-// Validate checks every key of a config.
+// Validate checks every key of a config a user gave.
 func Validate(cfg map[string]string) error {
+	return validate(cfg, false)
+}
+
+// ValidateStored checks a container's whole config after a change: the
+// server's own volatile.* keys are allowed there.
+func ValidateStored(cfg map[string]string) error {
+	return validate(cfg, true)
+}
+
+func validate(cfg map[string]string, allowVolatile bool) error {
 	ks := make([]string, 0, len(cfg))
 	for k := range cfg {
+		if allowVolatile && strings.HasPrefix(k, "volatile.") {
+			continue
+		}
 		ks = append(ks, k)
 	}
 	sort.Strings(ks)

@@ -694,6 +694,184 @@ func (x *ApplyResponse) GetIndex() uint64 {
 	return 0
 }
 
+type EvacuateMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvacuateMemberRequest) Reset() {
+	*x = EvacuateMemberRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvacuateMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvacuateMemberRequest) ProtoMessage() {}
+
+func (x *EvacuateMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvacuateMemberRequest.ProtoReflect.Descriptor instead.
+func (*EvacuateMemberRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EvacuateMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type EvacuateMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Containers stopped by the evacuation.
+	Stopped       []string `protobuf:"bytes,1,rep,name=stopped,proto3" json:"stopped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvacuateMemberResponse) Reset() {
+	*x = EvacuateMemberResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvacuateMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvacuateMemberResponse) ProtoMessage() {}
+
+func (x *EvacuateMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvacuateMemberResponse.ProtoReflect.Descriptor instead.
+func (*EvacuateMemberResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EvacuateMemberResponse) GetStopped() []string {
+	if x != nil {
+		return x.Stopped
+	}
+	return nil
+}
+
+type RestoreMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreMemberRequest) Reset() {
+	*x = RestoreMemberRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreMemberRequest) ProtoMessage() {}
+
+func (x *RestoreMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreMemberRequest.ProtoReflect.Descriptor instead.
+func (*RestoreMemberRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RestoreMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RestoreMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Containers started again.
+	Started       []string `protobuf:"bytes,1,rep,name=started,proto3" json:"started,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreMemberResponse) Reset() {
+	*x = RestoreMemberResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreMemberResponse) ProtoMessage() {}
+
+func (x *RestoreMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreMemberResponse.ProtoReflect.Descriptor instead.
+func (*RestoreMemberResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RestoreMemberResponse) GetStarted() []string {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
 var File_shoal_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_cluster_proto_rawDesc = "" +
@@ -754,12 +932,22 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"%\n" +
 	"\rApplyResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xf4\x02\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"+\n" +
+	"\x15EvacuateMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"2\n" +
+	"\x16EvacuateMemberResponse\x12\x18\n" +
+	"\astopped\x18\x01 \x03(\tR\astopped\"*\n" +
+	"\x14RestoreMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"1\n" +
+	"\x15RestoreMemberResponse\x12\x18\n" +
+	"\astarted\x18\x01 \x03(\tR\astarted2\x9b\x04\n" +
 	"\x0eClusterService\x12V\n" +
 	"\x0fCreateJoinToken\x12 .shoal.v1.CreateJoinTokenRequest\x1a!.shoal.v1.CreateJoinTokenResponse\x125\n" +
 	"\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12J\n" +
 	"\vListMembers\x12\x1c.shoal.v1.ListMembersRequest\x1a\x1d.shoal.v1.ListMembersResponse\x12M\n" +
-	"\fRemoveMember\x12\x1d.shoal.v1.RemoveMemberRequest\x1a\x1e.shoal.v1.RemoveMemberResponse\x128\n" +
+	"\fRemoveMember\x12\x1d.shoal.v1.RemoveMemberRequest\x1a\x1e.shoal.v1.RemoveMemberResponse\x12S\n" +
+	"\x0eEvacuateMember\x12\x1f.shoal.v1.EvacuateMemberRequest\x1a .shoal.v1.EvacuateMemberResponse\x12P\n" +
+	"\rRestoreMember\x12\x1e.shoal.v1.RestoreMemberRequest\x1a\x1f.shoal.v1.RestoreMemberResponse\x128\n" +
 	"\x05Apply\x12\x16.shoal.v1.ApplyRequest\x1a\x17.shoal.v1.ApplyResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
@@ -774,7 +962,7 @@ func file_shoal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_cluster_proto_rawDescData
 }
 
-var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*CreateJoinTokenRequest)(nil),  // 0: shoal.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil), // 1: shoal.v1.CreateJoinTokenResponse
@@ -787,25 +975,33 @@ var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*RemoveMemberResponse)(nil),    // 8: shoal.v1.RemoveMemberResponse
 	(*ApplyRequest)(nil),            // 9: shoal.v1.ApplyRequest
 	(*ApplyResponse)(nil),           // 10: shoal.v1.ApplyResponse
-	nil,                             // 11: shoal.v1.JoinRequest.LabelsEntry
-	nil,                             // 12: shoal.v1.Member.LabelsEntry
+	(*EvacuateMemberRequest)(nil),   // 11: shoal.v1.EvacuateMemberRequest
+	(*EvacuateMemberResponse)(nil),  // 12: shoal.v1.EvacuateMemberResponse
+	(*RestoreMemberRequest)(nil),    // 13: shoal.v1.RestoreMemberRequest
+	(*RestoreMemberResponse)(nil),   // 14: shoal.v1.RestoreMemberResponse
+	nil,                             // 15: shoal.v1.JoinRequest.LabelsEntry
+	nil,                             // 16: shoal.v1.Member.LabelsEntry
 }
 var file_shoal_v1_cluster_proto_depIdxs = []int32{
-	11, // 0: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
-	12, // 1: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
+	15, // 0: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
+	16, // 1: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
 	5,  // 2: shoal.v1.ListMembersResponse.members:type_name -> shoal.v1.Member
 	0,  // 3: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
 	2,  // 4: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
 	4,  // 5: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
 	7,  // 6: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
-	9,  // 7: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
-	1,  // 8: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
-	3,  // 9: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
-	6,  // 10: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
-	8,  // 11: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
-	10, // 12: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
+	11, // 7: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
+	13, // 8: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
+	9,  // 9: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
+	1,  // 10: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
+	3,  // 11: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
+	6,  // 12: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
+	8,  // 13: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
+	12, // 14: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
+	14, // 15: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
+	10, // 16: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
+	10, // [10:17] is the sub-list for method output_type
+	3,  // [3:10] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -822,7 +1018,7 @@ func file_shoal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_cluster_proto_rawDesc), len(file_shoal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,8 @@ const (
 	ClusterService_Join_FullMethodName            = "/shoal.v1.ClusterService/Join"
 	ClusterService_ListMembers_FullMethodName     = "/shoal.v1.ClusterService/ListMembers"
 	ClusterService_RemoveMember_FullMethodName    = "/shoal.v1.ClusterService/RemoveMember"
+	ClusterService_EvacuateMember_FullMethodName  = "/shoal.v1.ClusterService/EvacuateMember"
+	ClusterService_RestoreMember_FullMethodName   = "/shoal.v1.ClusterService/RestoreMember"
 	ClusterService_Apply_FullMethodName           = "/shoal.v1.ClusterService/Apply"
 )
 
@@ -42,6 +44,12 @@ type ClusterServiceClient interface {
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
 	// RemoveMember removes a member from the cluster.
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
+	// EvacuateMember stops a member's containers and keeps new ones off it
+	// (containers move live or cold once migration lands).
+	EvacuateMember(ctx context.Context, in *EvacuateMemberRequest, opts ...grpc.CallOption) (*EvacuateMemberResponse, error)
+	// RestoreMember brings an evacuated member back and restarts what was
+	// stopped by the evacuation.
+	RestoreMember(ctx context.Context, in *RestoreMemberRequest, opts ...grpc.CallOption) (*RestoreMemberResponse, error)
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
@@ -95,6 +103,26 @@ func (c *clusterServiceClient) RemoveMember(ctx context.Context, in *RemoveMembe
 	return out, nil
 }
 
+func (c *clusterServiceClient) EvacuateMember(ctx context.Context, in *EvacuateMemberRequest, opts ...grpc.CallOption) (*EvacuateMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EvacuateMemberResponse)
+	err := c.cc.Invoke(ctx, ClusterService_EvacuateMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RestoreMember(ctx context.Context, in *RestoreMemberRequest, opts ...grpc.CallOption) (*RestoreMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreMemberResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RestoreMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ApplyResponse)
@@ -121,6 +149,12 @@ type ClusterServiceServer interface {
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
 	// RemoveMember removes a member from the cluster.
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
+	// EvacuateMember stops a member's containers and keeps new ones off it
+	// (containers move live or cold once migration lands).
+	EvacuateMember(context.Context, *EvacuateMemberRequest) (*EvacuateMemberResponse, error)
+	// RestoreMember brings an evacuated member back and restarts what was
+	// stopped by the evacuation.
+	RestoreMember(context.Context, *RestoreMemberRequest) (*RestoreMemberResponse, error)
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
@@ -145,6 +179,12 @@ func (UnimplementedClusterServiceServer) ListMembers(context.Context, *ListMembe
 }
 func (UnimplementedClusterServiceServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedClusterServiceServer) EvacuateMember(context.Context, *EvacuateMemberRequest) (*EvacuateMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EvacuateMember not implemented")
+}
+func (UnimplementedClusterServiceServer) RestoreMember(context.Context, *RestoreMemberRequest) (*RestoreMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreMember not implemented")
 }
 func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
@@ -242,6 +282,42 @@ func _ClusterService_RemoveMember_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_EvacuateMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EvacuateMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).EvacuateMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_EvacuateMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).EvacuateMember(ctx, req.(*EvacuateMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RestoreMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RestoreMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RestoreMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RestoreMember(ctx, req.(*RestoreMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ApplyRequest)
 	if err := dec(in); err != nil {
@@ -282,6 +358,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveMember",
 			Handler:    _ClusterService_RemoveMember_Handler,
+		},
+		{
+			MethodName: "EvacuateMember",
+			Handler:    _ClusterService_EvacuateMember_Handler,
+		},
+		{
+			MethodName: "RestoreMember",
+			Handler:    _ClusterService_RestoreMember_Handler,
 		},
 		{
 			MethodName: "Apply",
