@@ -3,7 +3,6 @@ package tests
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -21,48 +20,19 @@ import (
 	"github.com/shoal-dev/shoal/tests/netns"
 )
 
-// member is one shoald on a simulated host.
-type member struct {
-	*harness.Daemon
-	host *netns.Host
+type member = harness.Member
+
+func members(t *testing.T, m *member) map[string]harness.MemberRow {
+	t.Helper()
+	return m.Members()
 }
 
-func (m *member) listen() string { return net.JoinHostPort(m.host.IP.String(), "8443") }
-
-// startMember starts shoald on a simulated host: it bootstraps a cluster, or
-// joins one when token is set.
 func startMember(t *testing.T, h *netns.Host, token string) *member {
 	t.Helper()
-	args := []string{"--listen", net.JoinHostPort(h.IP.String(), "8443"), "--http-addr", ""}
-	if token != "" {
-		args = append(args, "--join", token)
-	}
-	d := harness.StartDaemonWith(t, binDir, harness.Options{Name: h.Name, Args: args, Command: h.Command})
-	return &member{Daemon: d, host: h}
+	return harness.StartMember(t, binDir, h, token)
 }
 
-type memberRow struct {
-	Name, Address, Role, Status string
-}
-
-func members(t *testing.T, m *member) map[string]memberRow {
-	t.Helper()
-	out, _, code := m.Shoal("cluster", "list", "--format", "json")
-	rows := map[string]memberRow{}
-	if code != 0 {
-		return rows
-	}
-	var resp struct{ Members []memberRow }
-	if err := json.Unmarshal([]byte(out), &resp); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range resp.Members {
-		rows[r.Name] = r
-	}
-	return rows
-}
-
-func roles(rows map[string]memberRow) string {
+func roles(rows map[string]harness.MemberRow) string {
 	var parts []string
 	for _, n := range []string{"n1", "n2", "n3"} {
 		parts = append(parts, n+"="+rows[n].Role)
@@ -206,7 +176,7 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	}
 
 	// An untrusted client (no certificate) is refused with Unauthenticated.
-	conn, err := grpc.NewClient(m1.listen(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})),
+	conn, err := grpc.NewClient(m1.Listen(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return hosts[1].Dial(ctx, "tcp", addr) }))
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +199,7 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	var leader *member
 	var rest []*member
 	for _, m := range ms {
-		if m.host.Name == leaderName {
+		if m.Host.Name == leaderName {
 			leader = m
 		} else {
 			rest = append(rest, m)
@@ -239,7 +209,7 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	leader.Kill()
 	netns.WaitFor(t, "a new leader", 30*time.Second, func() bool {
 		r := members(t, rest[0])
-		return r[rest[0].host.Name].Role == "leader" || r[rest[1].host.Name].Role == "leader"
+		return r[rest[0].Host.Name].Role == "leader" || r[rest[1].Host.Name].Role == "leader"
 	})
 	netns.WaitFor(t, "a write after failover", 30*time.Second, func() bool {
 		_, _, code := rest[0].Shoal("image", "alias", "create", "after-failover", "busybox")
@@ -262,7 +232,7 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	// Partition one node away: it refuses writes with a clear error, the
 	// majority goes on, and after healing it catches up.
 	minority := ms[2]
-	if err := minority.host.Cut(); err != nil {
+	if err := minority.Host.Cut(); err != nil {
 		t.Fatal(err)
 	}
 	_, errOut, code = minority.Shoal("image", "alias", "create", "from-minority", "busybox")
@@ -275,7 +245,7 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		_, _, code := majority.Shoal("image", "alias", "create", "during-partition", "busybox")
 		return code == 0
 	})
-	if err := minority.host.Heal(); err != nil {
+	if err := minority.Host.Heal(); err != nil {
 		t.Fatal(err)
 	}
 	netns.WaitFor(t, "the healed node to catch up", 30*time.Second, func() bool {

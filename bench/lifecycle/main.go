@@ -28,8 +28,8 @@ func main() {
 	n := flag.Int("n", 20, "samples per figure (median reported)")
 	many := flag.Int("many", 100, "containers for the list and memory figures")
 	flag.Parse()
-	t := &benchT{}
-	defer t.cleanup()
+	t := &harness.Program{}
+	defer t.Close()
 	if missing := harness.Missing(); len(missing) > 0 {
 		fmt.Fprintln(os.Stderr, "bench needs:", strings.Join(missing, ", "))
 		os.Exit(1)
@@ -180,7 +180,7 @@ func main() {
 
 // rawFloor measures btrfs snapshot + lxc-start -d and lxc-stop -k with the
 // exact LXC config Shoal generates, bypassing Shoal.
-func rawFloor(t *benchT, d *harness.Daemon, n int) (start, stop []time.Duration) {
+func rawFloor(t *harness.Program, d *harness.Daemon, n int) (start, stop []time.Duration) {
 	d.MustShoal("init", "busybox", "rawtmpl")
 	conf, err := os.ReadFile(filepath.Join(d.StateDir, "lxc-config", "rawtmpl.conf"))
 	if err != nil {
@@ -222,7 +222,7 @@ func rawFloor(t *benchT, d *harness.Daemon, n int) (start, stop []time.Duration)
 }
 
 // rawAttach times lxc-attach into a Shoal container, bypassing Shoal.
-func rawAttach(t *benchT, d *harness.Daemon, name string, n int) []time.Duration {
+func rawAttach(t *harness.Program, d *harness.Daemon, name string, n int) []time.Duration {
 	lxcPath := filepath.Join(d.StateDir, "lxc")
 	conf := filepath.Join(d.StateDir, "lxc-config", name+".conf")
 	var out []time.Duration
@@ -232,7 +232,7 @@ func rawAttach(t *benchT, d *harness.Daemon, name string, n int) []time.Duration
 	return out
 }
 
-func run(t *benchT, name string, args ...string) {
+func run(t *harness.Program, name string, args ...string) {
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
@@ -255,7 +255,7 @@ func report(what string, ds []time.Duration) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func daemonPID(t *benchT, d *harness.Daemon) int {
+func daemonPID(t *harness.Program, d *harness.Daemon) int {
 	out, err := exec.Command("pgrep", "-f", "shoald --state-dir "+d.StateDir).Output()
 	if err != nil {
 		t.Fatalf("find shoald: %v", err)
@@ -287,29 +287,4 @@ func memUsedKiB() int64 {
 		}
 	}
 	return vals["MemTotal"] - vals["MemAvailable"]
-}
-
-// benchT adapts the harness to a plain program: failures print and exit
-// after running the cleanups.
-type benchT struct {
-	cleanups []func()
-	failed   bool
-}
-
-func (b *benchT) Helper()                   {}
-func (b *benchT) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-func (b *benchT) Errorf(f string, a ...any) { b.failed = true; b.Logf(f, a...) }
-func (b *benchT) Cleanup(f func())          { b.cleanups = append(b.cleanups, f) }
-func (b *benchT) Failed() bool              { return b.failed }
-func (b *benchT) Fatalf(f string, a ...any) {
-	b.failed = true
-	b.Logf(f, a...)
-	b.cleanup()
-	os.Exit(1)
-}
-func (b *benchT) cleanup() {
-	for i := len(b.cleanups) - 1; i >= 0; i-- {
-		b.cleanups[i]()
-	}
-	b.cleanups = nil
 }
