@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -292,16 +294,27 @@ func (c *Cluster) forward(ctx context.Context, data []byte) (uint64, error) {
 	defer cancel()
 	wait := time.NewTicker(50 * time.Millisecond)
 	defer wait.Stop()
+	var lastErr error
 	for {
 		if name, _ := c.Leader(); name != "" && name != c.cfg.NodeName {
 			idx, err := fwd(ctx, name, data)
-			if err != nil {
+			if err == nil {
+				return idx, c.waitApplied(ctx, idx)
+			}
+			// An unreachable leader may just have died: retry with whoever
+			// leads next, within the caller's deadline.
+			if status.Code(err) != codes.Unavailable {
 				return idx, err
 			}
-			return idx, c.waitApplied(ctx, idx)
+			lastErr = err
+		} else if c.raft.State() == raft.Leader {
+			return c.ProposeIndex(ctx, data)
 		}
 		select {
 		case <-ctx.Done():
+			if lastErr != nil {
+				return 0, lastErr
+			}
 			return 0, fmt.Errorf("%w: no leader known: %v", ErrNotLeader, ctx.Err())
 		case <-wait.C:
 		}

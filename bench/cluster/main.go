@@ -50,6 +50,14 @@ func main() {
 			t.Fatalf("%v", err)
 		}
 	}
+	netns.WaitFor(t, "the image on every member", 30*time.Second, func() bool {
+		for _, c := range cs {
+			if _, err := c.Images.GetImage(context.Background(), &shoalv1.GetImageRequest{Image: "busybox"}); err != nil {
+				return false
+			}
+		}
+		return true
+	})
 	fmt.Printf("# Shoal cluster figures: 3 members, each in its own network namespace on this machine\n")
 
 	// Placements: concurrent creates that only place (--no-start), through
