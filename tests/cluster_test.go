@@ -175,6 +175,34 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		t.Fatalf("containers left: %v", l)
 	}
 
+	// A remote client trusts the cluster by a client token, then works with
+	// its certificate; the token is good once.
+	clientTok := strings.TrimSpace(m1.MustShoal("cluster", "add", "laptop", "--role", "client"))
+	home := t.TempDir()
+	remoteCLI := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := hosts[1].Command(ctx, binDir+"/shoal", args...)
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := remoteCLI("remote", "add", "prod", "https://"+m1.Listen(), "--token", clientTok); err != nil {
+		t.Fatalf("remote add: %v\n%s", err, out)
+	}
+	if out, err := remoteCLI("--remote", "prod", "cluster", "list"); err != nil || !strings.Contains(out, "n3") {
+		t.Fatalf("cluster list over a remote: %v\n%s", err, out)
+	}
+	if out, err := remoteCLI("remote", "switch", "prod"); err != nil {
+		t.Fatalf("remote switch: %v\n%s", err, out)
+	}
+	if out, err := remoteCLI("image", "list"); err != nil || !strings.Contains(out, "busybox") {
+		t.Fatalf("image list on the default remote: %v\n%s", err, out)
+	}
+	if out, err := remoteCLI("remote", "add", "again", "https://"+m1.Listen(), "--token", clientTok); err == nil || !strings.Contains(out, "already used") {
+		t.Fatalf("reused client token: %v\n%s", err, out)
+	}
+
 	// An untrusted client (no certificate) is refused with Unauthenticated.
 	conn, err := grpc.NewClient(m1.Listen(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return hosts[1].Dial(ctx, "tcp", addr) }))

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -40,14 +42,24 @@ type Client struct {
 	Cluster    shoalv1.ClusterServiceClient
 }
 
-// Dial connects to a daemon: a unix socket path, "unix://PATH", or a TCP
-// "host:port".
+// Dial connects to a daemon without TLS: a unix socket path, "unix://PATH",
+// or a plain TCP "host:port" (a loopback development endpoint).
 func Dial(target string) (*Client, error) {
 	if strings.HasPrefix(target, "/") {
 		target = "unix://" + target
 	}
+	return dial(target, insecure.NewCredentials())
+}
+
+// DialTLS connects to a cluster member's mutual-TLS endpoint ("host:port")
+// with a client certificate (see `shoal remote add`).
+func DialTLS(target string, cfg *tls.Config) (*Client, error) {
+	return dial(target, credentials.NewTLS(cfg))
+}
+
+func dial(target string, creds credentials.TransportCredentials) (*Client, error) {
 	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", target, err)

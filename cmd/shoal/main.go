@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string) int {
 
 type app struct {
 	socket string
+	remote string
 	c      *client.Client
 }
 
@@ -57,7 +58,20 @@ func (a *app) client() (*client.Client, error) {
 	if a.c != nil {
 		return a.c, nil
 	}
-	c, err := client.Dial(a.socket)
+	remote := a.remote
+	if remote == "" {
+		remote = os.Getenv("SHOAL_REMOTE")
+	}
+	if remote == "" && os.Getenv("SHOAL_SOCKET") == "" {
+		remote = defaultRemote()
+	}
+	var c *client.Client
+	var err error
+	if remote != "" && remote != "local" {
+		c, err = remoteClient(remote)
+	} else {
+		c, err = client.Dial(a.socket)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +110,7 @@ func newRoot() *cobra.Command {
 		def = client.DefaultSocket
 	}
 	root.PersistentFlags().StringVar(&a.socket, "socket", def, "daemon socket or address (env SHOAL_SOCKET)")
+	root.PersistentFlags().StringVar(&a.remote, "remote", "", "remote cluster to use (env SHOAL_REMOTE; see shoal remote)")
 	root.AddCommand(
 		a.launchCmd(true), a.launchCmd(false), a.listCmd(), a.infoCmd(), a.execCmd(), a.fileCmd(),
 		a.snapshotCmd(), a.copyCmd(), a.publishCmd(), a.imageCmd(), a.configCmd(),
@@ -103,7 +118,7 @@ func newRoot() *cobra.Command {
 		a.stateCmd("restart", "Restart containers"), a.stateCmd("freeze", "Freeze containers"),
 		a.stateCmd("unfreeze", "Unfreeze containers"),
 		a.deleteCmd(), a.consoleCmd(), a.storageCmd(), a.networkCmd(), a.operationCmd(), a.monitorCmd(),
-		a.clusterCmd(),
+		a.clusterCmd(), a.remoteCmd(),
 	)
 	return root
 }
