@@ -23,7 +23,8 @@ var open = map[string]bool{
 
 // nodeOnly are the methods only other members (node certificates) may use.
 var nodeOnly = map[string]bool{
-	"/shoal.v1.ClusterService/Apply": true,
+	"/shoal.v1.ClusterService/Apply":     true,
+	"/shoal.v1.ClusterService/ReadIndex": true,
 }
 
 func authorize(ctx context.Context, method string) error {

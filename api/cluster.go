@@ -228,6 +228,15 @@ func (s *Server) leaderConn() (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// ReadIndex serves a member's linearizable read.
+func (s *Server) ReadIndex(ctx context.Context, _ *shoalv1.ReadIndexRequest) (*shoalv1.ReadIndexResponse, error) {
+	idx, err := s.cl.LeaderReadIndex()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.ReadIndexResponse{Index: idx}, nil
+}
+
 // Apply applies a command forwarded by another member.
 func (s *Server) Apply(ctx context.Context, req *shoalv1.ApplyRequest) (*shoalv1.ApplyResponse, error) {
 	idx, err := s.cl.ProposeIndex(ctx, req.GetCommand())

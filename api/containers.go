@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -21,16 +22,33 @@ import (
 	"github.com/shoal-dev/shoal/storage"
 )
 
-// container fetches a container record or returns NotFound.
+// container fetches a container record or returns NotFound. A miss is
+// confirmed against the leader first: a container just created through
+// another member is found here too.
 func (s *Server) container(name string) (*shoalv1.Container, error) {
 	if name == "" {
 		return nil, invalid("name", "a container name is required")
 	}
 	ct, err := s.fsm.Container(name)
+	if errors.Is(err, cluster.ErrNotFound) && s.cl.Sync(context.Background()) == nil {
+		ct, err = s.fsm.Container(name)
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return ct, nil
+}
+
+// resolveImage finds an image, confirming a miss against the leader.
+func (s *Server) resolveImage(ctx context.Context, ref string) (*shoalv1.Image, error) {
+	img, err := s.fsm.ResolveImage(ref)
+	if errors.Is(err, cluster.ErrNotFound) && s.cl.Sync(ctx) == nil {
+		img, err = s.fsm.ResolveImage(ref)
+	}
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("image: %w", err))
+	}
+	return img, nil
 }
 
 // info joins a container's record with what its host observes.
@@ -59,9 +77,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	if err := config.Validate(req.GetConfig()); err != nil {
 		return nil, toStatus(err)
 	}
-	img, err := s.fsm.ResolveImage(req.GetImage())
+	img, err := s.resolveImage(ctx, req.GetImage())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("image: %w", err))
+		return nil, err
 	}
 	if req.GetPool() != "" {
 		if _, err := s.fsm.Pool(req.GetPool()); err != nil {
@@ -191,23 +209,68 @@ func (s *Server) defaultPool() string {
 	return ""
 }
 
-// ListContainers lists all containers with their observed state.
+// ListContainers lists all containers with their observed state: this
+// node's from its runtime, other members' from them (in parallel, briefly),
+// falling back to the status the owner last recorded.
 func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRequest) (*shoalv1.ListContainersResponse, error) {
 	cts := s.fsm.Containers()
 	out := make([]*shoalv1.ContainerInfo, len(cts))
 	var local []*shoalv1.Container
 	var at []int
+	remote := map[string][]int{}
 	for i, ct := range cts {
 		if ct.GetNode() == s.node.Name() {
 			local, at = append(local, ct), append(at, i)
 			continue
 		}
 		out[i] = &shoalv1.ContainerInfo{Container: ct, State: &shoalv1.ContainerState{Status: ct.GetStatus()}}
+		remote[ct.GetNode()] = append(remote[ct.GetNode()], i)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	if s.peers != nil && !forwarded(ctx) {
+		for owner, idx := range remote {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				states := s.remoteStates(ctx, owner)
+				mu.Lock()
+				defer mu.Unlock()
+				for _, i := range idx {
+					if st, ok := states[cts[i].GetName()]; ok {
+						out[i].State = st
+					}
+				}
+			}()
+		}
 	}
 	for j, st := range s.node.States(ctx, local) {
 		out[at[j]] = &shoalv1.ContainerInfo{Container: local[j], State: st}
 	}
+	wg.Wait()
 	return &shoalv1.ListContainersResponse{Containers: out}, nil
+}
+
+// remoteStates asks a member for the live state of the containers it owns
+// (nothing when it does not answer within a second).
+func (s *Server) remoteStates(ctx context.Context, owner string) map[string]*shoalv1.ContainerState {
+	out := map[string]*shoalv1.ContainerState{}
+	c, err := s.peers.conn(owner)
+	if err != nil {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(s.outgoing(ctx), time.Second)
+	defer cancel()
+	resp, err := shoalv1.NewContainerServiceClient(c).ListContainers(ctx, &shoalv1.ListContainersRequest{})
+	if err != nil {
+		return out
+	}
+	for _, info := range resp.GetContainers() {
+		if info.GetContainer().GetNode() == owner {
+			out[info.GetContainer().GetName()] = info.GetState()
+		}
+	}
+	return out
 }
 
 // GetContainer returns one container with its usage.

@@ -33,8 +33,21 @@ type peers struct {
 // as the cluster's forwarder of writes to the leader.
 func ConnectPeers(cl *cluster.Cluster, creds *cluster.Credentials) *Peers {
 	p := &peers{fsm: cl.FSM(), creds: creds, conns: map[string]*grpc.ClientConn{}}
-	cl.SetForwarder(p.forward)
+	cl.SetForwarder(p.forward, p.readIndex)
 	return p
+}
+
+// readIndex asks the leader for its read index.
+func (p *peers) readIndex(ctx context.Context, leader string) (uint64, error) {
+	c, err := p.conn(leader)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := shoalv1.NewClusterServiceClient(c).ReadIndex(ctx, &shoalv1.ReadIndexRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return resp.GetIndex(), nil
 }
 
 // Healthy reports whether a member answers the gRPC health check.

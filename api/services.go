@@ -148,18 +148,18 @@ func (s *Server) ListImages(ctx context.Context, _ *shoalv1.ListImagesRequest) (
 
 // GetImage returns an image by alias or fingerprint prefix.
 func (s *Server) GetImage(ctx context.Context, req *shoalv1.GetImageRequest) (*shoalv1.GetImageResponse, error) {
-	img, err := s.fsm.ResolveImage(req.GetImage())
+	img, err := s.resolveImage(ctx, req.GetImage())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("image: %w", err))
+		return nil, err
 	}
 	return &shoalv1.GetImageResponse{Image: img}, nil
 }
 
 // DeleteImage deletes an image from the cluster and this host.
 func (s *Server) DeleteImage(ctx context.Context, req *shoalv1.DeleteImageRequest) (*shoalv1.DeleteImageResponse, error) {
-	img, err := s.fsm.ResolveImage(req.GetImage())
+	img, err := s.resolveImage(ctx, req.GetImage())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("image: %w", err))
+		return nil, err
 	}
 	if err := s.propose(ctx, &shoalv1.ImageDeleteCommand{Fingerprint: img.GetFingerprint()}); err != nil {
 		return nil, err
@@ -203,9 +203,9 @@ func (s *Server) CreateImageAlias(ctx context.Context, req *shoalv1.CreateImageA
 	if err := config.ValidateName("alias", req.GetAlias()); err != nil {
 		return nil, toStatus(err)
 	}
-	img, err := s.fsm.ResolveImage(req.GetImage())
+	img, err := s.resolveImage(ctx, req.GetImage())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("image: %w", err))
+		return nil, err
 	}
 	if err := s.propose(ctx, &shoalv1.AliasSetCommand{Alias: req.GetAlias(), Fingerprint: img.GetFingerprint()}); err != nil {
 		return nil, err

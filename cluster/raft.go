@@ -57,8 +57,9 @@ type Cluster struct {
 	store *raftboltdb.BoltStore
 	trans *raft.NetworkTransport
 
-	fwdMu sync.Mutex
-	fwd   Forwarder
+	fwdMu     sync.Mutex
+	fwd       Forwarder
+	readIndex ReadIndexer
 }
 
 // Open starts the local Raft member. On a fresh data dir it bootstraps a
@@ -237,11 +238,48 @@ func (c *Cluster) WaitLeader(ctx context.Context) error {
 // TLS gRPC); without one, writes on a follower fail with ErrNotLeader.
 type Forwarder func(ctx context.Context, leader string, command []byte) (index uint64, err error)
 
-// SetForwarder installs the function that forwards writes to the leader.
-func (c *Cluster) SetForwarder(f Forwarder) {
+// ReadIndexer asks the leader (by name) for its applied index after it has
+// confirmed its leadership.
+type ReadIndexer func(ctx context.Context, leader string) (uint64, error)
+
+// SetForwarder installs the functions that forward writes to the leader and
+// ask it for its read index.
+func (c *Cluster) SetForwarder(f Forwarder, r ReadIndexer) {
 	c.fwdMu.Lock()
-	c.fwd = f
+	c.fwd, c.readIndex = f, r
 	c.fwdMu.Unlock()
+}
+
+// LeaderReadIndex is the leader's side of a linearizable read: it confirms
+// it still leads and returns the index a reader must have applied.
+func (c *Cluster) LeaderReadIndex() (uint64, error) {
+	if err := c.VerifyLeader(); err != nil {
+		return 0, err
+	}
+	return c.raft.AppliedIndex(), nil
+}
+
+// Sync makes this member's FSM at least as new as the leader's at the time
+// of the call, so the reads that follow are linearizable. On the leader it
+// only confirms leadership.
+func (c *Cluster) Sync(ctx context.Context) error {
+	if c.raft.State() == raft.Leader {
+		return c.VerifyLeader()
+	}
+	c.fwdMu.Lock()
+	ri := c.readIndex
+	c.fwdMu.Unlock()
+	name, _ := c.Leader()
+	if ri == nil || name == "" {
+		return ErrNotLeader
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadline(ctx))
+	defer cancel()
+	idx, err := ri(ctx, name)
+	if err != nil {
+		return err
+	}
+	return c.waitApplied(ctx, idx)
 }
 
 // Propose replicates a command and applies it, forwarding it to the leader

@@ -111,8 +111,8 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	// Containers land where --target or the scheduler says; n3 does not hold
 	// the image and pulls it from a peer; every call works from every node.
 	ms[0].MustShoal("launch", "busybox", "web1", "--target", "n3")
-	if got := ms[1].List()["web1"].Container.Node; got != "n3" {
-		t.Fatalf("web1 runs on %q, want n3", got)
+	if got := ms[1].List()["web1"]; got.Container.Node != "n3" || got.State.Pid == "" {
+		t.Fatalf("web1 seen from n2: %+v, want it on n3 with its live state", got)
 	}
 	if got := ms[0].MustShoal("exec", "web1", "--", "hostname"); got != "web1\n" {
 		t.Fatalf("exec forwarded to the owner: %q", got)

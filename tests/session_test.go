@@ -216,7 +216,12 @@ func TestSession(t *testing.T) {
 		t.Fatalf("after freeze: %s", st)
 	}
 	d.MustShoal("unfreeze", c1)
-	info := d.MustShoal("info", c1)
+	// After the restart the container leases its address again.
+	var info string
+	d.WaitFor("the address in info after the restart", 30*time.Second, func() bool {
+		info = d.MustShoal("info", c1)
+		return strings.Contains(info, ip)
+	})
 	for _, want := range []string{"Status: RUNNING", "PID:", "Memory:", ip} {
 		if !strings.Contains(info, want) {
 			t.Errorf("info lacks %q:\n%s", want, info)

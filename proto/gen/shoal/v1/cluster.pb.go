@@ -872,6 +872,86 @@ func (x *RestoreMemberResponse) GetStarted() []string {
 	return nil
 }
 
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_shoal_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_cluster_proto_rawDesc = "" +
@@ -940,14 +1020,18 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\x14RestoreMemberRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"1\n" +
 	"\x15RestoreMemberResponse\x12\x18\n" +
-	"\astarted\x18\x01 \x03(\tR\astarted2\x9b\x04\n" +
+	"\astarted\x18\x01 \x03(\tR\astarted\"\x12\n" +
+	"\x10ReadIndexRequest\")\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index2\xe1\x04\n" +
 	"\x0eClusterService\x12V\n" +
 	"\x0fCreateJoinToken\x12 .shoal.v1.CreateJoinTokenRequest\x1a!.shoal.v1.CreateJoinTokenResponse\x125\n" +
 	"\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12J\n" +
 	"\vListMembers\x12\x1c.shoal.v1.ListMembersRequest\x1a\x1d.shoal.v1.ListMembersResponse\x12M\n" +
 	"\fRemoveMember\x12\x1d.shoal.v1.RemoveMemberRequest\x1a\x1e.shoal.v1.RemoveMemberResponse\x12S\n" +
 	"\x0eEvacuateMember\x12\x1f.shoal.v1.EvacuateMemberRequest\x1a .shoal.v1.EvacuateMemberResponse\x12P\n" +
-	"\rRestoreMember\x12\x1e.shoal.v1.RestoreMemberRequest\x1a\x1f.shoal.v1.RestoreMemberResponse\x128\n" +
+	"\rRestoreMember\x12\x1e.shoal.v1.RestoreMemberRequest\x1a\x1f.shoal.v1.RestoreMemberResponse\x12D\n" +
+	"\tReadIndex\x12\x1a.shoal.v1.ReadIndexRequest\x1a\x1b.shoal.v1.ReadIndexResponse\x128\n" +
 	"\x05Apply\x12\x16.shoal.v1.ApplyRequest\x1a\x17.shoal.v1.ApplyResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
@@ -962,7 +1046,7 @@ func file_shoal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_cluster_proto_rawDescData
 }
 
-var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*CreateJoinTokenRequest)(nil),  // 0: shoal.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil), // 1: shoal.v1.CreateJoinTokenResponse
@@ -979,12 +1063,14 @@ var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*EvacuateMemberResponse)(nil),  // 12: shoal.v1.EvacuateMemberResponse
 	(*RestoreMemberRequest)(nil),    // 13: shoal.v1.RestoreMemberRequest
 	(*RestoreMemberResponse)(nil),   // 14: shoal.v1.RestoreMemberResponse
-	nil,                             // 15: shoal.v1.JoinRequest.LabelsEntry
-	nil,                             // 16: shoal.v1.Member.LabelsEntry
+	(*ReadIndexRequest)(nil),        // 15: shoal.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 16: shoal.v1.ReadIndexResponse
+	nil,                             // 17: shoal.v1.JoinRequest.LabelsEntry
+	nil,                             // 18: shoal.v1.Member.LabelsEntry
 }
 var file_shoal_v1_cluster_proto_depIdxs = []int32{
-	15, // 0: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
-	16, // 1: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
+	17, // 0: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
+	18, // 1: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
 	5,  // 2: shoal.v1.ListMembersResponse.members:type_name -> shoal.v1.Member
 	0,  // 3: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
 	2,  // 4: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
@@ -992,16 +1078,18 @@ var file_shoal_v1_cluster_proto_depIdxs = []int32{
 	7,  // 6: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
 	11, // 7: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
 	13, // 8: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
-	9,  // 9: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
-	1,  // 10: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
-	3,  // 11: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
-	6,  // 12: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
-	8,  // 13: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
-	12, // 14: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
-	14, // 15: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
-	10, // 16: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
-	10, // [10:17] is the sub-list for method output_type
-	3,  // [3:10] is the sub-list for method input_type
+	15, // 9: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
+	9,  // 10: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
+	1,  // 11: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
+	3,  // 12: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
+	6,  // 13: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
+	8,  // 14: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
+	12, // 15: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
+	14, // 16: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
+	16, // 17: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
+	10, // 18: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
+	11, // [11:19] is the sub-list for method output_type
+	3,  // [3:11] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -1018,7 +1106,7 @@ func file_shoal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_cluster_proto_rawDesc), len(file_shoal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	ClusterService_RemoveMember_FullMethodName    = "/shoal.v1.ClusterService/RemoveMember"
 	ClusterService_EvacuateMember_FullMethodName  = "/shoal.v1.ClusterService/EvacuateMember"
 	ClusterService_RestoreMember_FullMethodName   = "/shoal.v1.ClusterService/RestoreMember"
+	ClusterService_ReadIndex_FullMethodName       = "/shoal.v1.ClusterService/ReadIndex"
 	ClusterService_Apply_FullMethodName           = "/shoal.v1.ClusterService/Apply"
 )
 
@@ -50,6 +51,10 @@ type ClusterServiceClient interface {
 	// RestoreMember brings an evacuated member back and restarts what was
 	// stopped by the evacuation.
 	RestoreMember(ctx context.Context, in *RestoreMemberRequest, opts ...grpc.CallOption) (*RestoreMemberResponse, error)
+	// ReadIndex returns the leader's applied index after confirming it still
+	// leads, so a member can serve a linearizable read once it has applied as
+	// far (node certificates only).
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
@@ -123,6 +128,16 @@ func (c *clusterServiceClient) RestoreMember(ctx context.Context, in *RestoreMem
 	return out, nil
 }
 
+func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ApplyResponse)
@@ -155,6 +170,10 @@ type ClusterServiceServer interface {
 	// RestoreMember brings an evacuated member back and restarts what was
 	// stopped by the evacuation.
 	RestoreMember(context.Context, *RestoreMemberRequest) (*RestoreMemberResponse, error)
+	// ReadIndex returns the leader's applied index after confirming it still
+	// leads, so a member can serve a linearizable read once it has applied as
+	// far (node certificates only).
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
@@ -185,6 +204,9 @@ func (UnimplementedClusterServiceServer) EvacuateMember(context.Context, *Evacua
 }
 func (UnimplementedClusterServiceServer) RestoreMember(context.Context, *RestoreMemberRequest) (*RestoreMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestoreMember not implemented")
+}
+func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
@@ -318,6 +340,24 @@ func _ClusterService_RestoreMember_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ApplyRequest)
 	if err := dec(in); err != nil {
@@ -366,6 +406,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestoreMember",
 			Handler:    _ClusterService_RestoreMember_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _ClusterService_ReadIndex_Handler,
 		},
 		{
 			MethodName: "Apply",
