@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -132,7 +133,42 @@ func (p *Proc) Stop() error {
 // Freeze stops the whole process group with SIGSTOP: it keeps its sockets
 // (the kernel still completes TCP handshakes into the backlog) but answers
 // nothing until Thaw.
-func (p *Proc) Freeze() error { return p.signalGroup(syscall.SIGSTOP) }
+func (p *Proc) Freeze() error {
+	if err := p.signalGroup(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// kill(2) returns before the stop takes effect: wait until every thread
+	// of the process is stopped, so the caller's next request meets a
+	// frozen process.
+	deadline := time.Now().Add(5 * time.Second)
+	for !allStopped(p.pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d did not stop", p.pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// allStopped reports whether every thread of pid is in state T (stopped).
+func allStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true // gone
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		// The state follows the parenthesised command name.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return true
+}
 
 // Thaw resumes a frozen process group with SIGCONT.
 func (p *Proc) Thaw() error { return p.signalGroup(syscall.SIGCONT) }
