@@ -2,7 +2,9 @@
 # setup.sh installs what is missing, builds shoal and shoald into
 # /usr/local/bin, and runs Shoal's main job: a one-node cluster (shoald with a
 # btrfs pool on a loop file and the bridge shoalbr0), a busybox image, and a
-# launched container with limits. shoald keeps running afterwards
+# launched container with limits; then a three-node cluster of simulated
+# hosts (network namespaces) that launches containers across its nodes and
+# is torn down again. The one-node shoald keeps running afterwards
 # (log: /var/log/shoald.log); `shoal list` shows what it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,4 +36,6 @@ say "shoal list"
 shoal list
 say "shoal exec $name -- sh -c 'hostname; ip -4 addr show eth0'"
 shoal exec "$name" -- sh -c 'hostname; ip -4 addr show eth0'
-say "done: shoald is running; try 'shoal exec -t $name -- sh'"
+say "a three-node cluster on simulated hosts (go run ./tests/localcluster; --keep keeps it up)"
+go run ./tests/localcluster
+say "done: the one-node shoald is running; try 'shoal exec -t $name -- sh'"
