@@ -162,3 +162,57 @@ func testThreeMembers(t *testing.T, mtls bool) {
 		}
 	}
 }
+
+// TestCatchUpFromSnapshot: a member that was down while the others wrote
+// and compacted their logs past its position catches up from a snapshot.
+func TestCatchUpFromSnapshot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	binds := []string{"127.0.0.1:0", "127.0.0.2:0", "127.0.0.3:0"}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	cfg := func(i int, join bool) Config {
+		return Config{NodeName: fmt.Sprintf("n%d", i+1), DataDir: dirs[i], BindAddr: binds[i], Join: join,
+			SnapshotThreshold: 16, TrailingLogs: 4}
+	}
+	members := make([]*Cluster, 3)
+	var err error
+	if members[0], err = Open(ctx, cfg(0, false)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 3; i++ {
+		if members[i], err = Open(ctx, cfg(i, true)); err != nil {
+			t.Fatal(err)
+		}
+		if err := members[0].AddMember(ctx, members[i].NodeName(), members[i].Addr(), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, m := range members {
+			if m != nil {
+				m.Close()
+			}
+		}
+	})
+	binds[2] = members[2].Addr()
+	n3Last := members[2].raft.LastIndex()
+	members[2].Close()
+	members[2] = nil
+	for i := 0; i < 100; i++ {
+		if err := members[0].Propose(ctx, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: fmt.Sprintf("c%d", i), Node: "n1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := members[0].Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	// The entries n3 misses are gone from the leader's log: only a snapshot
+	// can bring it up to date.
+	if first, _ := members[0].store.FirstIndex(); first <= n3Last {
+		t.Fatalf("leader log still starts at %d (n3 stopped at %d): not compacted", first, n3Last)
+	}
+	if members[2], err = Open(ctx, cfg(2, true)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n3 to catch up", 20*time.Second, func() bool { return len(members[2].FSM().Containers()) == 100 })
+}

@@ -44,8 +44,13 @@ type Config struct {
 	ServerTLS, ClientTLS *tls.Config
 	// Join makes a fresh member wait to be added by the leader instead of
 	// bootstrapping a cluster of its own.
-	Join   bool
-	Logger *slog.Logger
+	Join bool
+	// SnapshotThreshold and TrailingLogs tune log compaction (0: defaults,
+	// 4096 and 10240): a snapshot is taken after SnapshotThreshold new
+	// entries, keeping TrailingLogs entries for followers that lag a little;
+	// one that lags more catches up from the snapshot.
+	SnapshotThreshold, TrailingLogs uint64
+	Logger                          *slog.Logger
 }
 
 // Cluster is the local member of the Raft cluster and its FSM.
@@ -98,6 +103,12 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
 	rc.CommitTimeout = 5 * time.Millisecond
 	rc.SnapshotThreshold = 4096
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 
 	fsm := NewFSM()
 	has, err := raft.HasExistingState(store, store, snaps)
