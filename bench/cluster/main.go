@@ -26,6 +26,7 @@ func main() {
 	creates := flag.Int("creates", 300, "containers to place (created with --no-start)")
 	clients := flag.Int("clients", 16, "concurrent clients")
 	rounds := flag.Int("failovers", 10, "leader kills to measure")
+	through := flag.String("through", "all", "send creates through all members or only the leader")
 	flag.Parse()
 	t := &harness.Program{}
 	defer t.Close()
@@ -77,6 +78,9 @@ func main() {
 					return
 				}
 				c := cs[int(i)%len(cs)]
+				if *through == "leader" {
+					c = cs[0] // n1 bootstraps and leads until a failover
+				}
 				r, err := c.Containers.CreateContainer(ctx, &shoalv1.CreateContainerRequest{Name: fmt.Sprintf("p%d", i), Image: "busybox", NoStart: true})
 				if err != nil {
 					t.Fatalf("create p%d: %v", i, err)
@@ -154,6 +158,9 @@ func main() {
 		if cs[leader], err = client.Dial(ms[leader].Socket); err != nil {
 			t.Fatalf("%v", err)
 		}
+	}
+	if *rounds == 0 {
+		return
 	}
 	report("leader kill -9 → next successful write (median)", writes)
 	report("  longest single API call meanwhile (deadline 2s)", slowest)
