@@ -23,6 +23,32 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// startMembers opens a bootstrap member and adds the others as voters.
+func startMembers(t *testing.T, ctx context.Context, n int, cfg func(i int, join bool) Config) []*Cluster {
+	t.Helper()
+	members := make([]*Cluster, n)
+	var err error
+	if members[0], err = Open(ctx, cfg(0, false)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < n; i++ {
+		if members[i], err = Open(ctx, cfg(i, true)); err != nil {
+			t.Fatal(err)
+		}
+		if err := members[0].AddMember(ctx, members[i].NodeName(), members[i].Addr(), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, m := range members {
+			if m != nil {
+				m.Close()
+			}
+		}
+	})
+	return members
+}
+
 func leaderOf(members []*Cluster) *Cluster {
 	for _, m := range members {
 		if m != nil && m.IsLeader() {
@@ -66,26 +92,8 @@ func testThreeMembers(t *testing.T, mtls bool) {
 		}
 		return c
 	}
-	members := make([]*Cluster, 3)
+	members := startMembers(t, ctx, 3, cfg)
 	var err error
-	if members[0], err = Open(ctx, cfg(0, false)); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i < 3; i++ {
-		if members[i], err = Open(ctx, cfg(i, true)); err != nil {
-			t.Fatal(err)
-		}
-		if err := members[0].AddMember(ctx, members[i].NodeName(), members[i].Addr(), true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		for _, m := range members {
-			if m != nil {
-				m.Close()
-			}
-		}
-	})
 	servers, err := members[0].Servers()
 	if err != nil || len(servers) != 3 {
 		t.Fatalf("servers = %v, %v", servers, err)
@@ -174,26 +182,8 @@ func TestCatchUpFromSnapshot(t *testing.T) {
 		return Config{NodeName: fmt.Sprintf("n%d", i+1), DataDir: dirs[i], BindAddr: binds[i], Join: join,
 			SnapshotThreshold: 16, TrailingLogs: 4}
 	}
-	members := make([]*Cluster, 3)
+	members := startMembers(t, ctx, 3, cfg)
 	var err error
-	if members[0], err = Open(ctx, cfg(0, false)); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i < 3; i++ {
-		if members[i], err = Open(ctx, cfg(i, true)); err != nil {
-			t.Fatal(err)
-		}
-		if err := members[0].AddMember(ctx, members[i].NodeName(), members[i].Addr(), true); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		for _, m := range members {
-			if m != nil {
-				m.Close()
-			}
-		}
-	})
 	binds[2] = members[2].Addr()
 	n3Last := members[2].raft.LastIndex()
 	members[2].Close()

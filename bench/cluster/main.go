@@ -35,17 +35,11 @@ func main() {
 		os.Exit(1)
 	}
 	root, _ := os.Getwd()
-	bin, err := os.MkdirTemp("", "shoal-bench-bin-")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(bin) })
-	if err := harness.Build(root, bin); err != nil {
-		t.Fatalf("%v", err)
-	}
+	bin := harness.BuildTemp(t, root)
 	_, ms := harness.StartCluster(t, bin, 3, "--offline-after", "0s")
 	ms[0].MustShoal("image", "build", "busybox")
 	cs := make([]*client.Client, len(ms))
+	var err error
 	for i, m := range ms {
 		if cs[i], err = client.Dial(m.Socket); err != nil {
 			t.Fatalf("%v", err)

@@ -35,14 +35,7 @@ func main() {
 		os.Exit(1)
 	}
 	root, _ := os.Getwd()
-	bin, err := os.MkdirTemp("", "shoal-bench-bin-")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(bin) })
-	if err := harness.Build(root, bin); err != nil {
-		t.Fatalf("%v", err)
-	}
+	bin := harness.BuildTemp(t, root)
 	d := harness.StartDaemon(t, bin)
 	c, err := client.Dial(d.Socket)
 	if err != nil {

@@ -26,16 +26,25 @@ import (
 	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/storage/btrfs"
+	"github.com/shoal-dev/shoal/tests/netns"
 )
 
-// T is the part of testing.TB the harness needs.
-type T interface {
-	Helper()
-	Fatalf(format string, args ...any)
-	Errorf(format string, args ...any)
-	Logf(format string, args ...any)
-	Cleanup(func())
-	Failed() bool
+// T is the part of testing.TB the harness needs (the same as tests/netns).
+type T = netns.T
+
+// BuildTemp builds shoal and shoald from the module at root into a new
+// temporary directory that t's cleanup removes, and returns it.
+func BuildTemp(t T, root string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "shoal-bin-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := Build(root, dir); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return dir
 }
 
 // Build builds shoal and shoald from the module at root into dir.

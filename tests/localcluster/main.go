@@ -30,16 +30,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "localcluster needs:", strings.Join(missing, ", "), "(run scripts/install.sh)")
 		os.Exit(1)
 	}
-	root, _ := os.Getwd()
-	bin, err := os.MkdirTemp("", "shoal-localcluster-")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(bin) })
 	step("building shoal and shoald")
-	if err := harness.Build(root, bin); err != nil {
-		t.Fatalf("%v", err)
-	}
+	root, _ := os.Getwd()
+	bin := harness.BuildTemp(t, root)
 	step(fmt.Sprintf("starting %d nodes, each in its own network namespace, joined with one-time tokens", *nodes))
 	_, ms := harness.StartCluster(t, bin, *nodes)
 	first := ms[0]
