@@ -171,9 +171,10 @@ func (n *Node) Run(ctx context.Context) {
 				switch c.Kind {
 				case "container":
 					name := c.Name
-					// API calls reconcile synchronously; this is the safety net
-					// for changes that arrive any other way.
-					time.AfterFunc(500*time.Millisecond, func() {
+					// The owner acts on every change, whichever member took
+					// the call (API calls on the owner also reconcile
+					// synchronously; the per-container lock serialises both).
+					time.AfterFunc(20*time.Millisecond, func() {
 						if err := n.Reconcile(ctx, name); err != nil {
 							n.log.Warn("reconcile", "container", name, "err", err)
 						}
