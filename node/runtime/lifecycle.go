@@ -187,27 +187,43 @@ func (r *Runtime) State(ctx context.Context, name string) (State, error) {
 	if err != nil {
 		return State{}, err
 	}
+	if !r.host.CgroupV2 {
+		return r.stateV1(c)
+	}
 	s := State{Status: r.status(c)}
 	if s.Status == StatusStopped {
 		return s, nil
 	}
 	s.PID = c.InitPid()
-	if r.host.CgroupV2 {
-		s.MemoryBytes = cgroupInt(c, "memory.current")
-		for _, l := range c.CgroupItem("cpu.stat") {
-			if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				s.CPUNanos = n * 1000
-			}
+	s.MemoryBytes = cgroupInt(c, "memory.current")
+	for _, l := range c.CgroupItem("cpu.stat") {
+		if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			s.CPUNanos = n * 1000
 		}
-		s.Processes = cgroupInt(c, "pids.current")
-		return s, nil
 	}
-	// cgroup v1: read the files directly; each CgroupItem is a round trip
-	// to the container's monitor, and `shoal list` asks for every container.
-	dirs, err := v1CgroupDirs(s.PID)
+	s.Processes = cgroupInt(c, "pids.current")
+	return s, nil
+}
+
+// stateV1 reads a container's state on cgroup v1 with one round trip to its
+// monitor (the init pid; none means stopped) and the rest from cgroup files:
+// `shoal list` asks this for every container.
+func (r *Runtime) stateV1(c *lxc.Container) (State, error) {
+	pid := c.InitPid()
+	if pid <= 0 {
+		return State{Status: StatusStopped}, nil
+	}
+	s := State{Status: StatusRunning, PID: pid}
+	dirs, err := v1CgroupDirs(pid)
 	if err != nil {
-		return s, nil
+		// The init went away between the two reads.
+		return State{Status: StatusStopped}, nil
+	}
+	if b, err := os.ReadFile(filepath.Join(dirs["freezer"], "freezer.state")); err == nil {
+		if fs := strings.TrimSpace(string(b)); fs != "THAWED" {
+			s.Status = fs
+		}
 	}
 	s.MemoryBytes = readCgroupInt(dirs["memory"], "memory.usage_in_bytes")
 	s.CPUNanos = readCgroupInt(dirs["cpuacct"], "cpuacct.usage")
