@@ -17,8 +17,9 @@ const evacuatedKey = "volatile.evacuated"
 const evacuateWait = 2 * time.Minute
 
 // EvacuateMember marks a member evacuated (the scheduler places nothing
-// there) and stops its running containers. Until migration lands, they stay
-// on the member, stopped; restore starts them again.
+// there) and moves its running containers to other members (cold: stopped,
+// sent, started there). A container no other member can take is stopped
+// where it is instead; restore starts those again.
 func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMemberRequest) (*shoalv1.EvacuateMemberResponse, error) {
 	n, err := s.fsm.Node(req.GetName())
 	if err != nil {
@@ -34,6 +35,19 @@ func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMember
 	for _, ct := range s.fsm.Containers() {
 		if ct.GetNode() != n.GetName() || ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_STOPPED {
 			continue
+		}
+		if s.peers != nil {
+			target, err := s.moveTarget(ct, "")
+			if err == nil {
+				if err = s.moveAndWait(ctx, ct, target); err == nil {
+					resp.Moved = append(resp.Moved, ct.GetName()+":"+target)
+					continue
+				}
+			}
+			s.log.Warn("evacuate: cannot move; stopping it in place", "container", ct.GetName(), "err", err)
+			if ct, err = s.fsm.Container(ct.GetName()); err != nil {
+				return nil, toStatus(err)
+			}
 		}
 		cfg := ct.GetConfig()
 		if cfg == nil {

@@ -24,6 +24,7 @@ type Server struct {
 	shoalv1.UnimplementedOperationServiceServer
 	shoalv1.UnimplementedEventServiceServer
 	shoalv1.UnimplementedClusterServiceServer
+	shoalv1.UnimplementedMigrationServiceServer
 
 	cl    *cluster.Cluster
 	fsm   *cluster.FSM
@@ -64,6 +65,7 @@ func (s *Server) Register(g *grpc.Server) {
 	shoalv1.RegisterOperationServiceServer(g, s)
 	shoalv1.RegisterEventServiceServer(g, s)
 	shoalv1.RegisterClusterServiceServer(g, s)
+	shoalv1.RegisterMigrationServiceServer(g, s)
 }
 
 // propose writes a command through Raft and converts its verdict.

@@ -33,6 +33,7 @@ const (
 	CmdTokenAdd              CommandType = 16
 	CmdTokenRedeem           CommandType = 17
 	CmdNodeRemove            CommandType = 18
+	CmdContainerMove         CommandType = 19
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -77,6 +78,8 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.TokenRedeemCommand{}, nil
 	case CmdNodeRemove:
 		return &shoalv1.NodeRemoveCommand{}, nil
+	case CmdContainerMove:
+		return &shoalv1.ContainerMoveCommand{}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
 }
@@ -120,6 +123,8 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdTokenRedeem, nil
 	case *shoalv1.NodeRemoveCommand:
 		return CmdNodeRemove, nil
+	case *shoalv1.ContainerMoveCommand:
+		return CmdContainerMove, nil
 	}
 	return 0, fmt.Errorf("%w: %T", ErrUnknownCommand, m)
 }

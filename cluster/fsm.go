@@ -146,6 +146,24 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		delete(s.containers, c.GetName())
 		return Change{"container", c.GetName()}, nil
+	case *shoalv1.ContainerMoveCommand:
+		ct, err := s.container(c.GetName())
+		if err != nil {
+			return Change{}, err
+		}
+		if ct.GetNode() != c.GetFrom() {
+			return Change{}, fmt.Errorf("container %q is owned by %q, not %q: %w", c.GetName(), ct.GetNode(), c.GetFrom(), ErrInUse)
+		}
+		moved := proto.Clone(ct).(*shoalv1.Container)
+		moved.Node = c.GetNode()
+		if _, ok := s.nodes[c.GetNode()]; !ok {
+			return Change{}, fmt.Errorf("node %q: %w", c.GetNode(), ErrNotFound)
+		}
+		if err := s.checkPlacement(moved); err != nil {
+			return Change{}, err
+		}
+		ct.Node, ct.DesiredState, ct.Status, ct.StatusMessage = c.GetNode(), c.GetDesiredState(), "", ""
+		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ContainerStatusCommand:
 		ct, err := s.container(c.GetName())
 		if err != nil {

@@ -206,3 +206,28 @@ func TestMembershipCommands(t *testing.T) {
 		t.Fatalf("node after remove: %v", err)
 	}
 }
+
+func TestContainerMove(t *testing.T) {
+	f := NewFSM()
+	for _, n := range []string{"a", "b"} {
+		mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: n, Status: "online", CpuMillis: 2000, MemoryBytes: 1 << 30}})
+	}
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "c", Node: "a", Status: "Stopped"}})
+	if err := apply(t, f, &shoalv1.ContainerMoveCommand{Name: "c", Node: "b", From: "b"}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("move from the wrong owner: %v", err)
+	}
+	if err := apply(t, f, &shoalv1.ContainerMoveCommand{Name: "c", Node: "z", From: "a"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("move to an unknown node: %v", err)
+	}
+	mustApply(t, f, &shoalv1.ContainerMoveCommand{Name: "c", Node: "b", From: "a", DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING})
+	ct, _ := f.Container("c")
+	if ct.Node != "b" || ct.Status != "" || ct.DesiredState != shoalv1.DesiredState_DESIRED_STATE_RUNNING {
+		t.Fatalf("after move: %v", ct)
+	}
+	big := &shoalv1.Container{Name: "big", Node: "a", Config: map[string]string{"limits.memory": "900MiB"}}
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: big})
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "big2", Node: "b", Config: map[string]string{"limits.memory": "900MiB"}}})
+	if err := apply(t, f, &shoalv1.ContainerMoveCommand{Name: "big", Node: "b", From: "a"}); err == nil {
+		t.Fatal("a move that oversubscribes its target was accepted")
+	}
+}

@@ -207,6 +207,9 @@ func (n *Node) closePools() {
 	}
 }
 
+// Pool returns the driver of a pool ("" means the default pool).
+func (n *Node) Pool(name string) (storage.Driver, error) { return n.pool(name) }
+
 // pool returns the driver of a pool ("" means the default pool).
 func (n *Node) pool(name string) (storage.Driver, error) {
 	if name == "" {

@@ -21,6 +21,20 @@ const DefaultStopTimeout = 30 * time.Second
 
 func volumeName(container string) string { return "containers/" + container }
 
+// VolumeName is the storage volume holding a container's rootfs.
+func VolumeName(container string) string { return volumeName(container) }
+
+// DropLocal removes this host's copy of a container another member owns
+// now (after a move); it refuses while this node is still the owner.
+func (n *Node) DropLocal(ctx context.Context, name string) error {
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	if ct, err := n.fsm.Container(name); err == nil && ct.GetNode() == n.cfg.Name {
+		return fmt.Errorf("container %q is owned by this node: %w", name, ErrConflict)
+	}
+	return n.removeLocal(ctx, name)
+}
+
 // resync reconciles every container this node owns and reports local
 // containers the cluster does not know (orphans are never deleted silently).
 func (n *Node) resync(ctx context.Context) {

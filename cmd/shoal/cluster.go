@@ -67,13 +67,13 @@ func (a *app) clusterCmd() *cobra.Command {
 	}
 	remove.Flags().BoolVarP(&force, "force", "f", false, "remove even if it owns containers or is unreachable")
 	evacuate := &cobra.Command{
-		Use: "evacuate NAME", Short: "Stop a member's containers and keep new ones off it (for maintenance)", Args: cobra.ExactArgs(1),
+		Use: "evacuate NAME", Short: "Move a member's containers elsewhere (cold) and keep new ones off it (for maintenance)", Args: cobra.ExactArgs(1),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Cluster.EvacuateMember(cmd.Context(), &shoalv1.EvacuateMemberRequest{Name: args[0]})
 			if err != nil {
 				return convert(err)
 			}
-			fmt.Printf("Member %s evacuated; stopped: %s\n", args[0], strings.Join(resp.GetStopped(), ", "))
+			fmt.Printf("Member %s evacuated; moved: %s; stopped: %s\n", args[0], strings.Join(resp.GetMoved(), ", "), strings.Join(resp.GetStopped(), ", "))
 			return nil
 		}),
 	}

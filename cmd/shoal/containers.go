@@ -213,6 +213,28 @@ func (a *app) copyCmd() *cobra.Command {
 	return cmd
 }
 
+func (a *app) moveCmd() *cobra.Command {
+	var target string
+	cmd := &cobra.Command{
+		Use: "move NAME [--target MEMBER]", Aliases: []string{"mv"}, Short: "Move a container to another member (cold: stopped, sent with its snapshots, started there if it ran)", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			resp, err := c.Containers.MoveContainer(cmd.Context(), &shoalv1.MoveContainerRequest{Name: args[0], Target: target})
+			if err != nil {
+				return convert(err)
+			}
+			op, err := follow(cmd, c, resp.GetOperation())
+			if err != nil {
+				return err
+			}
+			r := op.GetResult()
+			fmt.Printf("Moved %s to %s in %s (%s bytes sent)\n", args[0], r["node"], r["took"], r["bytes"])
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&target, "target", "", "member to move to (default: the scheduler picks)")
+	return cmd
+}
+
 func (a *app) consoleCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use: "console NAME --show-log", Short: "Show a container's console log", Args: cobra.ExactArgs(1),

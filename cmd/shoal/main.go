@@ -118,7 +118,7 @@ func newRoot() *cobra.Command {
 		a.stateCmd("restart", "Restart containers"), a.stateCmd("freeze", "Freeze containers"),
 		a.stateCmd("unfreeze", "Unfreeze containers"),
 		a.deleteCmd(), a.consoleCmd(), a.storageCmd(), a.networkCmd(), a.operationCmd(), a.monitorCmd(),
-		a.clusterCmd(), a.remoteCmd(),
+		a.clusterCmd(), a.remoteCmd(), a.moveCmd(),
 	)
 	return root
 }

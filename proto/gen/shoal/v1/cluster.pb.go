@@ -740,8 +740,10 @@ func (x *EvacuateMemberRequest) GetName() string {
 
 type EvacuateMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Containers stopped by the evacuation.
-	Stopped       []string `protobuf:"bytes,1,rep,name=stopped,proto3" json:"stopped,omitempty"`
+	// Containers stopped by the evacuation (none of the other members fits).
+	Stopped []string `protobuf:"bytes,1,rep,name=stopped,proto3" json:"stopped,omitempty"`
+	// Containers moved (cold) to other members, as "name:node".
+	Moved         []string `protobuf:"bytes,2,rep,name=moved,proto3" json:"moved,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -779,6 +781,13 @@ func (*EvacuateMemberResponse) Descriptor() ([]byte, []int) {
 func (x *EvacuateMemberResponse) GetStopped() []string {
 	if x != nil {
 		return x.Stopped
+	}
+	return nil
+}
+
+func (x *EvacuateMemberResponse) GetMoved() []string {
+	if x != nil {
+		return x.Moved
 	}
 	return nil
 }
@@ -1014,9 +1023,10 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\rApplyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"+\n" +
 	"\x15EvacuateMemberRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"2\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"H\n" +
 	"\x16EvacuateMemberResponse\x12\x18\n" +
-	"\astopped\x18\x01 \x03(\tR\astopped\"*\n" +
+	"\astopped\x18\x01 \x03(\tR\astopped\x12\x14\n" +
+	"\x05moved\x18\x02 \x03(\tR\x05moved\"*\n" +
 	"\x14RestoreMemberRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"1\n" +
 	"\x15RestoreMemberResponse\x12\x18\n" +

@@ -1598,6 +1598,103 @@ func (x *CopyContainerResponse) GetOperation() *Operation {
 	return nil
 }
 
+type MoveContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Member to move to; empty lets the scheduler choose.
+	Target        string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveContainerRequest) Reset() {
+	*x = MoveContainerRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveContainerRequest) ProtoMessage() {}
+
+func (x *MoveContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveContainerRequest.ProtoReflect.Descriptor instead.
+func (*MoveContainerRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MoveContainerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MoveContainerRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type MoveContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operation     *Operation             `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveContainerResponse) Reset() {
+	*x = MoveContainerResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveContainerResponse) ProtoMessage() {}
+
+func (x *MoveContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveContainerResponse.ProtoReflect.Descriptor instead.
+func (*MoveContainerResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *MoveContainerResponse) GetOperation() *Operation {
+	if x != nil {
+		return x.Operation
+	}
+	return nil
+}
+
 type CreateSnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
@@ -1608,7 +1705,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_shoal_v1_container_proto_msgTypes[25]
+	mi := &file_shoal_v1_container_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1717,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[25]
+	mi := &file_shoal_v1_container_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1730,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateSnapshotRequest) GetContainer() string {
@@ -1659,7 +1756,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_shoal_v1_container_proto_msgTypes[26]
+	mi := &file_shoal_v1_container_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1768,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[26]
+	mi := &file_shoal_v1_container_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1781,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateSnapshotResponse) GetSnapshot() *Snapshot {
@@ -1703,7 +1800,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_shoal_v1_container_proto_msgTypes[27]
+	mi := &file_shoal_v1_container_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1812,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[27]
+	mi := &file_shoal_v1_container_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1825,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListSnapshotsRequest) GetContainer() string {
@@ -1747,7 +1844,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_shoal_v1_container_proto_msgTypes[28]
+	mi := &file_shoal_v1_container_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +1856,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[28]
+	mi := &file_shoal_v1_container_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +1869,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -1792,7 +1889,7 @@ type RestoreSnapshotRequest struct {
 
 func (x *RestoreSnapshotRequest) Reset() {
 	*x = RestoreSnapshotRequest{}
-	mi := &file_shoal_v1_container_proto_msgTypes[29]
+	mi := &file_shoal_v1_container_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +1901,7 @@ func (x *RestoreSnapshotRequest) String() string {
 func (*RestoreSnapshotRequest) ProtoMessage() {}
 
 func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[29]
+	mi := &file_shoal_v1_container_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +1914,7 @@ func (x *RestoreSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RestoreSnapshotRequest) GetContainer() string {
@@ -1842,7 +1939,7 @@ type RestoreSnapshotResponse struct {
 
 func (x *RestoreSnapshotResponse) Reset() {
 	*x = RestoreSnapshotResponse{}
-	mi := &file_shoal_v1_container_proto_msgTypes[30]
+	mi := &file_shoal_v1_container_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +1951,7 @@ func (x *RestoreSnapshotResponse) String() string {
 func (*RestoreSnapshotResponse) ProtoMessage() {}
 
 func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[30]
+	mi := &file_shoal_v1_container_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +1964,7 @@ func (x *RestoreSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RestoreSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{32}
 }
 
 type DeleteSnapshotRequest struct {
@@ -1880,7 +1977,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_shoal_v1_container_proto_msgTypes[31]
+	mi := &file_shoal_v1_container_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +1989,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[31]
+	mi := &file_shoal_v1_container_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2002,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteSnapshotRequest) GetContainer() string {
@@ -1930,7 +2027,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_shoal_v1_container_proto_msgTypes[32]
+	mi := &file_shoal_v1_container_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2039,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_container_proto_msgTypes[32]
+	mi := &file_shoal_v1_container_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2052,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_container_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{34}
 }
 
 var File_shoal_v1_container_proto protoreflect.FileDescriptor
@@ -2061,6 +2158,11 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
 	"\x15CopyContainerResponse\x121\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"B\n" +
+	"\x14MoveContainerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\"J\n" +
+	"\x15MoveContainerResponse\x121\n" +
 	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"I\n" +
 	"\x15CreateSnapshotRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
@@ -2085,7 +2187,8 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x11STATE_ACTION_STOP\x10\x02\x12\x18\n" +
 	"\x14STATE_ACTION_RESTART\x10\x03\x12\x17\n" +
 	"\x13STATE_ACTION_FREEZE\x10\x04\x12\x19\n" +
-	"\x15STATE_ACTION_UNFREEZE\x10\x052\xe2\t\n" +
+	"\x15STATE_ACTION_UNFREEZE\x10\x052\xb4\n" +
+	"\n" +
 	"\x10ContainerService\x12V\n" +
 	"\x0fCreateContainer\x12 .shoal.v1.CreateContainerRequest\x1a!.shoal.v1.CreateContainerResponse\x12S\n" +
 	"\x0eListContainers\x12\x1f.shoal.v1.ListContainersRequest\x1a .shoal.v1.ListContainersResponse\x12M\n" +
@@ -2097,7 +2200,8 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\bPushFile\x12\x19.shoal.v1.PushFileRequest\x1a\x1a.shoal.v1.PushFileResponse(\x01\x12C\n" +
 	"\bPullFile\x12\x19.shoal.v1.PullFileRequest\x1a\x1a.shoal.v1.PullFileResponse0\x01\x12P\n" +
 	"\rGetConsoleLog\x12\x1e.shoal.v1.GetConsoleLogRequest\x1a\x1f.shoal.v1.GetConsoleLogResponse\x12P\n" +
-	"\rCopyContainer\x12\x1e.shoal.v1.CopyContainerRequest\x1a\x1f.shoal.v1.CopyContainerResponse\x12S\n" +
+	"\rCopyContainer\x12\x1e.shoal.v1.CopyContainerRequest\x1a\x1f.shoal.v1.CopyContainerResponse\x12P\n" +
+	"\rMoveContainer\x12\x1e.shoal.v1.MoveContainerRequest\x1a\x1f.shoal.v1.MoveContainerResponse\x12S\n" +
 	"\x0eCreateSnapshot\x12\x1f.shoal.v1.CreateSnapshotRequest\x1a .shoal.v1.CreateSnapshotResponse\x12P\n" +
 	"\rListSnapshots\x12\x1e.shoal.v1.ListSnapshotsRequest\x1a\x1f.shoal.v1.ListSnapshotsResponse\x12V\n" +
 	"\x0fRestoreSnapshot\x12 .shoal.v1.RestoreSnapshotRequest\x1a!.shoal.v1.RestoreSnapshotResponse\x12S\n" +
@@ -2116,7 +2220,7 @@ func file_shoal_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_shoal_v1_container_proto_goTypes = []any{
 	(StateAction)(0),                     // 0: shoal.v1.StateAction
 	(*CreateContainerRequest)(nil),       // 1: shoal.v1.CreateContainerRequest
@@ -2144,73 +2248,78 @@ var file_shoal_v1_container_proto_goTypes = []any{
 	(*GetConsoleLogResponse)(nil),        // 23: shoal.v1.GetConsoleLogResponse
 	(*CopyContainerRequest)(nil),         // 24: shoal.v1.CopyContainerRequest
 	(*CopyContainerResponse)(nil),        // 25: shoal.v1.CopyContainerResponse
-	(*CreateSnapshotRequest)(nil),        // 26: shoal.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil),       // 27: shoal.v1.CreateSnapshotResponse
-	(*ListSnapshotsRequest)(nil),         // 28: shoal.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),        // 29: shoal.v1.ListSnapshotsResponse
-	(*RestoreSnapshotRequest)(nil),       // 30: shoal.v1.RestoreSnapshotRequest
-	(*RestoreSnapshotResponse)(nil),      // 31: shoal.v1.RestoreSnapshotResponse
-	(*DeleteSnapshotRequest)(nil),        // 32: shoal.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil),       // 33: shoal.v1.DeleteSnapshotResponse
-	nil,                                  // 34: shoal.v1.CreateContainerRequest.ConfigEntry
-	nil,                                  // 35: shoal.v1.UpdateContainerRequest.SetEntry
-	nil,                                  // 36: shoal.v1.CopyContainerRequest.ConfigEntry
-	(*Operation)(nil),                    // 37: shoal.v1.Operation
-	(*ContainerInfo)(nil),                // 38: shoal.v1.ContainerInfo
-	(*Snapshot)(nil),                     // 39: shoal.v1.Snapshot
+	(*MoveContainerRequest)(nil),         // 26: shoal.v1.MoveContainerRequest
+	(*MoveContainerResponse)(nil),        // 27: shoal.v1.MoveContainerResponse
+	(*CreateSnapshotRequest)(nil),        // 28: shoal.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),       // 29: shoal.v1.CreateSnapshotResponse
+	(*ListSnapshotsRequest)(nil),         // 30: shoal.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),        // 31: shoal.v1.ListSnapshotsResponse
+	(*RestoreSnapshotRequest)(nil),       // 32: shoal.v1.RestoreSnapshotRequest
+	(*RestoreSnapshotResponse)(nil),      // 33: shoal.v1.RestoreSnapshotResponse
+	(*DeleteSnapshotRequest)(nil),        // 34: shoal.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),       // 35: shoal.v1.DeleteSnapshotResponse
+	nil,                                  // 36: shoal.v1.CreateContainerRequest.ConfigEntry
+	nil,                                  // 37: shoal.v1.UpdateContainerRequest.SetEntry
+	nil,                                  // 38: shoal.v1.CopyContainerRequest.ConfigEntry
+	(*Operation)(nil),                    // 39: shoal.v1.Operation
+	(*ContainerInfo)(nil),                // 40: shoal.v1.ContainerInfo
+	(*Snapshot)(nil),                     // 41: shoal.v1.Snapshot
 }
 var file_shoal_v1_container_proto_depIdxs = []int32{
-	34, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
-	37, // 1: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
-	38, // 2: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
-	38, // 3: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
-	35, // 4: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
-	38, // 5: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	36, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
+	39, // 1: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
+	40, // 2: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
+	40, // 3: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	37, // 4: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
+	40, // 5: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
 	0,  // 6: shoal.v1.ChangeContainerStateRequest.action:type_name -> shoal.v1.StateAction
-	38, // 7: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
+	40, // 7: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
 	13, // 8: shoal.v1.ExecRequest.start:type_name -> shoal.v1.ExecStart
 	15, // 9: shoal.v1.ExecRequest.resize:type_name -> shoal.v1.WindowSize
 	17, // 10: shoal.v1.PushFileRequest.header:type_name -> shoal.v1.FileHeader
 	17, // 11: shoal.v1.PullFileResponse.header:type_name -> shoal.v1.FileHeader
-	36, // 12: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
-	37, // 13: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
-	39, // 14: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
-	39, // 15: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
-	1,  // 16: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
-	3,  // 17: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
-	5,  // 18: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
-	7,  // 19: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
-	9,  // 20: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
-	11, // 21: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
-	14, // 22: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
-	18, // 23: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
-	20, // 24: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
-	22, // 25: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
-	24, // 26: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
-	26, // 27: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
-	28, // 28: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
-	30, // 29: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
-	32, // 30: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
-	2,  // 31: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
-	4,  // 32: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
-	6,  // 33: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
-	8,  // 34: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
-	10, // 35: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
-	12, // 36: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
-	16, // 37: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
-	19, // 38: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
-	21, // 39: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
-	23, // 40: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
-	25, // 41: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
-	27, // 42: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
-	29, // 43: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
-	31, // 44: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
-	33, // 45: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
-	31, // [31:46] is the sub-list for method output_type
-	16, // [16:31] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	38, // 12: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
+	39, // 13: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
+	39, // 14: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
+	41, // 15: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	41, // 16: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
+	1,  // 17: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
+	3,  // 18: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
+	5,  // 19: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
+	7,  // 20: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
+	9,  // 21: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
+	11, // 22: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
+	14, // 23: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
+	18, // 24: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
+	20, // 25: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
+	22, // 26: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
+	24, // 27: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
+	26, // 28: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
+	28, // 29: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
+	30, // 30: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
+	32, // 31: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
+	34, // 32: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
+	2,  // 33: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
+	4,  // 34: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
+	6,  // 35: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
+	8,  // 36: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
+	10, // 37: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
+	12, // 38: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
+	16, // 39: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
+	19, // 40: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
+	21, // 41: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
+	23, // 42: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
+	25, // 43: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
+	27, // 44: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
+	29, // 45: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
+	31, // 46: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
+	33, // 47: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
+	35, // 48: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
+	33, // [33:49] is the sub-list for method output_type
+	17, // [17:33] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_container_proto_init() }
@@ -2245,7 +2354,7 @@ func file_shoal_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_container_proto_rawDesc), len(file_shoal_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	ContainerService_PullFile_FullMethodName             = "/shoal.v1.ContainerService/PullFile"
 	ContainerService_GetConsoleLog_FullMethodName        = "/shoal.v1.ContainerService/GetConsoleLog"
 	ContainerService_CopyContainer_FullMethodName        = "/shoal.v1.ContainerService/CopyContainer"
+	ContainerService_MoveContainer_FullMethodName        = "/shoal.v1.ContainerService/MoveContainer"
 	ContainerService_CreateSnapshot_FullMethodName       = "/shoal.v1.ContainerService/CreateSnapshot"
 	ContainerService_ListSnapshots_FullMethodName        = "/shoal.v1.ContainerService/ListSnapshots"
 	ContainerService_RestoreSnapshot_FullMethodName      = "/shoal.v1.ContainerService/RestoreSnapshot"
@@ -64,6 +65,9 @@ type ContainerServiceClient interface {
 	GetConsoleLog(ctx context.Context, in *GetConsoleLogRequest, opts ...grpc.CallOption) (*GetConsoleLogResponse, error)
 	// CopyContainer copies a container (copy-on-write where the pool can).
 	CopyContainer(ctx context.Context, in *CopyContainerRequest, opts ...grpc.CallOption) (*CopyContainerResponse, error)
+	// MoveContainer moves a container to another member (cold: stopped, its
+	// volume and snapshots sent, started there if it ran).
+	MoveContainer(ctx context.Context, in *MoveContainerRequest, opts ...grpc.CallOption) (*MoveContainerResponse, error)
 	// CreateSnapshot snapshots a container.
 	CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*CreateSnapshotResponse, error)
 	// ListSnapshots lists a container's snapshots.
@@ -207,6 +211,16 @@ func (c *containerServiceClient) CopyContainer(ctx context.Context, in *CopyCont
 	return out, nil
 }
 
+func (c *containerServiceClient) MoveContainer(ctx context.Context, in *MoveContainerRequest, opts ...grpc.CallOption) (*MoveContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveContainerResponse)
+	err := c.cc.Invoke(ctx, ContainerService_MoveContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *containerServiceClient) CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*CreateSnapshotResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateSnapshotResponse)
@@ -275,6 +289,9 @@ type ContainerServiceServer interface {
 	GetConsoleLog(context.Context, *GetConsoleLogRequest) (*GetConsoleLogResponse, error)
 	// CopyContainer copies a container (copy-on-write where the pool can).
 	CopyContainer(context.Context, *CopyContainerRequest) (*CopyContainerResponse, error)
+	// MoveContainer moves a container to another member (cold: stopped, its
+	// volume and snapshots sent, started there if it ran).
+	MoveContainer(context.Context, *MoveContainerRequest) (*MoveContainerResponse, error)
 	// CreateSnapshot snapshots a container.
 	CreateSnapshot(context.Context, *CreateSnapshotRequest) (*CreateSnapshotResponse, error)
 	// ListSnapshots lists a container's snapshots.
@@ -325,6 +342,9 @@ func (UnimplementedContainerServiceServer) GetConsoleLog(context.Context, *GetCo
 }
 func (UnimplementedContainerServiceServer) CopyContainer(context.Context, *CopyContainerRequest) (*CopyContainerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CopyContainer not implemented")
+}
+func (UnimplementedContainerServiceServer) MoveContainer(context.Context, *MoveContainerRequest) (*MoveContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveContainer not implemented")
 }
 func (UnimplementedContainerServiceServer) CreateSnapshot(context.Context, *CreateSnapshotRequest) (*CreateSnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateSnapshot not implemented")
@@ -528,6 +548,24 @@ func _ContainerService_CopyContainer_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContainerService_MoveContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainerServiceServer).MoveContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContainerService_MoveContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainerServiceServer).MoveContainer(ctx, req.(*MoveContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ContainerService_CreateSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateSnapshotRequest)
 	if err := dec(in); err != nil {
@@ -638,6 +676,10 @@ var ContainerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CopyContainer",
 			Handler:    _ContainerService_CopyContainer_Handler,
+		},
+		{
+			MethodName: "MoveContainer",
+			Handler:    _ContainerService_MoveContainer_Handler,
 		},
 		{
 			MethodName: "CreateSnapshot",

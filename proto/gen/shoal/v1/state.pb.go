@@ -1032,6 +1032,77 @@ func (x *ClusterIdentity) GetGossipKey() []byte {
 	return nil
 }
 
+// ContainerMoveCommand gives a container a new owner once its volume is
+// there; the one entry that moves it.
+type ContainerMoveCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Node  string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// The owner the move started from (refused if it changed meanwhile).
+	From          string       `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	DesiredState  DesiredState `protobuf:"varint,4,opt,name=desired_state,json=desiredState,proto3,enum=shoal.v1.DesiredState" json:"desired_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerMoveCommand) Reset() {
+	*x = ContainerMoveCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerMoveCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerMoveCommand) ProtoMessage() {}
+
+func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
+func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ContainerMoveCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerMoveCommand) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ContainerMoveCommand) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *ContainerMoveCommand) GetDesiredState() DesiredState {
+	if x != nil {
+		return x.DesiredState
+	}
+	return DesiredState_DESIRED_STATE_UNSPECIFIED
+}
+
 // FSMSnapshot is the whole desired state, as persisted in a Raft snapshot.
 type FSMSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1050,7 +1121,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1133,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1146,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1211,7 +1282,12 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"ca_key_pem\x18\x03 \x01(\fR\bcaKeyPem\x12\x1d\n" +
 	"\n" +
-	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"\xeb\x03\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"\x8f\x01\n" +
+	"\x14ContainerMoveCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12;\n" +
+	"\rdesired_state\x18\x04 \x01(\x0e2\x16.shoal.v1.DesiredStateR\fdesiredState\"\xeb\x03\n" +
 	"\vFSMSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\n" +
@@ -1240,7 +1316,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -1261,39 +1337,41 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*TokenRedeemCommand)(nil),           // 16: shoal.v1.TokenRedeemCommand
 	(*NodeRemoveCommand)(nil),            // 17: shoal.v1.NodeRemoveCommand
 	(*ClusterIdentity)(nil),              // 18: shoal.v1.ClusterIdentity
-	(*FSMSnapshot)(nil),                  // 19: shoal.v1.FSMSnapshot
-	nil,                                  // 20: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 21: shoal.v1.FSMSnapshot.AliasesEntry
-	(*Container)(nil),                    // 22: shoal.v1.Container
-	(DesiredState)(0),                    // 23: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 24: shoal.v1.Snapshot
-	(*Image)(nil),                        // 25: shoal.v1.Image
-	(*StoragePool)(nil),                  // 26: shoal.v1.StoragePool
-	(*Network)(nil),                      // 27: shoal.v1.Network
-	(*Node)(nil),                         // 28: shoal.v1.Node
+	(*ContainerMoveCommand)(nil),         // 19: shoal.v1.ContainerMoveCommand
+	(*FSMSnapshot)(nil),                  // 20: shoal.v1.FSMSnapshot
+	nil,                                  // 21: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 22: shoal.v1.FSMSnapshot.AliasesEntry
+	(*Container)(nil),                    // 23: shoal.v1.Container
+	(DesiredState)(0),                    // 24: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 25: shoal.v1.Snapshot
+	(*Image)(nil),                        // 26: shoal.v1.Image
+	(*StoragePool)(nil),                  // 27: shoal.v1.StoragePool
+	(*Network)(nil),                      // 28: shoal.v1.Network
+	(*Node)(nil),                         // 29: shoal.v1.Node
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	22, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	20, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	23, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	24, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	25, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	26, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	27, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	28, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	22, // 8: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	25, // 9: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	21, // 10: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	26, // 11: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	27, // 12: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	28, // 13: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	18, // 14: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	15, // 15: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	23, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	21, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	24, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	25, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	26, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	27, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	28, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	29, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	24, // 8: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	23, // 9: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	26, // 10: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	22, // 11: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	27, // 12: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	28, // 13: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	29, // 14: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	18, // 15: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	15, // 16: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -1308,7 +1386,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
