@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -189,7 +190,7 @@ func run() error {
 	n.Run(ctx)
 	go cl.RunAutopilot(ctx, *maxVoters, time.Second, peers.Healthy)
 	if *gossipAddr != "" {
-		gossip, err := startGossip(startCtx, cl, creds, *name, *listen, *gossipAddr, log)
+		gossip, err := startGossip(startCtx, cl, creds, *name, *listen, *gossipAddr, labels, log)
 		if err != nil {
 			return err
 		}
@@ -220,18 +221,41 @@ func run() error {
 
 // startGossip joins the members' encrypted gossip and advertises this
 // node's addresses.
-func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Credentials, name, listen, addr string, log *slog.Logger) (*membership.Membership, error) {
+func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Credentials, name, listen, addr string, labels map[string]string, log *slog.Logger) (*membership.Membership, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--gossip-addr: %q: %v", addr, err)
 	}
 	port, _ := strconv.Atoi(p)
-	meta := membership.Meta{Name: name, GRPCAddr: listen, RaftAddr: cl.Addr()}
+	var metaMu sync.Mutex
+	meta := membership.Meta{Name: name, GRPCAddr: listen, RaftAddr: cl.Addr(), Labels: labels}
+	free := func() {
+		cpu, mem := freeResources()
+		metaMu.Lock()
+		meta.FreeCPUMillis, meta.FreeMemoryBytes = cpu, mem
+		metaMu.Unlock()
+	}
+	free()
 	m, err := membership.New(membership.Config{Name: name, BindAddr: host, BindPort: port, SecretKey: creds.GossipKey,
-		Meta: func() membership.Meta { return meta }, Logger: log})
+		Meta: func() membership.Meta {
+			metaMu.Lock()
+			defer metaMu.Unlock()
+			return meta
+		}, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
+	// Free resources change: gossip them every few seconds.
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for range t.C {
+			free()
+			if err := m.UpdateMeta(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
 	var peers []string
 	for _, n := range cl.FSM().Nodes() {
 		if n.GetName() != name && n.GetGossipAddress() != "" {
@@ -244,6 +268,29 @@ func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Creden
 		}
 	}
 	return m, nil
+}
+
+// freeResources reads the host's idle CPU (from the 1-minute load) and
+// available memory.
+func freeResources() (cpuMillis, memBytes int64) {
+	ncpu := int64(runtime.NumCPU())
+	cpuMillis = ncpu * 1000
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if load, err := strconv.ParseFloat(f[0], 64); err == nil {
+				cpuMillis = max(0, ncpu*1000-int64(load*1000))
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				memBytes = kb * 1024
+			}
+		}
+	}
+	return cpuMillis, memBytes
 }
 
 func fileExists(p string) bool {
