@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -15,6 +17,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster/pki"
 	"github.com/shoal-dev/shoal/internal/config"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 // defaultTokenTTL is how long a join token stays valid unless asked.
@@ -244,4 +247,50 @@ func (s *Server) Apply(ctx context.Context, req *shoalv1.ApplyRequest) (*shoalv1
 		return nil, toStatus(err)
 	}
 	return &shoalv1.ApplyResponse{Index: idx}, nil
+}
+
+// clusterKeys are the cluster-wide config keys and their allowed values.
+var clusterKeys = map[string][]string{
+	"cluster.scheduler":  {"spread", "binpack"},
+	"cluster.max_voters": {"3", "5"},
+}
+
+// UpdateClusterConfig sets and unsets cluster-wide keys.
+func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClusterConfigRequest) (*shoalv1.UpdateClusterConfigResponse, error) {
+	set := map[string]string{}
+	for k, v := range req.GetSet() {
+		allowed, ok := clusterKeys[k]
+		if !ok {
+			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters)")
+		}
+		if !slices.Contains(allowed, v) {
+			return nil, invalid(k, fmt.Sprintf("%q is not allowed (allowed: %s)", v, strings.Join(allowed, ", ")))
+		}
+		set[k] = v
+	}
+	for _, k := range req.GetUnset() {
+		if _, ok := clusterKeys[k]; !ok {
+			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters)")
+		}
+		set[k] = ""
+	}
+	if err := s.propose(ctx, &shoalv1.ClusterConfigCommand{Set: set}); err != nil {
+		return nil, err
+	}
+	return &shoalv1.UpdateClusterConfigResponse{Config: s.fsm.ClusterConfig()}, nil
+}
+
+// GetClusterConfig returns the cluster-wide keys.
+func (s *Server) GetClusterConfig(ctx context.Context, _ *shoalv1.GetClusterConfigRequest) (*shoalv1.GetClusterConfigResponse, error) {
+	return &shoalv1.GetClusterConfigResponse{Config: s.fsm.ClusterConfig()}, nil
+}
+
+// currentStrategy is cluster.scheduler, or the daemon's default.
+func (s *Server) currentStrategy() scheduler.Strategy {
+	if v := s.fsm.ClusterConfig()["cluster.scheduler"]; v != "" {
+		if st, err := scheduler.ParseStrategy(v); err == nil {
+			return st
+		}
+	}
+	return s.strategy
 }

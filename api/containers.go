@@ -136,7 +136,7 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 		if err != nil {
 			return toStatus(err)
 		}
-		node, _, err := scheduler.Place(snap, req, s.strategy)
+		node, _, err := scheduler.Place(snap, req, s.currentStrategy())
 		if err != nil {
 			return toStatus(err)
 		}

@@ -58,7 +58,7 @@ func (s *Server) moveTarget(ct *shoalv1.Container, target string) (string, error
 	if err != nil {
 		return "", toStatus(err)
 	}
-	node, _, err := scheduler.Place(snap, req, s.strategy)
+	node, _, err := scheduler.Place(snap, req, s.currentStrategy())
 	if err != nil {
 		return "", toStatus(err)
 	}

@@ -3,15 +3,17 @@ package cluster
 import (
 	"context"
 	"sort"
+	"strconv"
 	"time"
 )
 
-// RunAutopilot keeps up to maxVoters voters: while this member leads, it
+// RunAutopilot keeps up to cluster.max_voters voters (defaultVoters when
+// unset): while this member leads, it
 // promotes standbys that are recorded as online and answer healthy(name),
 // lowest name first. New members join as standbys (so that adding one never
 // costs the cluster its quorum); a voter that is removed is replaced by a
 // standby the same way. It returns when ctx ends.
-func (c *Cluster) RunAutopilot(ctx context.Context, maxVoters int, every time.Duration, healthy func(ctx context.Context, name string) bool) {
+func (c *Cluster) RunAutopilot(ctx context.Context, defaultVoters int, every time.Duration, healthy func(ctx context.Context, name string) bool) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -22,6 +24,10 @@ func (c *Cluster) RunAutopilot(ctx context.Context, maxVoters int, every time.Du
 		}
 		if !c.IsLeader() {
 			continue
+		}
+		maxVoters := defaultVoters
+		if v, err := strconv.Atoi(c.fsm.ClusterConfig()["cluster.max_voters"]); err == nil && v > 0 {
+			maxVoters = v
 		}
 		servers, err := c.Servers()
 		if err != nil {

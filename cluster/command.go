@@ -34,6 +34,7 @@ const (
 	CmdTokenRedeem           CommandType = 17
 	CmdNodeRemove            CommandType = 18
 	CmdContainerMove         CommandType = 19
+	CmdClusterConfig         CommandType = 20
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -80,6 +81,8 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.NodeRemoveCommand{}, nil
 	case CmdContainerMove:
 		return &shoalv1.ContainerMoveCommand{}, nil
+	case CmdClusterConfig:
+		return &shoalv1.ClusterConfigCommand{}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
 }
@@ -125,6 +128,8 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdNodeRemove, nil
 	case *shoalv1.ContainerMoveCommand:
 		return CmdContainerMove, nil
+	case *shoalv1.ClusterConfigCommand:
+		return CmdClusterConfig, nil
 	}
 	return 0, fmt.Errorf("%w: %T", ErrUnknownCommand, m)
 }

@@ -42,6 +42,7 @@ type state struct {
 	nodes      map[string]*shoalv1.Node
 	identity   *shoalv1.ClusterIdentity
 	tokens     map[string]*shoalv1.TokenAddCommand // by name
+	config     map[string]string                   // cluster-wide keys
 }
 
 func newState() *state {
@@ -53,6 +54,7 @@ func newState() *state {
 		networks:   map[string]*shoalv1.Network{},
 		nodes:      map[string]*shoalv1.Node{},
 		tokens:     map[string]*shoalv1.TokenAddCommand{},
+		config:     map[string]string{},
 	}
 }
 
@@ -255,6 +257,15 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		delete(s.nodes, c.GetName())
 		return Change{"node", c.GetName()}, nil
+	case *shoalv1.ClusterConfigCommand:
+		for k, v := range c.GetSet() {
+			if v == "" {
+				delete(s.config, k)
+			} else {
+				s.config[k] = v
+			}
+		}
+		return Change{"cluster-config", ""}, nil
 	case *shoalv1.ClusterInitCommand:
 		if s.identity != nil {
 			return Change{}, fmt.Errorf("cluster identity: %w", ErrExists)
@@ -313,7 +324,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 func (s *state) export() *shoalv1.FSMSnapshot {
-	out := &shoalv1.FSMSnapshot{Version: snapshotVersion, Aliases: cloneMap(s.aliases)}
+	out := &shoalv1.FSMSnapshot{Version: snapshotVersion, Aliases: cloneMap(s.aliases), ClusterConfig: cloneMap(s.config)}
 	for _, k := range sortedKeys(s.containers) {
 		out.Containers = append(out.Containers, proto.Clone(s.containers[k]).(*shoalv1.Container))
 	}
@@ -372,6 +383,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		s.nodes[n.GetName()] = n
 	}
 	s.identity = snap.GetIdentity()
+	for k, v := range snap.GetClusterConfig() {
+		s.config[k] = v
+	}
 	for _, t := range snap.GetTokens() {
 		s.tokens[t.GetName()] = t
 	}

@@ -169,3 +169,10 @@ func (f *FSM) TokenRole(name string) string {
 	}
 	return ""
 }
+
+// ClusterConfig returns the cluster-wide config keys.
+func (f *FSM) ClusterConfig() map[string]string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return cloneMap(f.s.config)
+}

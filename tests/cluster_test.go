@@ -194,6 +194,23 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		t.Fatalf("containers left: %v", l)
 	}
 
+	// cluster.scheduler switches placement cluster-wide: binpack fills one
+	// node before the next; bad values are refused with the allowed ones.
+	if _, errOut, code := ms[1].Shoal("cluster", "config", "set", "cluster.scheduler=random"); code == 0 || !strings.Contains(errOut, "spread, binpack") {
+		t.Fatalf("bad cluster.scheduler: %d %q", code, errOut)
+	}
+	ms[1].MustShoal("cluster", "config", "set", "cluster.scheduler=binpack")
+	ms[0].MustShoal("launch", "busybox", "bp1")
+	ms[2].MustShoal("launch", "busybox", "bp2")
+	if a, b := ms[0].List()["bp1"].Container.Node, ms[0].List()["bp2"].Container.Node; a != b {
+		t.Fatalf("binpack put bp1 on %s and bp2 on %s", a, b)
+	}
+	ms[0].MustShoal("cluster", "config", "unset", "cluster.scheduler")
+	if show := ms[2].MustShoal("cluster", "config", "show"); strings.Contains(show, "binpack") {
+		t.Fatalf("cluster config after unset: %q", show)
+	}
+	ms[0].MustShoal("delete", "-f", "bp1", "bp2")
+
 	// A remote client trusts the cluster by a client token, then works with
 	// its certificate; the token is good once.
 	clientTok := strings.TrimSpace(m1.MustShoal("cluster", "add", "laptop", "--role", "client"))

@@ -88,6 +88,36 @@ func (a *app) clusterCmd() *cobra.Command {
 			return nil
 		}),
 	}
-	cmd.AddCommand(add, list, remove, evacuate, restore)
+	cfg := &cobra.Command{Use: "config", Short: "Cluster-wide keys: cluster.scheduler (spread|binpack), cluster.max_voters (3|5)"}
+	cfg.AddCommand(&cobra.Command{
+		Use: "set KEY=VALUE...", Short: "Set cluster-wide keys", Args: cobra.MinimumNArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			kv, err := parseKV("config", args)
+			if err != nil {
+				return err
+			}
+			_, err = c.Cluster.UpdateClusterConfig(cmd.Context(), &shoalv1.UpdateClusterConfigRequest{Set: kv})
+			return convert(err)
+		}),
+	}, &cobra.Command{
+		Use: "unset KEY...", Short: "Unset cluster-wide keys", Args: cobra.MinimumNArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			_, err := c.Cluster.UpdateClusterConfig(cmd.Context(), &shoalv1.UpdateClusterConfigRequest{Unset: args})
+			return convert(err)
+		}),
+	}, &cobra.Command{
+		Use: "show", Short: "Show cluster-wide keys", Args: cobra.NoArgs,
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			resp, err := c.Cluster.GetClusterConfig(cmd.Context(), &shoalv1.GetClusterConfigRequest{})
+			if err != nil {
+				return convert(err)
+			}
+			for _, k := range sortedMapKeys(resp.GetConfig()) {
+				fmt.Printf("%s: %s\n", k, resp.GetConfig()[k])
+			}
+			return nil
+		}),
+	})
+	cmd.AddCommand(add, list, remove, evacuate, restore, cfg)
 	return cmd
 }

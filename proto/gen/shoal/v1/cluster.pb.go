@@ -961,6 +961,182 @@ func (x *ReadIndexResponse) GetIndex() uint64 {
 	return 0
 }
 
+type UpdateClusterConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Set           map[string]string      `protobuf:"bytes,1,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Unset         []string               `protobuf:"bytes,2,rep,name=unset,proto3" json:"unset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateClusterConfigRequest) Reset() {
+	*x = UpdateClusterConfigRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateClusterConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateClusterConfigRequest) ProtoMessage() {}
+
+func (x *UpdateClusterConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateClusterConfigRequest.ProtoReflect.Descriptor instead.
+func (*UpdateClusterConfigRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *UpdateClusterConfigRequest) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *UpdateClusterConfigRequest) GetUnset() []string {
+	if x != nil {
+		return x.Unset
+	}
+	return nil
+}
+
+type UpdateClusterConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        map[string]string      `protobuf:"bytes,1,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateClusterConfigResponse) Reset() {
+	*x = UpdateClusterConfigResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateClusterConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateClusterConfigResponse) ProtoMessage() {}
+
+func (x *UpdateClusterConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateClusterConfigResponse.ProtoReflect.Descriptor instead.
+func (*UpdateClusterConfigResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UpdateClusterConfigResponse) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type GetClusterConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClusterConfigRequest) Reset() {
+	*x = GetClusterConfigRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterConfigRequest) ProtoMessage() {}
+
+func (x *GetClusterConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetClusterConfigRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+type GetClusterConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        map[string]string      `protobuf:"bytes,1,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClusterConfigResponse) Reset() {
+	*x = GetClusterConfigResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterConfigResponse) ProtoMessage() {}
+
+func (x *GetClusterConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetClusterConfigResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetClusterConfigResponse) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
 var File_shoal_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_cluster_proto_rawDesc = "" +
@@ -1033,7 +1209,24 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\astarted\x18\x01 \x03(\tR\astarted\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xe1\x04\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xab\x01\n" +
+	"\x1aUpdateClusterConfigRequest\x12?\n" +
+	"\x03set\x18\x01 \x03(\v2-.shoal.v1.UpdateClusterConfigRequest.SetEntryR\x03set\x12\x14\n" +
+	"\x05unset\x18\x02 \x03(\tR\x05unset\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa3\x01\n" +
+	"\x1bUpdateClusterConfigResponse\x12I\n" +
+	"\x06config\x18\x01 \x03(\v21.shoal.v1.UpdateClusterConfigResponse.ConfigEntryR\x06config\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x19\n" +
+	"\x17GetClusterConfigRequest\"\x9d\x01\n" +
+	"\x18GetClusterConfigResponse\x12F\n" +
+	"\x06config\x18\x01 \x03(\v2..shoal.v1.GetClusterConfigResponse.ConfigEntryR\x06config\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xa0\x06\n" +
 	"\x0eClusterService\x12V\n" +
 	"\x0fCreateJoinToken\x12 .shoal.v1.CreateJoinTokenRequest\x1a!.shoal.v1.CreateJoinTokenResponse\x125\n" +
 	"\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12J\n" +
@@ -1041,7 +1234,9 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\fRemoveMember\x12\x1d.shoal.v1.RemoveMemberRequest\x1a\x1e.shoal.v1.RemoveMemberResponse\x12S\n" +
 	"\x0eEvacuateMember\x12\x1f.shoal.v1.EvacuateMemberRequest\x1a .shoal.v1.EvacuateMemberResponse\x12P\n" +
 	"\rRestoreMember\x12\x1e.shoal.v1.RestoreMemberRequest\x1a\x1f.shoal.v1.RestoreMemberResponse\x12D\n" +
-	"\tReadIndex\x12\x1a.shoal.v1.ReadIndexRequest\x1a\x1b.shoal.v1.ReadIndexResponse\x128\n" +
+	"\tReadIndex\x12\x1a.shoal.v1.ReadIndexRequest\x1a\x1b.shoal.v1.ReadIndexResponse\x12b\n" +
+	"\x13UpdateClusterConfig\x12$.shoal.v1.UpdateClusterConfigRequest\x1a%.shoal.v1.UpdateClusterConfigResponse\x12Y\n" +
+	"\x10GetClusterConfig\x12!.shoal.v1.GetClusterConfigRequest\x1a\".shoal.v1.GetClusterConfigResponse\x128\n" +
 	"\x05Apply\x12\x16.shoal.v1.ApplyRequest\x1a\x17.shoal.v1.ApplyResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
@@ -1056,53 +1251,67 @@ func file_shoal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_cluster_proto_rawDescData
 }
 
-var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_shoal_v1_cluster_proto_goTypes = []any{
-	(*CreateJoinTokenRequest)(nil),  // 0: shoal.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 1: shoal.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),             // 2: shoal.v1.JoinRequest
-	(*JoinResponse)(nil),            // 3: shoal.v1.JoinResponse
-	(*ListMembersRequest)(nil),      // 4: shoal.v1.ListMembersRequest
-	(*Member)(nil),                  // 5: shoal.v1.Member
-	(*ListMembersResponse)(nil),     // 6: shoal.v1.ListMembersResponse
-	(*RemoveMemberRequest)(nil),     // 7: shoal.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),    // 8: shoal.v1.RemoveMemberResponse
-	(*ApplyRequest)(nil),            // 9: shoal.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 10: shoal.v1.ApplyResponse
-	(*EvacuateMemberRequest)(nil),   // 11: shoal.v1.EvacuateMemberRequest
-	(*EvacuateMemberResponse)(nil),  // 12: shoal.v1.EvacuateMemberResponse
-	(*RestoreMemberRequest)(nil),    // 13: shoal.v1.RestoreMemberRequest
-	(*RestoreMemberResponse)(nil),   // 14: shoal.v1.RestoreMemberResponse
-	(*ReadIndexRequest)(nil),        // 15: shoal.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 16: shoal.v1.ReadIndexResponse
-	nil,                             // 17: shoal.v1.JoinRequest.LabelsEntry
-	nil,                             // 18: shoal.v1.Member.LabelsEntry
+	(*CreateJoinTokenRequest)(nil),      // 0: shoal.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 1: shoal.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),                 // 2: shoal.v1.JoinRequest
+	(*JoinResponse)(nil),                // 3: shoal.v1.JoinResponse
+	(*ListMembersRequest)(nil),          // 4: shoal.v1.ListMembersRequest
+	(*Member)(nil),                      // 5: shoal.v1.Member
+	(*ListMembersResponse)(nil),         // 6: shoal.v1.ListMembersResponse
+	(*RemoveMemberRequest)(nil),         // 7: shoal.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),        // 8: shoal.v1.RemoveMemberResponse
+	(*ApplyRequest)(nil),                // 9: shoal.v1.ApplyRequest
+	(*ApplyResponse)(nil),               // 10: shoal.v1.ApplyResponse
+	(*EvacuateMemberRequest)(nil),       // 11: shoal.v1.EvacuateMemberRequest
+	(*EvacuateMemberResponse)(nil),      // 12: shoal.v1.EvacuateMemberResponse
+	(*RestoreMemberRequest)(nil),        // 13: shoal.v1.RestoreMemberRequest
+	(*RestoreMemberResponse)(nil),       // 14: shoal.v1.RestoreMemberResponse
+	(*ReadIndexRequest)(nil),            // 15: shoal.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),           // 16: shoal.v1.ReadIndexResponse
+	(*UpdateClusterConfigRequest)(nil),  // 17: shoal.v1.UpdateClusterConfigRequest
+	(*UpdateClusterConfigResponse)(nil), // 18: shoal.v1.UpdateClusterConfigResponse
+	(*GetClusterConfigRequest)(nil),     // 19: shoal.v1.GetClusterConfigRequest
+	(*GetClusterConfigResponse)(nil),    // 20: shoal.v1.GetClusterConfigResponse
+	nil,                                 // 21: shoal.v1.JoinRequest.LabelsEntry
+	nil,                                 // 22: shoal.v1.Member.LabelsEntry
+	nil,                                 // 23: shoal.v1.UpdateClusterConfigRequest.SetEntry
+	nil,                                 // 24: shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	nil,                                 // 25: shoal.v1.GetClusterConfigResponse.ConfigEntry
 }
 var file_shoal_v1_cluster_proto_depIdxs = []int32{
-	17, // 0: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
-	18, // 1: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
+	21, // 0: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
+	22, // 1: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
 	5,  // 2: shoal.v1.ListMembersResponse.members:type_name -> shoal.v1.Member
-	0,  // 3: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
-	2,  // 4: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
-	4,  // 5: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
-	7,  // 6: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
-	11, // 7: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
-	13, // 8: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
-	15, // 9: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
-	9,  // 10: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
-	1,  // 11: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
-	3,  // 12: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
-	6,  // 13: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
-	8,  // 14: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
-	12, // 15: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
-	14, // 16: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
-	16, // 17: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
-	10, // 18: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
-	11, // [11:19] is the sub-list for method output_type
-	3,  // [3:11] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	23, // 3: shoal.v1.UpdateClusterConfigRequest.set:type_name -> shoal.v1.UpdateClusterConfigRequest.SetEntry
+	24, // 4: shoal.v1.UpdateClusterConfigResponse.config:type_name -> shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	25, // 5: shoal.v1.GetClusterConfigResponse.config:type_name -> shoal.v1.GetClusterConfigResponse.ConfigEntry
+	0,  // 6: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
+	2,  // 7: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
+	4,  // 8: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
+	7,  // 9: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
+	11, // 10: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
+	13, // 11: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
+	15, // 12: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
+	17, // 13: shoal.v1.ClusterService.UpdateClusterConfig:input_type -> shoal.v1.UpdateClusterConfigRequest
+	19, // 14: shoal.v1.ClusterService.GetClusterConfig:input_type -> shoal.v1.GetClusterConfigRequest
+	9,  // 15: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
+	1,  // 16: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
+	3,  // 17: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
+	6,  // 18: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
+	8,  // 19: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
+	12, // 20: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
+	14, // 21: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
+	16, // 22: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
+	18, // 23: shoal.v1.ClusterService.UpdateClusterConfig:output_type -> shoal.v1.UpdateClusterConfigResponse
+	20, // 24: shoal.v1.ClusterService.GetClusterConfig:output_type -> shoal.v1.GetClusterConfigResponse
+	10, // 25: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
+	16, // [16:26] is the sub-list for method output_type
+	6,  // [6:16] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_cluster_proto_init() }
@@ -1116,7 +1325,7 @@ func file_shoal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_cluster_proto_rawDesc), len(file_shoal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,14 +19,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClusterService_CreateJoinToken_FullMethodName = "/shoal.v1.ClusterService/CreateJoinToken"
-	ClusterService_Join_FullMethodName            = "/shoal.v1.ClusterService/Join"
-	ClusterService_ListMembers_FullMethodName     = "/shoal.v1.ClusterService/ListMembers"
-	ClusterService_RemoveMember_FullMethodName    = "/shoal.v1.ClusterService/RemoveMember"
-	ClusterService_EvacuateMember_FullMethodName  = "/shoal.v1.ClusterService/EvacuateMember"
-	ClusterService_RestoreMember_FullMethodName   = "/shoal.v1.ClusterService/RestoreMember"
-	ClusterService_ReadIndex_FullMethodName       = "/shoal.v1.ClusterService/ReadIndex"
-	ClusterService_Apply_FullMethodName           = "/shoal.v1.ClusterService/Apply"
+	ClusterService_CreateJoinToken_FullMethodName     = "/shoal.v1.ClusterService/CreateJoinToken"
+	ClusterService_Join_FullMethodName                = "/shoal.v1.ClusterService/Join"
+	ClusterService_ListMembers_FullMethodName         = "/shoal.v1.ClusterService/ListMembers"
+	ClusterService_RemoveMember_FullMethodName        = "/shoal.v1.ClusterService/RemoveMember"
+	ClusterService_EvacuateMember_FullMethodName      = "/shoal.v1.ClusterService/EvacuateMember"
+	ClusterService_RestoreMember_FullMethodName       = "/shoal.v1.ClusterService/RestoreMember"
+	ClusterService_ReadIndex_FullMethodName           = "/shoal.v1.ClusterService/ReadIndex"
+	ClusterService_UpdateClusterConfig_FullMethodName = "/shoal.v1.ClusterService/UpdateClusterConfig"
+	ClusterService_GetClusterConfig_FullMethodName    = "/shoal.v1.ClusterService/GetClusterConfig"
+	ClusterService_Apply_FullMethodName               = "/shoal.v1.ClusterService/Apply"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -55,6 +57,11 @@ type ClusterServiceClient interface {
 	// leads, so a member can serve a linearizable read once it has applied as
 	// far (node certificates only).
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// UpdateClusterConfig sets cluster-wide keys: cluster.scheduler
+	// (spread|binpack), cluster.max_voters (3|5).
+	UpdateClusterConfig(ctx context.Context, in *UpdateClusterConfigRequest, opts ...grpc.CallOption) (*UpdateClusterConfigResponse, error)
+	// GetClusterConfig returns the cluster-wide keys.
+	GetClusterConfig(ctx context.Context, in *GetClusterConfigRequest, opts ...grpc.CallOption) (*GetClusterConfigResponse, error)
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
@@ -138,6 +145,26 @@ func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) UpdateClusterConfig(ctx context.Context, in *UpdateClusterConfigRequest, opts ...grpc.CallOption) (*UpdateClusterConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateClusterConfigResponse)
+	err := c.cc.Invoke(ctx, ClusterService_UpdateClusterConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) GetClusterConfig(ctx context.Context, in *GetClusterConfigRequest, opts ...grpc.CallOption) (*GetClusterConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetClusterConfigResponse)
+	err := c.cc.Invoke(ctx, ClusterService_GetClusterConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ApplyResponse)
@@ -174,6 +201,11 @@ type ClusterServiceServer interface {
 	// leads, so a member can serve a linearizable read once it has applied as
 	// far (node certificates only).
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// UpdateClusterConfig sets cluster-wide keys: cluster.scheduler
+	// (spread|binpack), cluster.max_voters (3|5).
+	UpdateClusterConfig(context.Context, *UpdateClusterConfigRequest) (*UpdateClusterConfigResponse, error)
+	// GetClusterConfig returns the cluster-wide keys.
+	GetClusterConfig(context.Context, *GetClusterConfigRequest) (*GetClusterConfigResponse, error)
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
@@ -207,6 +239,12 @@ func (UnimplementedClusterServiceServer) RestoreMember(context.Context, *Restore
 }
 func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedClusterServiceServer) UpdateClusterConfig(context.Context, *UpdateClusterConfigRequest) (*UpdateClusterConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateClusterConfig not implemented")
+}
+func (UnimplementedClusterServiceServer) GetClusterConfig(context.Context, *GetClusterConfigRequest) (*GetClusterConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetClusterConfig not implemented")
 }
 func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
@@ -358,6 +396,42 @@ func _ClusterService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_UpdateClusterConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateClusterConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).UpdateClusterConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_UpdateClusterConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).UpdateClusterConfig(ctx, req.(*UpdateClusterConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_GetClusterConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetClusterConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetClusterConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetClusterConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetClusterConfig(ctx, req.(*GetClusterConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ClusterService_Apply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ApplyRequest)
 	if err := dec(in); err != nil {
@@ -410,6 +484,14 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _ClusterService_ReadIndex_Handler,
+		},
+		{
+			MethodName: "UpdateClusterConfig",
+			Handler:    _ClusterService_UpdateClusterConfig_Handler,
+		},
+		{
+			MethodName: "GetClusterConfig",
+			Handler:    _ClusterService_GetClusterConfig_Handler,
 		},
 		{
 			MethodName: "Apply",

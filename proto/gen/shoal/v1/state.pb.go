@@ -1103,6 +1103,52 @@ func (x *ContainerMoveCommand) GetDesiredState() DesiredState {
 	return DesiredState_DESIRED_STATE_UNSPECIFIED
 }
 
+// ClusterConfigCommand sets (or, with an empty value, unsets) cluster-wide
+// config keys such as cluster.scheduler and cluster.max_voters.
+type ClusterConfigCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Set           map[string]string      `protobuf:"bytes,1,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterConfigCommand) Reset() {
+	*x = ClusterConfigCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterConfigCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterConfigCommand) ProtoMessage() {}
+
+func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
+func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClusterConfigCommand) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
 // FSMSnapshot is the whole desired state, as persisted in a Raft snapshot.
 type FSMSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1115,13 +1161,14 @@ type FSMSnapshot struct {
 	Nodes         []*Node                `protobuf:"bytes,7,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	Identity      *ClusterIdentity       `protobuf:"bytes,8,opt,name=identity,proto3" json:"identity,omitempty"`
 	Tokens        []*TokenAddCommand     `protobuf:"bytes,9,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	ClusterConfig map[string]string      `protobuf:"bytes,10,rep,name=cluster_config,json=clusterConfig,proto3" json:"cluster_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1180,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1193,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1208,6 +1255,13 @@ func (x *FSMSnapshot) GetIdentity() *ClusterIdentity {
 func (x *FSMSnapshot) GetTokens() []*TokenAddCommand {
 	if x != nil {
 		return x.Tokens
+	}
+	return nil
+}
+
+func (x *FSMSnapshot) GetClusterConfig() map[string]string {
+	if x != nil {
+		return x.ClusterConfig
 	}
 	return nil
 }
@@ -1287,7 +1341,12 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\tR\x04from\x12;\n" +
-	"\rdesired_state\x18\x04 \x01(\x0e2\x16.shoal.v1.DesiredStateR\fdesiredState\"\xeb\x03\n" +
+	"\rdesired_state\x18\x04 \x01(\x0e2\x16.shoal.v1.DesiredStateR\fdesiredState\"\x89\x01\n" +
+	"\x14ClusterConfigCommand\x129\n" +
+	"\x03set\x18\x01 \x03(\v2'.shoal.v1.ClusterConfigCommand.SetEntryR\x03set\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x04\n" +
 	"\vFSMSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\n" +
@@ -1299,8 +1358,13 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\bnetworks\x18\x06 \x03(\v2\x11.shoal.v1.NetworkR\bnetworks\x12$\n" +
 	"\x05nodes\x18\a \x03(\v2\x0e.shoal.v1.NodeR\x05nodes\x125\n" +
 	"\bidentity\x18\b \x01(\v2\x19.shoal.v1.ClusterIdentityR\bidentity\x121\n" +
-	"\x06tokens\x18\t \x03(\v2\x19.shoal.v1.TokenAddCommandR\x06tokens\x1a:\n" +
+	"\x06tokens\x18\t \x03(\v2\x19.shoal.v1.TokenAddCommandR\x06tokens\x12O\n" +
+	"\x0ecluster_config\x18\n" +
+	" \x03(\v2(.shoal.v1.FSMSnapshot.ClusterConfigEntryR\rclusterConfig\x1a:\n" +
 	"\fAliasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +
+	"\x12ClusterConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
@@ -1316,7 +1380,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -1338,40 +1402,45 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*NodeRemoveCommand)(nil),            // 17: shoal.v1.NodeRemoveCommand
 	(*ClusterIdentity)(nil),              // 18: shoal.v1.ClusterIdentity
 	(*ContainerMoveCommand)(nil),         // 19: shoal.v1.ContainerMoveCommand
-	(*FSMSnapshot)(nil),                  // 20: shoal.v1.FSMSnapshot
-	nil,                                  // 21: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 22: shoal.v1.FSMSnapshot.AliasesEntry
-	(*Container)(nil),                    // 23: shoal.v1.Container
-	(DesiredState)(0),                    // 24: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 25: shoal.v1.Snapshot
-	(*Image)(nil),                        // 26: shoal.v1.Image
-	(*StoragePool)(nil),                  // 27: shoal.v1.StoragePool
-	(*Network)(nil),                      // 28: shoal.v1.Network
-	(*Node)(nil),                         // 29: shoal.v1.Node
+	(*ClusterConfigCommand)(nil),         // 20: shoal.v1.ClusterConfigCommand
+	(*FSMSnapshot)(nil),                  // 21: shoal.v1.FSMSnapshot
+	nil,                                  // 22: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 23: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 24: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 25: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 26: shoal.v1.Container
+	(DesiredState)(0),                    // 27: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 28: shoal.v1.Snapshot
+	(*Image)(nil),                        // 29: shoal.v1.Image
+	(*StoragePool)(nil),                  // 30: shoal.v1.StoragePool
+	(*Network)(nil),                      // 31: shoal.v1.Network
+	(*Node)(nil),                         // 32: shoal.v1.Node
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	23, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	21, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	24, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	25, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	26, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	27, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	28, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	29, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	24, // 8: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	23, // 9: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	26, // 10: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	22, // 11: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	27, // 12: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	28, // 13: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	29, // 14: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	18, // 15: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	15, // 16: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	26, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	22, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	27, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	28, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	29, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	30, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	31, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	32, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	27, // 8: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	23, // 9: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	26, // 10: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	29, // 11: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	24, // 12: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	30, // 13: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	31, // 14: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	32, // 15: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	18, // 16: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	15, // 17: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	25, // 18: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -1386,7 +1455,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
