@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +17,9 @@ import (
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/network"
+	"github.com/shoal-dev/shoal/node"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/scheduler"
 	"github.com/shoal-dev/shoal/storage"
@@ -449,7 +452,22 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 	if err := config.Validate(cfg); err != nil {
 		return nil, toStatus(err)
 	}
+	target := req.GetTarget()
+	if target == s.node.Name() {
+		target = ""
+	}
+	if target != "" {
+		if _, err := s.fsm.Node(target); err != nil {
+			return nil, toStatus(fmt.Errorf("target: %w", err))
+		}
+		if s.peers == nil {
+			return nil, precondition("this node is not in a cluster")
+		}
+	}
 	op := s.ops.Start("container-copy", "containers/"+req.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+		if target != "" {
+			return s.copyTo(ctx, src, req, cfg, target, p)
+		}
 		var snaps []string
 		var records []*shoalv1.Snapshot
 		if !req.GetInstanceOnly() {
@@ -480,6 +498,48 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 		return map[string]string{"name": ct.GetName()}, nil
 	})
 	return &shoalv1.CopyContainerResponse{Operation: op}, nil
+}
+
+// copyTo copies a container to another member: a transfer snapshot of the
+// source (with its snapshots unless instance_only) is streamed there under
+// the new name, then the copy is recorded, stopped, on that member.
+func (s *Server) copyTo(ctx context.Context, src *shoalv1.Container, req *shoalv1.CopyContainerRequest, cfg map[string]string, target string, p *operations.Progress) (map[string]string, error) {
+	d, err := s.node.Pool(src.GetPool())
+	if err != nil {
+		return nil, err
+	}
+	vol := node.VolumeName(src.GetName())
+	var snaps []string
+	var records []*shoalv1.Snapshot
+	if !req.GetInstanceOnly() {
+		for _, sn := range src.GetSnapshots() {
+			snaps = append(snaps, sn.GetName())
+			records = append(records, proto.Clone(sn).(*shoalv1.Snapshot))
+		}
+	}
+	tmp := "copy-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := d.CreateSnapshot(ctx, vol, tmp); err != nil {
+		return nil, err
+	}
+	defer d.DeleteSnapshot(context.Background(), vol, tmp)
+	header := &shoalv1.VolumeHeader{Version: migration.Version, Container: req.GetName(), Pool: src.GetPool(),
+		Snapshots: append(snaps, tmp), DropLast: true, Copy: true}
+	sent, err := s.sendVolume(ctx, d, vol, header, target, p)
+	if err != nil {
+		return nil, err
+	}
+	ct := &shoalv1.Container{
+		Name: req.GetName(), ImageFingerprint: src.GetImageFingerprint(), ImageSource: src.GetImageSource(),
+		Config: cfg, Node: target, DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED,
+		CreatedAtUnixNano: now(), Pool: src.GetPool(), Hwaddr: network.RandomMAC(), Snapshots: records,
+	}
+	if err := s.cl.Propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct}); err != nil {
+		return nil, err
+	}
+	if err := s.waitRemote(ctx, ct.GetName(), shoalv1.DesiredState_DESIRED_STATE_STOPPED); err != nil {
+		return nil, err
+	}
+	return map[string]string{"name": ct.GetName(), "node": target, "bytes": strconv.FormatInt(sent, 10)}, nil
 }
 
 // CreateSnapshot snapshots a container's volume and records its config.

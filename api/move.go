@@ -13,10 +13,12 @@ import (
 
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/scheduler"
+	"github.com/shoal-dev/shoal/storage"
 )
 
 // A cold move: stop (cleanly), send the volume and its snapshots to the
@@ -105,31 +107,9 @@ func (s *Server) moveTo(ctx context.Context, ct *shoalv1.Container, target strin
 	}
 	snaps = append(snaps, moveSnap)
 
-	p.Phase("sending volume to " + target)
-	conn, err := s.peers.conn(target)
-	if err != nil {
-		return nil, resume(err)
-	}
-	stream, err := shoalv1.NewMigrationServiceClient(conn).ReceiveVolume(s.outgoing(ctx))
-	if err != nil {
-		return nil, resume(err)
-	}
 	header := &shoalv1.VolumeHeader{Version: migration.Version, Container: name, Pool: ct.GetPool(), Snapshots: snaps, DropLast: true}
-	if err := stream.Send(&shoalv1.ReceiveVolumeRequest{Msg: &shoalv1.ReceiveVolumeRequest_Header{Header: header}}); err != nil {
-		_, rerr := stream.CloseAndRecv()
-		return nil, resume(errors.Join(err, rerr))
-	}
-	var progress int64
-	sent, err := migration.SendVolume(ctx, d, vol, snaps, func(part *shoalv1.VolumePart) error {
-		progress += int64(len(part.GetData()))
-		p.Set("sending volume to "+target, progress, -1, "bytes")
-		return stream.Send(&shoalv1.ReceiveVolumeRequest{Msg: &shoalv1.ReceiveVolumeRequest_Part{Part: part}})
-	})
+	sent, err := s.sendVolume(ctx, d, vol, header, target, p)
 	if err != nil {
-		_, rerr := stream.CloseAndRecv()
-		return nil, resume(errors.Join(err, rerr))
-	}
-	if _, err := stream.CloseAndRecv(); err != nil {
 		return nil, resume(err)
 	}
 
@@ -152,6 +132,37 @@ func (s *Server) moveTo(ctx context.Context, ct *shoalv1.Container, target strin
 	return map[string]string{"node": target, "bytes": strconv.FormatInt(sent, 10), "took": time.Since(start).String()}, nil
 }
 
+// sendVolume streams a volume's snapshots (as the header lists them) to a
+// member and returns the stream bytes sent.
+func (s *Server) sendVolume(ctx context.Context, d storage.Driver, vol string, header *shoalv1.VolumeHeader, target string, p *operations.Progress) (int64, error) {
+	phase := "sending volume to " + target
+	p.Phase(phase)
+	conn, err := s.peers.conn(target)
+	if err != nil {
+		return 0, err
+	}
+	stream, err := shoalv1.NewMigrationServiceClient(conn).ReceiveVolume(s.outgoing(ctx))
+	if err != nil {
+		return 0, err
+	}
+	if err := stream.Send(&shoalv1.ReceiveVolumeRequest{Msg: &shoalv1.ReceiveVolumeRequest_Header{Header: header}}); err != nil {
+		_, rerr := stream.CloseAndRecv()
+		return 0, errors.Join(err, rerr)
+	}
+	var progress int64
+	sent, err := migration.SendVolume(ctx, d, vol, header.GetSnapshots(), func(part *shoalv1.VolumePart) error {
+		progress += int64(len(part.GetData()))
+		p.Set(phase, progress, -1, "bytes")
+		return stream.Send(&shoalv1.ReceiveVolumeRequest{Msg: &shoalv1.ReceiveVolumeRequest_Part{Part: part}})
+	})
+	if err != nil {
+		_, rerr := stream.CloseAndRecv()
+		return sent, errors.Join(err, rerr)
+	}
+	_, err = stream.CloseAndRecv()
+	return sent, err
+}
+
 // ReceiveVolume is the target's side of a move: it receives the volume
 // into its pool, or deletes what arrived when the stream fails.
 func (s *Server) ReceiveVolume(stream shoalv1.MigrationService_ReceiveVolumeServer) error {
@@ -163,22 +174,36 @@ func (s *Server) ReceiveVolume(stream shoalv1.MigrationService_ReceiveVolumeServ
 	if h == nil {
 		return invalid("header", "the first message must be a header")
 	}
-	ct, err := s.container(h.GetContainer())
-	if err != nil {
-		return err
-	}
-	if ct.GetNode() == s.node.Name() {
-		return status.Errorf(codes.FailedPrecondition, "container %q is already owned by this node", ct.GetName())
+	name := h.GetContainer()
+	if h.GetCopy() {
+		// A new container: no record yet; leftovers of a failed copy go.
+		if err := config.ValidateName("container", name); err != nil {
+			return toStatus(err)
+		}
+		if _, err := s.fsm.Container(name); err == nil {
+			return status.Errorf(codes.AlreadyExists, "container %q already exists", name)
+		}
+		if err := s.node.RemoveStale(stream.Context(), name); err != nil {
+			return toStatus(err)
+		}
+	} else {
+		ct, err := s.container(name)
+		if err != nil {
+			return err
+		}
+		if ct.GetNode() == s.node.Name() {
+			return status.Errorf(codes.FailedPrecondition, "container %q is already owned by this node", name)
+		}
+		// A copy left by an earlier, failed transfer goes first.
+		if err := s.node.DropLocal(stream.Context(), name); err != nil {
+			return toStatus(err)
+		}
 	}
 	d, err := s.node.Pool(h.GetPool())
 	if err != nil {
 		return toStatus(err)
 	}
-	// A copy left by an earlier, failed transfer goes first.
-	if err := s.node.DropLocal(stream.Context(), ct.GetName()); err != nil {
-		return toStatus(err)
-	}
-	r, err := migration.NewReceiver(d, node.VolumeName(ct.GetName()), h)
+	r, err := migration.NewReceiver(d, node.VolumeName(name), h)
 	if err != nil {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}

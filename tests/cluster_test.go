@@ -146,6 +146,23 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "n1: ") || !strings.Contains(errOut, "n2: ") || !strings.Contains(errOut, "group web") {
 		t.Fatalf("a fourth member of a one-per-node group: %d %q", code, errOut)
 	}
+	// A copy to another member carries the volume and its snapshots.
+	ms[0].MustShoal("copy", "web1", "web1-copy", "--target", "n2")
+	if got := ms[2].List()["web1-copy"]; got.Container.Node != "n2" || got.State.Status != "Stopped" {
+		t.Fatalf("cross-node copy: %+v", got)
+	}
+	ms[2].MustShoal("start", "web1-copy")
+	if got := ms[2].MustShoal("exec", "web1-copy", "--", "cat", "/root/f"); got != "across nodes\n" {
+		t.Fatalf("file in the cross-node copy: %q", got)
+	}
+	if ls := ms[1].MustShoal("snapshot", "list", "web1-copy"); !strings.Contains(ls, "s1") {
+		t.Fatalf("snapshots of the cross-node copy: %s", ls)
+	}
+	if got := ms[0].MustShoal("exec", "web1-copy", "--", "hostname"); got != "web1-copy\n" {
+		t.Fatalf("hostname of the copy: %q", got)
+	}
+	ms[0].MustShoal("delete", "-f", "web1-copy")
+
 	// A cold move carries the volume and its snapshots; the source keeps no
 	// copy.
 	ms[0].MustShoal("start", "web1")

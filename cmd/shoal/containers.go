@@ -191,6 +191,7 @@ func (a *app) deleteCmd() *cobra.Command {
 func (a *app) copyCmd() *cobra.Command {
 	var instanceOnly bool
 	var cfg []string
+	var target string
 	cmd := &cobra.Command{
 		Use: "copy SOURCE NAME", Aliases: []string{"cp"}, Short: "Copy a container (copy-on-write where the pool can)", Args: cobra.ExactArgs(2),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -199,7 +200,7 @@ func (a *app) copyCmd() *cobra.Command {
 				return err
 			}
 			resp, err := c.Containers.CopyContainer(cmd.Context(), &shoalv1.CopyContainerRequest{
-				Source: args[0], Name: args[1], InstanceOnly: instanceOnly, Config: conf,
+				Source: args[0], Name: args[1], InstanceOnly: instanceOnly, Config: conf, Target: target,
 			})
 			if err != nil {
 				return convert(err)
@@ -209,6 +210,7 @@ func (a *app) copyCmd() *cobra.Command {
 		}),
 	}
 	cmd.Flags().BoolVar(&instanceOnly, "instance-only", false, "copy without snapshots")
+	cmd.Flags().StringVar(&target, "target", "", "cluster member to put the copy on (default: the source's)")
 	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE to override (repeatable)")
 	return cmd
 }

@@ -1490,8 +1490,10 @@ type CopyContainerRequest struct {
 	Source string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
 	Name   string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Copy only the container, not its snapshots.
-	InstanceOnly  bool              `protobuf:"varint,3,opt,name=instance_only,json=instanceOnly,proto3" json:"instance_only,omitempty"`
-	Config        map[string]string `protobuf:"bytes,4,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	InstanceOnly bool              `protobuf:"varint,3,opt,name=instance_only,json=instanceOnly,proto3" json:"instance_only,omitempty"`
+	Config       map[string]string `protobuf:"bytes,4,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Member to put the copy on (default: the source's).
+	Target        string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1552,6 +1554,13 @@ func (x *CopyContainerRequest) GetConfig() map[string]string {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *CopyContainerRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
 }
 
 type CopyContainerResponse struct {
@@ -2148,12 +2157,13 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x14GetConsoleLogRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x15GetConsoleLogResponse\x12\x10\n" +
-	"\x03log\x18\x01 \x01(\fR\x03log\"\xe6\x01\n" +
+	"\x03log\x18\x01 \x01(\fR\x03log\"\xfe\x01\n" +
 	"\x14CopyContainerRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
 	"\rinstance_only\x18\x03 \x01(\bR\finstanceOnly\x12B\n" +
-	"\x06config\x18\x04 \x03(\v2*.shoal.v1.CopyContainerRequest.ConfigEntryR\x06config\x1a9\n" +
+	"\x06config\x18\x04 \x03(\v2*.shoal.v1.CopyContainerRequest.ConfigEntryR\x06config\x12\x16\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +

@@ -31,7 +31,10 @@ type VolumeHeader struct {
 	// Snapshots the stream carries, oldest first.
 	Snapshots []string `protobuf:"bytes,4,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
 	// Delete the last snapshot once received (a transfer snapshot, not the user's).
-	DropLast      bool `protobuf:"varint,5,opt,name=drop_last,json=dropLast,proto3" json:"drop_last,omitempty"`
+	DropLast bool `protobuf:"varint,5,opt,name=drop_last,json=dropLast,proto3" json:"drop_last,omitempty"`
+	// A copy: the container does not exist yet (the sender records it once
+	// the volume is there), rather than a move of an existing one.
+	Copy          bool `protobuf:"varint,6,opt,name=copy,proto3" json:"copy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -97,6 +100,13 @@ func (x *VolumeHeader) GetSnapshots() []string {
 func (x *VolumeHeader) GetDropLast() bool {
 	if x != nil {
 		return x.DropLast
+	}
+	return false
+}
+
+func (x *VolumeHeader) GetCopy() bool {
+	if x != nil {
+		return x.Copy
 	}
 	return false
 }
@@ -309,13 +319,14 @@ var File_shoal_v1_migration_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoal/v1/migration.proto\x12\bshoal.v1\"\x95\x01\n" +
+	"\x18shoal/v1/migration.proto\x12\bshoal.v1\"\xa9\x01\n" +
 	"\fVolumeHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04pool\x18\x03 \x01(\tR\x04pool\x12\x1c\n" +
 	"\tsnapshots\x18\x04 \x03(\tR\tsnapshots\x12\x1b\n" +
-	"\tdrop_last\x18\x05 \x01(\bR\bdropLast\"z\n" +
+	"\tdrop_last\x18\x05 \x01(\bR\bdropLast\x12\x12\n" +
+	"\x04copy\x18\x06 \x01(\bR\x04copy\"z\n" +
 	"\n" +
 	"VolumePart\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\tR\bsnapshot\x12\x12\n" +
