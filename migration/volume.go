@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -30,25 +31,42 @@ func SendVolume(ctx context.Context, d storage.Driver, vol string, snaps []strin
 	for _, snap := range snaps {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(d.Send(ctx, vol, snap, parent, pw)) }()
-		h := sha256.New()
-		buf := make([]byte, chunk)
-		var size int64
-		for {
-			n, err := io.ReadFull(pr, buf)
-			if n > 0 {
-				h.Write(buf[:n])
-				size += int64(n)
-				if serr := send(&shoalv1.VolumePart{Snapshot: snap, Data: append([]byte(nil), buf[:n]...)}); serr != nil {
-					pr.CloseWithError(serr)
-					return total, fmt.Errorf("send %s@%s: %w", vol, snap, serr)
+		// Read ahead while the previous chunk is being sent, so the driver's
+		// send and the transport work at the same time.
+		chunks := make(chan []byte, 8)
+		readErr := make(chan error, 1)
+		go func() {
+			defer close(chunks)
+			for {
+				buf := make([]byte, chunk)
+				n, err := io.ReadFull(pr, buf)
+				if n > 0 {
+					chunks <- buf[:n]
+				}
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					readErr <- nil
+					return
+				}
+				if err != nil {
+					readErr <- err
+					return
 				}
 			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				break
+		}()
+		h := sha256.New()
+		var size int64
+		for data := range chunks {
+			h.Write(data)
+			size += int64(len(data))
+			if serr := send(&shoalv1.VolumePart{Snapshot: snap, Data: data}); serr != nil {
+				pr.CloseWithError(serr)
+				for range chunks {
+				}
+				return total, fmt.Errorf("send %s@%s: %w", vol, snap, serr)
 			}
-			if err != nil {
-				return total, fmt.Errorf("send %s@%s: %w", vol, snap, err)
-			}
+		}
+		if err := <-readErr; err != nil {
+			return total, fmt.Errorf("send %s@%s: %w", vol, snap, err)
 		}
 		if err := send(&shoalv1.VolumePart{Snapshot: snap, End: true, Size: size, Sha256: hex.EncodeToString(h.Sum(nil))}); err != nil {
 			return total, fmt.Errorf("send %s@%s: %w", vol, snap, err)
@@ -68,15 +86,12 @@ type Receiver struct {
 	next  int
 
 	pw    *io.PipeWriter
-	done  chan error
-	h     hashWriter
+	done  chan error // the driver's receive finished
+	data  chan []byte
+	wrote chan error // the writer goroutine finished
+	sum   hash.Hash
+	size  int64
 	total int64
-}
-
-type hashWriter struct {
-	sum  interface{ Sum([]byte) []byte }
-	w    io.Writer
-	size int64
 }
 
 // NewReceiver prepares to receive the snapshots a header announces into
@@ -97,49 +112,87 @@ func (r *Receiver) Apply(ctx context.Context, p *shoalv1.VolumePart) error {
 		return fmt.Errorf("%w: part of snapshot %q out of order", ErrCorrupt, p.GetSnapshot())
 	}
 	if r.pw == nil {
-		pr, pw := io.Pipe()
-		r.pw, r.done = pw, make(chan error, 1)
-		sum := sha256.New()
-		r.h = hashWriter{sum: sum, w: io.MultiWriter(pw, sum)}
-		snap := p.GetSnapshot()
-		go func() {
-			err := r.d.Receive(ctx, r.vol, snap, pr)
-			pr.CloseWithError(err)
-			r.done <- err
-		}()
+		r.start(ctx, p.GetSnapshot())
 	}
 	if len(p.GetData()) > 0 {
-		if _, err := r.h.w.Write(p.GetData()); err != nil {
+		r.sum.Write(p.GetData())
+		r.size += int64(len(p.GetData()))
+		select {
+		case r.data <- p.GetData():
+		case err := <-r.wrote:
 			// The receiving side failed: collect its error.
-			r.pw.CloseWithError(err)
-			if rerr := <-r.done; rerr != nil {
-				err = rerr
-			}
-			r.pw = nil
-			return fmt.Errorf("receive %s@%s: %w", r.vol, p.GetSnapshot(), err)
+			return fmt.Errorf("receive %s@%s: %w", r.vol, p.GetSnapshot(), r.stop(err))
 		}
-		r.h.size += int64(len(p.GetData()))
 	}
 	if !p.GetEnd() {
 		return nil
 	}
-	got := hex.EncodeToString(r.h.sum.Sum(nil))
-	if r.h.size != p.GetSize() || got != p.GetSha256() {
-		r.pw.CloseWithError(ErrCorrupt)
-		<-r.done
-		r.pw = nil
+	got := hex.EncodeToString(r.sum.Sum(nil))
+	if r.size != p.GetSize() || got != p.GetSha256() {
+		r.stop(ErrCorrupt)
 		return fmt.Errorf("%w: snapshot %s: %d bytes sha256 %.12s, sender sent %d bytes sha256 %.12s",
-			ErrCorrupt, p.GetSnapshot(), r.h.size, got, p.GetSize(), p.GetSha256())
+			ErrCorrupt, p.GetSnapshot(), r.size, got, p.GetSize(), p.GetSha256())
 	}
-	r.pw.Close()
-	err := <-r.done
-	r.pw = nil
-	if err != nil {
+	if err := r.stop(nil); err != nil {
 		return fmt.Errorf("receive %s@%s: %w", r.vol, p.GetSnapshot(), err)
 	}
-	r.total += r.h.size
+	r.total += r.size
 	r.next++
 	return nil
+}
+
+// start begins receiving one snapshot: the driver reads a pipe that a
+// writer goroutine fills from a buffered channel, so the transport and the
+// driver work at the same time.
+func (r *Receiver) start(ctx context.Context, snap string) {
+	pr, pw := io.Pipe()
+	r.pw, r.done, r.wrote = pw, make(chan error, 1), make(chan error, 1)
+	r.data = make(chan []byte, 8)
+	r.sum, r.size = sha256.New(), 0
+	go func() {
+		err := r.d.Receive(ctx, r.vol, snap, pr)
+		pr.CloseWithError(err)
+		r.done <- err
+	}()
+	data, wrote := r.data, r.wrote
+	go func() {
+		for b := range data {
+			if _, err := pw.Write(b); err != nil {
+				for range data {
+				}
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+}
+
+// stop ends the snapshot in progress: with cause nil it lets the driver
+// finish and returns its verdict; otherwise it aborts the driver's receive.
+func (r *Receiver) stop(cause error) error {
+	if r.pw == nil {
+		return cause
+	}
+	close(r.data)
+	werr := <-r.wrote
+	if cause == nil {
+		cause = werr
+	}
+	if cause != nil {
+		r.pw.CloseWithError(cause)
+	} else {
+		r.pw.Close()
+	}
+	err := <-r.done
+	r.pw = nil
+	if cause != nil {
+		if err != nil && !errors.Is(cause, ErrCorrupt) {
+			return err
+		}
+		return cause
+	}
+	return err
 }
 
 // Finish checks every announced snapshot arrived and drops the transfer
@@ -158,9 +211,6 @@ func (r *Receiver) Finish(ctx context.Context) (int64, error) {
 
 // Abort stops a receive in progress and deletes what arrived.
 func (r *Receiver) Abort() {
-	if r.pw != nil {
-		r.pw.CloseWithError(errors.New("transfer aborted"))
-		<-r.done
-	}
+	r.stop(errors.New("transfer aborted"))
 	_ = r.d.DeleteVolume(context.Background(), r.vol)
 }
