@@ -84,7 +84,9 @@ func run(sizeMiB int) error {
 	}
 	fmt.Printf("# volume stream, %d MiB of random data, btrfs loop pool to btrfs loop pool on this machine\n", sizeMiB)
 
-	// Raw floor: btrfs send | btrfs receive.
+	// Raw floor: btrfs send | btrfs receive. Each measurement starts with
+	// the previous one's writes flushed, so neither pays for the other.
+	exec.Command("sync").Run()
 	start := time.Now()
 	send := exec.Command("btrfs", "send", "-q", src.SnapshotPath("containers/c", "s"))
 	recv := exec.Command("btrfs", "receive", "-q", rawMnt)
@@ -105,6 +107,7 @@ func run(sizeMiB int) error {
 	raw := time.Since(start)
 
 	// Shoal's stream.
+	exec.Command("sync").Run()
 	start = time.Now()
 	r, err := migration.NewReceiver(dst, "containers/c", &shoalv1.VolumeHeader{Version: migration.Version, Snapshots: []string{"s"}})
 	if err != nil {
