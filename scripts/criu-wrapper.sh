@@ -14,6 +14,9 @@
 # --mntns-compat-mode or --no-mntns-compat-mode, or SHOAL_CRIU_MNTNS_COMPAT=0
 # (systemd units with their own mount namespace restore only without it).
 #
+# Extra per-checkpoint arguments for dump and restore come from the file
+# shoal-criu.args in the images directory (-D), when there is one.
+#
 # Clients that speak RPC (`criu swrk FD`, `criu service`, go-criu) go through
 # here too; the flag is not added for them (RPC carries mntns_compat_mode).
 set -u
@@ -43,15 +46,25 @@ short_with_arg="tDoJrWLM"
 action=""
 compat_given=0
 skip=0
+images_dir=""
+want_dir=0
 for a in "$@"; do
-	if [ "$skip" = 1 ]; then skip=0; continue; fi
+	if [ "$skip" = 1 ]; then
+		skip=0
+		if [ "$want_dir" = 1 ]; then images_dir=$a; want_dir=0; fi
+		continue
+	fi
 	case $a in
 	--mntns-compat-mode | --no-mntns-compat-mode) compat_given=1 ;;
 	--) break ;;
+	--images-dir=*) images_dir=${a#--images-dir=} ;;
 	--*=*) ;;
+	--images-dir) skip=1; want_dir=1 ;;
 	--*)
 		case $long_with_arg in *" ${a#--} "*) skip=1 ;; esac
 		;;
+	-D?*) images_dir=${a#-D} ;;
+	-D) skip=1; want_dir=1 ;;
 	-?*)
 		# A cluster of short options: the first one that takes an argument
 		# takes the rest of the cluster, or the next word if it ends here.
@@ -77,6 +90,15 @@ done
 extra=()
 if [ "$action" = restore ] && [ "$compat_given" = 0 ] && [ "${SHOAL_CRIU_MNTNS_COMPAT:-1}" != 0 ]; then
 	extra=(--mntns-compat-mode)
+fi
+
+# Per-checkpoint extra arguments: LXC passes no CRIU flags through (lazy
+# pages, page server), so Shoal writes them into the images directory, one
+# "ACTION: ARG" per line (node/runtime.CRIUArgsFile).
+if [ -n "$images_dir" ] && [ -f "$images_dir/shoal-criu.args" ] && { [ "$action" = dump ] || [ "$action" = restore ]; }; then
+	while IFS= read -r line; do
+		case $line in "$action: "*) extra+=("${line#"$action: "}") ;; esac
+	done <"$images_dir/shoal-criu.args"
 fi
 
 # Extra flags go first: anything after "--" belongs to --exec-cmd.

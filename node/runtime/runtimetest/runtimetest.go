@@ -146,3 +146,17 @@ func BusyboxRootfs(t testing.TB, dir string) string {
 	}
 	return root
 }
+
+// RequireCRIU fails (CI=true) or skips the test unless `criu check` passes
+// (Shoal's bundle and wrapper from scripts/criu-bundle.sh).
+func RequireCRIU(t testing.TB) {
+	t.Helper()
+	Require(t)
+	out, err := exec.Command("criu", "check").CombinedOutput()
+	if err != nil {
+		Missing(t, "a working CRIU (`criu check`: "+strings.TrimSpace(string(out))+"; run scripts/criu-bundle.sh)")
+	}
+	if _, err := exec.LookPath("lxc-checkpoint"); err != nil {
+		Missing(t, "lxc-checkpoint (Debian package lxc)")
+	}
+}
