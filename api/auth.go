@@ -23,9 +23,10 @@ var open = map[string]bool{
 
 // nodeOnly are the methods only other members (node certificates) may use.
 var nodeOnly = map[string]bool{
-	"/shoal.v1.ClusterService/Apply":           true,
-	"/shoal.v1.ClusterService/ReadIndex":       true,
-	"/shoal.v1.MigrationService/ReceiveVolume": true,
+	"/shoal.v1.ClusterService/Apply":              true,
+	"/shoal.v1.ClusterService/ReadIndex":          true,
+	"/shoal.v1.MigrationService/ReceiveVolume":    true,
+	"/shoal.v1.MigrationService/RestoreContainer": true,
 }
 
 func authorize(ctx context.Context, method string) error {

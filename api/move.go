@@ -39,7 +39,19 @@ func (s *Server) MoveContainer(ctx context.Context, req *shoalv1.MoveContainerRe
 	if err != nil {
 		return nil, err
 	}
+	live := req.GetLive() && ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED
+	if live {
+		if ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_FROZEN {
+			return nil, precondition(fmt.Sprintf("container %q is paused: resume it, or move it without --live", ct.GetName()))
+		}
+		if err := s.node.CanCheckpoint(ctx); err != nil {
+			return nil, precondition(err.Error() + " (move it without --live)")
+		}
+	}
 	op := s.ops.Start("container-move", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+		if live {
+			return s.liveMoveTo(ctx, ct, target, p)
+		}
 		return s.moveTo(ctx, ct, target, p)
 	})
 	return &shoalv1.MoveContainerResponse{Operation: op}, nil

@@ -26,8 +26,14 @@ var ErrCorrupt = errors.New("volume stream corrupt")
 // sent incrementally on the one before) as parts through send. It returns
 // the bytes of stream data sent.
 func SendVolume(ctx context.Context, d storage.Driver, vol string, snaps []string, send func(*shoalv1.VolumePart) error) (int64, error) {
+	return SendVolumeFrom(ctx, d, vol, "", snaps, send)
+}
+
+// SendVolumeFrom is SendVolume with the first snapshot sent incrementally
+// on base, a snapshot the receiver already holds (base "" sends it whole).
+func SendVolumeFrom(ctx context.Context, d storage.Driver, vol, base string, snaps []string, send func(*shoalv1.VolumePart) error) (int64, error) {
 	var total int64
-	parent := ""
+	parent := base
 	for _, snap := range snaps {
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(d.Send(ctx, vol, snap, parent, pw)) }()
@@ -82,7 +88,7 @@ type Receiver struct {
 	d     storage.Driver
 	vol   string
 	snaps []string
-	drop  bool
+	drop  []string
 	next  int
 
 	pw    *io.PipeWriter
@@ -103,7 +109,11 @@ func NewReceiver(d storage.Driver, vol string, h *shoalv1.VolumeHeader) (*Receiv
 	if len(h.GetSnapshots()) == 0 {
 		return nil, errors.New("volume stream announces no snapshots")
 	}
-	return &Receiver{d: d, vol: vol, snaps: h.GetSnapshots(), drop: h.GetDropLast()}, nil
+	drop := h.GetDrop()
+	if h.GetDropLast() {
+		drop = append(drop, h.GetSnapshots()[len(h.GetSnapshots())-1])
+	}
+	return &Receiver{d: d, vol: vol, snaps: h.GetSnapshots(), drop: drop}, nil
 }
 
 // Apply consumes one part.
@@ -196,13 +206,13 @@ func (r *Receiver) stop(cause error) error {
 }
 
 // Finish checks every announced snapshot arrived and drops the transfer
-// snapshot when asked. It returns the stream bytes received.
+// snapshots the header names. It returns the stream bytes received.
 func (r *Receiver) Finish(ctx context.Context) (int64, error) {
 	if r.next != len(r.snaps) {
 		return r.total, fmt.Errorf("%w: %d of %d snapshots received", ErrCorrupt, r.next, len(r.snaps))
 	}
-	if r.drop {
-		if err := r.d.DeleteSnapshot(ctx, r.vol, r.snaps[len(r.snaps)-1]); err != nil {
+	for _, snap := range r.drop {
+		if err := r.d.DeleteSnapshot(ctx, r.vol, snap); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return r.total, err
 		}
 	}

@@ -84,6 +84,15 @@ type Node struct {
 	hints  map[string]time.Duration
 	// applied remembers the config last applied to each running container.
 	applied sync.Map
+	// incoming marks containers restored here by a live move not yet
+	// committed (name → true): resync leaves them alone.
+	incoming sync.Map
+	// outgoing marks containers a live move holds frozen on this node
+	// (name → true): reconciles leave them alone.
+	outgoing sync.Map
+	// criuOnce probes CRIU once; criuErr is the verdict.
+	criuOnce sync.Once
+	criuErr  error
 
 	stop chan struct{}
 	wg   sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,21 @@ func (n *Node) resync(ctx context.Context) {
 	for _, name := range local {
 		if !known[name] {
 			n.log.Warn("orphaned container: defined on this host but unknown to the cluster; left alone", "container", name)
+			continue
+		}
+		if _, in := n.incoming.Load(name); in {
+			continue
+		}
+		if _, out := n.outgoing.Load(name); out {
+			continue
+		}
+		// A copy of a container another member owns: the source side of a
+		// move that committed while this daemon was down or cut off.
+		if ct, err := n.fsm.Container(name); err == nil && ct.GetNode() != n.cfg.Name {
+			n.log.Warn("removing the copy a committed move left here", "container", name, "owner", ct.GetNode())
+			if err := n.DropLocal(ctx, name); err != nil {
+				n.log.Warn("remove stale copy", "container", name, "err", err)
+			}
 		}
 	}
 }
@@ -94,6 +110,9 @@ func (n *Node) Reconcile(ctx context.Context, name string) error {
 	}
 	if ct.GetNode() != n.cfg.Name {
 		return nil
+	}
+	if _, held := n.outgoing.Load(name); held {
+		return nil // a live move holds it frozen; the move decides
 	}
 	err = n.reconcile(ctx, ct)
 	n.reportStatus(ct, err)
@@ -217,9 +236,18 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 		IDMap:      n.idmap,
 		Nesting:    config.Bool(cfg, "security.nesting"),
 		Limits:     runtimeLimits(lim),
-		NICs:       []runtime.NIC{{Name: "eth0", Bridge: nw.Name(), HWAddr: ct.GetHwaddr()}},
+		NICs:       []runtime.NIC{{Name: "eth0", Bridge: nw.Name(), HWAddr: ct.GetHwaddr(), HostName: hostVeth(ct.GetName(), 0)}},
 		Autostart:  config.Bool(cfg, "boot.autostart"),
 	}, nil
+}
+
+// hostVeth names the host end of a container's NIC i: fixed per container,
+// so a restore (which must create it under the name LXC hands CRIU) knows
+// it, and short enough for a link name (15 bytes).
+func hostVeth(container string, i int) string {
+	h := fnv.New32a()
+	h.Write([]byte(container))
+	return fmt.Sprintf("vsh%08x%d", h.Sum32(), i)
 }
 
 // runtimeLimits converts parsed limits; LXD's disk priority 0..10 becomes

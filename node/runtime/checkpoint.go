@@ -3,6 +3,8 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
+	"github.com/vishvananda/netlink"
 )
 
 // ErrCheckpoint: CRIU could not dump or restore the container; the error
@@ -38,6 +41,13 @@ type CheckpointOptions struct {
 	ExtraRestore []string
 }
 
+// RestoreOptions tune a restore.
+type RestoreOptions struct {
+	// KeepFrozen leaves the restored container frozen (a live move thaws
+	// it once the move is committed).
+	KeepFrozen bool
+}
+
 // Checkpoint dumps the running (or frozen) container's processes into dir
 // with CRIU through lxc-checkpoint. dir is created; it must be empty.
 func (r *Runtime) Checkpoint(ctx context.Context, name, dir string, o CheckpointOptions) error {
@@ -62,7 +72,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, name, dir string, o Checkpoint
 	out, err := exec.CommandContext(ctx, "lxc-checkpoint", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("runtime: checkpoint %s: %w: %v: %s%s", name, ErrCheckpoint, err,
-			strings.TrimSpace(string(out)), criuLogTail(filepath.Join(dir, "dump.log")))
+			oneLine(out), criuLogTail(filepath.Join(dir, "dump.log")))
 	}
 	if err := r.shareWithRoot(name, dir); err != nil {
 		return fmt.Errorf("runtime: checkpoint %s: %w", name, err)
@@ -77,7 +87,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, name, dir string, o Checkpoint
 // host's rootfs; everything else is as dumped. CRIU does not carry every
 // cgroup limit (the blkio weight is lost): callers apply them again with
 // SetLimits.
-func (r *Runtime) Restore(ctx context.Context, name, dir string) error {
+func (r *Runtime) Restore(ctx context.Context, name, dir string, o RestoreOptions) error {
 	c, err := r.container(name)
 	if err != nil {
 		return err
@@ -92,6 +102,25 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string) error {
 	}
 	// The restore daemonizes an "[lxc monitor]" that inherits our stdout
 	// and stderr: give it a file, never a pipe we would wait on forever.
+	nics, err := r.precreateVeths(c)
+	if err != nil {
+		return fmt.Errorf("runtime: restore %s: %w", name, err)
+	}
+	restored := false
+	defer func() {
+		if !restored {
+			for _, v := range nics {
+				_ = netlink.LinkDel(v)
+			}
+		}
+	}()
+	var extra []string
+	for i, v := range nics {
+		extra = append(extra, "--external", fmt.Sprintf("netdev[%s]:%s", c.ConfigItem(fmt.Sprintf("lxc.net.%d.name", i))[0], v.PeerName))
+	}
+	if err := addRestoreArgs(dir, extra); err != nil {
+		return fmt.Errorf("runtime: restore %s: %w", name, err)
+	}
 	outPath := filepath.Join(dir, "lxc-restore.out")
 	out, err := os.OpenFile(outPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -105,7 +134,7 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string) error {
 	if err := cmd.Run(); err != nil {
 		b, _ := os.ReadFile(outPath)
 		return fmt.Errorf("runtime: restore %s: %w: %v: %s%s", name, ErrCheckpoint, err,
-			strings.TrimSpace(string(b)), criuLogTail(filepath.Join(dir, "restore.log")))
+			oneLine(b), criuLogTail(filepath.Join(dir, "restore.log")))
 	}
 	if !waitState(ctx, c, startTimeout, lxc.RUNNING, lxc.FROZEN) {
 		return fmt.Errorf("runtime: restore %s: %w: not running after restore (state %s)%s",
@@ -115,10 +144,17 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string) error {
 	if pid <= 0 {
 		return fmt.Errorf("runtime: restore %s: no init pid", name)
 	}
+	restored = true
 	r.reapMonitor(name, pid)
 	// A container dumped frozen (a live move holds it so) comes back
-	// frozen: thaw it.
-	if err := r.Unfreeze(ctx, name); err != nil {
+	// frozen: thaw it unless asked to keep it so.
+	if o.KeepFrozen {
+		if r.status(c) != StatusFrozen {
+			if err := r.Freeze(ctx, name); err != nil {
+				return fmt.Errorf("runtime: restore %s: %w", name, err)
+			}
+		}
+	} else if err := r.Unfreeze(ctx, name); err != nil {
 		return fmt.Errorf("runtime: restore %s: %w", name, err)
 	}
 	r.log.Info("restored", "container", name, "pid", pid, "took", time.Since(t0))
@@ -146,6 +182,76 @@ func ChownCheckpoint(dir string, uid, gid int) error {
 	})
 }
 
+// precreateVeths makes, for each veth NIC of the container's config, a
+// veth pair on this host: the host end up (CRIU joins it to the bridge
+// LXC names), the peer left for CRIU to move into the restored network namespace with
+// the ifindex it had (--external netdev[NAME]:PEER). Left to itself, CRIU
+// 4.2 creates the pair from the host's namespace asking for the
+// container-side ifindex there (2 for LXC's eth0), which collides with the
+// host's own second link and fails unprivileged restores.
+func (r *Runtime) precreateVeths(c *lxc.Container) ([]*netlink.Veth, error) {
+	var out []*netlink.Veth
+	for i := 0; ; i++ {
+		p := fmt.Sprintf("lxc.net.%d.", i)
+		typ := c.ConfigItem(p + "type")
+		if len(typ) == 0 || typ[0] == "" {
+			return out, nil
+		}
+		if typ[0] != "veth" {
+			continue
+		}
+		link := c.ConfigItem(p + "link")
+		if len(link) == 0 || link[0] == "" {
+			continue
+		}
+		// LXC tells CRIU to put the host end, by this name, on the bridge.
+		pair := c.ConfigItem(p + "veth.pair")
+		if len(pair) == 0 || pair[0] == "" {
+			return out, fmt.Errorf("%w: restore needs %sveth.pair (the host-side name)", ErrInvalid, p)
+		}
+		if _, err := netlink.LinkByName(link[0]); err != nil {
+			return out, fmt.Errorf("bridge %s: %w", link[0], err)
+		}
+		if old, err := netlink.LinkByName(pair[0]); err == nil {
+			_ = netlink.LinkDel(old) // left by an earlier, failed restore
+		}
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: pair[0]}, PeerName: "vsp" + randHex(4)}
+		if err := netlink.LinkAdd(v); err != nil {
+			return out, fmt.Errorf("veth for %s: %w", link[0], err)
+		}
+		out = append(out, v)
+		if err := netlink.LinkSetUp(v); err != nil {
+			return out, fmt.Errorf("veth for %s: %w", link[0], err)
+		}
+	}
+}
+
+// randHex returns n random bytes in hex.
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// addRestoreArgs appends extra CRIU restore arguments to those recorded in
+// a checkpoint directory.
+func addRestoreArgs(dir string, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	var dump, restore []string
+	if b, err := os.ReadFile(filepath.Join(dir, CRIUArgsFile)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if a, ok := strings.CutPrefix(l, "dump: "); ok {
+				dump = append(dump, a)
+			} else if a, ok := strings.CutPrefix(l, "restore: "); ok {
+				restore = append(restore, a)
+			}
+		}
+	}
+	return writeCRIUArgs(dir, dump, append(restore, args...))
+}
+
 // writeCRIUArgs records extra CRIU arguments in dir for the wrapper.
 func writeCRIUArgs(dir string, dump, restore []string) error {
 	var b bytes.Buffer
@@ -165,18 +271,15 @@ func writeCRIUArgs(dir string, dump, restore []string) error {
 	return os.WriteFile(p, b.Bytes(), 0o600)
 }
 
-// SetRestoreArgs replaces the extra CRIU restore arguments recorded in a
-// checkpoint directory (the dump arguments are kept).
-func SetRestoreArgs(dir string, restore []string) error {
-	var dump []string
-	if b, err := os.ReadFile(filepath.Join(dir, CRIUArgsFile)); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if a, ok := strings.CutPrefix(l, "dump: "); ok {
-				dump = append(dump, a)
-			}
+// oneLine joins a tool's output lines for an error message.
+func oneLine(b []byte) string {
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
 		}
 	}
-	return writeCRIUArgs(dir, dump, restore)
+	return strings.Join(lines, " | ")
 }
 
 // criuLogTail returns the last error lines of a CRIU log, for messages.

@@ -61,7 +61,7 @@ func TestCheckpointRestoreKeepsProcesses(t *testing.T) {
 			if err := rt.Stop(ctx, spec.Name, 0); err != nil {
 				t.Fatal(err)
 			}
-			if err := rt.Restore(ctx, spec.Name, dir); err != nil {
+			if err := rt.Restore(ctx, spec.Name, dir, RestoreOptions{}); err != nil {
 				if b, rerr := os.ReadFile(filepath.Join(dir, "restore.log")); rerr == nil && os.Getenv("SHOAL_TEST_CRIU_LOG") != "" {
 					t.Log(string(b))
 				}

@@ -47,13 +47,21 @@ func BuildTemp(t T, root string) string {
 	return dir
 }
 
-// Build builds shoal and shoald from the module at root into dir.
+// Build builds shoal and shoald from the module at root into dir, and the
+// static test workload (tests/workload) as dir/workload.
 func Build(root, dir string) error {
 	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/shoal", "./cmd/shoald")
 	build.Dir = root
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build binaries: %w", err)
+	}
+	build = exec.Command("go", "build", "-o", dir+"/workload", "./tests/workload")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build the test workload: %w", err)
 	}
 	return nil
 }

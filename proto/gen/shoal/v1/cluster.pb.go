@@ -695,8 +695,11 @@ func (x *ApplyResponse) GetIndex() uint64 {
 }
 
 type EvacuateMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Move running containers live (CRIU) where they can; those that cannot
+	// move cold.
+	Live          bool `protobuf:"varint,2,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -738,11 +741,19 @@ func (x *EvacuateMemberRequest) GetName() string {
 	return ""
 }
 
+func (x *EvacuateMemberRequest) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
+}
+
 type EvacuateMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Containers stopped by the evacuation (none of the other members fits).
 	Stopped []string `protobuf:"bytes,1,rep,name=stopped,proto3" json:"stopped,omitempty"`
-	// Containers moved (cold) to other members, as "name:node".
+	// Containers moved to other members, as "name:node" (cold) or
+	// "name:node:live".
 	Moved         []string `protobuf:"bytes,2,rep,name=moved,proto3" json:"moved,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1197,9 +1208,10 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"%\n" +
 	"\rApplyResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"+\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"?\n" +
 	"\x15EvacuateMemberRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"H\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04live\x18\x02 \x01(\bR\x04live\"H\n" +
 	"\x16EvacuateMemberResponse\x12\x18\n" +
 	"\astopped\x18\x01 \x03(\tR\astopped\x12\x14\n" +
 	"\x05moved\x18\x02 \x03(\tR\x05moved\"*\n" +

@@ -1611,7 +1611,10 @@ type MoveContainerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Member to move to; empty lets the scheduler choose.
-	Target        string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// Move the running container with its processes and memory (CRIU)
+	// instead of stopping it; ignored for a stopped container.
+	Live          bool `protobuf:"varint,3,opt,name=live,proto3" json:"live,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1658,6 +1661,13 @@ func (x *MoveContainerRequest) GetTarget() string {
 		return x.Target
 	}
 	return ""
+}
+
+func (x *MoveContainerRequest) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
 }
 
 type MoveContainerResponse struct {
@@ -2168,10 +2178,11 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
 	"\x15CopyContainerResponse\x121\n" +
-	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"B\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"V\n" +
 	"\x14MoveContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06target\x18\x02 \x01(\tR\x06target\"J\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
+	"\x04live\x18\x03 \x01(\bR\x04live\"J\n" +
 	"\x15MoveContainerResponse\x121\n" +
 	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"I\n" +
 	"\x15CreateSnapshotRequest\x12\x1c\n" +

@@ -21,6 +21,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RestorePhase is how far the target got.
+type RestorePhase int32
+
+const (
+	RestorePhase_RESTORE_PHASE_UNSPECIFIED RestorePhase = 0
+	// Restored, frozen, waiting for the commit.
+	RestorePhase_RESTORE_PHASE_RESTORED RestorePhase = 1
+	// Thawed: the container runs here.
+	RestorePhase_RESTORE_PHASE_RUNNING RestorePhase = 2
+)
+
+// Enum value maps for RestorePhase.
+var (
+	RestorePhase_name = map[int32]string{
+		0: "RESTORE_PHASE_UNSPECIFIED",
+		1: "RESTORE_PHASE_RESTORED",
+		2: "RESTORE_PHASE_RUNNING",
+	}
+	RestorePhase_value = map[string]int32{
+		"RESTORE_PHASE_UNSPECIFIED": 0,
+		"RESTORE_PHASE_RESTORED":    1,
+		"RESTORE_PHASE_RUNNING":     2,
+	}
+)
+
+func (x RestorePhase) Enum() *RestorePhase {
+	p := new(RestorePhase)
+	*p = x
+	return p
+}
+
+func (x RestorePhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestorePhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_shoal_v1_migration_proto_enumTypes[0].Descriptor()
+}
+
+func (RestorePhase) Type() protoreflect.EnumType {
+	return &file_shoal_v1_migration_proto_enumTypes[0]
+}
+
+func (x RestorePhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestorePhase.Descriptor instead.
+func (RestorePhase) EnumDescriptor() ([]byte, []int) {
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{0}
+}
+
 // VolumeHeader opens a volume transfer.
 type VolumeHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -34,7 +86,14 @@ type VolumeHeader struct {
 	DropLast bool `protobuf:"varint,5,opt,name=drop_last,json=dropLast,proto3" json:"drop_last,omitempty"`
 	// A copy: the container does not exist yet (the sender records it once
 	// the volume is there), rather than a move of an existing one.
-	Copy          bool `protobuf:"varint,6,opt,name=copy,proto3" json:"copy,omitempty"`
+	Copy bool `protobuf:"varint,6,opt,name=copy,proto3" json:"copy,omitempty"`
+	// The first snapshot is sent incrementally on base, which the target
+	// already holds from an earlier stream of the same move (empty: full).
+	Base string `protobuf:"bytes,7,opt,name=base,proto3" json:"base,omitempty"`
+	// Transfer snapshots the target deletes once everything arrived.
+	Drop []string `protobuf:"bytes,8,rep,name=drop,proto3" json:"drop,omitempty"`
+	// Continue a transfer: keep what an earlier stream of this move left.
+	Resume        bool `protobuf:"varint,9,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -107,6 +166,27 @@ func (x *VolumeHeader) GetDropLast() bool {
 func (x *VolumeHeader) GetCopy() bool {
 	if x != nil {
 		return x.Copy
+	}
+	return false
+}
+
+func (x *VolumeHeader) GetBase() string {
+	if x != nil {
+		return x.Base
+	}
+	return ""
+}
+
+func (x *VolumeHeader) GetDrop() []string {
+	if x != nil {
+		return x.Drop
+	}
+	return nil
+}
+
+func (x *VolumeHeader) GetResume() bool {
+	if x != nil {
+		return x.Resume
 	}
 	return false
 }
@@ -315,18 +395,332 @@ func (x *ReceiveVolumeResponse) GetBytes() int64 {
 	return 0
 }
 
+// RestoreHeader opens a RestoreContainer stream.
+type RestoreHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Protocol version; this code speaks 1.
+	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The container's record (its owner is still the sender).
+	Container *Container `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
+	// The final volume increment that follows.
+	Volume        *VolumeHeader `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreHeader) Reset() {
+	*x = RestoreHeader{}
+	mi := &file_shoal_v1_migration_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreHeader) ProtoMessage() {}
+
+func (x *RestoreHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_migration_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreHeader.ProtoReflect.Descriptor instead.
+func (*RestoreHeader) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RestoreHeader) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RestoreHeader) GetContainer() *Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+func (x *RestoreHeader) GetVolume() *VolumeHeader {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+// CheckpointPart is a piece of a tar stream of CRIU's image directory.
+type CheckpointPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// Set on the last part, with the stream's size and sha256.
+	End           bool   `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	Size          int64  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointPart) Reset() {
+	*x = CheckpointPart{}
+	mi := &file_shoal_v1_migration_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointPart) ProtoMessage() {}
+
+func (x *CheckpointPart) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_migration_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointPart.ProtoReflect.Descriptor instead.
+func (*CheckpointPart) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CheckpointPart) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *CheckpointPart) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+func (x *CheckpointPart) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CheckpointPart) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type RestoreContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*RestoreContainerRequest_Header
+	//	*RestoreContainerRequest_Volume
+	//	*RestoreContainerRequest_Checkpoint
+	//	*RestoreContainerRequest_Commit
+	Msg           isRestoreContainerRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreContainerRequest) Reset() {
+	*x = RestoreContainerRequest{}
+	mi := &file_shoal_v1_migration_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreContainerRequest) ProtoMessage() {}
+
+func (x *RestoreContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_migration_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreContainerRequest.ProtoReflect.Descriptor instead.
+func (*RestoreContainerRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RestoreContainerRequest) GetMsg() isRestoreContainerRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *RestoreContainerRequest) GetHeader() *RestoreHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*RestoreContainerRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *RestoreContainerRequest) GetVolume() *VolumePart {
+	if x != nil {
+		if x, ok := x.Msg.(*RestoreContainerRequest_Volume); ok {
+			return x.Volume
+		}
+	}
+	return nil
+}
+
+func (x *RestoreContainerRequest) GetCheckpoint() *CheckpointPart {
+	if x != nil {
+		if x, ok := x.Msg.(*RestoreContainerRequest_Checkpoint); ok {
+			return x.Checkpoint
+		}
+	}
+	return nil
+}
+
+func (x *RestoreContainerRequest) GetCommit() bool {
+	if x != nil {
+		if x, ok := x.Msg.(*RestoreContainerRequest_Commit); ok {
+			return x.Commit
+		}
+	}
+	return false
+}
+
+type isRestoreContainerRequest_Msg interface {
+	isRestoreContainerRequest_Msg()
+}
+
+type RestoreContainerRequest_Header struct {
+	Header *RestoreHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type RestoreContainerRequest_Volume struct {
+	Volume *VolumePart `protobuf:"bytes,2,opt,name=volume,proto3,oneof"`
+}
+
+type RestoreContainerRequest_Checkpoint struct {
+	Checkpoint *CheckpointPart `protobuf:"bytes,3,opt,name=checkpoint,proto3,oneof"`
+}
+
+type RestoreContainerRequest_Commit struct {
+	// The move is committed in Raft: run the container.
+	Commit bool `protobuf:"varint,4,opt,name=commit,proto3,oneof"`
+}
+
+func (*RestoreContainerRequest_Header) isRestoreContainerRequest_Msg() {}
+
+func (*RestoreContainerRequest_Volume) isRestoreContainerRequest_Msg() {}
+
+func (*RestoreContainerRequest_Checkpoint) isRestoreContainerRequest_Msg() {}
+
+func (*RestoreContainerRequest_Commit) isRestoreContainerRequest_Msg() {}
+
+type RestoreContainerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Phase RestorePhase           `protobuf:"varint,1,opt,name=phase,proto3,enum=shoal.v1.RestorePhase" json:"phase,omitempty"`
+	// Volume and checkpoint stream bytes received.
+	Bytes int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// How long CRIU's restore took on the target, in milliseconds.
+	RestoreMs     int64 `protobuf:"varint,3,opt,name=restore_ms,json=restoreMs,proto3" json:"restore_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreContainerResponse) Reset() {
+	*x = RestoreContainerResponse{}
+	mi := &file_shoal_v1_migration_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreContainerResponse) ProtoMessage() {}
+
+func (x *RestoreContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_migration_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreContainerResponse.ProtoReflect.Descriptor instead.
+func (*RestoreContainerResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RestoreContainerResponse) GetPhase() RestorePhase {
+	if x != nil {
+		return x.Phase
+	}
+	return RestorePhase_RESTORE_PHASE_UNSPECIFIED
+}
+
+func (x *RestoreContainerResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *RestoreContainerResponse) GetRestoreMs() int64 {
+	if x != nil {
+		return x.RestoreMs
+	}
+	return 0
+}
+
 var File_shoal_v1_migration_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoal/v1/migration.proto\x12\bshoal.v1\"\xa9\x01\n" +
+	"\x18shoal/v1/migration.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\xe9\x01\n" +
 	"\fVolumeHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04pool\x18\x03 \x01(\tR\x04pool\x12\x1c\n" +
 	"\tsnapshots\x18\x04 \x03(\tR\tsnapshots\x12\x1b\n" +
 	"\tdrop_last\x18\x05 \x01(\bR\bdropLast\x12\x12\n" +
-	"\x04copy\x18\x06 \x01(\bR\x04copy\"z\n" +
+	"\x04copy\x18\x06 \x01(\bR\x04copy\x12\x12\n" +
+	"\x04base\x18\a \x01(\tR\x04base\x12\x12\n" +
+	"\x04drop\x18\b \x03(\tR\x04drop\x12\x16\n" +
+	"\x06resume\x18\t \x01(\bR\x06resume\"z\n" +
 	"\n" +
 	"VolumePart\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\tR\bsnapshot\x12\x12\n" +
@@ -339,9 +733,36 @@ const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\x04part\x18\x02 \x01(\v2\x14.shoal.v1.VolumePartH\x00R\x04partB\x05\n" +
 	"\x03msg\"-\n" +
 	"\x15ReceiveVolumeResponse\x12\x14\n" +
-	"\x05bytes\x18\x01 \x01(\x03R\x05bytes2f\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"\x8c\x01\n" +
+	"\rRestoreHeader\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
+	"\tcontainer\x18\x02 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\x12.\n" +
+	"\x06volume\x18\x03 \x01(\v2\x16.shoal.v1.VolumeHeaderR\x06volume\"b\n" +
+	"\x0eCheckpointPart\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\bR\x03end\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xd9\x01\n" +
+	"\x17RestoreContainerRequest\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.shoal.v1.RestoreHeaderH\x00R\x06header\x12.\n" +
+	"\x06volume\x18\x02 \x01(\v2\x14.shoal.v1.VolumePartH\x00R\x06volume\x12:\n" +
+	"\n" +
+	"checkpoint\x18\x03 \x01(\v2\x18.shoal.v1.CheckpointPartH\x00R\n" +
+	"checkpoint\x12\x18\n" +
+	"\x06commit\x18\x04 \x01(\bH\x00R\x06commitB\x05\n" +
+	"\x03msg\"}\n" +
+	"\x18RestoreContainerResponse\x12,\n" +
+	"\x05phase\x18\x01 \x01(\x0e2\x16.shoal.v1.RestorePhaseR\x05phase\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12\x1d\n" +
+	"\n" +
+	"restore_ms\x18\x03 \x01(\x03R\trestoreMs*d\n" +
+	"\fRestorePhase\x12\x1d\n" +
+	"\x19RESTORE_PHASE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16RESTORE_PHASE_RESTORED\x10\x01\x12\x19\n" +
+	"\x15RESTORE_PHASE_RUNNING\x10\x022\xc5\x01\n" +
 	"\x10MigrationService\x12R\n" +
-	"\rReceiveVolume\x12\x1e.shoal.v1.ReceiveVolumeRequest\x1a\x1f.shoal.v1.ReceiveVolumeResponse(\x01B7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"\rReceiveVolume\x12\x1e.shoal.v1.ReceiveVolumeRequest\x1a\x1f.shoal.v1.ReceiveVolumeResponse(\x01\x12]\n" +
+	"\x10RestoreContainer\x12!.shoal.v1.RestoreContainerRequest\x1a\".shoal.v1.RestoreContainerResponse(\x010\x01B7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_migration_proto_rawDescOnce sync.Once
@@ -355,23 +776,38 @@ func file_shoal_v1_migration_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_migration_proto_rawDescData
 }
 
-var file_shoal_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_shoal_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_shoal_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_shoal_v1_migration_proto_goTypes = []any{
-	(*VolumeHeader)(nil),          // 0: shoal.v1.VolumeHeader
-	(*VolumePart)(nil),            // 1: shoal.v1.VolumePart
-	(*ReceiveVolumeRequest)(nil),  // 2: shoal.v1.ReceiveVolumeRequest
-	(*ReceiveVolumeResponse)(nil), // 3: shoal.v1.ReceiveVolumeResponse
+	(RestorePhase)(0),                // 0: shoal.v1.RestorePhase
+	(*VolumeHeader)(nil),             // 1: shoal.v1.VolumeHeader
+	(*VolumePart)(nil),               // 2: shoal.v1.VolumePart
+	(*ReceiveVolumeRequest)(nil),     // 3: shoal.v1.ReceiveVolumeRequest
+	(*ReceiveVolumeResponse)(nil),    // 4: shoal.v1.ReceiveVolumeResponse
+	(*RestoreHeader)(nil),            // 5: shoal.v1.RestoreHeader
+	(*CheckpointPart)(nil),           // 6: shoal.v1.CheckpointPart
+	(*RestoreContainerRequest)(nil),  // 7: shoal.v1.RestoreContainerRequest
+	(*RestoreContainerResponse)(nil), // 8: shoal.v1.RestoreContainerResponse
+	(*Container)(nil),                // 9: shoal.v1.Container
 }
 var file_shoal_v1_migration_proto_depIdxs = []int32{
-	0, // 0: shoal.v1.ReceiveVolumeRequest.header:type_name -> shoal.v1.VolumeHeader
-	1, // 1: shoal.v1.ReceiveVolumeRequest.part:type_name -> shoal.v1.VolumePart
-	2, // 2: shoal.v1.MigrationService.ReceiveVolume:input_type -> shoal.v1.ReceiveVolumeRequest
-	3, // 3: shoal.v1.MigrationService.ReceiveVolume:output_type -> shoal.v1.ReceiveVolumeResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1,  // 0: shoal.v1.ReceiveVolumeRequest.header:type_name -> shoal.v1.VolumeHeader
+	2,  // 1: shoal.v1.ReceiveVolumeRequest.part:type_name -> shoal.v1.VolumePart
+	9,  // 2: shoal.v1.RestoreHeader.container:type_name -> shoal.v1.Container
+	1,  // 3: shoal.v1.RestoreHeader.volume:type_name -> shoal.v1.VolumeHeader
+	5,  // 4: shoal.v1.RestoreContainerRequest.header:type_name -> shoal.v1.RestoreHeader
+	2,  // 5: shoal.v1.RestoreContainerRequest.volume:type_name -> shoal.v1.VolumePart
+	6,  // 6: shoal.v1.RestoreContainerRequest.checkpoint:type_name -> shoal.v1.CheckpointPart
+	0,  // 7: shoal.v1.RestoreContainerResponse.phase:type_name -> shoal.v1.RestorePhase
+	3,  // 8: shoal.v1.MigrationService.ReceiveVolume:input_type -> shoal.v1.ReceiveVolumeRequest
+	7,  // 9: shoal.v1.MigrationService.RestoreContainer:input_type -> shoal.v1.RestoreContainerRequest
+	4,  // 10: shoal.v1.MigrationService.ReceiveVolume:output_type -> shoal.v1.ReceiveVolumeResponse
+	8,  // 11: shoal.v1.MigrationService.RestoreContainer:output_type -> shoal.v1.RestoreContainerResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_migration_proto_init() }
@@ -379,22 +815,30 @@ func file_shoal_v1_migration_proto_init() {
 	if File_shoal_v1_migration_proto != nil {
 		return
 	}
+	file_shoal_v1_types_proto_init()
 	file_shoal_v1_migration_proto_msgTypes[2].OneofWrappers = []any{
 		(*ReceiveVolumeRequest_Header)(nil),
 		(*ReceiveVolumeRequest_Part)(nil),
+	}
+	file_shoal_v1_migration_proto_msgTypes[6].OneofWrappers = []any{
+		(*RestoreContainerRequest_Header)(nil),
+		(*RestoreContainerRequest_Volume)(nil),
+		(*RestoreContainerRequest_Checkpoint)(nil),
+		(*RestoreContainerRequest_Commit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_migration_proto_rawDesc), len(file_shoal_v1_migration_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   4,
+			NumEnums:      1,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_shoal_v1_migration_proto_goTypes,
 		DependencyIndexes: file_shoal_v1_migration_proto_depIdxs,
+		EnumInfos:         file_shoal_v1_migration_proto_enumTypes,
 		MessageInfos:      file_shoal_v1_migration_proto_msgTypes,
 	}.Build()
 	File_shoal_v1_migration_proto = out.File

@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MigrationService_ReceiveVolume_FullMethodName = "/shoal.v1.MigrationService/ReceiveVolume"
+	MigrationService_ReceiveVolume_FullMethodName    = "/shoal.v1.MigrationService/ReceiveVolume"
+	MigrationService_RestoreContainer_FullMethodName = "/shoal.v1.MigrationService/RestoreContainer"
 )
 
 // MigrationServiceClient is the client API for MigrationService service.
@@ -33,6 +34,13 @@ type MigrationServiceClient interface {
 	// snapshot's send stream (oldest first, each incremental on the one
 	// before), each ending with its size and sha256.
 	ReceiveVolume(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ReceiveVolumeRequest, ReceiveVolumeResponse], error)
+	// RestoreContainer is the target's side of a live move's downtime: a
+	// header, the last volume increment, the CRIU images; the target restores
+	// the container frozen and answers RESTORED; the sender commits the move
+	// in Raft and sends commit, and the target thaws it and answers RUNNING.
+	// A stream that ends without commit removes the target's copy unless the
+	// cluster made this member the owner meanwhile.
+	RestoreContainer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RestoreContainerRequest, RestoreContainerResponse], error)
 }
 
 type migrationServiceClient struct {
@@ -56,6 +64,19 @@ func (c *migrationServiceClient) ReceiveVolume(ctx context.Context, opts ...grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MigrationService_ReceiveVolumeClient = grpc.ClientStreamingClient[ReceiveVolumeRequest, ReceiveVolumeResponse]
 
+func (c *migrationServiceClient) RestoreContainer(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RestoreContainerRequest, RestoreContainerResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MigrationService_ServiceDesc.Streams[1], MigrationService_RestoreContainer_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreContainerRequest, RestoreContainerResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MigrationService_RestoreContainerClient = grpc.BidiStreamingClient[RestoreContainerRequest, RestoreContainerResponse]
+
 // MigrationServiceServer is the server API for MigrationService service.
 // All implementations must embed UnimplementedMigrationServiceServer
 // for forward compatibility.
@@ -67,6 +88,13 @@ type MigrationServiceServer interface {
 	// snapshot's send stream (oldest first, each incremental on the one
 	// before), each ending with its size and sha256.
 	ReceiveVolume(grpc.ClientStreamingServer[ReceiveVolumeRequest, ReceiveVolumeResponse]) error
+	// RestoreContainer is the target's side of a live move's downtime: a
+	// header, the last volume increment, the CRIU images; the target restores
+	// the container frozen and answers RESTORED; the sender commits the move
+	// in Raft and sends commit, and the target thaws it and answers RUNNING.
+	// A stream that ends without commit removes the target's copy unless the
+	// cluster made this member the owner meanwhile.
+	RestoreContainer(grpc.BidiStreamingServer[RestoreContainerRequest, RestoreContainerResponse]) error
 	mustEmbedUnimplementedMigrationServiceServer()
 }
 
@@ -79,6 +107,9 @@ type UnimplementedMigrationServiceServer struct{}
 
 func (UnimplementedMigrationServiceServer) ReceiveVolume(grpc.ClientStreamingServer[ReceiveVolumeRequest, ReceiveVolumeResponse]) error {
 	return status.Error(codes.Unimplemented, "method ReceiveVolume not implemented")
+}
+func (UnimplementedMigrationServiceServer) RestoreContainer(grpc.BidiStreamingServer[RestoreContainerRequest, RestoreContainerResponse]) error {
+	return status.Error(codes.Unimplemented, "method RestoreContainer not implemented")
 }
 func (UnimplementedMigrationServiceServer) mustEmbedUnimplementedMigrationServiceServer() {}
 func (UnimplementedMigrationServiceServer) testEmbeddedByValue()                          {}
@@ -108,6 +139,13 @@ func _MigrationService_ReceiveVolume_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MigrationService_ReceiveVolumeServer = grpc.ClientStreamingServer[ReceiveVolumeRequest, ReceiveVolumeResponse]
 
+func _MigrationService_RestoreContainer_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MigrationServiceServer).RestoreContainer(&grpc.GenericServerStream[RestoreContainerRequest, RestoreContainerResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MigrationService_RestoreContainerServer = grpc.BidiStreamingServer[RestoreContainerRequest, RestoreContainerResponse]
+
 // MigrationService_ServiceDesc is the grpc.ServiceDesc for MigrationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -119,6 +157,12 @@ var MigrationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ReceiveVolume",
 			Handler:       _MigrationService_ReceiveVolume_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "RestoreContainer",
+			Handler:       _MigrationService_RestoreContainer_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 	},

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/node/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// A live move, seen from the node: the source freezes the container and
+// checkpoints it with CRIU (it stays frozen), the target restores it from
+// the checkpoint, frozen, while the source still owns it; once the cluster
+// has made the target the owner, the target thaws its copy and the source
+// drops its own. If the move is not committed the target removes its copy
+// and the source thaws: never two copies running.
+
+// ErrNoCRIU: this host cannot checkpoint containers (CRIU missing or broken).
+var ErrNoCRIU = errors.New("CRIU is not available on this host")
+
+// NewCheckpointDir returns a fresh directory path (not yet created) for a
+// container's checkpoint, under a state directory the container's mapped
+// root can traverse.
+func (n *Node) NewCheckpointDir(name string) (string, error) {
+	base := filepath.Join(n.cfg.StateDir, "checkpoints")
+	if err := os.MkdirAll(base, 0o711); err != nil {
+		return "", fmt.Errorf("checkpoint dir: %w", err)
+	}
+	if err := os.Chmod(base, 0o711); err != nil {
+		return "", fmt.Errorf("checkpoint dir: %w", err)
+	}
+	return filepath.Join(base, name+"."+strconv.FormatInt(time.Now().UnixNano(), 36)), nil
+}
+
+// HoldForMove marks a local container as being moved live: reconciles
+// leave it alone (they would thaw it) until release is called.
+func (n *Node) HoldForMove(name string) (release func()) {
+	n.outgoing.Store(name, true)
+	return func() { n.outgoing.Delete(name) }
+}
+
+// Freeze freezes a local container (the start of a live move's downtime).
+func (n *Node) Freeze(ctx context.Context, name string) error { return n.rt.Freeze(ctx, name) }
+
+// Thaw thaws a local container (a live move given up on the source).
+func (n *Node) Thaw(ctx context.Context, name string) error { return n.rt.Unfreeze(ctx, name) }
+
+// CanCheckpoint reports whether this host's CRIU works (`criu check`),
+// probing once.
+func (n *Node) CanCheckpoint(ctx context.Context) error {
+	n.criuOnce.Do(func() {
+		out, err := exec.Command("criu", "check").CombinedOutput()
+		if err != nil {
+			n.criuErr = fmt.Errorf("%w: criu check: %v: %s", ErrNoCRIU, err, strings.TrimSpace(string(out)))
+		}
+	})
+	return n.criuErr
+}
+
+// Checkpoint dumps a local, frozen container into dir with CRIU; it stays
+// frozen.
+func (n *Node) Checkpoint(ctx context.Context, name, dir string) error {
+	return n.rt.Checkpoint(ctx, name, dir, runtime.CheckpointOptions{})
+}
+
+// RestoreIncoming restores a container another member still owns from a
+// checkpoint that member sent, and leaves it frozen. Until CommitIncoming
+// or AbortIncoming the copy is marked incoming, so no resync touches it.
+func (n *Node) RestoreIncoming(ctx context.Context, ct *shoalv1.Container, dir string) error {
+	name := ct.GetName()
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	if cur, err := n.fsm.Container(name); err == nil && cur.GetNode() == n.cfg.Name {
+		return fmt.Errorf("container %q is owned by this node: %w", name, ErrConflict)
+	}
+	n.incoming.Store(name, true)
+	if err := n.define(ctx, ct); err != nil {
+		return err
+	}
+	if !config.Bool(ct.GetConfig(), "security.privileged") && !n.idmap.IsZero() {
+		if err := runtime.ChownCheckpoint(dir, int(n.idmap.HostUID), int(n.idmap.HostGID)); err != nil {
+			return fmt.Errorf("restore %s: %w", name, err)
+		}
+	}
+	if err := n.rt.Restore(ctx, name, dir, runtime.RestoreOptions{KeepFrozen: true}); err != nil {
+		return err
+	}
+	// CRIU does not carry every limit (the blkio weight): apply them again.
+	n.applied.Delete(name)
+	if err := n.applyLimits(ctx, ct); err != nil {
+		n.log.Warn("re-apply limits after restore", "container", name, "err", err)
+	}
+	return nil
+}
+
+// CommitIncoming thaws a restored incoming container once this node's
+// view of the cluster shows it as the owner (waiting up to wait for the
+// commit to arrive here). It returns ErrConflict when the node did not
+// become the owner.
+func (n *Node) CommitIncoming(ctx context.Context, name string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		ct, err := n.fsm.Container(name)
+		if err == nil && ct.GetNode() == n.cfg.Name {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("container %q: the move to %s was not committed: %w", name, n.cfg.Name, ErrConflict)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	defer n.incoming.Delete(name)
+	if err := n.rt.Unfreeze(ctx, name); err != nil {
+		return err
+	}
+	n.bus.Lifecycle(n.cfg.Name, "container-started", name)
+	return nil
+}
+
+// AbortIncoming removes what an uncommitted incoming move left here (the
+// frozen copy, its definition and volume), unless this node owns the
+// container after all.
+func (n *Node) AbortIncoming(ctx context.Context, name string) error {
+	defer n.incoming.Delete(name)
+	return n.DropLocal(ctx, name)
+}

@@ -1,0 +1,184 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/tests/harness"
+	"github.com/shoal-dev/shoal/tests/netns"
+)
+
+// requireLiveMove fails (CI=true) or skips unless the host can run
+// simulated clusters and CRIU works.
+func requireLiveMove(t *testing.T) {
+	t.Helper()
+	missing := append(harness.Missing(), netns.Missing()...)
+	if out, err := exec.Command("criu", "check").CombinedOutput(); err != nil {
+		missing = append(missing, "a working CRIU (criu check: "+strings.TrimSpace(string(out))+"; run scripts/criu-bundle.sh)")
+	}
+	if len(missing) > 0 {
+		msg := "live-move tests need: " + strings.Join(missing, ", ")
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+// startWorkload copies the test workload into a container and starts it
+// (its own session, detached) holding memMiB of touched memory.
+func startWorkload(t *testing.T, m *member, name string, memMiB int) {
+	t.Helper()
+	m.MustShoal("file", "push", filepath.Join(binDir, "workload"), name+"/usr/bin/workload", "--mode", "0755")
+	m.MustShoal("exec", name, "--", "setsid", "sh", "-c",
+		fmt.Sprintf("workload -mem %d </dev/null >/root/workload.out 2>&1 &", memMiB))
+	m.WaitFor("the workload's first ticks", 30*time.Second, func() bool { return len(ticks(t, m, name)) >= 3 })
+}
+
+// tick is a line of the workload's log: its in-memory counter and when.
+type tick struct {
+	n  int
+	ms int64
+}
+
+// ticks reads the workload's log through the API.
+func ticks(t *testing.T, m *member, name string) []tick {
+	t.Helper()
+	out, _, code := m.Shoal("file", "pull", name+"/root/ticks", "-")
+	if code != 0 {
+		return nil
+	}
+	var ts []tick
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		n, err1 := strconv.Atoi(f[0])
+		ms, err2 := strconv.ParseInt(f[1], 10, 64)
+		if err1 == nil && err2 == nil {
+			ts = append(ts, tick{n, ms})
+		}
+	}
+	return ts
+}
+
+// checkTicks asserts the counter never restarted or skipped (the process
+// and its memory survived) and returns the longest gap between lines.
+func checkTicks(t *testing.T, ts []tick) time.Duration {
+	t.Helper()
+	var gap int64
+	for i := 1; i < len(ts); i++ {
+		if ts[i].n != ts[i-1].n+1 {
+			t.Fatalf("the counter went from %d to %d at line %d: the process restarted or lost memory", ts[i-1].n, ts[i].n, i+1)
+		}
+		gap = max(gap, ts[i].ms-ts[i-1].ms)
+	}
+	return time.Duration(gap) * time.Millisecond
+}
+
+// report asks the workload for its status line.
+func report(t *testing.T, m *member, name string) map[string]string {
+	t.Helper()
+	m.MustShoal("exec", name, "--", "sh", "-c", "rm -f /root/status; echo report > /root/control")
+	var line string
+	m.WaitFor("the workload's report", 30*time.Second, func() bool {
+		out, _, code := m.Shoal("file", "pull", name+"/root/status", "-")
+		line = out
+		return code == 0 && strings.Contains(out, "sum=")
+	})
+	kv := map[string]string{}
+	for _, f := range strings.Fields(line) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			kv[k] = v
+		}
+	}
+	return kv
+}
+
+var downtimeRE = regexp.MustCompile(`downtime ([0-9.]+m?s)`)
+
+// liveMove moves name live with the CLI on m and returns the downtime the
+// CLI reported.
+func liveMove(t *testing.T, m *member, name, target string) time.Duration {
+	t.Helper()
+	out := m.MustShoal("move", name, "--target", target, "--live")
+	t.Logf("%s", strings.TrimSpace(out))
+	mt := downtimeRE.FindStringSubmatch(out)
+	if mt == nil {
+		t.Fatalf("move output lacks the downtime: %q", out)
+	}
+	d, err := time.ParseDuration(mt[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// hasLocalCopy reports whether a member's host holds anything of the
+// container: its LXC definition or its volume.
+func hasLocalCopy(m *member, name string) bool {
+	if _, err := os.Stat(filepath.Join(m.StateDir, "lxc-config", name+".conf")); err == nil {
+		return true
+	}
+	// The pool is mounted in the simulated host's mount namespace.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pools := filepath.Join(m.StateDir, "storage-pools")
+	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", name).CombinedOutput()
+	return strings.Contains(string(out), "/containers/"+name)
+}
+
+// TestLiveMove moves an unprivileged container running a program that
+// keeps a counter in memory and holds 256 MiB of touched memory, there and
+// back: the counter goes on without a restart, the memory checksum holds,
+// the log has no gap much longer than the downtime, and the source keeps
+// no copy.
+func TestLiveMove(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 2)
+	n1, n2 := ms[0], ms[1]
+	n1.MustShoal("image", "build", "busybox")
+	n1.MustShoal("launch", "busybox", "web1", "--target", "n1")
+	startWorkload(t, n1, "web1", 256)
+	start := report(t, n1, "web1")
+	if start["sum"] != start["start"] {
+		t.Fatalf("memory checksum changed before any move: %v", start)
+	}
+
+	route := []struct{ from, to *member }{{n1, n2}, {n2, n1}}
+	for i, hop := range route {
+		before := ticks(t, hop.from, "web1")
+		down := liveMove(t, hop.from, "web1", hop.to.Opts.Name)
+		row := hop.from.List()["web1"]
+		if row.Container.Node != hop.to.Opts.Name || row.State.Status != "Running" {
+			t.Fatalf("move %d: web1 is %+v, want Running on %s", i+1, row, hop.to.Opts.Name)
+		}
+		if hasLocalCopy(hop.from, "web1") {
+			t.Fatalf("move %d: %s still holds a copy of web1", i+1, hop.from.Opts.Name)
+		}
+		last := before[len(before)-1].n
+		hop.to.WaitFor("the counter to go on", 30*time.Second, func() bool {
+			ts := ticks(t, hop.to, "web1")
+			return len(ts) > 0 && ts[len(ts)-1].n > last+5
+		})
+		gap := checkTicks(t, ticks(t, hop.to, "web1"))
+		t.Logf("move %d: downtime %v, longest gap in the log %v", i+1, down, gap)
+		// The log is written every 100 ms; beyond that, scheduling slack.
+		if gap > down+400*time.Millisecond {
+			t.Errorf("move %d: the log has a %v gap, longer than the downtime %v allows", i+1, gap, down)
+		}
+		r := report(t, hop.to, "web1")
+		if r["sum"] != start["start"] {
+			t.Fatalf("move %d: memory checksum %s, want %s", i+1, r["sum"], start["start"])
+		}
+	}
+}
