@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -53,7 +54,11 @@ type Listener struct {
 // Listen starts serving s on the endpoints.
 func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
 	newServer := func(opts ...grpc.ServerOption) *grpc.Server {
-		g := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(16<<20))...)
+		g := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(16<<20),
+			// Members ping every 5 s (see peers); a silent peer is dropped
+			// after 15 s, which ends its streams.
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))...)
 		s.Register(g)
 		hs := health.NewServer()
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

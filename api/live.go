@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/internal/failpoint"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -76,6 +77,11 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		return nil, fmt.Errorf("live move of %s to %s failed while sending the volume; it keeps running on %s: %w", name, target, source, err)
 	}
 
+	if err := failpoint.Hit("live-move-before-freeze"); err != nil {
+		s.abortTarget(name, target)
+		return nil, err
+	}
+
 	// From the freeze on, a failure thaws the source.
 	giveUp := func(stage string, cause error) error {
 		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -104,6 +110,10 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		return nil, giveUp("checkpointing", err)
 	}
 	dumped := time.Since(frozenAt)
+	if err := failpoint.Hit("live-move-after-dump"); err != nil {
+		s.abortTarget(name, target)
+		return nil, giveUp("checkpointing", err)
+	}
 	if err := d.CreateSnapshot(ctx, vol, snapB); err != nil {
 		s.abortTarget(name, target)
 		return nil, giveUp("snapshotting", err)
@@ -139,8 +149,12 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 	if err != nil {
 		return nil, giveUp("sending the volume increment", streamErr(stream, err))
 	}
+	parts := 0
 	ckpt, err := migration.SendCheckpoint(ctx, dir, func(part *shoalv1.CheckpointPart) error {
 		progress += int64(len(part.GetData()))
+		if parts++; parts == 2 && len(part.GetData()) > 0 && failpoint.Hit("live-move-corrupt-checkpoint") != nil {
+			part.Data[len(part.Data)/2] ^= 0xff // a bit flipped on the wire
+		}
 		p.Set(phase, progress, -1, "bytes")
 		return stream.Send(&shoalv1.RestoreContainerRequest{Msg: &shoalv1.RestoreContainerRequest_Checkpoint{Checkpoint: part}})
 	})
@@ -157,6 +171,10 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		return nil, giveUp("restoring on "+target, fmt.Errorf("target answered %s", resp.GetPhase()))
 	}
 	restoreMs := resp.GetRestoreMs()
+	if err := failpoint.Hit("live-move-before-commit"); err != nil {
+		_ = stream.CloseSend()
+		return nil, giveUp("committing", err)
+	}
 
 	// 4. Commit: the one entry that moves it.
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), proposeTimeout)
@@ -272,6 +290,7 @@ func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContain
 	if h.GetVolume() == nil {
 		return abort(status.Errorf(codes.Aborted, "live move of %q aborted by %s", name, rec.GetNode()))
 	}
+	_ = failpoint.Hit("restore-receive")
 	d, err := s.node.Pool(h.GetVolume().GetPool())
 	if err != nil {
 		return abort(toStatus(err))

@@ -182,3 +182,155 @@ func TestLiveMove(t *testing.T) {
 		}
 	}
 }
+
+// restartWith restarts a member's daemon (killed, as a crash) with the
+// given failpoints armed (none: plain restart).
+func restartWith(m *member, failpoints string) {
+	m.Kill()
+	m.Opts.Env = nil
+	if failpoints != "" {
+		m.Opts.Env = []string{"SHOAL_FAILPOINTS=" + failpoints}
+	}
+	m.Start()
+}
+
+// moveAsync runs a live move in the background; the channel yields the
+// CLI's exit code and stderr.
+func moveAsync(m *member, name, target string) chan string {
+	done := make(chan string, 1)
+	go func() {
+		_, stderr, code := m.Shoal("move", name, "--target", target, "--live")
+		done <- fmt.Sprintf("exit %d: %s", code, strings.TrimSpace(stderr))
+	}()
+	return done
+}
+
+// waitLog waits until a daemon's log contains s.
+func waitLog(t *testing.T, m *member, s string) {
+	t.Helper()
+	m.WaitFor("the log to show "+s, 60*time.Second, func() bool { return strings.Contains(m.Log(), s) })
+}
+
+// stillOn asserts the container runs on m only, with its workload going on
+// from where it was (not restarted), and other has no copy of it.
+func stillOn(t *testing.T, m, other *member, name, what string) {
+	t.Helper()
+	m.WaitFor(what+": "+name+" running on "+m.Opts.Name, 60*time.Second, func() bool {
+		row := m.List()[name]
+		return row.Container.Node == m.Opts.Name && row.State.Status == "Running"
+	})
+	before := ticks(t, m, name)
+	if len(before) == 0 {
+		t.Fatalf("%s: no workload log", what)
+	}
+	last := before[len(before)-1].n
+	m.WaitFor(what+": the counter to go on", 30*time.Second, func() bool {
+		ts := ticks(t, m, name)
+		return len(ts) > 0 && ts[len(ts)-1].n > last+3
+	})
+	checkTicks(t, ticks(t, m, name))
+	other.WaitFor(what+": no copy on "+other.Opts.Name, 60*time.Second, func() bool { return !hasDefinition(other, name) })
+}
+
+// hasDefinition reports whether a member's host has an LXC definition of
+// the container (a restored or restoring copy).
+func hasDefinition(m *member, name string) bool {
+	_, err := os.Stat(filepath.Join(m.StateDir, "lxc-config", name+".conf"))
+	return err == nil
+}
+
+// TestLiveMoveFailures breaks live moves at each phase: a corrupt chunk, a
+// target daemon killed mid-stream, the link cut mid-stream, the source
+// daemon killed before the freeze and after the dump. Each time the
+// container ends up running in exactly one place, the source, with its
+// processes and memory (the counter goes on); the target keeps no copy;
+// and a clean move works afterwards.
+func TestLiveMoveFailures(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 2)
+	n1, n2 := ms[0], ms[1]
+	n1.MustShoal("image", "build", "busybox")
+	n1.MustShoal("launch", "busybox", "web1", "--target", "n1")
+	startWorkload(t, n1, "web1", 32)
+
+	t.Run("corrupt chunk", func(t *testing.T) {
+		restartWith(n1, "live-move-corrupt-checkpoint=once:error")
+		_, stderr, code := n1.Shoal("move", "web1", "--target", "n2", "--live")
+		if code == 0 || !strings.Contains(stderr, "corrupt") || !strings.Contains(stderr, "keeps running on n1") {
+			t.Fatalf("a corrupt chunk: exit %d, stderr %q; want a failure naming the corruption", code, stderr)
+		}
+		stillOn(t, n1, n2, "web1", "after a corrupt chunk")
+	})
+
+	t.Run("target killed mid-stream", func(t *testing.T) {
+		restartWith(n1, "")
+		restartWith(n2, "restore-receive=once:sleep(5s)")
+		done := moveAsync(n1, "web1", "n2")
+		waitLog(t, n2, "point=restore-receive")
+		n2.Kill()
+		if res := <-done; strings.HasPrefix(res, "exit 0") || !strings.Contains(res, "keeps running on n1") {
+			t.Fatalf("move with the target killed: %s", res)
+		}
+		restartWith(n2, "")
+		stillOn(t, n1, n2, "web1", "after the target died mid-stream")
+	})
+
+	t.Run("link cut mid-stream", func(t *testing.T) {
+		restartWith(n2, "restore-receive=once:sleep(3s)")
+		done := moveAsync(n1, "web1", "n2")
+		waitLog(t, n2, "point=restore-receive")
+		if err := n2.Host.Cut(); err != nil {
+			t.Fatal(err)
+		}
+		res := <-done
+		if err := n2.Host.Heal(); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(res, "exit 0") || !strings.Contains(res, "keeps running on n1") {
+			t.Fatalf("move with the link cut: %s", res)
+		}
+		stillOn(t, n1, n2, "web1", "after the link was cut")
+	})
+
+	t.Run("source killed before the freeze", func(t *testing.T) {
+		restartWith(n2, "")
+		restartWith(n1, "live-move-before-freeze=exit")
+		res := <-moveAsync(n1, "web1", "n2")
+		if strings.HasPrefix(res, "exit 0") {
+			t.Fatalf("move with the source killed: %s", res)
+		}
+		restartWith(n1, "")
+		stillOn(t, n1, n2, "web1", "after the source died before the freeze")
+	})
+
+	t.Run("source killed after the dump", func(t *testing.T) {
+		restartWith(n1, "live-move-after-dump=exit")
+		res := <-moveAsync(n1, "web1", "n2")
+		if strings.HasPrefix(res, "exit 0") {
+			t.Fatalf("move with the source killed: %s", res)
+		}
+		// The container stays frozen until its daemon is back.
+		restartWith(n1, "")
+		stillOn(t, n1, n2, "web1", "after the source died holding it frozen")
+	})
+
+	t.Run("commit refused after the target restored", func(t *testing.T) {
+		// The target holds a restored, frozen copy when the source gives
+		// up: the target must drop it and the source thaw.
+		restartWith(n1, "live-move-before-commit=once:error")
+		_, stderr, code := n1.Shoal("move", "web1", "--target", "n2", "--live")
+		if code == 0 || !strings.Contains(stderr, "keeps running on n1") {
+			t.Fatalf("move refused at the commit: exit %d, stderr %q", code, stderr)
+		}
+		stillOn(t, n1, n2, "web1", "after the commit was refused")
+		restartWith(n1, "")
+	})
+
+	t.Run("clean move afterwards", func(t *testing.T) {
+		liveMove(t, n1, "web1", "n2")
+		stillOn(t, n2, n1, "web1", "after a clean move")
+		if hasLocalCopy(n1, "web1") {
+			t.Fatal("n1 kept a copy after the clean move")
+		}
+	})
+}

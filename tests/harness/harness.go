@@ -97,6 +97,8 @@ type Options struct {
 	// the daemon's bridge, nftables and mounts then live and die with that
 	// host, and teardown leaves them to it.
 	Command func(ctx context.Context, name string, args ...string) *exec.Cmd
+	// Env are extra environment variables (SHOAL_FAILPOINTS=...).
+	Env []string
 }
 
 // Daemon is a running shoald with its own state dir, pool and bridge.
@@ -157,6 +159,9 @@ func (d *Daemon) Start() {
 		cmd = exec.Command(filepath.Join(d.BinDir, "shoald"), args...)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if len(d.Opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), d.Opts.Env...)
+	}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
