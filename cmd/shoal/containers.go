@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -234,6 +235,12 @@ stop-and-copy): if the source died while the target still pulled memory
 pages, the memory state would be gone and the container would be booted
 fresh from its volume on the target, exactly once.`
 
+// atoi64 parses an operation result number (0 when absent).
+func atoi64(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
 func (a *app) moveCmd() *cobra.Command {
 	var target string
 	var live bool
@@ -250,8 +257,9 @@ func (a *app) moveCmd() *cobra.Command {
 			}
 			r := op.GetResult()
 			if r["live"] == "true" {
-				fmt.Printf("Moved %s live to %s in %s, downtime %s (%s bytes sent, %s of them checkpoint; %s)\n",
-					args[0], r["node"], r["took"], r["downtime"], r["bytes"], r["checkpoint"], r["mode"])
+				fmt.Printf("Moved %s live to %s in %s, downtime %s (freeze+dump %sms, restore %sms; %s sent, %s of it process state; %s)\n",
+					args[0], r["node"], r["took"], r["downtime"], r["dump_ms"], r["restore_ms"],
+					humanBytes(atoi64(r["bytes"])), humanBytes(atoi64(r["checkpoint"])), r["mode"])
 				return nil
 			}
 			fmt.Printf("Moved %s to %s in %s (%s bytes sent)\n", args[0], r["node"], r["took"], r["bytes"])

@@ -46,11 +46,14 @@ func main() {
 	ctl, status := *dir+"/control", *dir+"/status"
 	var counter int64
 	var maxGap time.Duration
-	last := time.Now()
+	// Wall-clock time (Round(0) drops the monotonic reading): a restored
+	// process's monotonic clock is shifted by CRIU's time namespace so that
+	// it does not see the time it spent frozen, but the wall clock does.
+	last := time.Now().Round(0)
 	tick := time.NewTicker(10 * time.Millisecond)
 	for n := 1; ; n++ {
-		now := <-tick.C
-		now = time.Now()
+		<-tick.C
+		now := time.Now().Round(0)
 		if gap := now.Sub(last); gap > maxGap {
 			maxGap = gap
 		}
@@ -73,6 +76,6 @@ func main() {
 			os.WriteFile(status+".tmp", []byte(line), 0o644)
 			os.Rename(status+".tmp", status)
 		}
-		last = time.Now()
+		last = time.Now().Round(0)
 	}
 }
