@@ -227,11 +227,19 @@ if [ "$cur_pipe" -lt "$want_pipe" ]; then
 	say "raising fs.pipe-max-size $cur_pipe -> $want_pipe (lazy pages)"
 	sysctl -q -w fs.pipe-max-size=$want_pipe
 fi
+# Post-copy live moves of unprivileged containers: CRIU's restore runs in
+# the container's user namespace and opens a userfaultfd there, which the
+# kernel allows only with vm.unprivileged_userfaultfd = 1. (Without it Shoal
+# moves unprivileged containers stop-and-copy.)
+if [ "$(cat /proc/sys/vm/unprivileged_userfaultfd 2>/dev/null || echo 1)" != 1 ]; then
+	say "setting vm.unprivileged_userfaultfd = 1 (post-copy moves of unprivileged containers)"
+	sysctl -q -w vm.unprivileged_userfaultfd=1
+fi
 conf=/etc/sysctl.d/60-shoal-criu.conf
-line="fs.pipe-max-size = $want_pipe"
-if [ "$(cat "$conf" 2>/dev/null)" != "$line" ]; then
+want=$(printf 'fs.pipe-max-size = %s\nvm.unprivileged_userfaultfd = 1' "$want_pipe")
+if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
 	mkdir -p /etc/sysctl.d
-	printf '%s\n' "$line" >"$conf"
+	printf '%s\n' "$want" >"$conf"
 fi
 
 # ------------------------------------------------------------------- verify

@@ -54,18 +54,48 @@ type key struct {
 }
 
 var keys = map[string]key{
-	"limits.cpu":                   {check: checkCPU, live: true, help: "a CPU count (e.g. 2) or a set (e.g. 0-1,3)"},
-	"limits.cpu.allowance":         {check: checkAllowance, live: true, help: "a percentage (50%) or a quota (25ms/100ms)"},
-	"limits.memory":                {check: checkMemory, live: true, help: "a size (256MiB, 1GB) or a percentage of host memory (50%)"},
-	"limits.memory.swap":           {check: checkBool, live: true, help: "true or false"},
-	"limits.processes":             {check: checkPositiveInt, live: true, help: "a positive integer"},
-	"limits.disk.priority":         {check: checkPriority, live: true, help: "an integer from 0 to 10"},
-	"boot.autostart":               {check: checkBool, live: true, help: "true or false"},
-	"security.privileged":          {check: checkBool, live: false, help: "true or false"},
-	"security.nesting":             {check: checkBool, live: false, help: "true or false"},
-	"scheduler.group":              {check: checkGroup, live: true, help: "a group name (containers of a group spread across nodes)"},
-	"scheduler.group.max_per_node": {check: checkNonNegativeInt, live: true, help: "a non-negative integer (1: every member on a distinct node)"},
-	"scheduler.constraint":         {check: checkConstraint, live: true, help: "node labels KEY=VALUE[,KEY=VALUE...]"},
+	"limits.cpu":                              {check: checkCPU, live: true, help: "a CPU count (e.g. 2) or a set (e.g. 0-1,3)"},
+	"limits.cpu.allowance":                    {check: checkAllowance, live: true, help: "a percentage (50%) or a quota (25ms/100ms)"},
+	"limits.memory":                           {check: checkMemory, live: true, help: "a size (256MiB, 1GB) or a percentage of host memory (50%)"},
+	"limits.memory.swap":                      {check: checkBool, live: true, help: "true or false"},
+	"limits.processes":                        {check: checkPositiveInt, live: true, help: "a positive integer"},
+	"limits.disk.priority":                    {check: checkPriority, live: true, help: "an integer from 0 to 10"},
+	"boot.autostart":                          {check: checkBool, live: true, help: "true or false"},
+	"security.privileged":                     {check: checkBool, live: false, help: "true or false"},
+	"security.nesting":                        {check: checkBool, live: false, help: "true or false"},
+	"scheduler.group":                         {check: checkGroup, live: true, help: "a group name (containers of a group spread across nodes)"},
+	"scheduler.group.max_per_node":            {check: checkNonNegativeInt, live: true, help: "a non-negative integer (1: every member on a distinct node)"},
+	"scheduler.constraint":                    {check: checkConstraint, live: true, help: "node labels KEY=VALUE[,KEY=VALUE...]"},
+	"migration.mode":                          {check: checkOneOf(MigrationModes...), live: true, help: strings.Join(MigrationModes, ", ")},
+	"migration.stateful":                      {check: checkBool, live: true, help: "true or false"},
+	"migration.incremental.memory":            {check: checkBool, live: true, help: "true or false"},
+	"migration.incremental.memory.iterations": {check: checkPositiveInt, live: true, help: "a positive integer"},
+	"migration.incremental.memory.goal":       {check: checkPercent, live: true, help: "a percentage of memory pages, 1 to 100"},
+}
+
+// MigrationModes are the values of migration.mode: how a live move moves
+// memory. auto picks the best this pair of hosts can do.
+var MigrationModes = []string{"auto", "precopy", "postcopy", "stop-and-copy"}
+
+// checkOneOf accepts exactly the listed values.
+func checkOneOf(values ...string) func(string) error {
+	return func(v string) error {
+		for _, x := range values {
+			if v == x {
+				return nil
+			}
+		}
+		return errors.New("unknown value")
+	}
+}
+
+// checkPercent accepts an integer from 1 to 100.
+func checkPercent(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 100 {
+		return errors.New("not an integer from 1 to 100")
+	}
+	return nil
 }
 
 // Keys returns the known config keys, sorted (the prefixes user.* and

@@ -46,6 +46,9 @@ type RestoreOptions struct {
 	// KeepFrozen leaves the restored container frozen (a live move thaws
 	// it once the move is committed).
 	KeepFrozen bool
+	// LazyPages restores without memory pages: a lazy-pages daemon
+	// (StartLazyPages) in the same directory feeds them.
+	LazyPages bool
 }
 
 // Checkpoint dumps the running (or frozen) container's processes into dir
@@ -117,6 +120,9 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string, o RestoreOption
 	var extra []string
 	for i, v := range nics {
 		extra = append(extra, "--external", fmt.Sprintf("netdev[%s]:%s", c.ConfigItem(fmt.Sprintf("lxc.net.%d.name", i))[0], v.PeerName))
+	}
+	if o.LazyPages {
+		extra = append(extra, "--lazy-pages")
 	}
 	if err := addRestoreArgs(dir, extra); err != nil {
 		return fmt.Errorf("runtime: restore %s: %w", name, err)

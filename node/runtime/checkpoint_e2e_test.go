@@ -2,7 +2,9 @@ package runtime
 
 import (
 	"context"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -88,4 +90,100 @@ func atoi(s string) int {
 		n = n*10 + int(c-'0')
 	}
 	return n
+}
+
+// Post-copy: the source dumps without memory and serves the pages; a
+// second runtime (another lxcpath, as another host would be) restores at
+// once with a lazy-pages daemon pulling them; the counter goes on there,
+// the source's dump ends once every page was served, and the daemon exits
+// cleanly.
+func TestLazyCheckpointRestore(t *testing.T) {
+	runtimetest.RequireLazyPages(t, true)
+	src := newRuntime(t)
+	spec := testContainer(t, src, false, true, nil)
+	ctx := context.Background()
+	mustRun(t, src, spec.Name, "setsid", "sh", "-c",
+		"(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &")
+	waitFor(t, 5*time.Second, "counter", func() bool {
+		_, out, _ := run(t, src, spec.Name, "cat", "/tmp/count")
+		return atoi(out) >= 3
+	})
+	if err := src.Freeze(ctx, spec.Name); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	for p := tmp; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(tmp, "ckpt")
+	port := freePort(t)
+	dump, err := src.StartLazyCheckpoint(ctx, spec.Name, dir, "127.0.0.1", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-dump.Done():
+		default:
+			dump.Abort()
+		}
+	})
+	b, _ := os.ReadFile(filepath.Join(spec.Rootfs, "tmp", "count"))
+	before := atoi(string(b))
+
+	// The "target": the checkpoint copied to another directory.
+	dst, err := New(filepath.Join(tmp, "lxc2"), filepath.Join(tmp, "conf2"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Define(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dst.Undefine(context.Background(), spec.Name) })
+	dir2 := filepath.Join(tmp, "ckpt2")
+	if out, err := exec.Command("cp", "-a", dir, dir2).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	lazy, err := StartLazyPages(ctx, dir2, "127.0.0.1", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-lazy.Done():
+		default:
+			lazy.Abort()
+		}
+	})
+	if err := dst.Restore(ctx, spec.Name, dir2, RestoreOptions{LazyPages: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the counter to go on at the target", func() bool {
+		_, out, _ := run(t, dst, spec.Name, "cat", "/tmp/count")
+		return atoi(out) > before
+	})
+	if err := dump.Wait(30 * time.Second); err != nil {
+		t.Fatalf("the source's dump: %v", err)
+	}
+	select {
+	case <-lazy.Done():
+		if lazy.Err() != nil {
+			t.Fatalf("lazy-pages daemon: %v", lazy.Err())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the lazy-pages daemon still runs after the source's dump ended")
+	}
+}
+
+// freePort returns a TCP port nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -160,3 +160,20 @@ func RequireCRIU(t testing.TB) {
 		Missing(t, "lxc-checkpoint (Debian package lxc)")
 	}
 }
+
+// RequireLazyPages is RequireCRIU plus what CRIU's lazy pages (post-copy)
+// need here: userfaultfd's non-cooperative mode, and for unprivileged
+// containers vm.unprivileged_userfaultfd = 1 (scripts/install.sh sets it).
+func RequireLazyPages(t testing.TB, unprivileged bool) {
+	t.Helper()
+	RequireCRIU(t)
+	if out, err := exec.Command("criu", "check", "--feature", "uffd-noncoop").CombinedOutput(); err != nil {
+		Missing(t, "userfaultfd non-cooperative mode (criu check --feature uffd-noncoop: "+strings.TrimSpace(string(out))+")")
+	}
+	if unprivileged {
+		b, _ := os.ReadFile("/proc/sys/vm/unprivileged_userfaultfd")
+		if strings.TrimSpace(string(b)) != "1" {
+			Missing(t, "vm.unprivileged_userfaultfd = 1 (run scripts/install.sh)")
+		}
+	}
+}
