@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,9 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/internal/failpoint"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node"
+	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -43,6 +46,70 @@ const (
 	commitWait     = 30 * time.Second
 	proposeTimeout = 10 * time.Second
 )
+
+// Live-move modes (migration.mode).
+const (
+	modePostCopy    = "postcopy"
+	modeStopAndCopy = "stop-and-copy"
+	modePreCopy     = "precopy"
+	modeAuto        = "auto"
+
+	// postCopyTimeout bounds how long the source serves pages after the
+	// commit (the target pulls them in the background at link speed).
+	postCopyTimeout = 10 * time.Minute
+	pageSize        = 4096
+)
+
+// liveMode picks how to move memory: migration.mode, else post-copy where
+// both hosts can, else stop-and-copy. Pre-copy needs memory dirty
+// tracking, which these kernels lack: asked for, it is refused with the
+// reason; migration.incremental.memory falls back with a note.
+func (s *Server) liveMode(ct *shoalv1.Container, targetPostCopy bool) (mode, note string, err error) {
+	cfg := ct.GetConfig()
+	want := cfg["migration.mode"]
+	if want == "" {
+		want = modeAuto
+	}
+	canPost := targetPostCopy && s.node.CanPostCopy(ct)
+	switch want {
+	case modeStopAndCopy:
+		return modeStopAndCopy, "", nil
+	case modePostCopy:
+		if !canPost {
+			return "", "", precondition(fmt.Sprintf("migration.mode=postcopy: %s and its target cannot both restore with lazy pages (userfaultfd; for unprivileged containers vm.unprivileged_userfaultfd=1): use auto or stop-and-copy", ct.GetName()))
+		}
+		return modePostCopy, "", nil
+	case modePreCopy:
+		if !s.node.CanPreCopy() {
+			return "", "", precondition("migration.mode=precopy: this host has no memory dirty tracking (CONFIG_MEM_SOFT_DIRTY), so CRIU cannot pre-dump: use auto, postcopy or stop-and-copy")
+		}
+		// Pre-dump rounds are not implemented; no host here can run them.
+		return "", "", precondition("migration.mode=precopy is not implemented yet: use auto, postcopy or stop-and-copy")
+	}
+	if config.Bool(cfg, "migration.incremental.memory") && !s.node.CanPreCopy() {
+		note = "pre-copy unavailable (no memory dirty tracking); "
+	}
+	if canPost {
+		return modePostCopy, note + "post-copy", nil
+	}
+	return modeStopAndCopy, note + "post-copy unavailable; stop-and-copy", nil
+}
+
+// pageServerAddr picks where CRIU's page server listens for the target:
+// this member's cluster address and a free port.
+func (s *Server) pageServerAddr() (string, int, error) {
+	host, _, err := net.SplitHostPort(s.node.Address())
+	if err != nil || host == "" {
+		return "", 0, fmt.Errorf("post-copy needs this member's cluster address: %v", err)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", 0, fmt.Errorf("page server port: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return host, port, nil
+}
 
 // liveMoveTo runs a live move on the owner.
 func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target string, p *operations.Progress) (map[string]string, error) {
@@ -71,10 +138,15 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		snaps = append(snaps, sn.GetName())
 	}
 	header := &shoalv1.VolumeHeader{Version: migration.Version, Container: name, Pool: ct.GetPool(), Snapshots: append(snaps, snapA)}
-	sentVol, err := s.sendVolume(ctx, d, vol, header, target, p)
+	sentVol, vresp, err := s.sendVolumeResp(ctx, d, vol, header, target, p)
 	if err != nil {
 		s.abortTarget(name, target)
 		return nil, fmt.Errorf("live move of %s to %s failed while sending the volume; it keeps running on %s: %w", name, target, source, err)
+	}
+	mode, note, err := s.liveMode(ct, vresp.GetPostCopy())
+	if err != nil {
+		s.abortTarget(name, target)
+		return nil, err
 	}
 
 	if err := failpoint.Hit("live-move-before-freeze"); err != nil {
@@ -105,7 +177,25 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		return nil, giveUp("checkpointing", err)
 	}
 	defer os.RemoveAll(dir)
-	if err := s.node.Checkpoint(ctx, name, dir); err != nil {
+	var lazy *runtime.LazyDump
+	pageServer := ""
+	if mode == modePostCopy {
+		host, port, err := s.pageServerAddr()
+		if err == nil {
+			lazy, err = s.node.StartLazyCheckpoint(ctx, name, dir, host, port)
+		}
+		if err != nil {
+			s.abortTarget(name, target)
+			return nil, giveUp("checkpointing", err)
+		}
+		pageServer = net.JoinHostPort(host, strconv.Itoa(port))
+		// Every way out before the commit stops serving pages first.
+		defer func() {
+			if lazy != nil {
+				lazy.Abort()
+			}
+		}()
+	} else if err := s.node.Checkpoint(ctx, name, dir); err != nil {
 		s.abortTarget(name, target)
 		return nil, giveUp("checkpointing", err)
 	}
@@ -136,7 +226,7 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 	final := &shoalv1.VolumeHeader{Version: migration.Version, Container: name, Pool: ct.GetPool(),
 		Snapshots: []string{snapB}, Base: snapA, Drop: []string{snapA, snapB}, Resume: true}
 	if err := stream.Send(&shoalv1.RestoreContainerRequest{Msg: &shoalv1.RestoreContainerRequest_Header{
-		Header: &shoalv1.RestoreHeader{Version: migration.Version, Container: ct, Volume: final}}}); err != nil {
+		Header: &shoalv1.RestoreHeader{Version: migration.Version, Container: ct, Volume: final, PageServer: pageServer}}}); err != nil {
 		return nil, giveUp("sending the checkpoint", streamErr(stream, err))
 	}
 	phase := "sending the final state to " + target
@@ -192,24 +282,76 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		}
 	}
 	downtime := time.Since(frozenAt)
+	_ = failpoint.Hit("live-move-after-commit")
+	if lazy != nil {
+		// The container runs on the target; its memory still streams from
+		// here. The frozen copy stays until the last page has gone.
+		p.Phase("post-copy: memory pages streaming to " + target)
+		if err := lazy.Wait(postCopyTimeout); err != nil {
+			s.log.Warn("post-copy page server", "container", name, "err", err)
+			lazy.Abort()
+		}
+		lazy = nil
+	}
+	stats, serr := migration.ReadDumpStats(dir, mode == modePostCopy)
+	if serr != nil {
+		s.log.Debug("no CRIU dump statistics", "container", name, "err", serr)
+	}
 	release()
 	if err := s.node.DropLocal(context.WithoutCancel(ctx), name); err != nil {
 		s.log.Warn("drop the source copy after a live move", "container", name, "err", err)
 	}
 	s.bus.Lifecycle(s.node.Name(), "container-moved", name)
-	bytes := sentVol + incr + ckpt
+	bytes := sentVol + incr + ckpt + stats.PagesLazy*pageSize
 	return map[string]string{
-		"node":        target,
-		"live":        "true",
-		"mode":        "stop-and-copy",
-		"bytes":       strconv.FormatInt(bytes, 10),
-		"checkpoint":  strconv.FormatInt(ckpt, 10),
-		"took":        time.Since(start).Round(time.Millisecond).String(),
-		"downtime":    downtime.Round(time.Millisecond).String(),
-		"downtime_ms": strconv.FormatInt(downtime.Milliseconds(), 10),
-		"dump_ms":     strconv.FormatInt(dumped.Milliseconds(), 10),
-		"restore_ms":  strconv.FormatInt(restoreMs, 10),
+		"node":                target,
+		"live":                "true",
+		"mode":                mode,
+		"note":                note,
+		"pages_before_freeze": "0",
+		"pages_during_freeze": strconv.FormatInt(stats.PagesWritten, 10),
+		"pages_after_freeze":  strconv.FormatInt(stats.PagesLazy, 10),
+		"bytes":               strconv.FormatInt(bytes, 10),
+		"checkpoint":          strconv.FormatInt(ckpt, 10),
+		"took":                time.Since(start).Round(time.Millisecond).String(),
+		"downtime":            downtime.Round(time.Millisecond).String(),
+		"downtime_ms":         strconv.FormatInt(downtime.Milliseconds(), 10),
+		"dump_ms":             strconv.FormatInt(dumped.Milliseconds(), 10),
+		"restore_ms":          strconv.FormatInt(restoreMs, 10),
 	}, nil
+}
+
+// watchPostCopy waits for a post-copy restore's pages. If the source went
+// away before every page arrived, the memory state is gone: the container
+// is booted fresh from its volume here, once, and the event says why.
+func (s *Server) watchPostCopy(name, dir string, lazy *runtime.LazyPages) {
+	defer os.RemoveAll(dir)
+	<-lazy.Done()
+	if lazy.Err() == nil {
+		s.log.Info("post-copy complete: every memory page arrived", "container", name)
+		return
+	}
+	s.log.Error("post-copy failed: the source stopped serving memory pages; booting the container fresh from its volume",
+		"container", name, "err", lazy.Err())
+	s.bus.Lifecycle(s.node.Name(), "container-memory-lost", name)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.node.RebootFresh(ctx, name); err != nil {
+		s.log.Error("boot after a failed post-copy", "container", name, "err", err)
+	}
+}
+
+// splitHostPort parses host:port with a numeric port.
+func splitHostPort(hp string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", ps, err)
+	}
+	return host, port, nil
 }
 
 // streamErr prefers the server's verdict over a local send error (a send
@@ -303,7 +445,12 @@ func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContain
 	if err != nil {
 		return abort(toStatus(err))
 	}
-	defer os.RemoveAll(dir)
+	keepDir := false
+	defer func() {
+		if !keepDir {
+			os.RemoveAll(dir)
+		}
+	}()
 	cr, err := migration.NewCheckpointReceiver(dir)
 	if err != nil {
 		return abort(toStatus(err))
@@ -337,7 +484,22 @@ func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContain
 		return abort(status.Error(codes.DataLoss, err.Error()))
 	}
 	t0 := time.Now()
-	if err := s.node.RestoreIncoming(ctx, rec, dir); err != nil {
+	var lazy *runtime.LazyPages
+	if ps := h.GetPageServer(); ps != "" {
+		host, port, err := splitHostPort(ps)
+		if err == nil {
+			lazy, err = s.node.StartLazyPages(ctx, dir, host, port)
+		}
+		if err != nil {
+			return abort(status.Errorf(codes.FailedPrecondition, "post-copy: %v", err))
+		}
+		abortNoLazy := abort
+		abort = func(cause error) error {
+			lazy.Abort()
+			return abortNoLazy(cause)
+		}
+	}
+	if err := s.node.RestoreIncoming(ctx, rec, dir, lazy != nil); err != nil {
 		if b, rerr := os.ReadFile(filepath.Join(dir, "restore.log")); rerr == nil {
 			kept := dir + ".restore.log"
 			if os.WriteFile(kept, b, 0o600) == nil {
@@ -363,6 +525,10 @@ func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContain
 	if err := s.node.CommitIncoming(ctx, name, wait); err != nil {
 		return abort(toStatus(err))
 	}
-	s.log.Info("live move restored here", "container", name, "restore", took)
+	s.log.Info("live move restored here", "container", name, "restore", took, "post_copy", lazy != nil)
+	if lazy != nil {
+		keepDir = true
+		go s.watchPostCopy(name, dir, lazy)
+	}
 	return stream.Send(&shoalv1.RestoreContainerResponse{Phase: shoalv1.RestorePhase_RESTORE_PHASE_RUNNING})
 }

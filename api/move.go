@@ -147,19 +147,25 @@ func (s *Server) moveTo(ctx context.Context, ct *shoalv1.Container, target strin
 // sendVolume streams a volume's snapshots (as the header lists them) to a
 // member and returns the stream bytes sent.
 func (s *Server) sendVolume(ctx context.Context, d storage.Driver, vol string, header *shoalv1.VolumeHeader, target string, p *operations.Progress) (int64, error) {
+	n, _, err := s.sendVolumeResp(ctx, d, vol, header, target, p)
+	return n, err
+}
+
+// sendVolumeResp is sendVolume that also returns the receiver's answer.
+func (s *Server) sendVolumeResp(ctx context.Context, d storage.Driver, vol string, header *shoalv1.VolumeHeader, target string, p *operations.Progress) (int64, *shoalv1.ReceiveVolumeResponse, error) {
 	phase := "sending volume to " + target
 	p.Phase(phase)
 	conn, err := s.peers.conn(target)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	stream, err := shoalv1.NewMigrationServiceClient(conn).ReceiveVolume(s.outgoing(ctx))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := stream.Send(&shoalv1.ReceiveVolumeRequest{Msg: &shoalv1.ReceiveVolumeRequest_Header{Header: header}}); err != nil {
 		_, rerr := stream.CloseAndRecv()
-		return 0, errors.Join(err, rerr)
+		return 0, nil, errors.Join(err, rerr)
 	}
 	var progress int64
 	sent, err := migration.SendVolume(ctx, d, vol, header.GetSnapshots(), func(part *shoalv1.VolumePart) error {
@@ -169,10 +175,10 @@ func (s *Server) sendVolume(ctx context.Context, d storage.Driver, vol string, h
 	})
 	if err != nil {
 		_, rerr := stream.CloseAndRecv()
-		return sent, errors.Join(err, rerr)
+		return sent, nil, errors.Join(err, rerr)
 	}
-	_, err = stream.CloseAndRecv()
-	return sent, err
+	resp, err := stream.CloseAndRecv()
+	return sent, resp, err
 }
 
 // ReceiveVolume is the target's side of a move: it receives the volume
@@ -240,7 +246,13 @@ func (s *Server) ReceiveVolume(stream shoalv1.MigrationService_ReceiveVolumeServ
 		r.Abort()
 		return status.Error(codes.DataLoss, err.Error())
 	}
-	return stream.SendAndClose(&shoalv1.ReceiveVolumeResponse{Bytes: n})
+	resp := &shoalv1.ReceiveVolumeResponse{Bytes: n}
+	if !h.GetCopy() {
+		if ct, err := s.fsm.Container(name); err == nil {
+			resp.PostCopy = s.node.CanPostCopy(ct)
+		}
+	}
+	return stream.SendAndClose(resp)
 }
 
 // moveAndWait moves a container to target through its owner and waits for

@@ -56,13 +56,70 @@ func (n *Node) Thaw(ctx context.Context, name string) error { return n.rt.Unfree
 // CanCheckpoint reports whether this host's CRIU works (`criu check`),
 // probing once.
 func (n *Node) CanCheckpoint(ctx context.Context) error {
+	n.probeCRIU()
+	return n.criuErr
+}
+
+// probeCRIU asks CRIU, once, what this host can do.
+func (n *Node) probeCRIU() {
 	n.criuOnce.Do(func() {
 		out, err := exec.Command("criu", "check").CombinedOutput()
 		if err != nil {
 			n.criuErr = fmt.Errorf("%w: criu check: %v: %s", ErrNoCRIU, err, strings.TrimSpace(string(out)))
+			return
 		}
+		n.uffd = exec.Command("criu", "check", "--feature", "uffd-noncoop").Run() == nil
+		n.dirtyTrack = exec.Command("criu", "check", "--feature", "mem_dirty_track").Run() == nil
+		n.log.Info("CRIU probed", "lazy_pages", n.uffd, "dirty_tracking", n.dirtyTrack)
 	})
-	return n.criuErr
+}
+
+// CanPostCopy reports whether this host can restore the container with
+// lazy pages (post-copy): userfaultfd's non-cooperative mode, and for an
+// unprivileged container vm.unprivileged_userfaultfd = 1.
+func (n *Node) CanPostCopy(ct *shoalv1.Container) bool {
+	n.probeCRIU()
+	if n.criuErr != nil || !n.uffd {
+		return false
+	}
+	if config.Bool(ct.GetConfig(), "security.privileged") {
+		return true
+	}
+	b, err := os.ReadFile("/proc/sys/vm/unprivileged_userfaultfd")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// CanPreCopy reports whether this host tracks dirty memory (pre-dump).
+func (n *Node) CanPreCopy() bool {
+	n.probeCRIU()
+	return n.criuErr == nil && n.dirtyTrack
+}
+
+// StartLazyCheckpoint dumps a frozen container without its memory and
+// serves the pages on addr:port (post-copy); see runtime.LazyDump.
+func (n *Node) StartLazyCheckpoint(ctx context.Context, name, dir, addr string, port int) (*runtime.LazyDump, error) {
+	return n.rt.StartLazyCheckpoint(ctx, name, dir, addr, port)
+}
+
+// StartLazyPages starts the daemon that feeds an incoming post-copy
+// restore from the source's page server.
+func (n *Node) StartLazyPages(ctx context.Context, dir, addr string, port int) (*runtime.LazyPages, error) {
+	return runtime.StartLazyPages(ctx, dir, addr, port)
+}
+
+// RebootFresh stops a container this node owns and starts it again from
+// its volume: what is left when a post-copy move lost the source before
+// every memory page arrived.
+func (n *Node) RebootFresh(ctx context.Context, name string) error {
+	unlock := n.locks.lock("ct/" + name)
+	if err := n.rt.Stop(ctx, name, 0); err != nil && !errors.Is(err, runtime.ErrNotRunning) {
+		unlock()
+		return err
+	}
+	n.applied.Delete(name)
+	unlock()
+	n.bus.Lifecycle(n.cfg.Name, "container-restarted", name)
+	return n.Reconcile(ctx, name)
 }
 
 // Checkpoint dumps a local, frozen container into dir with CRIU; it stays
@@ -74,7 +131,7 @@ func (n *Node) Checkpoint(ctx context.Context, name, dir string) error {
 // RestoreIncoming restores a container another member still owns from a
 // checkpoint that member sent, and leaves it frozen. Until CommitIncoming
 // or AbortIncoming the copy is marked incoming, so no resync touches it.
-func (n *Node) RestoreIncoming(ctx context.Context, ct *shoalv1.Container, dir string) error {
+func (n *Node) RestoreIncoming(ctx context.Context, ct *shoalv1.Container, dir string, lazy bool) error {
 	name := ct.GetName()
 	unlock := n.locks.lock("ct/" + name)
 	defer unlock()
@@ -90,7 +147,7 @@ func (n *Node) RestoreIncoming(ctx context.Context, ct *shoalv1.Container, dir s
 			return fmt.Errorf("restore %s: %w", name, err)
 		}
 	}
-	if err := n.rt.Restore(ctx, name, dir, runtime.RestoreOptions{KeepFrozen: true}); err != nil {
+	if err := n.rt.Restore(ctx, name, dir, runtime.RestoreOptions{KeepFrozen: true, LazyPages: lazy}); err != nil {
 		return err
 	}
 	// CRIU does not carry every limit (the blkio weight): apply them again.

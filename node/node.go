@@ -91,8 +91,10 @@ type Node struct {
 	// (name → true): reconciles leave them alone.
 	outgoing sync.Map
 	// criuOnce probes CRIU once; criuErr is the verdict.
-	criuOnce sync.Once
-	criuErr  error
+	criuOnce   sync.Once
+	criuErr    error
+	uffd       bool // userfaultfd non-cooperative mode (lazy pages)
+	dirtyTrack bool // memory dirty tracking (pre-copy)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -157,6 +159,10 @@ func (n *Node) recordNode(ctx context.Context) error {
 
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.Name }
+
+// Address is where other members reach this node's gRPC API (host:port;
+// empty without --listen).
+func (n *Node) Address() string { return n.cfg.Address }
 
 // Run starts the reconciler: it resyncs every container this node owns now
 // and every interval, and reacts to FSM changes as they are applied.

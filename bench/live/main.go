@@ -27,6 +27,7 @@ import (
 func main() {
 	n := flag.Int("n", 10, "moves per container (alternating directions)")
 	mem := flag.Int("mem", 256, "MiB of touched memory in the second container")
+	mode := flag.String("mode", "auto", "migration.mode of the containers (auto, postcopy, stop-and-copy)")
 	flag.Parse()
 	t := &harness.Program{}
 	defer t.Close()
@@ -43,7 +44,7 @@ func main() {
 		name string
 		mem  int
 	}{{"idle", 0}, {fmt.Sprintf("mem%d", *mem), *mem}} {
-		ms[0].MustShoal("launch", "busybox", c.name, "--target", "n1")
+		ms[0].MustShoal("launch", "busybox", c.name, "--target", "n1", "-c", "migration.mode="+*mode)
 		ms[0].MustShoal("file", "push", filepath.Join(bin, "workload"), c.name+"/usr/bin/workload", "--mode", "0755")
 		ms[0].MustShoal("exec", c.name, "--", "setsid", "sh", "-c",
 			fmt.Sprintf("workload -mem %d </dev/null >/dev/null 2>&1 &", c.mem))
@@ -53,7 +54,9 @@ func main() {
 		})
 		time.Sleep(500 * time.Millisecond)
 		var total, down, gap, dump, restore []float64
-		var bytes, state int64
+		var bytes int64
+		var pages [3]float64
+		used := ""
 		ok := 0
 		at := 0
 		for i := 0; i < *n; i++ {
@@ -73,13 +76,17 @@ func main() {
 			f := parse(out)
 			total, down = append(total, f["took"]), append(down, f["downtime"])
 			dump, restore = append(dump, f["dump"]), append(restore, f["restore"])
-			bytes, state = int64(f["bytes"]), int64(f["state"])
+			bytes = int64(f["bytes"])
+			pages = [3]float64{f["before"], f["during"], f["after"]}
+			if m := tookRE.FindStringSubmatch(out); m != nil {
+				used = m[3]
+			}
 			if g, err := maxGap(to, c.name); err == nil {
 				gap = append(gap, g)
 			}
 		}
-		fmt.Printf("%-8s %2d/%d moves ok  total %6.0f ms  downtime %6.0f ms  (inside: longest tick gap %6.0f ms)  freeze+dump %5.0f ms  restore %5.0f ms  moved %.1f MB (%.1f MB process state)\n",
-			c.name, ok, *n, median(total), median(down), median(gap), median(dump), median(restore), float64(bytes)/1e6, float64(state)/1e6)
+		fmt.Printf("%-8s %s  %2d/%d moves ok  total %6.0f ms  downtime %6.0f ms  (inside: longest tick gap %6.0f ms)  freeze+dump %5.0f ms  restore %5.0f ms  pages before/during/after the freeze %.0f/%.0f/%.0f  moved %.1f MB\n",
+			c.name, used, ok, *n, median(total), median(down), median(gap), median(dump), median(restore), pages[0], pages[1], pages[2], float64(bytes)/1e6)
 		floor(t, ms[at], c.name)
 	}
 }
@@ -108,8 +115,8 @@ func maxGap(m *harness.Member, name string) (float64, error) {
 }
 
 var (
-	tookRE  = regexp.MustCompile(`in ([0-9.]+m?s), downtime ([0-9.]+m?s) \(freeze\+dump (\d+)ms, restore (\d+)ms`)
-	bytesRE = regexp.MustCompile(`; ([0-9.]+[KMG]?i?B) sent, ([0-9.]+[KMG]?i?B) of it`)
+	tookRE  = regexp.MustCompile(`in ([0-9.]+m?s), downtime ([0-9.]+m?s) \(([a-z-]+): freeze\+dump (\d+)ms, restore (\d+)ms`)
+	pagesRE = regexp.MustCompile(`memory pages: (\d+) before the freeze, (\d+) during, (\d+) after; ([0-9.]+[KMG]?i?B) sent`)
 )
 
 // parse reads a `shoal move --live` summary: durations in ms, sizes in bytes.
@@ -120,11 +127,14 @@ func parse(out string) map[string]float64 {
 			d, _ := time.ParseDuration(m[i+1])
 			f[k] = float64(d.Microseconds()) / 1000
 		}
-		f["dump"], _ = strconv.ParseFloat(m[3], 64)
-		f["restore"], _ = strconv.ParseFloat(m[4], 64)
+		f["dump"], _ = strconv.ParseFloat(m[4], 64)
+		f["restore"], _ = strconv.ParseFloat(m[5], 64)
 	}
-	if m := bytesRE.FindStringSubmatch(out); m != nil {
-		f["bytes"], f["state"] = size(m[1]), size(m[2])
+	if m := pagesRE.FindStringSubmatch(out); m != nil {
+		for i, k := range []string{"before", "during", "after"} {
+			f[k], _ = strconv.ParseFloat(m[i+1], 64)
+		}
+		f["bytes"] = size(m[4])
 	}
 	return f
 }

@@ -257,9 +257,12 @@ func (a *app) moveCmd() *cobra.Command {
 			}
 			r := op.GetResult()
 			if r["live"] == "true" {
-				fmt.Printf("Moved %s live to %s in %s, downtime %s (freeze+dump %sms, restore %sms; %s sent, %s of it process state; %s)\n",
-					args[0], r["node"], r["took"], r["downtime"], r["dump_ms"], r["restore_ms"],
-					humanBytes(atoi64(r["bytes"])), humanBytes(atoi64(r["checkpoint"])), r["mode"])
+				fmt.Printf("Moved %s live to %s in %s, downtime %s (%s: freeze+dump %sms, restore %sms; memory pages: %s before the freeze, %s during, %s after; %s sent)\n",
+					args[0], r["node"], r["took"], r["downtime"], r["mode"], r["dump_ms"], r["restore_ms"],
+					r["pages_before_freeze"], r["pages_during_freeze"], r["pages_after_freeze"], humanBytes(atoi64(r["bytes"])))
+				if r["note"] != "" && r["note"] != r["mode"] {
+					fmt.Printf("Note: %s\n", r["note"])
+				}
 				return nil
 			}
 			fmt.Printf("Moved %s to %s in %s (%s bytes sent)\n", args[0], r["node"], r["took"], r["bytes"])

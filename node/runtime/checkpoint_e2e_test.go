@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node/runtime/runtimetest"
 )
 
@@ -46,6 +47,10 @@ func TestCheckpointRestoreKeepsProcesses(t *testing.T) {
 			dir := filepath.Join(tmp, "ckpt")
 			if err := rt.Checkpoint(ctx, spec.Name, dir, CheckpointOptions{}); err != nil {
 				t.Fatal(err)
+			}
+			stats, err := migration.ReadDumpStats(dir, false)
+			if err != nil || stats.PagesWritten == 0 || stats.PagesLazy != 0 {
+				t.Fatalf("dump statistics %+v (%v): want pages written, none lazy", stats, err)
 			}
 			st, err := rt.State(ctx, spec.Name)
 			if err != nil {
@@ -166,6 +171,9 @@ func TestLazyCheckpointRestore(t *testing.T) {
 	})
 	if err := dump.Wait(30 * time.Second); err != nil {
 		t.Fatalf("the source's dump: %v", err)
+	}
+	if stats, err := migration.ReadDumpStats(dir, true); err != nil || stats.PagesLazy == 0 {
+		t.Fatalf("dump statistics %+v (%v): want pages served lazily", stats, err)
 	}
 	select {
 	case <-lazy.Done():

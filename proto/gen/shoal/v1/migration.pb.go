@@ -352,8 +352,10 @@ func (*ReceiveVolumeRequest_Header) isReceiveVolumeRequest_Msg() {}
 func (*ReceiveVolumeRequest_Part) isReceiveVolumeRequest_Msg() {}
 
 type ReceiveVolumeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bytes         int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Bytes int64                  `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// The receiver can restore this container with lazy pages (post-copy).
+	PostCopy      bool `protobuf:"varint,2,opt,name=post_copy,json=postCopy,proto3" json:"post_copy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,6 +397,13 @@ func (x *ReceiveVolumeResponse) GetBytes() int64 {
 	return 0
 }
 
+func (x *ReceiveVolumeResponse) GetPostCopy() bool {
+	if x != nil {
+		return x.PostCopy
+	}
+	return false
+}
+
 // RestoreHeader opens a RestoreContainer stream.
 type RestoreHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -403,7 +412,10 @@ type RestoreHeader struct {
 	// The container's record (its owner is still the sender).
 	Container *Container `protobuf:"bytes,2,opt,name=container,proto3" json:"container,omitempty"`
 	// The final volume increment that follows.
-	Volume        *VolumeHeader `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	Volume *VolumeHeader `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
+	// Post-copy: the sender's CRIU page server (host:port); the checkpoint
+	// carries no memory pages and the receiver pulls them from here.
+	PageServer    string `protobuf:"bytes,4,opt,name=page_server,json=pageServer,proto3" json:"page_server,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +469,13 @@ func (x *RestoreHeader) GetVolume() *VolumeHeader {
 		return x.Volume
 	}
 	return nil
+}
+
+func (x *RestoreHeader) GetPageServer() string {
+	if x != nil {
+		return x.PageServer
+	}
+	return ""
 }
 
 // CheckpointPart is a piece of a tar stream of CRIU's image directory.
@@ -731,13 +750,16 @@ const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\x14ReceiveVolumeRequest\x120\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.shoal.v1.VolumeHeaderH\x00R\x06header\x12*\n" +
 	"\x04part\x18\x02 \x01(\v2\x14.shoal.v1.VolumePartH\x00R\x04partB\x05\n" +
-	"\x03msg\"-\n" +
+	"\x03msg\"J\n" +
 	"\x15ReceiveVolumeResponse\x12\x14\n" +
-	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\"\x8c\x01\n" +
+	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x1b\n" +
+	"\tpost_copy\x18\x02 \x01(\bR\bpostCopy\"\xad\x01\n" +
 	"\rRestoreHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
 	"\tcontainer\x18\x02 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\x12.\n" +
-	"\x06volume\x18\x03 \x01(\v2\x16.shoal.v1.VolumeHeaderR\x06volume\"b\n" +
+	"\x06volume\x18\x03 \x01(\v2\x16.shoal.v1.VolumeHeaderR\x06volume\x12\x1f\n" +
+	"\vpage_server\x18\x04 \x01(\tR\n" +
+	"pageServer\"b\n" +
 	"\x0eCheckpointPart\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\bR\x03end\x12\x12\n" +
