@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,10 +17,18 @@ const evacuatedKey = "volatile.evacuated"
 // evacuateWait bounds how long evacuate and restore wait for the owner.
 const evacuateWait = 2 * time.Minute
 
+// Keys an evacuation leaves on the containers it moved (as LXD's
+// volatile.evacuate.origin), so that restore moves them back.
+const (
+	evacuateOriginKey = "volatile.evacuate.origin"
+	evacuateLiveKey   = "volatile.evacuate.live"
+)
+
 // EvacuateMember marks a member evacuated (the scheduler places nothing
-// there) and moves its running containers to other members (cold: stopped,
-// sent, started there). A container no other member can take is stopped
-// where it is instead; restore starts those again.
+// there) and moves its running containers to other members: cold (stopped,
+// sent, started there), or with live, live where CRIU can and cold where it
+// cannot. A container no other member can take is stopped where it is
+// instead. Restore moves the moved ones back and starts the stopped ones.
 func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMemberRequest) (*shoalv1.EvacuateMemberResponse, error) {
 	n, err := s.fsm.Node(req.GetName())
 	if err != nil {
@@ -39,8 +48,9 @@ func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMember
 		if s.peers != nil {
 			target, err := s.moveTarget(ct, "")
 			if err == nil {
-				if err = s.moveAndWait(ctx, ct, target); err == nil {
-					resp.Moved = append(resp.Moved, ct.GetName()+":"+target)
+				var how string
+				if how, err = s.evacuateOne(ctx, ct, target, req.GetLive()); err == nil {
+					resp.Moved = append(resp.Moved, ct.GetName()+":"+target+how)
 					continue
 				}
 			}
@@ -69,8 +79,50 @@ func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMember
 	return resp, nil
 }
 
-// RestoreMember brings an evacuated member back online and starts the
-// containers the evacuation stopped.
+// evacuateOne moves one container off an evacuated member (live first when
+// asked, cold if that fails) and notes where it came from. It returns
+// ":live" for a live move.
+func (s *Server) evacuateOne(ctx context.Context, ct *shoalv1.Container, target string, live bool) (string, error) {
+	origin := ct.GetNode()
+	how := ""
+	err := errors.New("not moved")
+	if live {
+		if err = s.moveAndWait(ctx, ct, target, true); err == nil {
+			how = ":live"
+		} else {
+			s.log.Warn("evacuate: live move failed; moving it cold", "container", ct.GetName(), "err", err)
+			if ct, err = s.fsm.Container(ct.GetName()); err != nil {
+				return "", err
+			}
+			if ct.GetNode() != origin { // it moved after all
+				err = nil
+			}
+		}
+	}
+	if err != nil {
+		if err = s.moveAndWait(ctx, ct, target, false); err != nil {
+			return "", err
+		}
+	}
+	moved, err := s.fsm.Container(ct.GetName())
+	if err != nil {
+		return "", err
+	}
+	cfg := moved.GetConfig()
+	if cfg == nil {
+		cfg = map[string]string{}
+	}
+	cfg[evacuateOriginKey] = origin
+	cfg[evacuateLiveKey] = fmt.Sprint(how == ":live")
+	if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
+		return "", err
+	}
+	return how, nil
+}
+
+// RestoreMember brings an evacuated member back online, moves back the
+// containers the evacuation moved away (live if they left live) and
+// starts the ones it stopped.
 func (s *Server) RestoreMember(ctx context.Context, req *shoalv1.RestoreMemberRequest) (*shoalv1.RestoreMemberResponse, error) {
 	n, err := s.fsm.Node(req.GetName())
 	if err != nil {
@@ -100,6 +152,43 @@ func (s *Server) RestoreMember(ctx context.Context, req *shoalv1.RestoreMemberRe
 	}
 	if err := s.waitAll(ctx, resp.Started, shoalv1.DesiredState_DESIRED_STATE_RUNNING); err != nil {
 		return nil, err
+	}
+	for _, ct := range s.fsm.Containers() {
+		if ct.GetConfig()[evacuateOriginKey] != n.GetName() {
+			continue
+		}
+		live := ct.GetConfig()[evacuateLiveKey] == "true" && ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_RUNNING
+		if ct.GetNode() != n.GetName() {
+			if err := s.moveAndWait(ctx, ct, n.GetName(), live); err != nil && live {
+				s.log.Warn("restore: live move back failed; moving it cold", "container", ct.GetName(), "err", err)
+				live = false
+				if ct, err = s.fsm.Container(ct.GetName()); err != nil {
+					return nil, toStatus(err)
+				}
+				if ct.GetNode() != n.GetName() {
+					if err := s.moveAndWait(ctx, ct, n.GetName(), false); err != nil {
+						return nil, toStatus(fmt.Errorf("move %s back: %w", ct.GetName(), err))
+					}
+				}
+			} else if err != nil {
+				return nil, toStatus(fmt.Errorf("move %s back: %w", ct.GetName(), err))
+			}
+		}
+		back, err := s.fsm.Container(ct.GetName())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		cfg := back.GetConfig()
+		delete(cfg, evacuateOriginKey)
+		delete(cfg, evacuateLiveKey)
+		if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
+			return nil, err
+		}
+		entry := ct.GetName() + ":" + ct.GetNode()
+		if live {
+			entry += ":live"
+		}
+		resp.MovedBack = append(resp.MovedBack, entry)
 	}
 	s.bus.Lifecycle(s.node.Name(), "cluster-member-restored", n.GetName())
 	return resp, nil

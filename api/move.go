@@ -257,9 +257,12 @@ func (s *Server) ReceiveVolume(stream shoalv1.MigrationService_ReceiveVolumeServ
 
 // moveAndWait moves a container to target through its owner and waits for
 // the move to end.
-func (s *Server) moveAndWait(ctx context.Context, ct *shoalv1.Container, target string) error {
+func (s *Server) moveAndWait(ctx context.Context, ct *shoalv1.Container, target string, live bool) error {
 	if ct.GetNode() == s.node.Name() {
 		op := s.ops.Start("container-move", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+			if live {
+				return s.liveMoveTo(ctx, ct, target, p)
+			}
 			return s.moveTo(ctx, ct, target, p)
 		})
 		done, err := s.ops.Wait(ctx, op.GetId())
@@ -273,7 +276,7 @@ func (s *Server) moveAndWait(ctx context.Context, ct *shoalv1.Container, target 
 		return err
 	}
 	octx := s.outgoing(ctx)
-	resp, err := shoalv1.NewContainerServiceClient(c).MoveContainer(octx, &shoalv1.MoveContainerRequest{Name: ct.GetName(), Target: target})
+	resp, err := shoalv1.NewContainerServiceClient(c).MoveContainer(octx, &shoalv1.MoveContainerRequest{Name: ct.GetName(), Target: target, Live: live})
 	if err != nil {
 		return err
 	}

@@ -2,12 +2,13 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +38,13 @@ func (n *Node) NewCheckpointDir(name string) (string, error) {
 	if err := os.Chmod(base, 0o711); err != nil {
 		return "", fmt.Errorf("checkpoint dir: %w", err)
 	}
-	return filepath.Join(base, name+"."+strconv.FormatInt(time.Now().UnixNano(), 36)), nil
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("checkpoint dir: %w", err)
+	}
+	// Unguessable: the directory is traversable by all (see
+	// runtime.ChownCheckpoint), not listable.
+	return filepath.Join(base, name+"."+hex.EncodeToString(b[:])), nil
 }
 
 // HoldForMove marks a local container as being moved live: reconciles

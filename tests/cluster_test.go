@@ -204,6 +204,10 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	if members(t, ms[0])["n3"].Status != "online" {
 		t.Fatalf("after restore: n3 %+v", members(t, ms[0])["n3"])
 	}
+	// What the evacuation moved away comes back.
+	if got := ms[1].List()["web1"]; got.Container.Node != "n3" || got.State.Status != "Running" {
+		t.Fatalf("web1 after restoring n3: %+v, want it back on n3", got)
+	}
 	for _, name := range []string{"web1", "g1", "g2", "g3"} {
 		ms[2].MustShoal("delete", "-f", name)
 	}

@@ -181,6 +181,22 @@ func TestLiveMove(t *testing.T) {
 			t.Fatalf("move %d: memory checksum %s, want %s", i+1, r["sum"], start["start"])
 		}
 	}
+
+	// Evacuating its member moves it live; restoring the member moves it
+	// back live. The process goes on through both.
+	out := n2.MustShoal("cluster", "evacuate", "n1", "--live")
+	if !strings.Contains(out, "web1:n2:live") {
+		t.Fatalf("evacuate --live: %q, want web1 moved live to n2", out)
+	}
+	stillOn(t, n2, n1, "web1", "after evacuating n1")
+	out = n2.MustShoal("cluster", "restore", "n1")
+	if !strings.Contains(out, "web1:n2:live") {
+		t.Fatalf("restore: %q, want web1 moved back live from n2", out)
+	}
+	stillOn(t, n1, n2, "web1", "after restoring n1")
+	if r := report(t, n1, "web1"); r["sum"] != start["start"] {
+		t.Fatalf("after evacuate and restore: memory checksum %s, want %s", r["sum"], start["start"])
+	}
 }
 
 // restartWith restarts a member's daemon (killed, as a crash) with the

@@ -66,10 +66,11 @@ func (a *app) clusterCmd() *cobra.Command {
 		}),
 	}
 	remove.Flags().BoolVarP(&force, "force", "f", false, "remove even if it owns containers or is unreachable")
+	var live bool
 	evacuate := &cobra.Command{
-		Use: "evacuate NAME", Short: "Move a member's containers elsewhere (cold) and keep new ones off it (for maintenance)", Args: cobra.ExactArgs(1),
+		Use: "evacuate NAME [--live]", Short: "Move a member's containers elsewhere (cold, or --live where CRIU can) and keep new ones off it (for maintenance)", Args: cobra.ExactArgs(1),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			resp, err := c.Cluster.EvacuateMember(cmd.Context(), &shoalv1.EvacuateMemberRequest{Name: args[0]})
+			resp, err := c.Cluster.EvacuateMember(cmd.Context(), &shoalv1.EvacuateMemberRequest{Name: args[0], Live: live})
 			if err != nil {
 				return convert(err)
 			}
@@ -77,14 +78,15 @@ func (a *app) clusterCmd() *cobra.Command {
 			return nil
 		}),
 	}
+	evacuate.Flags().BoolVar(&live, "live", false, "move running containers live (CRIU) where they can; the rest move cold")
 	restore := &cobra.Command{
-		Use: "restore NAME", Short: "Bring an evacuated member back and restart what the evacuation stopped", Args: cobra.ExactArgs(1),
+		Use: "restore NAME", Short: "Bring an evacuated member back, move back what the evacuation moved and restart what it stopped", Args: cobra.ExactArgs(1),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resp, err := c.Cluster.RestoreMember(cmd.Context(), &shoalv1.RestoreMemberRequest{Name: args[0]})
 			if err != nil {
 				return convert(err)
 			}
-			fmt.Printf("Member %s restored; started: %s\n", args[0], strings.Join(resp.GetStarted(), ", "))
+			fmt.Printf("Member %s restored; moved back: %s; started: %s\n", args[0], strings.Join(resp.GetMovedBack(), ", "), strings.Join(resp.GetStarted(), ", "))
 			return nil
 		}),
 	}

@@ -178,13 +178,24 @@ func (r *Runtime) shareWithRoot(name, dir string) error {
 }
 
 // ChownCheckpoint gives the files of a checkpoint directory to uid:gid
-// (a received checkpoint must be readable by the container's mapped root).
+// (a received checkpoint must be readable by the container's mapped root),
+// and makes its directories traversable by all (0711): CRIU's restored
+// root task opens some images (timens) before its user namespace has its
+// id map, when no ownership matches, so it needs the "other" bits. The
+// images themselves are 0644 as CRIU writes them; the directory's name is
+// unguessable and it cannot be listed.
 func ChownCheckpoint(dir string, uid, gid int) error {
-	return filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+	return filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(p, uid, gid)
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return err
+		}
+		if e.IsDir() {
+			return os.Chmod(p, 0o711)
+		}
+		return nil
 	})
 }
 

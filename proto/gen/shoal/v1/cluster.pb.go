@@ -850,7 +850,10 @@ func (x *RestoreMemberRequest) GetName() string {
 type RestoreMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Containers started again.
-	Started       []string `protobuf:"bytes,1,rep,name=started,proto3" json:"started,omitempty"`
+	Started []string `protobuf:"bytes,1,rep,name=started,proto3" json:"started,omitempty"`
+	// Containers the evacuation had moved away, moved back ("name:from",
+	// "name:from:live").
+	MovedBack     []string `protobuf:"bytes,2,rep,name=moved_back,json=movedBack,proto3" json:"moved_back,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -888,6 +891,13 @@ func (*RestoreMemberResponse) Descriptor() ([]byte, []int) {
 func (x *RestoreMemberResponse) GetStarted() []string {
 	if x != nil {
 		return x.Started
+	}
+	return nil
+}
+
+func (x *RestoreMemberResponse) GetMovedBack() []string {
+	if x != nil {
+		return x.MovedBack
 	}
 	return nil
 }
@@ -1216,9 +1226,11 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\astopped\x18\x01 \x03(\tR\astopped\x12\x14\n" +
 	"\x05moved\x18\x02 \x03(\tR\x05moved\"*\n" +
 	"\x14RestoreMemberRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"1\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"P\n" +
 	"\x15RestoreMemberResponse\x12\x18\n" +
-	"\astarted\x18\x01 \x03(\tR\astarted\"\x12\n" +
+	"\astarted\x18\x01 \x03(\tR\astarted\x12\x1d\n" +
+	"\n" +
+	"moved_back\x18\x02 \x03(\tR\tmovedBack\"\x12\n" +
 	"\x10ReadIndexRequest\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\xab\x01\n" +
