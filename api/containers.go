@@ -556,10 +556,17 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *shoalv1.CreateSnapshot
 			return nil, status.Errorf(codes.AlreadyExists, "snapshot: %q of %q already exists", req.GetName(), ct.GetName())
 		}
 	}
-	if err := s.node.CreateSnapshot(ctx, ct, req.GetName()); err != nil {
+	if req.GetStateful() {
+		if ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_RUNNING {
+			return nil, precondition(fmt.Sprintf("a stateful snapshot needs a running container; %q is not running", ct.GetName()))
+		}
+		if err := s.node.CreateStatefulSnapshot(ctx, ct, req.GetName()); err != nil {
+			return nil, toStatus(err)
+		}
+	} else if err := s.node.CreateSnapshot(ctx, ct, req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	sn := &shoalv1.Snapshot{Name: req.GetName(), CreatedAtUnixNano: now(), Config: ct.GetConfig()}
+	sn := &shoalv1.Snapshot{Name: req.GetName(), CreatedAtUnixNano: now(), Config: ct.GetConfig(), Stateful: req.GetStateful()}
 	if err := s.propose(ctx, &shoalv1.SnapshotCreateCommand{Container: ct.GetName(), Snapshot: sn}); err != nil {
 		_ = s.node.DeleteSnapshot(context.Background(), ct, req.GetName())
 		return nil, err
@@ -601,7 +608,17 @@ func (s *Server) RestoreSnapshot(ctx context.Context, req *shoalv1.RestoreSnapsh
 			return nil, err
 		}
 	}
-	if err := s.node.RestoreSnapshot(ctx, ct, req.GetName()); err != nil {
+	stateful := sn.GetStateful() && !req.GetStateless()
+	if stateful && !s.node.HasSnapshotState(ct.GetName(), sn.GetName()) {
+		return nil, precondition(fmt.Sprintf("the process state of snapshot %q stayed on the member that took it; restore it with --stateless to boot from its files", sn.GetName()))
+	}
+	if stateful && ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_RUNNING {
+		// Resumed processes mean a running container.
+		if err := s.propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: ct.GetName(), DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING}); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.node.RestoreSnapshot(ctx, ct, req.GetName(), stateful); err != nil {
 		return nil, toStatus(err)
 	}
 	return &shoalv1.RestoreSnapshotResponse{}, nil

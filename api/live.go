@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -58,13 +59,19 @@ const (
 	// commit (the target pulls them in the background at link speed).
 	postCopyTimeout = 10 * time.Minute
 	pageSize        = 4096
+
+	// postCopyFrom is the memory use above which auto prefers post-copy:
+	// lazy pages cost about 0.2 s of fixed downtime here (the page server
+	// and the lazy-pages daemon), which copying this much memory during
+	// the freeze would cost too (bench/live.sh).
+	postCopyFrom = 64 << 20
 )
 
 // liveMode picks how to move memory: migration.mode, else post-copy where
 // both hosts can, else stop-and-copy. Pre-copy needs memory dirty
 // tracking, which these kernels lack: asked for, it is refused with the
 // reason; migration.incremental.memory falls back with a note.
-func (s *Server) liveMode(ct *shoalv1.Container, targetPostCopy bool) (mode, note string, err error) {
+func (s *Server) liveMode(ctx context.Context, ct *shoalv1.Container, targetPostCopy bool) (mode, note string, err error) {
 	cfg := ct.GetConfig()
 	want := cfg["migration.mode"]
 	if want == "" {
@@ -89,10 +96,13 @@ func (s *Server) liveMode(ct *shoalv1.Container, targetPostCopy bool) (mode, not
 	if config.Bool(cfg, "migration.incremental.memory") && !s.node.CanPreCopy() {
 		note = "pre-copy unavailable (no memory dirty tracking); "
 	}
-	if canPost {
-		return modePostCopy, note + "post-copy", nil
+	if !canPost {
+		return modeStopAndCopy, note + "post-copy unavailable; stop-and-copy", nil
 	}
-	return modeStopAndCopy, note + "post-copy unavailable; stop-and-copy", nil
+	if mem := s.node.State(ctx, ct, false).GetMemoryBytes(); mem < postCopyFrom {
+		return modeStopAndCopy, fmt.Sprintf("%sstop-and-copy: %d MiB of memory moves faster in the freeze than post-copy's setup", note, mem>>20), nil
+	}
+	return modePostCopy, strings.TrimSuffix(note, "; "), nil
 }
 
 // pageServerAddr picks where CRIU's page server listens for the target:
@@ -143,7 +153,7 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		s.abortTarget(name, target)
 		return nil, fmt.Errorf("live move of %s to %s failed while sending the volume; it keeps running on %s: %w", name, target, source, err)
 	}
-	mode, note, err := s.liveMode(ct, vresp.GetPostCopy())
+	mode, note, err := s.liveMode(ctx, ct, vresp.GetPostCopy())
 	if err != nil {
 		s.abortTarget(name, target)
 		return nil, err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -310,6 +312,9 @@ func (n *Node) removeLocal(ctx context.Context, name string) error {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	n.applied.Delete(name)
+	if err := os.RemoveAll(filepath.Join(n.cfg.StateDir, "snapshot-state", name)); err != nil {
+		return fmt.Errorf("remove %s: snapshot state: %w", name, err)
+	}
 	n.poolsMu.RLock()
 	defer n.poolsMu.RUnlock()
 	for _, d := range n.pools {

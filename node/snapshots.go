@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 
+	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
@@ -23,12 +27,69 @@ func (n *Node) CreateSnapshot(ctx context.Context, ct *shoalv1.Container, snap s
 	return nil
 }
 
+// snapshotStateDir is where a stateful snapshot's CRIU checkpoint lives.
+func (n *Node) snapshotStateDir(container, snap string) string {
+	return filepath.Join(n.cfg.StateDir, "snapshot-state", container, snap)
+}
+
+// HasSnapshotState reports whether this host keeps the process state of a
+// stateful snapshot (it stays on the host that took it).
+func (n *Node) HasSnapshotState(container, snap string) bool {
+	_, err := os.Stat(filepath.Join(n.snapshotStateDir(container, snap), "inventory.img"))
+	return err == nil
+}
+
+// CreateStatefulSnapshot snapshots a running container with its
+// processes: it is frozen, checkpointed with CRIU and its volume
+// snapshotted at the same instant, then thawed.
+func (n *Node) CreateStatefulSnapshot(ctx context.Context, ct *shoalv1.Container, snap string) error {
+	name := ct.GetName()
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	if err := n.CanCheckpoint(ctx); err != nil {
+		return err
+	}
+	st, err := n.rt.State(ctx, name)
+	if err != nil || st.Status != runtime.StatusRunning {
+		return fmt.Errorf("stateful snapshot of %s: %w", name, runtime.ErrNotRunning)
+	}
+	d, err := n.pool(ct.GetPool())
+	if err != nil {
+		return err
+	}
+	dir := n.snapshotStateDir(name, snap)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+		return fmt.Errorf("stateful snapshot of %s: %w", name, err)
+	}
+	_ = os.RemoveAll(dir) // left by an earlier, failed attempt
+	if err := n.rt.Freeze(ctx, name); err != nil {
+		return fmt.Errorf("stateful snapshot of %s: %w", name, err)
+	}
+	defer func() {
+		if err := n.rt.Unfreeze(context.WithoutCancel(ctx), name); err != nil {
+			n.log.Error("thaw after a stateful snapshot", "container", name, "err", err)
+		}
+	}()
+	if err := n.rt.Checkpoint(ctx, name, dir, runtime.CheckpointOptions{}); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("stateful snapshot of %s: %w", name, err)
+	}
+	if err := d.CreateSnapshot(ctx, volumeName(name), snap); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("snapshot %s/%s: %w", name, snap, err)
+	}
+	return nil
+}
+
 // DeleteSnapshot deletes a container's snapshot from the host; a snapshot
 // already gone is not an error.
 func (n *Node) DeleteSnapshot(ctx context.Context, ct *shoalv1.Container, snap string) error {
 	d, err := n.pool(ct.GetPool())
 	if err != nil {
 		return err
+	}
+	if err := os.RemoveAll(n.snapshotStateDir(ct.GetName(), snap)); err != nil {
+		return fmt.Errorf("delete snapshot state %s/%s: %w", ct.GetName(), snap, err)
 	}
 	if err := d.DeleteSnapshot(ctx, volumeName(ct.GetName()), snap); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("delete snapshot %s/%s: %w", ct.GetName(), snap, err)
@@ -37,8 +98,10 @@ func (n *Node) DeleteSnapshot(ctx context.Context, ct *shoalv1.Container, snap s
 }
 
 // RestoreSnapshot rolls a container's volume back to a snapshot. A running
-// container is killed, restored and started again.
-func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap string) error {
+// container is killed, restored and started again. With stateful (the
+// snapshot's process state is on this host) the container resumes the
+// processes the snapshot froze instead of booting.
+func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap string, stateful bool) error {
 	unlock := n.locks.lock("ct/" + ct.GetName())
 	defer unlock()
 	d, err := n.pool(ct.GetPool())
@@ -55,6 +118,9 @@ func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap 
 	if err := d.RestoreSnapshot(ctx, volumeName(ct.GetName()), snap); err != nil {
 		return fmt.Errorf("restore %s/%s: %w", ct.GetName(), snap, err)
 	}
+	if stateful {
+		return n.resumeSnapshot(ctx, ct.GetName(), snap)
+	}
 	if running {
 		cur, err := n.fsm.Container(ct.GetName())
 		if err != nil {
@@ -69,6 +135,41 @@ func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap 
 		n.applied.Store(ct.GetName(), configKey(cur.GetConfig()))
 	}
 	n.bus.Lifecycle(n.cfg.Name, "container-snapshot-restored", ct.GetName()+"/"+snap)
+	return nil
+}
+
+// resumeSnapshot restores a stateful snapshot's processes (the volume is
+// already rolled back) from a scratch copy of its checkpoint, which each
+// restore annotates.
+func (n *Node) resumeSnapshot(ctx context.Context, name, snap string) error {
+	cur, err := n.fsm.Container(name)
+	if err != nil {
+		return err
+	}
+	if err := n.define(ctx, cur); err != nil {
+		return err
+	}
+	tmp, err := n.NewCheckpointDir(name)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if out, err := exec.CommandContext(ctx, "cp", "-a", n.snapshotStateDir(name, snap), tmp).CombinedOutput(); err != nil {
+		return fmt.Errorf("restore %s/%s: copy the process state: %v: %s", name, snap, err, out)
+	}
+	if !config.Bool(cur.GetConfig(), "security.privileged") && !n.idmap.IsZero() {
+		if err := runtime.ChownCheckpoint(tmp, int(n.idmap.HostUID), int(n.idmap.HostGID)); err != nil {
+			return fmt.Errorf("restore %s/%s: %w", name, snap, err)
+		}
+	}
+	if err := n.rt.Restore(ctx, name, tmp, runtime.RestoreOptions{}); err != nil {
+		return fmt.Errorf("restore %s/%s: %w", name, snap, err)
+	}
+	n.applied.Delete(name)
+	if err := n.applyLimits(ctx, cur); err != nil {
+		n.log.Warn("re-apply limits after a stateful restore", "container", name, "err", err)
+	}
+	n.bus.Lifecycle(n.cfg.Name, "container-snapshot-restored", name+"/"+snap)
 	return nil
 }
 

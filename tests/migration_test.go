@@ -197,6 +197,29 @@ func TestLiveMove(t *testing.T) {
 	if r := report(t, n1, "web1"); r["sum"] != start["start"] {
 		t.Fatalf("after evacuate and restore: memory checksum %s, want %s", r["sum"], start["start"])
 	}
+
+	// A stateful snapshot keeps the processes: restoring it resumes the
+	// counter from where the snapshot froze it (not from 1, not from now).
+	n2.MustShoal("snapshot", "create", "web1", "s1", "--stateful")
+	atSnap := ticks(t, n1, "web1")
+	snapN := atSnap[len(atSnap)-1].n
+	n1.WaitFor("the counter to move past the snapshot", 30*time.Second, func() bool {
+		ts := ticks(t, n1, "web1")
+		return ts[len(ts)-1].n > snapN+20
+	})
+	if out := n2.MustShoal("snapshot", "list", "web1"); !strings.Contains(out, "yes") {
+		t.Fatalf("snapshot list does not show s1 as stateful:\n%s", out)
+	}
+	n2.MustShoal("snapshot", "restore", "web1", "s1")
+	ts := ticks(t, n1, "web1")
+	checkTicks(t, ts)
+	if got := ts[len(ts)-1].n; got > snapN+10 {
+		t.Fatalf("after restoring the stateful snapshot the counter is at %d; the snapshot froze it at %d", got, snapN)
+	}
+	stillOn(t, n1, n2, "web1", "after restoring a stateful snapshot")
+	if r := report(t, n1, "web1"); r["sum"] != start["start"] {
+		t.Fatalf("after a stateful restore: memory checksum %s, want %s", r["sum"], start["start"])
+	}
 }
 
 // restartWith restarts a member's daemon (killed, as a crash) with the

@@ -260,7 +260,7 @@ func (a *app) moveCmd() *cobra.Command {
 				fmt.Printf("Moved %s live to %s in %s, downtime %s (%s: freeze+dump %sms, restore %sms; memory pages: %s before the freeze, %s during, %s after; %s sent)\n",
 					args[0], r["node"], r["took"], r["downtime"], r["mode"], r["dump_ms"], r["restore_ms"],
 					r["pages_before_freeze"], r["pages_during_freeze"], r["pages_after_freeze"], humanBytes(atoi64(r["bytes"])))
-				if r["note"] != "" && r["note"] != r["mode"] {
+				if r["note"] != "" {
 					fmt.Printf("Note: %s\n", r["note"])
 				}
 				return nil

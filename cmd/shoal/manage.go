@@ -47,22 +47,31 @@ func (a *app) snapshotCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, sn := range resp.GetSnapshots() {
-				rows = append(rows, []string{sn.GetName(), since(sn.GetCreatedAtUnixNano())})
+				stateful := "no"
+				if sn.GetStateful() {
+					stateful = "yes"
+				}
+				rows = append(rows, []string{sn.GetName(), since(sn.GetCreatedAtUnixNano()), stateful})
 			}
-			table(os.Stdout, []string{"NAME", "CREATED"}, rows)
+			table(os.Stdout, []string{"NAME", "CREATED", "STATEFUL"}, rows)
 			return nil
 		},
 	}
 	list.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
+	var stateful, stateless bool
+	create := simple("create", "Snapshot a container (--stateful: with its running processes, by CRIU)", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
+		_, err := c.Containers.CreateSnapshot(cmd.Context(), &shoalv1.CreateSnapshotRequest{Container: ct, Name: snap, Stateful: stateful})
+		return err
+	})
+	create.Flags().BoolVar(&stateful, "stateful", false, "keep a CRIU checkpoint of the processes; restoring resumes them")
+	restore := simple("restore", "Restore a container to a snapshot (a stateful one resumes its processes; otherwise a running container restarts)", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
+		_, err := c.Containers.RestoreSnapshot(cmd.Context(), &shoalv1.RestoreSnapshotRequest{Container: ct, Name: snap, Stateless: stateless})
+		return err
+	})
+	restore.Flags().BoolVar(&stateless, "stateless", false, "of a stateful snapshot, restore only the files and boot fresh")
 	cmd.AddCommand(
-		simple("create", "Snapshot a container", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
-			_, err := c.Containers.CreateSnapshot(cmd.Context(), &shoalv1.CreateSnapshotRequest{Container: ct, Name: snap})
-			return err
-		}),
-		simple("restore", "Restore a container to a snapshot (a running container restarts)", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
-			_, err := c.Containers.RestoreSnapshot(cmd.Context(), &shoalv1.RestoreSnapshotRequest{Container: ct, Name: snap})
-			return err
-		}),
+		create,
+		restore,
 		simple("delete", "Delete a snapshot", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
 			_, err := c.Containers.DeleteSnapshot(cmd.Context(), &shoalv1.DeleteSnapshotRequest{Container: ct, Name: snap})
 			return err

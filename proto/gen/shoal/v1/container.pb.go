@@ -1715,9 +1715,12 @@ func (x *MoveContainerResponse) GetOperation() *Operation {
 }
 
 type CreateSnapshotRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Keep a CRIU checkpoint of the running container's processes with the
+	// snapshot; restoring it resumes them.
+	Stateful      bool `protobuf:"varint,3,opt,name=stateful,proto3" json:"stateful,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1764,6 +1767,13 @@ func (x *CreateSnapshotRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *CreateSnapshotRequest) GetStateful() bool {
+	if x != nil {
+		return x.Stateful
+	}
+	return false
 }
 
 type CreateSnapshotResponse struct {
@@ -1899,9 +1909,12 @@ func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
 }
 
 type RestoreSnapshotRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Restore only the files of a stateful snapshot and boot the container
+	// fresh, instead of resuming its processes.
+	Stateless     bool `protobuf:"varint,3,opt,name=stateless,proto3" json:"stateless,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1948,6 +1961,13 @@ func (x *RestoreSnapshotRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *RestoreSnapshotRequest) GetStateless() bool {
+	if x != nil {
+		return x.Stateless
+	}
+	return false
 }
 
 type RestoreSnapshotResponse struct {
@@ -2184,19 +2204,21 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
 	"\x04live\x18\x03 \x01(\bR\x04live\"J\n" +
 	"\x15MoveContainerResponse\x121\n" +
-	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"I\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"e\n" +
 	"\x15CreateSnapshotRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"H\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\bstateful\x18\x03 \x01(\bR\bstateful\"H\n" +
 	"\x16CreateSnapshotResponse\x12.\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x12.shoal.v1.SnapshotR\bsnapshot\"4\n" +
 	"\x14ListSnapshotsRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\"I\n" +
 	"\x15ListSnapshotsResponse\x120\n" +
-	"\tsnapshots\x18\x01 \x03(\v2\x12.shoal.v1.SnapshotR\tsnapshots\"J\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x12.shoal.v1.SnapshotR\tsnapshots\"h\n" +
 	"\x16RestoreSnapshotRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\x19\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tstateless\x18\x03 \x01(\bR\tstateless\"\x19\n" +
 	"\x17RestoreSnapshotResponse\"I\n" +
 	"\x15DeleteSnapshotRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
