@@ -434,8 +434,11 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 	if err := config.ValidateName("name", req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
+	if req.GetRefresh() {
+		return s.refreshCopy(ctx, src, req)
+	}
 	if _, err := s.fsm.Container(req.GetName()); err == nil {
-		return nil, status.Errorf(codes.AlreadyExists, "name: container %q already exists", req.GetName())
+		return nil, status.Errorf(codes.AlreadyExists, "name: container %q already exists (refresh it with --refresh)", req.GetName())
 	}
 	if err := config.Validate(req.GetConfig()); err != nil {
 		return nil, toStatus(err)
@@ -503,6 +506,77 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 // copyTo copies a container to another member: a transfer snapshot of the
 // source (with its snapshots unless instance_only) is streamed there under
 // the new name, then the copy is recorded, stopped, on that member.
+// refreshCopy brings an existing copy up to date with its source: the
+// snapshots it lacks and the current content are sent incrementally on the
+// newest snapshot both have (the copy must be stopped).
+func (s *Server) refreshCopy(ctx context.Context, src *shoalv1.Container, req *shoalv1.CopyContainerRequest) (*shoalv1.CopyContainerResponse, error) {
+	dst, err := s.container(req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetTarget() != "" && req.GetTarget() != dst.GetNode() {
+		return nil, invalid("target", fmt.Sprintf("the copy %q is on %s", dst.GetName(), dst.GetNode()))
+	}
+	if dst.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED {
+		return nil, precondition(fmt.Sprintf("stop %q before refreshing it", dst.GetName()))
+	}
+	if dst.GetPool() != src.GetPool() {
+		return nil, precondition(fmt.Sprintf("%q is in pool %s, its source in %s", dst.GetName(), dst.GetPool(), src.GetPool()))
+	}
+	if dst.GetNode() == src.GetNode() {
+		return nil, precondition("refresh copies across members only (a copy on the same member is a cheap clone: delete and copy again)")
+	}
+	if s.peers == nil {
+		return nil, precondition("this node is not in a cluster")
+	}
+	have := map[string]bool{}
+	for _, sn := range dst.GetSnapshots() {
+		have[sn.GetName()] = true
+	}
+	base := ""
+	var missing []*shoalv1.Snapshot
+	for _, sn := range src.GetSnapshots() {
+		if have[sn.GetName()] {
+			base = sn.GetName()
+			missing = nil // only those after the newest shared one
+			continue
+		}
+		missing = append(missing, proto.Clone(sn).(*shoalv1.Snapshot))
+	}
+	if base == "" {
+		return nil, precondition(fmt.Sprintf("%q shares no snapshot with %q: delete it and copy again", dst.GetName(), src.GetName()))
+	}
+	op := s.ops.Start("container-copy", "containers/"+dst.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
+		d, err := s.node.Pool(src.GetPool())
+		if err != nil {
+			return nil, err
+		}
+		vol := node.VolumeName(src.GetName())
+		tmp := "copy-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		if err := d.CreateSnapshot(ctx, vol, tmp); err != nil {
+			return nil, err
+		}
+		defer d.DeleteSnapshot(context.Background(), vol, tmp)
+		var snaps []string
+		for _, sn := range missing {
+			snaps = append(snaps, sn.GetName())
+		}
+		header := &shoalv1.VolumeHeader{Version: migration.Version, Container: dst.GetName(), Pool: src.GetPool(),
+			Snapshots: append(snaps, tmp), DropLast: true, Base: base, Resume: true}
+		sent, err := s.sendVolume(ctx, d, vol, header, dst.GetNode(), p)
+		if err != nil {
+			return nil, err
+		}
+		for _, sn := range missing {
+			if err := s.cl.Propose(ctx, &shoalv1.SnapshotCreateCommand{Container: dst.GetName(), Snapshot: sn}); err != nil {
+				return nil, err
+			}
+		}
+		return map[string]string{"name": dst.GetName(), "node": dst.GetNode(), "bytes": strconv.FormatInt(sent, 10), "base": base}, nil
+	})
+	return &shoalv1.CopyContainerResponse{Operation: op}, nil
+}
+
 func (s *Server) copyTo(ctx context.Context, src *shoalv1.Container, req *shoalv1.CopyContainerRequest, cfg map[string]string, target string, p *operations.Progress) (map[string]string, error) {
 	d, err := s.node.Pool(src.GetPool())
 	if err != nil {

@@ -168,7 +168,7 @@ func (s *Server) sendVolumeResp(ctx context.Context, d storage.Driver, vol strin
 		return 0, nil, errors.Join(err, rerr)
 	}
 	var progress int64
-	sent, err := migration.SendVolume(ctx, d, vol, header.GetSnapshots(), func(part *shoalv1.VolumePart) error {
+	sent, err := migration.SendVolumeFrom(ctx, d, vol, header.GetBase(), header.GetSnapshots(), func(part *shoalv1.VolumePart) error {
 		progress += int64(len(part.GetData()))
 		p.Set(phase, progress, -1, "bytes")
 		return stream.Send(&shoalv1.ReceiveVolumeRequest{Msg: &shoalv1.ReceiveVolumeRequest_Part{Part: part}})
@@ -193,7 +193,16 @@ func (s *Server) ReceiveVolume(stream shoalv1.MigrationService_ReceiveVolumeServ
 		return invalid("header", "the first message must be a header")
 	}
 	name := h.GetContainer()
-	if h.GetCopy() {
+	if h.GetResume() {
+		// A refresh of this node's own, stopped copy: keep its volume.
+		ct, err := s.container(name)
+		if err != nil {
+			return err
+		}
+		if ct.GetNode() != s.node.Name() || ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED {
+			return status.Errorf(codes.FailedPrecondition, "container %q: a refresh needs it stopped on this node", name)
+		}
+	} else if h.GetCopy() {
 		// A new container: no record yet; leftovers of a failed copy go.
 		if err := config.ValidateName("container", name); err != nil {
 			return toStatus(err)

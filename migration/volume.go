@@ -89,6 +89,7 @@ type Receiver struct {
 	vol   string
 	snaps []string
 	drop  []string
+	keep  bool // Abort keeps the volume (a refresh of an existing copy)
 	next  int
 
 	pw    *io.PipeWriter
@@ -113,7 +114,7 @@ func NewReceiver(d storage.Driver, vol string, h *shoalv1.VolumeHeader) (*Receiv
 	if h.GetDropLast() {
 		drop = append(drop, h.GetSnapshots()[len(h.GetSnapshots())-1])
 	}
-	return &Receiver{d: d, vol: vol, snaps: h.GetSnapshots(), drop: drop}, nil
+	return &Receiver{d: d, vol: vol, snaps: h.GetSnapshots(), drop: drop, keep: h.GetResume()}, nil
 }
 
 // Apply consumes one part.
@@ -219,8 +220,16 @@ func (r *Receiver) Finish(ctx context.Context) (int64, error) {
 	return r.total, nil
 }
 
-// Abort stops a receive in progress and deletes what arrived.
+// Abort stops a receive in progress and deletes what arrived: the whole
+// volume, or for a refresh (header.resume) the snapshots this stream
+// added, leaving the volume at the last complete one.
 func (r *Receiver) Abort() {
 	r.stop(errors.New("transfer aborted"))
-	_ = r.d.DeleteVolume(context.Background(), r.vol)
+	if !r.keep {
+		_ = r.d.DeleteVolume(context.Background(), r.vol)
+		return
+	}
+	for _, snap := range r.snaps[:r.next] {
+		_ = r.d.DeleteSnapshot(context.Background(), r.vol, snap)
+	}
 }

@@ -373,3 +373,67 @@ func TestLiveMoveFailures(t *testing.T) {
 		}
 	})
 }
+
+var copiedRE = regexp.MustCompile(`\(([0-9.]+)([KMG]?i?B) sent`)
+
+// copiedBytes reads the bytes a `shoal copy` to another member sent.
+func copiedBytes(t *testing.T, out string) float64 {
+	t.Helper()
+	m := copiedRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("copy output lacks the bytes sent: %q", out)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v * map[string]float64{"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m[2]]
+}
+
+// TestCopyAcrossMembersIncremental copies a container with a snapshot to
+// another member (everything is sent), then refreshes the copy after a
+// small change and a second snapshot: only the difference on the shared
+// snapshot is sent, and the copy has the new file and the new snapshot.
+func TestCopyAcrossMembersIncremental(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 2)
+	n1, n2 := ms[0], ms[1]
+	n1.MustShoal("image", "build", "busybox")
+	n1.MustShoal("launch", "busybox", "c1", "--target", "n1")
+	n1.MustShoal("exec", "c1", "--", "dd", "if=/dev/urandom", "of=/root/big", "bs=1M", "count=16")
+	sum := n1.MustShoal("exec", "c1", "--", "sha256sum", "/root/big")
+	n1.MustShoal("snapshot", "create", "c1", "s1")
+	full := copiedBytes(t, n1.MustShoal("copy", "c1", "n2:c1-copy"))
+	if full < 16<<20 {
+		t.Fatalf("the first copy sent %.0f bytes; the volume holds 16 MiB of random data", full)
+	}
+	if got := n2.List()["c1-copy"]; got.Container.Node != "n2" {
+		t.Fatalf("c1-copy: %+v, want it on n2", got)
+	}
+
+	n1.MustShoal("exec", "c1", "--", "sh", "-c", "echo changed > /root/small")
+	n1.MustShoal("snapshot", "create", "c1", "s2")
+	out := n2.MustShoal("copy", "c1", "c1-copy", "--target", "n2", "--refresh")
+	if !strings.Contains(out, "incremental on snapshot s1") {
+		t.Fatalf("refresh: %q, want it incremental on s1", out)
+	}
+	incr := copiedBytes(t, out)
+	t.Logf("first copy sent %.0f bytes, the refresh %.0f", full, incr)
+	if incr > full/8 {
+		t.Fatalf("the refresh sent %.0f bytes, the full copy %.0f: not incremental", incr, full)
+	}
+	if l := n2.MustShoal("snapshot", "list", "c1-copy"); !strings.Contains(l, "s1") || !strings.Contains(l, "s2") {
+		t.Fatalf("the refreshed copy's snapshots:\n%s", l)
+	}
+	n2.MustShoal("start", "c1-copy")
+	if st := n2.List()["c1-copy"].State; st.Status != "Running" || st.Pid == "" {
+		t.Fatalf("c1-copy after start: %+v\n%s", st, n2.Log())
+	}
+	if got := n2.MustShoal("exec", "c1-copy", "--", "cat", "/root/small"); got != "changed\n" {
+		t.Fatalf("the refreshed copy has /root/small = %q", got)
+	}
+	if got := n2.MustShoal("exec", "c1-copy", "--", "sha256sum", "/root/big"); got != sum {
+		t.Fatalf("the copy's big file: %q, want %q", got, sum)
+	}
+	// Refreshing a running copy is refused and changes nothing.
+	if _, stderr, code := n1.Shoal("copy", "c1", "c1-copy", "--refresh"); code == 0 || !strings.Contains(stderr, "stop") {
+		t.Fatalf("refresh of a running copy: exit %d, %q", code, stderr)
+	}
+}

@@ -190,27 +190,45 @@ func (a *app) deleteCmd() *cobra.Command {
 }
 
 func (a *app) copyCmd() *cobra.Command {
-	var instanceOnly bool
+	var instanceOnly, refresh bool
 	var cfg []string
 	var target string
 	cmd := &cobra.Command{
-		Use: "copy SOURCE NAME", Aliases: []string{"cp"}, Short: "Copy a container (copy-on-write where the pool can)", Args: cobra.ExactArgs(2),
+		Use: "copy SOURCE [MEMBER:]NAME", Aliases: []string{"cp"}, Short: "Copy a container (copy-on-write where the pool can; MEMBER:NAME puts the copy on another member)", Args: cobra.ExactArgs(2),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			conf, err := parseKV("-c", cfg)
 			if err != nil {
 				return err
 			}
+			name := args[1]
+			if member, n, ok := strings.Cut(name, ":"); ok {
+				if target != "" && target != member {
+					return fmt.Errorf("--target %s and %s: two different members", target, name)
+				}
+				target, name = member, n
+			}
 			resp, err := c.Containers.CopyContainer(cmd.Context(), &shoalv1.CopyContainerRequest{
-				Source: args[0], Name: args[1], InstanceOnly: instanceOnly, Config: conf, Target: target,
+				Source: args[0], Name: name, InstanceOnly: instanceOnly, Config: conf, Target: target, Refresh: refresh,
 			})
 			if err != nil {
 				return convert(err)
 			}
-			_, err = follow(cmd, c, resp.GetOperation())
-			return err
+			op, err := follow(cmd, c, resp.GetOperation())
+			if err != nil {
+				return err
+			}
+			if r := op.GetResult(); r["bytes"] != "" {
+				how := ""
+				if r["base"] != "" {
+					how = ", incremental on snapshot " + r["base"]
+				}
+				fmt.Printf("Copied %s to %s on %s (%s sent%s)\n", args[0], name, r["node"], humanBytes(atoi64(r["bytes"])), how)
+			}
+			return nil
 		}),
 	}
 	cmd.Flags().BoolVar(&instanceOnly, "instance-only", false, "copy without snapshots")
+	cmd.Flags().BoolVar(&refresh, "refresh", false, "update an existing copy on another member: send only what changed since the newest snapshot both have")
 	cmd.Flags().StringVar(&target, "target", "", "cluster member to put the copy on (default: the source's)")
 	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE to override (repeatable)")
 	return cmd

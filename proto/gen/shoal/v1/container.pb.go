@@ -1493,7 +1493,11 @@ type CopyContainerRequest struct {
 	InstanceOnly bool              `protobuf:"varint,3,opt,name=instance_only,json=instanceOnly,proto3" json:"instance_only,omitempty"`
 	Config       map[string]string `protobuf:"bytes,4,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Member to put the copy on (default: the source's).
-	Target        string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	Target string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	// Update an existing, stopped copy instead of making a new one: only
+	// the snapshots it lacks and the changes since the newest snapshot both
+	// have are sent (incrementally, on that shared parent).
+	Refresh       bool `protobuf:"varint,6,opt,name=refresh,proto3" json:"refresh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1561,6 +1565,13 @@ func (x *CopyContainerRequest) GetTarget() string {
 		return x.Target
 	}
 	return ""
+}
+
+func (x *CopyContainerRequest) GetRefresh() bool {
+	if x != nil {
+		return x.Refresh
+	}
+	return false
 }
 
 type CopyContainerResponse struct {
@@ -2187,13 +2198,14 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x14GetConsoleLogRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x15GetConsoleLogResponse\x12\x10\n" +
-	"\x03log\x18\x01 \x01(\fR\x03log\"\xfe\x01\n" +
+	"\x03log\x18\x01 \x01(\fR\x03log\"\x98\x02\n" +
 	"\x14CopyContainerRequest\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12#\n" +
 	"\rinstance_only\x18\x03 \x01(\bR\finstanceOnly\x12B\n" +
 	"\x06config\x18\x04 \x03(\v2*.shoal.v1.CopyContainerRequest.ConfigEntryR\x06config\x12\x16\n" +
-	"\x06target\x18\x05 \x01(\tR\x06target\x1a9\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x12\x18\n" +
+	"\arefresh\x18\x06 \x01(\bR\arefresh\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +

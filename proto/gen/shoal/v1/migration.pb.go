@@ -92,7 +92,8 @@ type VolumeHeader struct {
 	Base string `protobuf:"bytes,7,opt,name=base,proto3" json:"base,omitempty"`
 	// Transfer snapshots the target deletes once everything arrived.
 	Drop []string `protobuf:"bytes,8,rep,name=drop,proto3" json:"drop,omitempty"`
-	// Continue a transfer: keep what an earlier stream of this move left.
+	// Refresh: the receiver owns the (stopped) container and keeps its
+	// volume; the stream adds to it on base.
 	Resume        bool `protobuf:"varint,9,opt,name=resume,proto3" json:"resume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
