@@ -111,11 +111,12 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	op := s.ops.Start("container-create", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
 		p.Phase("creating on " + ct.GetNode())
 		if ct.GetNode() != s.node.Name() {
-			if err := s.waitRemote(ctx, ct.GetName(), desired); err != nil {
+			if err := s.waitRemoteProgress(ctx, ct.GetName(), desired, p); err != nil {
 				return nil, err
 			}
 			return map[string]string{"name": ct.GetName(), "node": ct.GetNode()}, nil
 		}
+		ctx = node.WithProgress(ctx, func(phase string, done, total int64) { p.Set(phase, done, total, "bytes") })
 		if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
 			s.undoCreate(ct.GetName(), desired)
 			return nil, err
@@ -159,6 +160,12 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 // waitRemote waits until the owner node reports the new container in its
 // desired state (or an error).
 func (s *Server) waitRemote(ctx context.Context, name string, desired shoalv1.DesiredState) error {
+	return s.waitRemoteProgress(ctx, name, desired, nil)
+}
+
+// waitRemoteProgress is waitRemote that shows, as the operation's phase,
+// the progress the owner reports meanwhile (an image pull: "Pulling").
+func (s *Server) waitRemoteProgress(ctx context.Context, name string, desired shoalv1.DesiredState, p *operations.Progress) error {
 	want := "Running"
 	if desired == shoalv1.DesiredState_DESIRED_STATE_STOPPED {
 		want = "Stopped"
@@ -173,6 +180,10 @@ func (s *Server) waitRemote(ctx context.Context, name string, desired shoalv1.De
 		switch ct.GetStatus() {
 		case want:
 			return nil
+		case "Pulling":
+			if p != nil {
+				p.Phase(ct.GetNode() + ": " + ct.GetStatusMessage())
+			}
 		case "Error":
 			return status.Errorf(codes.Internal, "on %s: %s", ct.GetNode(), ct.GetStatusMessage())
 		}

@@ -62,9 +62,14 @@ func (n *Node) ensureImage(ctx context.Context, fp string) error {
 		return err
 	}
 	n.log.Info("pulling image from a peer", "image", fp)
+	var size int64 = -1
+	if rec, err := n.fsm.ResolveImage(fp); err == nil {
+		size = rec.GetSize()
+	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(n.cfg.FetchImage(ctx, fp, pw)) }()
-	img, err := n.images.Add(ctx, pr)
+	counted := &countingReader{r: pr, total: size, phase: fmt.Sprintf("pulling image %.12s from a peer", fp), f: progressFrom(ctx)}
+	img, err := n.images.Add(ctx, counted)
 	pr.CloseWithError(err)
 	if err != nil {
 		return fmt.Errorf("pull image %.12s: %w", fp, err)

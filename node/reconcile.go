@@ -116,6 +116,9 @@ func (n *Node) Reconcile(ctx context.Context, name string) error {
 	if _, held := n.outgoing.Load(name); held {
 		return nil // a live move holds it frozen; the move decides
 	}
+	if _, ok := ctx.Value(progressKey{}).(ProgressFunc); !ok {
+		ctx = WithProgress(ctx, n.statusProgress(ct))
+	}
 	err = n.reconcile(ctx, ct)
 	n.reportStatus(ct, err)
 	return err
@@ -338,7 +341,9 @@ func (n *Node) reportStatus(ct *shoalv1.Container, rerr error) {
 		}
 		status = statusName(st.Status)
 	}
-	if status == ct.GetStatus() && msg == ct.GetStatusMessage() {
+	// Compared with the record as it is now: progress reports ("Pulling")
+	// may have changed it since the reconcile began.
+	if cur, err := n.fsm.Container(ct.GetName()); err == nil && status == cur.GetStatus() && msg == cur.GetStatusMessage() {
 		return
 	}
 	go func() {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -432,6 +433,37 @@ func TestCopyAcrossMembersIncremental(t *testing.T) {
 	if got := n2.MustShoal("exec", "c1-copy", "--", "sha256sum", "/root/big"); got != sum {
 		t.Fatalf("the copy's big file: %q, want %q", got, sum)
 	}
+	// n2 lacks the image: three launches at once pull it from n1 once,
+	// verified, with the pull's progress shown.
+	var wg sync.WaitGroup
+	errs := make([]string, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, stderr, code := n1.Shoal("launch", "busybox", fmt.Sprintf("p%d", i), "--target", "n2")
+			if code != 0 {
+				errs[i] = fmt.Sprintf("exit %d: %s", code, stderr)
+			} else {
+				errs[i] = stderr
+			}
+		}()
+	}
+	wg.Wait()
+	shown := false
+	for _, e := range errs {
+		if strings.HasPrefix(e, "exit") {
+			t.Fatalf("launch on n2: %s", e)
+		}
+		shown = shown || strings.Contains(e, "pulling image")
+	}
+	if !shown {
+		t.Errorf("no launch showed the image pull's progress: %q", errs)
+	}
+	if n := strings.Count(n2.Log(), "pulling image from a peer"); n != 1 {
+		t.Fatalf("n2 pulled the image %d times for three concurrent launches, want 1", n)
+	}
+
 	// Refreshing a running copy is refused and changes nothing.
 	if _, stderr, code := n1.Shoal("copy", "c1", "c1-copy", "--refresh"); code == 0 || !strings.Contains(stderr, "stop") {
 		t.Fatalf("refresh of a running copy: exit %d, %q", code, stderr)
