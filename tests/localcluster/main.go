@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -61,11 +62,34 @@ func main() {
 		step(fmt.Sprintf("shoal exec %s -- hostname   (from %s; forwarded to the owner)", name, last.Host.Name))
 		fmt.Print(last.MustShoal("exec", name, "--", "hostname"))
 	}
+	// A live move: a shell in live1 keeps a counter in memory and writes
+	// it out every 100 ms; it goes on, uninterrupted, on the next node.
+	from, to := ms[0].Host.Name, ms[1].Host.Name
+	step("shoal launch busybox live1 --target " + from)
+	first.MustShoal("launch", "busybox", "live1", "--target", from)
+	step("shoal exec live1 -- setsid sh -c '...a counter in memory, written to /root/count every 100 ms...' &")
+	first.MustShoal("exec", "live1", "--", "setsid", "sh", "-c",
+		"(i=0; while :; do i=$((i+1)); echo $i > /root/count; sleep 0.1; done) </dev/null >/dev/null 2>&1 &")
+	netns.WaitFor(t, "the counter", 30e9, func() bool {
+		out, _, code := first.Shoal("file", "pull", "live1/root/count", "-")
+		return code == 0 && atoi(out) >= 10
+	})
+	before, _, _ := first.Shoal("file", "pull", "live1/root/count", "-")
+	step(fmt.Sprintf("shoal move live1 --target %s --live   (counter at %s)", to, strings.TrimSpace(before)))
+	fmt.Print(first.MustShoal("move", "live1", "--target", to, "--live"))
+	netns.WaitFor(t, "the counter on the new node", 30e9, func() bool {
+		out, _, _ := first.Shoal("file", "pull", "live1/root/count", "-")
+		return atoi(out) > atoi(before)+5
+	})
+	after, _, _ := first.Shoal("file", "pull", "live1/root/count", "-")
+	fmt.Printf("live1 now runs on %s; its counter went on from %s to %s (the same process: no restart)\n",
+		first.List()["live1"].Container.Node, strings.TrimSpace(before), strings.TrimSpace(after))
 	if !*keep {
 		step("tearing down")
 		for i := 1; i <= *nodes; i++ {
 			first.MustShoal("delete", "-f", fmt.Sprintf("c%d", i))
 		}
+		first.MustShoal("delete", "-f", "live1")
 		return
 	}
 	step("the cluster is up; reach a node with:")
@@ -79,3 +103,12 @@ func main() {
 }
 
 func step(s string) { fmt.Printf("==> %s\n", s) }
+
+// atoi parses a counter (-1 when it is not a number).
+func atoi(s string) int {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return -1
+	}
+	return n
+}
