@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -49,7 +50,8 @@ func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMember
 			target, err := s.moveTarget(ct, "")
 			if err == nil {
 				var how string
-				if how, err = s.evacuateOne(ctx, ct, target, req.GetLive()); err == nil {
+				live := req.GetLive() || config.Bool(ct.GetConfig(), "migration.stateful")
+				if how, err = s.evacuateOne(ctx, ct, target, live); err == nil {
 					resp.Moved = append(resp.Moved, ct.GetName()+":"+target+how)
 					continue
 				}

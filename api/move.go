@@ -39,7 +39,10 @@ func (s *Server) MoveContainer(ctx context.Context, req *shoalv1.MoveContainerRe
 	if err != nil {
 		return nil, err
 	}
-	live := req.GetLive() && ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED
+	// As in LXD, migration.stateful=true makes a running container's moves
+	// live by default.
+	live := (req.GetLive() || config.Bool(ct.GetConfig(), "migration.stateful")) &&
+		ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED
 	if live {
 		if ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_FROZEN {
 			return nil, precondition(fmt.Sprintf("container %q is paused: resume it, or move it without --live", ct.GetName()))
