@@ -46,6 +46,8 @@ import (
 const (
 	commitWait     = 30 * time.Second
 	proposeTimeout = 10 * time.Second
+	// restoreTimeout bounds a target's CRIU restore.
+	restoreTimeout = 2 * time.Minute
 )
 
 // Live-move modes (migration.mode).
@@ -249,10 +251,11 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 	if err != nil {
 		return nil, giveUp("sending the volume increment", streamErr(stream, err))
 	}
-	parts := 0
+	corrupted := false
 	ckpt, err := migration.SendCheckpoint(ctx, dir, func(part *shoalv1.CheckpointPart) error {
 		progress += int64(len(part.GetData()))
-		if parts++; parts == 2 && len(part.GetData()) > 0 && failpoint.Hit("live-move-corrupt-checkpoint") != nil {
+		if !corrupted && len(part.GetData()) > 0 && failpoint.Hit("live-move-corrupt-checkpoint") != nil {
+			corrupted = true
 			part.Data[len(part.Data)/2] ^= 0xff // a bit flipped on the wire
 		}
 		p.Set(phase, progress, -1, "bytes")
@@ -292,7 +295,10 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		}
 	}
 	downtime := time.Since(frozenAt)
-	_ = failpoint.Hit("live-move-after-commit")
+	if lazy != nil && failpoint.Armed("live-move-source-lost") {
+		lazy.Abort() // the page server dies with its host
+		_ = failpoint.Hit("live-move-source-lost")
+	}
 	if lazy != nil {
 		// The container runs on the target; its memory still streams from
 		// here. The frozen copy stays until the last page has gone.
@@ -509,7 +515,20 @@ func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContain
 			return abortNoLazy(cause)
 		}
 	}
-	if err := s.node.RestoreIncoming(ctx, rec, dir, lazy != nil); err != nil {
+	// The restore is bounded, and stops at once when the sender goes away
+	// (a post-copy restore would otherwise wait on a page server it can
+	// no longer reach).
+	rctx, cancelRestore := context.WithTimeout(ctx, restoreTimeout)
+	stopWatch := context.AfterFunc(stream.Context(), func() {
+		if lazy != nil {
+			lazy.Abort()
+		}
+		cancelRestore()
+	})
+	err = s.node.RestoreIncoming(rctx, rec, dir, lazy != nil)
+	stopWatch()
+	cancelRestore()
+	if err != nil {
 		if b, rerr := os.ReadFile(filepath.Join(dir, "restore.log")); rerr == nil {
 			kept := dir + ".restore.log"
 			if os.WriteFile(kept, b, 0o600) == nil {

@@ -179,7 +179,9 @@ func readTar(dir string, rd io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			return err
+			// The transport checks integrity: an unreadable archive is
+			// corrupt at the sender.
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
 		name := filepath.Clean(h.Name)
 		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {

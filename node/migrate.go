@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/config"
@@ -52,6 +54,39 @@ func (n *Node) NewCheckpointDir(name string) (string, error) {
 func (n *Node) HoldForMove(name string) (release func()) {
 	n.outgoing.Store(name, true)
 	return func() { n.outgoing.Delete(name) }
+}
+
+// sweepCheckpoints ends what a killed daemon left of live moves and
+// checkpoints: CRIU dumps still serving pages (they hold their container
+// frozen; killing them lets the resync thaw it), lazy-pages daemons, and
+// checkpoint directories.
+func (n *Node) sweepCheckpoints() {
+	base := filepath.Join(n.cfg.StateDir, "checkpoints") + "/"
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), base) {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		prog := filepath.Base(args[0])
+		if len(args) > 1 && prog == "ld-linux-x86-64.so.2" {
+			prog = "criu" // the bundle's loader runs criu
+		}
+		if prog != "criu" && prog != "lxc-checkpoint" {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		n.log.Warn("killing a checkpoint process a previous run left", "pid", pid, "cmd", prog)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	ents, _ := os.ReadDir(base)
+	for _, e := range ents {
+		_ = os.RemoveAll(filepath.Join(base, e.Name()))
+	}
 }
 
 // Freeze freezes a local container (the start of a live move's downtime).

@@ -168,6 +168,7 @@ func (n *Node) Address() string { return n.cfg.Address }
 // and every interval, and reacts to FSM changes as they are applied.
 func (n *Node) Run(ctx context.Context) {
 	changes := n.fsm.Subscribe()
+	n.sweepCheckpoints()
 	n.resync(ctx)
 	n.wg.Add(1)
 	go func() {

@@ -245,10 +245,11 @@ func moveAsync(m *member, name, target string) chan string {
 	return done
 }
 
-// waitLog waits until a daemon's log contains s.
-func waitLog(t *testing.T, m *member, s string) {
+// waitLog waits until a daemon's log shows s more often than the seen
+// times it had already.
+func waitLog(t *testing.T, m *member, s string, seen int) {
 	t.Helper()
-	m.WaitFor("the log to show "+s, 60*time.Second, func() bool { return strings.Contains(m.Log(), s) })
+	m.WaitFor("the log to show "+s, 60*time.Second, func() bool { return strings.Count(m.Log(), s) > seen })
 }
 
 // stillOn asserts the container runs on m only, with its workload going on
@@ -290,35 +291,72 @@ func TestLiveMoveFailures(t *testing.T) {
 	_, ms := harness.StartCluster(t, binDir, 2)
 	n1, n2 := ms[0], ms[1]
 	n1.MustShoal("image", "build", "busybox")
-	n1.MustShoal("launch", "busybox", "web1", "--target", "n1")
-	startWorkload(t, n1, "web1", 32)
+	for _, mode := range []string{"stop-and-copy", "postcopy"} {
+		t.Run(mode, func(t *testing.T) { liveMoveFailures(t, n1, n2, mode) })
+	}
+
+	// Post-copy's known trade-off: the source dies while the target still
+	// pulls memory pages. The memory state is gone; the container boots
+	// fresh from its volume on the target, once, and the source keeps no
+	// copy when it comes back.
+	t.Run("source killed during post-copy", func(t *testing.T) {
+		restartWith(n1, "")
+		restartWith(n2, "")
+		n1.MustShoal("launch", "busybox", "big", "--target", "n1", "-c", "migration.mode=postcopy")
+		startWorkload(t, n1, "big", 256)
+		restartWith(n1, "live-move-source-lost=exit")
+		if res := <-moveAsync(n1, "big", "n2"); strings.HasPrefix(res, "exit 0") {
+			t.Fatalf("move with the source killed during post-copy: %s", res)
+		}
+		waitLog(t, n2, "booting the container fresh from its volume", 0)
+		n2.WaitFor("big running on n2", 60*time.Second, func() bool {
+			row := n2.List()["big"]
+			return row.Container.Node == "n2" && row.State.Status == "Running"
+		})
+		if out, _, _ := n2.Shoal("exec", "big", "--", "pidof", "workload"); strings.TrimSpace(out) != "" {
+			t.Fatalf("the workload runs after a fresh boot (pid %s): the memory state cannot have survived", out)
+		}
+		restartWith(n1, "")
+		n1.WaitFor("n1 to drop its copy", 60*time.Second, func() bool { return !hasLocalCopy(n1, "big") })
+		n1.MustShoal("delete", "-f", "big")
+	})
+}
+
+// liveMoveFailures runs the fault injections on a container moving in
+// one mode; the container starts on n1 and ends on n2 after a clean move.
+func liveMoveFailures(t *testing.T, n1, n2 *member, mode string) {
+	name := "web-" + strings.ReplaceAll(mode, "-", "")
+	n1.MustShoal("launch", "busybox", name, "--target", "n1", "-c", "migration.mode="+mode)
+	startWorkload(t, n1, name, 32)
 
 	t.Run("corrupt chunk", func(t *testing.T) {
 		restartWith(n1, "live-move-corrupt-checkpoint=once:error")
-		_, stderr, code := n1.Shoal("move", "web1", "--target", "n2", "--live")
+		_, stderr, code := n1.Shoal("move", name, "--target", "n2", "--live")
 		if code == 0 || !strings.Contains(stderr, "corrupt") || !strings.Contains(stderr, "keeps running on n1") {
 			t.Fatalf("a corrupt chunk: exit %d, stderr %q; want a failure naming the corruption", code, stderr)
 		}
-		stillOn(t, n1, n2, "web1", "after a corrupt chunk")
+		stillOn(t, n1, n2, name, "after a corrupt chunk")
 	})
 
 	t.Run("target killed mid-stream", func(t *testing.T) {
 		restartWith(n1, "")
 		restartWith(n2, "restore-receive=once:sleep(5s)")
-		done := moveAsync(n1, "web1", "n2")
-		waitLog(t, n2, "point=restore-receive")
+		seen := strings.Count(n2.Log(), "point=restore-receive")
+		done := moveAsync(n1, name, "n2")
+		waitLog(t, n2, "point=restore-receive", seen)
 		n2.Kill()
 		if res := <-done; strings.HasPrefix(res, "exit 0") || !strings.Contains(res, "keeps running on n1") {
 			t.Fatalf("move with the target killed: %s", res)
 		}
 		restartWith(n2, "")
-		stillOn(t, n1, n2, "web1", "after the target died mid-stream")
+		stillOn(t, n1, n2, name, "after the target died mid-stream")
 	})
 
 	t.Run("link cut mid-stream", func(t *testing.T) {
 		restartWith(n2, "restore-receive=once:sleep(3s)")
-		done := moveAsync(n1, "web1", "n2")
-		waitLog(t, n2, "point=restore-receive")
+		seen := strings.Count(n2.Log(), "point=restore-receive")
+		done := moveAsync(n1, name, "n2")
+		waitLog(t, n2, "point=restore-receive", seen)
 		if err := n2.Host.Cut(); err != nil {
 			t.Fatal(err)
 		}
@@ -329,48 +367,52 @@ func TestLiveMoveFailures(t *testing.T) {
 		if strings.HasPrefix(res, "exit 0") || !strings.Contains(res, "keeps running on n1") {
 			t.Fatalf("move with the link cut: %s", res)
 		}
-		stillOn(t, n1, n2, "web1", "after the link was cut")
+		stillOn(t, n1, n2, name, "after the link was cut")
 	})
 
 	t.Run("source killed before the freeze", func(t *testing.T) {
 		restartWith(n2, "")
 		restartWith(n1, "live-move-before-freeze=exit")
-		res := <-moveAsync(n1, "web1", "n2")
+		res := <-moveAsync(n1, name, "n2")
 		if strings.HasPrefix(res, "exit 0") {
 			t.Fatalf("move with the source killed: %s", res)
 		}
 		restartWith(n1, "")
-		stillOn(t, n1, n2, "web1", "after the source died before the freeze")
+		stillOn(t, n1, n2, name, "after the source died before the freeze")
 	})
 
 	t.Run("source killed after the dump", func(t *testing.T) {
 		restartWith(n1, "live-move-after-dump=exit")
-		res := <-moveAsync(n1, "web1", "n2")
+		res := <-moveAsync(n1, name, "n2")
 		if strings.HasPrefix(res, "exit 0") {
 			t.Fatalf("move with the source killed: %s", res)
 		}
 		// The container stays frozen until its daemon is back.
 		restartWith(n1, "")
-		stillOn(t, n1, n2, "web1", "after the source died holding it frozen")
+		stillOn(t, n1, n2, name, "after the source died holding it frozen")
 	})
 
 	t.Run("commit refused after the target restored", func(t *testing.T) {
 		// The target holds a restored, frozen copy when the source gives
 		// up: the target must drop it and the source thaw.
 		restartWith(n1, "live-move-before-commit=once:error")
-		_, stderr, code := n1.Shoal("move", "web1", "--target", "n2", "--live")
+		_, stderr, code := n1.Shoal("move", name, "--target", "n2", "--live")
 		if code == 0 || !strings.Contains(stderr, "keeps running on n1") {
 			t.Fatalf("move refused at the commit: exit %d, stderr %q", code, stderr)
 		}
-		stillOn(t, n1, n2, "web1", "after the commit was refused")
+		stillOn(t, n1, n2, name, "after the commit was refused")
 		restartWith(n1, "")
 	})
 
 	t.Run("clean move afterwards", func(t *testing.T) {
-		liveMove(t, n1, "web1", "n2")
-		stillOn(t, n2, n1, "web1", "after a clean move")
-		if hasLocalCopy(n1, "web1") {
-			t.Fatal("n1 kept a copy after the clean move")
+		// migration.stateful makes a plain move live, as in LXD.
+		n1.MustShoal("config", "set", name, "migration.stateful=true")
+		if out := n1.MustShoal("move", name, "--target", "n2"); !strings.Contains(out, "Moved "+name+" live to n2") {
+			t.Fatalf("a move with migration.stateful=true: %q, want a live move", out)
+		}
+		stillOn(t, n2, n1, name, "after a clean move")
+		if hasLocalCopy(n1, name) {
+			t.Fatalf("n1 kept a copy of %s after the clean move", name)
 		}
 	})
 }
