@@ -164,11 +164,12 @@ func floor(t *harness.Program, m *harness.Member, name string) {
 		}
 		dumps = append(dumps, float64(time.Since(t0).Microseconds())/1000)
 		// The same workarounds Shoal's restore uses: the mapped root reads
-		// the images, and CRIU moves a precreated veth in (see
-		// node/runtime.Restore).
+		// the images (and the directory is traversable: see
+		// runtime.ChownCheckpoint), and CRIU moves a precreated veth in
+		// (see node/runtime.Restore).
 		peer := fmt.Sprintf("vspfloor%d", i)
 		host := pairName(conf)
-		script := fmt.Sprintf("chown -R 1000000:1000000 %[1]s && { ip link del %[2]s 2>/dev/null; true; } && ip link add %[2]s type veth peer name %[3]s && ip link set %[2]s up && printf 'restore: --external\\nrestore: netdev[eth0]:%[3]s\\n' > %[1]s/shoal-criu.args",
+		script := fmt.Sprintf("chown -R 1000000:1000000 %[1]s && chmod 0711 %[1]s && { ip link del %[2]s 2>/dev/null; ip link del %[3]s 2>/dev/null; true; } && ip link add %[2]s type veth peer name %[3]s && ip link set %[2]s up && printf 'restore: --external\\nrestore: netdev[eth0]:%[3]s\\n' > %[1]s/shoal-criu.args",
 			dir, host, peer)
 		if out, err := m.Host.Command(ctx, "sh", "-c", script).CombinedOutput(); err != nil {
 			fmt.Printf("  floor: prepare restore: %v %s\n", err, out)
