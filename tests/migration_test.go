@@ -166,6 +166,15 @@ func TestLiveMove(t *testing.T) {
 		if hasLocalCopy(hop.from, "web1") {
 			t.Fatalf("move %d: %s still holds a copy of web1", i+1, hop.from.Opts.Name)
 		}
+		// Still unprivileged, with the same mapping: root inside is
+		// 1000000 on the host, and the container sees the same map.
+		if m := hop.to.MustShoal("exec", "web1", "--", "cat", "/proc/self/uid_map"); !strings.Contains(strings.Join(strings.Fields(m), " "), "0 1000000 65536") {
+			t.Fatalf("move %d: uid_map inside is %q", i+1, m)
+		}
+		status, err := os.ReadFile("/proc/" + row.State.Pid + "/status")
+		if err != nil || !strings.Contains(string(status), "\nUid:\t1000000\t") {
+			t.Fatalf("move %d: the restored init (pid %s) does not run as host uid 1000000: %v\n%s", i+1, row.State.Pid, err, status)
+		}
 		last := before[len(before)-1].n
 		hop.to.WaitFor("the counter to go on", 30*time.Second, func() bool {
 			ts := ticks(t, hop.to, "web1")
