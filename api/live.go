@@ -314,9 +314,13 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 		s.log.Debug("no CRIU dump statistics", "container", name, "err", serr)
 	}
 	release()
+	pagesDone := time.Now()
 	if err := s.node.DropLocal(context.WithoutCancel(ctx), name); err != nil {
 		s.log.Warn("drop the source copy after a live move", "container", name, "err", err)
 	}
+	s.log.Info("live move done", "container", name, "target", target, "mode", mode,
+		"volume_phase", frozenAt.Sub(start), "downtime", downtime, "dump", dumped, "restore_ms", restoreMs,
+		"pages_after_commit", pagesDone.Sub(frozenAt.Add(downtime)), "drop_source", time.Since(pagesDone), "total", time.Since(start))
 	s.bus.Lifecycle(s.node.Name(), "container-moved", name)
 	bytes := sentVol + incr + ckpt + stats.PagesLazy*pageSize
 	return map[string]string{

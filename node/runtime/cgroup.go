@@ -78,6 +78,60 @@ func freezeV1(ctx context.Context, pid int) error {
 	}
 }
 
+// monitorCgroupsOf returns the v1 cgroup directories of the "[lxc
+// monitor]" of the container whose init is initPid (its parent), when they
+// are LXC monitor cgroups.
+func monitorCgroupsOf(initPid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(initPid) + "/status")
+	if err != nil {
+		return nil
+	}
+	var mon int
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+			mon, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if mon <= 1 {
+		return nil
+	}
+	dirs, err := v1CgroupDirs(mon)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if strings.Contains(filepath.Base(d), "lxc.monitor.") && !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// removeCgroupDirs removes the given (empty) cgroup directories, retrying
+// until wait passes while their tasks exit.
+func removeCgroupDirs(dirs []string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		var left []string
+		for _, d := range dirs {
+			if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+				left = append(left, d)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroups left: %s", strings.Join(left, " "))
+		}
+		time.Sleep(5 * time.Millisecond)
+		dirs = left
+	}
+}
+
 // removeMonitorCgroups removes the empty v1 "lxc.monitor.<name>" cgroups
 // liblxc 5.0.2 leaves behind on this host when a container stops. It
 // retries until wait passes (the monitor may still be exiting). Only

@@ -241,7 +241,14 @@ func (r *Runtime) Undefine(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	// This container's own monitor cgroups (another container of the
+	// same name, on another simulated host sharing this cgroupfs, has
+	// its own: never wait for those).
+	var monitor []string
 	if c.State() != lxc.STOPPED {
+		if !r.host.CgroupV2 {
+			monitor = monitorCgroupsOf(c.InitPid())
+		}
 		if err := r.Stop(ctx, name, 0); err != nil && !errors.Is(err, ErrNotRunning) {
 			return fmt.Errorf("runtime: undefine %s: %w", name, err)
 		}
@@ -257,8 +264,11 @@ func (r *Runtime) Undefine(ctx context.Context, name string) error {
 		return fmt.Errorf("runtime: undefine %s: %w", name, err)
 	}
 	if !r.host.CgroupV2 {
-		if err := removeMonitorCgroups(name, 2*time.Second); err != nil {
+		if err := removeCgroupDirs(monitor, 2*time.Second); err != nil {
 			return fmt.Errorf("runtime: undefine %s: %w", name, err)
+		}
+		if err := removeMonitorCgroups(name, 0); err != nil {
+			r.log.Debug("monitor cgroups of that name still in use", "container", name, "err", err)
 		}
 	}
 	r.log.Info("undefined", "container", name)
