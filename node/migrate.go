@@ -214,7 +214,7 @@ func (n *Node) CommitIncoming(ctx context.Context, name string, wait time.Durati
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("container %q: the move to %s was not committed: %w", name, n.cfg.Name, ErrConflict)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // the commit usually lands within one Raft round
 	}
 	unlock := n.locks.lock("ct/" + name)
 	defer unlock()
