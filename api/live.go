@@ -529,9 +529,32 @@ func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContain
 		}
 		cancelRestore()
 	})
+	if lazy != nil {
+		// A lazy-pages daemon that fails (the page server unreachable or
+		// refusing it) leaves the restore waiting for pages: end it.
+		go func() {
+			select {
+			case <-lazy.Done():
+				if lazy.Err() != nil {
+					s.log.Warn("post-copy: the lazy-pages daemon failed during the restore", "container", name, "err", lazy.Err())
+					cancelRestore()
+				}
+			case <-rctx.Done():
+			}
+		}()
+	}
 	err = s.node.RestoreIncoming(rctx, rec, dir, lazy != nil)
 	stopWatch()
 	cancelRestore()
+	if err != nil && lazy != nil {
+		select {
+		case <-lazy.Done():
+			if lazy.Err() != nil {
+				err = fmt.Errorf("post-copy: %w (restore: %v)", lazy.Err(), err)
+			}
+		default:
+		}
+	}
 	if err != nil {
 		if b, rerr := os.ReadFile(filepath.Join(dir, "restore.log")); rerr == nil {
 			kept := dir + ".restore.log"

@@ -140,13 +140,13 @@ func (n *Node) CanPreCopy() bool {
 // StartLazyCheckpoint dumps a frozen container without its memory and
 // serves the pages on addr:port (post-copy); see runtime.LazyDump.
 func (n *Node) StartLazyCheckpoint(ctx context.Context, name, dir, addr string, port int) (*runtime.LazyDump, error) {
-	return n.rt.StartLazyCheckpoint(ctx, name, dir, addr, port)
+	return n.rt.StartLazyCheckpoint(ctx, name, dir, addr, port, n.cfg.PageServerTLS)
 }
 
 // StartLazyPages starts the daemon that feeds an incoming post-copy
 // restore from the source's page server.
 func (n *Node) StartLazyPages(ctx context.Context, dir, addr string, port int) (*runtime.LazyPages, error) {
-	return runtime.StartLazyPages(ctx, dir, addr, port)
+	return runtime.StartLazyPages(ctx, dir, addr, port, n.cfg.PageServerTLS)
 }
 
 // RebootFresh stops a container this node owns and starts it again from

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	lxc "github.com/lxc/go-lxc"
@@ -134,10 +136,10 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string, o RestoreOption
 	}
 	defer out.Close()
 	t0 := time.Now()
-	cmd := exec.CommandContext(ctx, "lxc-checkpoint", "-r", "-n", name, "-P", r.lxcPath,
+	cmd := exec.Command("lxc-checkpoint", "-r", "-n", name, "-P", r.lxcPath,
 		"--rcfile", r.ConfigPath(name), "-D", dir)
 	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Run(); err != nil {
+	if err := runTree(ctx, cmd); err != nil {
 		b, _ := os.ReadFile(outPath)
 		return fmt.Errorf("runtime: restore %s: %w: %v: %s%s", name, ErrCheckpoint, err,
 			oneLine(b), criuLogTail(filepath.Join(dir, "restore.log")))
@@ -197,6 +199,84 @@ func ChownCheckpoint(dir string, uid, gid int) error {
 		}
 		return nil
 	})
+}
+
+// runTree runs cmd; when ctx ends first, it kills cmd and every process
+// below it — for a restore that is CRIU and the half-restored container's
+// tasks, which killing lxc-checkpoint alone would leave stuck (a
+// post-copy restore whose page server is gone waits forever).
+func runTree(ctx context.Context, cmd *exec.Cmd) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	killTree(cmd.Process.Pid)
+	<-done
+	return ctx.Err()
+}
+
+// killTree SIGKILLs pid and all its descendants, thawing any v1 freezer
+// cgroup that holds them (a frozen task cannot die).
+func killTree(pid int) {
+	for round := 0; round < 3; round++ {
+		tree := descendants(pid)
+		if round == 0 {
+			tree = append([]int{pid}, tree...)
+		}
+		if len(tree) == 0 {
+			return
+		}
+		for _, p := range tree {
+			if dirs, err := v1CgroupDirs(p); err == nil {
+				if d, ok := dirs["freezer"]; ok && d != filepath.Join(cgroupV1Root, "freezer") {
+					_ = os.WriteFile(filepath.Join(d, "freezer.state"), []byte("THAWED"), 0o644)
+				}
+			}
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// descendants lists the processes below pid (by their parent links).
+func descendants(pid int) []int {
+	children := map[int][]int{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; read after ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		p, _ := strconv.Atoi(filepath.Base(filepath.Dir(st)))
+		children[ppid] = append(children[ppid], p)
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
 }
 
 // precreateVeths makes, for each veth NIC of the container's config, a

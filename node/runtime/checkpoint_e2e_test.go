@@ -124,7 +124,7 @@ func TestLazyCheckpointRestore(t *testing.T) {
 	}
 	dir := filepath.Join(tmp, "ckpt")
 	port := freePort(t)
-	dump, err := src.StartLazyCheckpoint(ctx, spec.Name, dir, "127.0.0.1", port)
+	dump, err := src.StartLazyCheckpoint(ctx, spec.Name, dir, "127.0.0.1", port, TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestLazyCheckpointRestore(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", dir, dir2).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	lazy, err := StartLazyPages(ctx, dir2, "127.0.0.1", port)
+	lazy, err := StartLazyPages(ctx, dir2, "127.0.0.1", port, TLSFiles{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,23 @@ const actionScript = `#!/bin/sh
 exit 0
 `
 
+// TLSFiles are PEM files CRIU's page server and lazy-pages daemon secure
+// their connection with (the cluster CA and this member's certificate).
+// A zero value means plain TCP.
+type TLSFiles struct {
+	CA, Cert, Key string
+}
+
+// args returns CRIU's TLS flags (none for a zero value). The common name
+// is not checked against the address: both ends are verified as members
+// by the cluster CA, which issues certificates to members only.
+func (t TLSFiles) args() []string {
+	if t.CA == "" {
+		return nil
+	}
+	return []string{"--tls", "--tls-cacert", t.CA, "--tls-cert", t.Cert, "--tls-key", t.Key, "--tls-no-cn-verify"}
+}
+
 // LazyDump is a CRIU dump serving memory pages to a target.
 type LazyDump struct {
 	cmd  *exec.Cmd
@@ -38,7 +55,7 @@ type LazyDump struct {
 // (it stays so). It dumps the container into dir without its memory pages
 // and returns once CRIU's page server listens on addr:port for the
 // target's lazy-pages daemon. Wait tells when every page has been served.
-func (r *Runtime) StartLazyCheckpoint(ctx context.Context, name, dir, addr string, port int) (*LazyDump, error) {
+func (r *Runtime) StartLazyCheckpoint(ctx context.Context, name, dir, addr string, port int, tlsFiles TLSFiles) (*LazyDump, error) {
 	c, err := r.container(name)
 	if err != nil {
 		return nil, err
@@ -53,7 +70,8 @@ func (r *Runtime) StartLazyCheckpoint(ctx context.Context, name, dir, addr strin
 	if err := os.WriteFile(script, []byte(actionScript), 0o700); err != nil {
 		return nil, fmt.Errorf("runtime: lazy checkpoint %s: %w", name, err)
 	}
-	if err := writeCRIUArgs(dir, []string{"--lazy-pages", "--address", addr, "--port", strconv.Itoa(port)}, nil); err != nil {
+	dumpArgs := append([]string{"--lazy-pages", "--address", addr, "--port", strconv.Itoa(port)}, tlsFiles.args()...)
+	if err := writeCRIUArgs(dir, dumpArgs, nil); err != nil {
 		return nil, fmt.Errorf("runtime: lazy checkpoint %s: %w", name, err)
 	}
 	out, err := os.Create(filepath.Join(dir, "lxc-dump.out"))
@@ -134,9 +152,10 @@ type LazyPages struct {
 // StartLazyPages starts CRIU's lazy-pages daemon for the checkpoint in dir,
 // pulling pages from the page server at addr:port, and returns once it
 // waits for the restore (RestoreOptions.LazyPages) to connect.
-func StartLazyPages(ctx context.Context, dir, addr string, port int) (*LazyPages, error) {
-	cmd := exec.Command("criu", "lazy-pages", "--page-server", "--address", addr, "--port", strconv.Itoa(port),
-		"-D", dir, "-o", "lazy-pages.log")
+func StartLazyPages(ctx context.Context, dir, addr string, port int, tlsFiles TLSFiles) (*LazyPages, error) {
+	args := append([]string{"lazy-pages", "--page-server", "--address", addr, "--port", strconv.Itoa(port),
+		"-D", dir, "-o", "lazy-pages.log"}, tlsFiles.args()...)
+	cmd := exec.Command("criu", args...)
 	out, err := os.Create(filepath.Join(dir, "lazy-pages.out"))
 	if err != nil {
 		return nil, fmt.Errorf("runtime: lazy pages: %w", err)
