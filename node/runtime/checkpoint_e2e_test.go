@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster/pki"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node/runtime/runtimetest"
 )
@@ -104,6 +105,47 @@ func atoi(s string) int {
 // cleanly.
 func TestLazyCheckpointRestore(t *testing.T) {
 	runtimetest.RequireLazyPages(t, true)
+	lazyCheckpointRestore(t, TLSFiles{}, TLSFiles{}, true)
+}
+
+// Post-copy's page traffic with TLS: members of one cluster CA move the
+// container; a lazy-pages daemon holding another CA's certificate is
+// refused, and the restore fails instead of running without its memory.
+func TestLazyPagesTLS(t *testing.T) {
+	runtimetest.RequireLazyPages(t, true)
+	cluster := testTLSFiles(t, "a")
+	t.Run("members", func(t *testing.T) { lazyCheckpointRestore(t, cluster, cluster, true) })
+	t.Run("stranger", func(t *testing.T) { lazyCheckpointRestore(t, cluster, testTLSFiles(t, "b"), false) })
+}
+
+// testTLSFiles writes a new cluster CA and a member certificate it signed.
+func testTLSFiles(t *testing.T, cluster string) TLSFiles {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.NewCA(cluster, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	key, csr, err := pki.NewKeyAndCSR("node-"+cluster, pki.RoleNode, nil, []net.IP{net.ParseIP("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.Sign(csr, pki.RoleNode, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.SaveKeyPair(dir, "node", cert, key); err != nil {
+		t.Fatal(err)
+	}
+	return TLSFiles{CA: filepath.Join(dir, pki.CACertFile), Cert: filepath.Join(dir, "node.crt"), Key: filepath.Join(dir, "node.key")}
+}
+
+// lazyCheckpointRestore moves a container by post-copy between two
+// runtimes; ok says whether the restore must succeed.
+func lazyCheckpointRestore(t *testing.T, srcTLS, dstTLS TLSFiles, ok bool) {
 	src := newRuntime(t)
 	spec := testContainer(t, src, false, true, nil)
 	ctx := context.Background()
@@ -124,7 +166,7 @@ func TestLazyCheckpointRestore(t *testing.T) {
 	}
 	dir := filepath.Join(tmp, "ckpt")
 	port := freePort(t)
-	dump, err := src.StartLazyCheckpoint(ctx, spec.Name, dir, "127.0.0.1", port, TLSFiles{})
+	dump, err := src.StartLazyCheckpoint(ctx, spec.Name, dir, "127.0.0.1", port, srcTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +193,7 @@ func TestLazyCheckpointRestore(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", dir, dir2).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	lazy, err := StartLazyPages(ctx, dir2, "127.0.0.1", port, TLSFiles{})
+	lazy, err := StartLazyPages(ctx, dir2, "127.0.0.1", port, dstTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +204,25 @@ func TestLazyCheckpointRestore(t *testing.T) {
 			lazy.Abort()
 		}
 	})
-	if err := dst.Restore(ctx, spec.Name, dir2, RestoreOptions{LazyPages: true}); err != nil {
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	go func() {
+		<-lazy.Done() // as the target does: a failed daemon ends the restore
+		if lazy.Err() != nil {
+			cancel()
+		}
+	}()
+	err = dst.Restore(rctx, spec.Name, dir2, RestoreOptions{LazyPages: true})
+	if !ok {
+		if err == nil {
+			t.Fatal("a lazy-pages daemon from another CA fed the restore")
+		}
+		if lazy.Err() == nil {
+			t.Fatalf("restore failed (%v) but the lazy-pages daemon reports no error", err)
+		}
+		return
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the counter to go on at the target", func() bool {
