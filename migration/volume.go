@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
@@ -35,8 +38,19 @@ func SendVolumeFrom(ctx context.Context, d storage.Driver, vol, base string, sna
 	var total int64
 	parent := base
 	for _, snap := range snaps {
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(d.Send(ctx, vol, snap, parent, pw)) }()
+		// An OS pipe, not io.Pipe: a driver that runs a tool (btrfs send)
+		// hands it the write end, and the tool writes into it with no copy
+		// through a goroutine.
+		pr, pw, err := newPipe()
+		if err != nil {
+			return total, fmt.Errorf("send %s@%s: %w", vol, snap, err)
+		}
+		sendErr := make(chan error, 1)
+		go func() {
+			err := d.Send(ctx, vol, snap, parent, pw)
+			pw.Close()
+			sendErr <- err
+		}()
 		// Read ahead while the previous chunk is being sent, so the driver's
 		// send and the transport work at the same time.
 		chunks := make(chan []byte, 8)
@@ -65,13 +79,16 @@ func SendVolumeFrom(ctx context.Context, d storage.Driver, vol, base string, sna
 			h.Write(data)
 			size += int64(len(data))
 			if serr := send(&shoalv1.VolumePart{Snapshot: snap, Data: data}); serr != nil {
-				pr.CloseWithError(serr)
+				pr.Close() // the driver's writes fail from here on
 				for range chunks {
 				}
+				<-sendErr
 				return total, fmt.Errorf("send %s@%s: %w", vol, snap, serr)
 			}
 		}
-		if err := <-readErr; err != nil {
+		rerr := <-readErr
+		pr.Close()
+		if err := errors.Join(<-sendErr, rerr); err != nil {
 			return total, fmt.Errorf("send %s@%s: %w", vol, snap, err)
 		}
 		if err := send(&shoalv1.VolumePart{Snapshot: snap, End: true, Size: size, Sha256: hex.EncodeToString(h.Sum(nil))}); err != nil {
@@ -83,6 +100,18 @@ func SendVolumeFrom(ctx context.Context, d storage.Driver, vol, base string, sna
 	return total, nil
 }
 
+// newPipe returns an OS pipe with a 1 MiB buffer (where the system
+// allows), so a tool on one end and the transport on the other do not
+// wait on each other at every 64 KiB.
+func newPipe() (*os.File, *os.File, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	_, _ = unix.FcntlInt(pw.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	return pr, pw, nil
+}
+
 // Receiver applies a volume stream to a driver.
 type Receiver struct {
 	d     storage.Driver
@@ -92,13 +121,14 @@ type Receiver struct {
 	keep  bool // Abort keeps the volume (a refresh of an existing copy)
 	next  int
 
-	pw    *io.PipeWriter
-	done  chan error // the driver's receive finished
-	data  chan []byte
-	wrote chan error // the writer goroutine finished
-	sum   hash.Hash
-	size  int64
-	total int64
+	pw     *os.File           // the driver reads the other end
+	cancel context.CancelFunc // aborts the driver's receive
+	done   chan error         // the driver's receive finished
+	data   chan []byte
+	wrote  chan error // the writer goroutine finished
+	sum    hash.Hash
+	size   int64
+	total  int64
 }
 
 // NewReceiver prepares to receive the snapshots a header announces into
@@ -123,7 +153,9 @@ func (r *Receiver) Apply(ctx context.Context, p *shoalv1.VolumePart) error {
 		return fmt.Errorf("%w: part of snapshot %q out of order", ErrCorrupt, p.GetSnapshot())
 	}
 	if r.pw == nil {
-		r.start(ctx, p.GetSnapshot())
+		if err := r.start(ctx, p.GetSnapshot()); err != nil {
+			return fmt.Errorf("receive %s@%s: %w", r.vol, p.GetSnapshot(), err)
+		}
 	}
 	if len(p.GetData()) > 0 {
 		r.sum.Write(p.GetData())
@@ -155,14 +187,18 @@ func (r *Receiver) Apply(ctx context.Context, p *shoalv1.VolumePart) error {
 // start begins receiving one snapshot: the driver reads a pipe that a
 // writer goroutine fills from a buffered channel, so the transport and the
 // driver work at the same time.
-func (r *Receiver) start(ctx context.Context, snap string) {
-	pr, pw := io.Pipe()
-	r.pw, r.done, r.wrote = pw, make(chan error, 1), make(chan error, 1)
+func (r *Receiver) start(ctx context.Context, snap string) error {
+	pr, pw, err := newPipe()
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	r.pw, r.cancel, r.done, r.wrote = pw, cancel, make(chan error, 1), make(chan error, 1)
 	r.data = make(chan []byte, 8)
 	r.sum, r.size = sha256.New(), 0
 	go func() {
-		err := r.d.Receive(ctx, r.vol, snap, pr)
-		pr.CloseWithError(err)
+		err := r.d.Receive(rctx, r.vol, snap, pr)
+		pr.Close()
 		r.done <- err
 	}()
 	data, wrote := r.data, r.wrote
@@ -177,6 +213,7 @@ func (r *Receiver) start(ctx context.Context, snap string) {
 		}
 		wrote <- nil
 	}()
+	return nil
 }
 
 // stop ends the snapshot in progress: with cause nil it lets the driver
@@ -191,11 +228,13 @@ func (r *Receiver) stop(cause error) error {
 		cause = werr
 	}
 	if cause != nil {
-		r.pw.CloseWithError(cause)
-	} else {
-		r.pw.Close()
+		// A pipe's end reads as a clean end of stream: kill the driver's
+		// receive first, so a cut stream is never taken as complete.
+		r.cancel()
 	}
+	r.pw.Close()
 	err := <-r.done
+	r.cancel()
 	r.pw = nil
 	if cause != nil {
 		if err != nil && !errors.Is(cause, ErrCorrupt) {
