@@ -190,6 +190,14 @@ func TestLiveMove(t *testing.T) {
 		if r["sum"] != start["start"] {
 			t.Fatalf("move %d: memory checksum %s, want %s", i+1, r["sum"], start["start"])
 		}
+		// Its network came along: the restored eth0 is on the target's
+		// bridge (the default network has the same subnet on every
+		// member), and it reaches its gateway there with its address kept.
+		hop.to.WaitFor("web1 to reach its gateway on "+hop.to.Opts.Name, 30*time.Second, func() bool {
+			_, _, code := hop.to.Shoal("exec", "web1", "--", "sh", "-c",
+				`gw=$(ip route | awk '/^default/ {print $3}'); [ -n "$gw" ] && ping -c1 -W1 "$gw"`)
+			return code == 0
+		})
 	}
 
 	// Evacuating its member moves it live; restoring the member moves it
