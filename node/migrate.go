@@ -226,7 +226,6 @@ func (n *Node) CommitIncoming(ctx context.Context, name string, wait time.Durati
 	return nil
 }
 
-
 // AbortIncoming removes what an uncommitted incoming move left here (the
 // frozen copy, its definition and volume), unless this node owns the
 // container after all.
