@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -223,7 +224,47 @@ func (n *Node) CommitIncoming(ctx context.Context, name string, wait time.Durati
 		return err
 	}
 	n.bus.Lifecycle(n.cfg.Name, "container-started", name)
+	if ct, err := n.fsm.Container(name); err == nil {
+		go n.claimAddress(name, ct.GetHwaddr())
+	}
 	return nil
+}
+
+// claimAddress pins, in this member's DHCP server, the address a container
+// that moved here live brought along (the default network has the same
+// subnet on every member), so that the server never leases it to another
+// container here. If a local container already holds it, the moved one
+// keeps it (its connections depend on it) and the clash is logged.
+func (n *Node) claimAddress(name, mac string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nw, err := n.defaultNetwork()
+	if err != nil || mac == "" {
+		return
+	}
+	addrs, err := n.rt.Addresses(ctx, name)
+	if err != nil {
+		return
+	}
+	for _, a := range addrs {
+		ip := net.ParseIP(a)
+		if ip == nil || !nw.Subnet().Contains(ip) {
+			continue
+		}
+		leases, _ := nw.Leases()
+		for _, l := range leases {
+			if l.IP.Equal(ip) && !strings.EqualFold(l.MAC, mac) {
+				n.log.Warn("a moved container's address is leased to another container here", "container", name, "ip", ip, "other_mac", l.MAC)
+				return
+			}
+		}
+		if err := nw.SetStaticLease(ctx, mac, ip, name); err != nil {
+			n.log.Warn("pin a moved container's address", "container", name, "ip", ip, "err", err)
+			return
+		}
+		n.log.Info("pinned the address the container brought along", "container", name, "ip", ip)
+		return
+	}
 }
 
 // AbortIncoming removes what an uncommitted incoming move left here (the

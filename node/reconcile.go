@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
@@ -311,6 +312,14 @@ func (n *Node) RemoveStale(ctx context.Context, name string) error {
 
 // removeLocal deletes a container the cluster no longer has from this host.
 func (n *Node) removeLocal(ctx context.Context, name string) error {
+	// An address pinned when it moved here live is released with it.
+	if mac := n.rt.HWAddr(name); mac != "" {
+		if nw, err := n.defaultNetwork(); err == nil {
+			if err := nw.RemoveStaticLease(ctx, mac); err != nil && !errors.Is(err, network.ErrNotFound) {
+				n.log.Warn("unpin address", "container", name, "err", err)
+			}
+		}
+	}
 	if err := n.rt.Undefine(ctx, name); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}

@@ -190,6 +190,15 @@ func TestLiveMove(t *testing.T) {
 		if r["sum"] != start["start"] {
 			t.Fatalf("move %d: memory checksum %s, want %s", i+1, r["sum"], start["start"])
 		}
+		// The target's DHCP server has the address it brought along pinned
+		// to its MAC (no other container there gets it); the member it
+		// left holds no pin for it.
+		hop.to.WaitFor("the moved address pinned on "+hop.to.Opts.Name, 10*time.Second, func() bool {
+			return pinned(hop.to, row.Container.Hwaddr)
+		})
+		if pinned(hop.from, row.Container.Hwaddr) {
+			t.Fatalf("move %d: %s still pins web1's address", i+1, hop.from.Opts.Name)
+		}
 		// Its network came along: the restored eth0 is on the target's
 		// bridge (the default network has the same subnet on every
 		// member), and it reaches its gateway there with its address kept.
@@ -288,6 +297,18 @@ func stillOn(t *testing.T, m, other *member, name, what string) {
 	})
 	checkTicks(t, ticks(t, m, name))
 	other.WaitFor(what+": no copy on "+other.Opts.Name, 60*time.Second, func() bool { return !hasDefinition(other, name) })
+}
+
+// pinned reports whether a member's DHCP server pins an address to mac.
+func pinned(m *member, mac string) bool {
+	files, _ := filepath.Glob(filepath.Join(m.StateDir, "networks", "*", "dnsmasq.hosts"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if mac != "" && strings.Contains(strings.ToLower(string(b)), strings.ToLower(mac)) {
+			return true
+		}
+	}
+	return false
 }
 
 // hasDefinition reports whether a member's host has an LXC definition of

@@ -275,6 +275,19 @@ func (r *Runtime) Undefine(ctx context.Context, name string) error {
 	return nil
 }
 
+// HWAddr returns the MAC address of the container's first NIC as its
+// configuration sets it ("" when undefined or unset).
+func (r *Runtime) HWAddr(name string) string {
+	c, err := r.container(name)
+	if err != nil {
+		return ""
+	}
+	if v := c.ConfigItem("lxc.net.0.hwaddr"); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // List returns the names of defined containers, sorted.
 func (r *Runtime) List(ctx context.Context) ([]string, error) {
 	ents, err := os.ReadDir(r.configDir)
