@@ -2,11 +2,11 @@ package node
 
 import (
 	"context"
-	"net"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
