@@ -17,7 +17,11 @@
 // Start runs lxc-start (liblxc's in-process daemonized start moves the
 // calling process into the container's monitor cgroups); Stop, Freeze,
 // State and non-interactive Exec use liblxc in-process; interactive (TTY)
-// Exec runs lxc-attach.
+// Exec runs lxc-attach. Checkpoint and Restore (CRIU, for live moves and
+// stateful snapshots) run lxc-checkpoint, with extra CRIU flags passed in
+// the checkpoint directory (CRIUArgsFile) for Shoal's criu wrapper; the
+// post-copy pieces (a dump serving pages, the lazy-pages daemon) are in
+// lazy.go.
 //
 // The package owns the LXC containers it is told about and nothing else: it
 // does not create root filesystems, bridges or images.
