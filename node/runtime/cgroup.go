@@ -82,16 +82,7 @@ func freezeV1(ctx context.Context, pid int) error {
 // monitor]" of the container whose init is initPid (its parent), when they
 // are LXC monitor cgroups.
 func monitorCgroupsOf(initPid int) []string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(initPid) + "/status")
-	if err != nil {
-		return nil
-	}
-	var mon int
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
-			mon, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
+	mon := parentPid(initPid)
 	if mon <= 1 {
 		return nil
 	}
@@ -133,29 +124,15 @@ func removeCgroupDirs(dirs []string, wait time.Duration) error {
 }
 
 // removeMonitorCgroups removes the empty v1 "lxc.monitor.<name>" cgroups
-// liblxc 5.0.2 leaves behind on this host when a container stops. It
-// retries until wait passes (the monitor may still be exiting). Only
-// empty directories go: rmdir refuses a cgroup with tasks.
-func removeMonitorCgroups(name string, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for {
-		var left []string
-		for _, pat := range []string{"lxc.monitor." + name, "lxc.monitor." + name + "-[0-9]*"} {
-			m, _ := filepath.Glob(filepath.Join(cgroupV1Root, "*", pat))
-			for _, d := range m {
-				if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
-					left = append(left, d)
-				}
-			}
-		}
-		if len(left) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cgroups left: %s", strings.Join(left, " "))
-		}
-		time.Sleep(5 * time.Millisecond)
+// liblxc 5.0.2 leaves behind on this host when a container stops (those of
+// a monitor still running stay: rmdir refuses a cgroup with tasks).
+func removeMonitorCgroups(name string) error {
+	var dirs []string
+	for _, pat := range []string{"lxc.monitor." + name, "lxc.monitor." + name + "-[0-9]*"} {
+		m, _ := filepath.Glob(filepath.Join(cgroupV1Root, "*", pat))
+		dirs = append(dirs, m...)
 	}
+	return removeCgroupDirs(dirs, 0)
 }
 
 // thawV1 thaws the v1 freezer cgroup of pid.

@@ -101,7 +101,7 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string, o RestoreOption
 		return fmt.Errorf("runtime: restore %s: %w", name, ErrRunning)
 	}
 	if !r.host.CgroupV2 {
-		if err := removeMonitorCgroups(name, 0); err != nil {
+		if err := removeMonitorCgroups(name); err != nil {
 			r.log.Warn("stale monitor cgroups", "container", name, "err", err)
 		}
 	}

@@ -26,25 +26,11 @@ func TestCheckpointRestoreKeepsProcesses(t *testing.T) {
 			rt := newRuntime(t)
 			spec := testContainer(t, rt, privileged, true, nil)
 			ctx := context.Background()
-			// A counter in a shell variable, written out every 50 ms, in
-			// its own session (CRIU dumps no session led from outside).
-			mustRun(t, rt, spec.Name, "setsid", "sh", "-c",
-				"(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &")
-			waitFor(t, 5*time.Second, "counter", func() bool {
-				_, out, _ := run(t, rt, spec.Name, "cat", "/tmp/count")
-				return strings.TrimSpace(out) >= "5" && len(strings.TrimSpace(out)) >= 1
-			})
+			startCounter(t, rt, spec.Name)
 			if err := rt.Freeze(ctx, spec.Name); err != nil {
 				t.Fatal(err)
 			}
-			tmp := t.TempDir()
-			// The mapped root of an unprivileged container reads the
-			// checkpoint: the path must be traversable.
-			for p := tmp; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-				if err := os.Chmod(p, 0o711); err != nil {
-					t.Fatal(err)
-				}
-			}
+			tmp := traversableTempDir(t)
 			dir := filepath.Join(tmp, "ckpt")
 			if err := rt.Checkpoint(ctx, spec.Name, dir, CheckpointOptions{}); err != nil {
 				t.Fatal(err)
@@ -85,6 +71,32 @@ func TestCheckpointRestoreKeepsProcesses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startCounter starts a counter in a shell variable, written to /tmp/count
+// every 50 ms, in its own session (CRIU dumps no session led from
+// outside), and waits until it runs.
+func startCounter(t *testing.T, rt *Runtime, name string) {
+	t.Helper()
+	mustRun(t, rt, name, "setsid", "sh", "-c",
+		"(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &")
+	waitFor(t, 5*time.Second, "counter", func() bool {
+		_, out, _ := run(t, rt, name, "cat", "/tmp/count")
+		return atoi(out) >= 3
+	})
+}
+
+// traversableTempDir returns a test directory the mapped root of an
+// unprivileged container can reach (it reads checkpoints there).
+func traversableTempDir(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	for p := tmp; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tmp
 }
 
 func atoi(s string) int {
@@ -149,21 +161,11 @@ func lazyCheckpointRestore(t *testing.T, srcTLS, dstTLS TLSFiles, ok bool) {
 	src := newRuntime(t)
 	spec := testContainer(t, src, false, true, nil)
 	ctx := context.Background()
-	mustRun(t, src, spec.Name, "setsid", "sh", "-c",
-		"(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &")
-	waitFor(t, 5*time.Second, "counter", func() bool {
-		_, out, _ := run(t, src, spec.Name, "cat", "/tmp/count")
-		return atoi(out) >= 3
-	})
+	startCounter(t, src, spec.Name)
 	if err := src.Freeze(ctx, spec.Name); err != nil {
 		t.Fatal(err)
 	}
-	tmp := t.TempDir()
-	for p := tmp; p != os.TempDir() && p != "/"; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tmp := traversableTempDir(t)
 	dir := filepath.Join(tmp, "ckpt")
 	port := freePort(t)
 	dump, err := src.StartLazyCheckpoint(ctx, spec.Name, dir, "127.0.0.1", port, srcTLS)

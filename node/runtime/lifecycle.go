@@ -36,7 +36,7 @@ func (r *Runtime) Start(ctx context.Context, name string) error {
 		return fmt.Errorf("runtime: start %s: %w", name, ErrRunning)
 	}
 	if !r.host.CgroupV2 {
-		if err := removeMonitorCgroups(name, 0); err != nil {
+		if err := removeMonitorCgroups(name); err != nil {
 			r.log.Warn("stale monitor cgroups", "container", name, "err", err)
 		}
 	}
@@ -61,25 +61,30 @@ func (r *Runtime) Start(ctx context.Context, name string) error {
 	return nil
 }
 
+// parentPid returns pid's parent (0 when pid is gone).
+func parentPid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
 // reapMonitor waits, in the background, for the monitor process of the
 // container whose init is pid, when that monitor is our child (we are a
 // child subreaper); see New.
 func (r *Runtime) reapMonitor(name string, initPid int) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(initPid) + "/status")
-	if err != nil {
-		return
-	}
-	var mon int
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "PPid:"); ok {
-			mon, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
+	mon := parentPid(initPid)
 	if mon <= 1 {
 		return
 	}
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(mon) + "/status")
-	if err != nil || !strings.Contains(string(st), "\nPPid:\t"+strconv.Itoa(os.Getpid())+"\n") {
+	if parentPid(mon) != os.Getpid() {
 		return // not our child: its parent reaps it
 	}
 	go func() {

@@ -267,7 +267,7 @@ func (r *Runtime) Undefine(ctx context.Context, name string) error {
 		if err := removeCgroupDirs(monitor, 2*time.Second); err != nil {
 			return fmt.Errorf("runtime: undefine %s: %w", name, err)
 		}
-		if err := removeMonitorCgroups(name, 0); err != nil {
+		if err := removeMonitorCgroups(name); err != nil {
 			r.log.Debug("monitor cgroups of that name still in use", "container", name, "err", err)
 		}
 	}
