@@ -63,14 +63,7 @@ func TestSession(t *testing.T) {
 	}
 
 	// DHCP on the default bridge gives it an address in the bridge's subnet.
-	var ip string
-	d.WaitFor("a DHCP address", 30*time.Second, func() bool {
-		if ips := d.List()[c1].State.Ipv4; len(ips) > 0 {
-			ip = ips[0]
-			return true
-		}
-		return false
-	})
+	ip := d.WaitAddress(c1, 30*time.Second)
 	out := d.MustShoal("exec", c1, "--", "sh", "-c", "hostname; ip -4 addr show eth0")
 	if !strings.Contains(out, c1) || !strings.Contains(out, ip) {
 		t.Fatalf("exec hostname/ip: %q (want %s and %s)", out, c1, ip)
@@ -157,7 +150,7 @@ func TestSession(t *testing.T) {
 	}
 	// Containers on the default network reach each other, by address and by
 	// name through the bridge's DNS.
-	d.WaitFor("a DHCP address for the copy", 30*time.Second, func() bool { return len(d.List()[c2].State.Ipv4) > 0 })
+	d.WaitAddress(c2, 30*time.Second)
 	if out, errOut, code := d.Shoal("exec", c2, "--", "ping", "-c1", "-W2", ip); code != 0 {
 		t.Fatalf("%s cannot reach %s at %s: %s %s", c2, c1, ip, out, errOut)
 	}

@@ -412,6 +412,28 @@ func (d *Daemon) WaitFor(what string, timeout time.Duration, cond func() bool) {
 	}
 }
 
+// WaitAddress waits until the container has its DHCP address both leased
+// and configured: the lease shows in the list as soon as dnsmasq acks it,
+// a moment before the client inside sets eth0 and the default route. It
+// returns the address.
+func (d *Daemon) WaitAddress(name string, timeout time.Duration) string {
+	d.t.Helper()
+	var ip string
+	d.WaitFor("a configured DHCP address on "+name, timeout, func() bool {
+		ips := d.List()[name].State.Ipv4
+		if len(ips) == 0 {
+			return false
+		}
+		out, _, code := d.Shoal("exec", name, "--", "sh", "-c", "ip -4 -o addr show eth0; ip -4 route show default")
+		if code != 0 || !strings.Contains(out, " "+ips[0]+"/") || !strings.Contains(out, "default") {
+			return false
+		}
+		ip = ips[0]
+		return true
+	})
+	return ip
+}
+
 // ImageCache is where slow image builds (debootstrap) are cached between runs.
 func ImageCache() string {
 	if d := os.Getenv("SHOAL_IMAGE_CACHE"); d != "" {
