@@ -151,6 +151,7 @@ func (s *Server) Join(ctx context.Context, req *shoalv1.JoinRequest) (*shoalv1.J
 
 // ListMembers lists members with their Raft role and placement figures.
 func (s *Server) ListMembers(ctx context.Context, _ *shoalv1.ListMembersRequest) (*shoalv1.ListMembersResponse, error) {
+	s.catchUp(ctx)
 	servers, err := s.cl.Servers()
 	if err != nil {
 		return nil, toStatus(err)
@@ -282,6 +283,7 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 
 // GetClusterConfig returns the cluster-wide keys.
 func (s *Server) GetClusterConfig(ctx context.Context, _ *shoalv1.GetClusterConfigRequest) (*shoalv1.GetClusterConfigResponse, error) {
+	s.catchUp(ctx)
 	return &shoalv1.GetClusterConfigResponse{Config: s.fsm.ClusterConfig()}, nil
 }
 

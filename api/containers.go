@@ -227,6 +227,7 @@ func (s *Server) defaultPool() string {
 // node's from its runtime, other members' from them (in parallel, briefly),
 // falling back to the status the owner last recorded.
 func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRequest) (*shoalv1.ListContainersResponse, error) {
+	s.catchUp(ctx)
 	cts := s.fsm.Containers()
 	out := make([]*shoalv1.ContainerInfo, len(cts))
 	var local []*shoalv1.Container
@@ -662,6 +663,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *shoalv1.CreateSnapshot
 
 // ListSnapshots lists a container's snapshots, oldest first.
 func (s *Server) ListSnapshots(ctx context.Context, req *shoalv1.ListSnapshotsRequest) (*shoalv1.ListSnapshotsResponse, error) {
+	s.catchUp(ctx)
 	ct, err := s.container(req.GetContainer())
 	if err != nil {
 		return nil, err

@@ -47,6 +47,7 @@ func (s *Server) ownerOf(ctx context.Context, name string) string {
 	if s.peers == nil || forwarded(ctx) {
 		return ""
 	}
+	s.catchUp(ctx)
 	ct, err := s.fsm.Container(name)
 	if err != nil || ct.GetNode() == s.node.Name() || ct.GetNode() == "" {
 		return ""

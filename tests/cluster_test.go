@@ -230,6 +230,15 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 	if show := ms[2].MustShoal("cluster", "config", "show"); strings.Contains(show, "binpack") {
 		t.Fatalf("cluster config after unset: %q", show)
 	}
+	// A write acknowledged through one member shows at once on every other
+	// (followers catch up with the leader before they answer a read).
+	for i, v := range []string{"binpack", "spread", "binpack", "spread", "binpack", "spread"} {
+		ms[i%3].MustShoal("cluster", "config", "set", "cluster.scheduler="+v)
+		if show := ms[(i+1)%3].MustShoal("cluster", "config", "show"); !strings.Contains(show, "cluster.scheduler: "+v) {
+			t.Fatalf("set cluster.scheduler=%s through %s; %s shows %q", v, ms[i%3].Opts.Name, ms[(i+1)%3].Opts.Name, show)
+		}
+	}
+	ms[0].MustShoal("cluster", "config", "unset", "cluster.scheduler")
 	ms[0].MustShoal("delete", "-f", "bp1", "bp2")
 
 	// A remote client trusts the cluster by a client token, then works with
