@@ -106,6 +106,13 @@ func (n *Node) CanCheckpoint(ctx context.Context) error {
 // probeCRIU asks CRIU, once, what this host can do.
 func (n *Node) probeCRIU() {
 	n.criuOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if mounted, err := runtime.CacheKernelFeatures(ctx); err != nil {
+			n.log.Warn("CRIU will probe the kernel on every dump and restore", "err", err)
+		} else if mounted {
+			n.log.Info("cached CRIU's kernel features for this boot (/run is not a tmpfs)")
+		}
 		out, err := exec.Command("criu", "check").CombinedOutput()
 		if err != nil {
 			n.criuErr = fmt.Errorf("%w: criu check: %v: %s", ErrNoCRIU, err, strings.TrimSpace(string(out)))

@@ -66,7 +66,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, name, dir string, o Checkpoint
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("runtime: checkpoint %s: %w", name, err)
 	}
-	if err := writeCRIUArgs(dir, o.ExtraDump, o.ExtraRestore); err != nil {
+	if err := writeCRIUArgs(dir, dumpArgs(o.ExtraDump), o.ExtraRestore); err != nil {
 		return fmt.Errorf("runtime: checkpoint %s: %w", name, err)
 	}
 	args := []string{"-n", name, "-P", r.lxcPath, "--rcfile", r.ConfigPath(name), "-D", dir}

@@ -70,8 +70,8 @@ func (r *Runtime) StartLazyCheckpoint(ctx context.Context, name, dir, addr strin
 	if err := os.WriteFile(script, []byte(actionScript), 0o700); err != nil {
 		return nil, fmt.Errorf("runtime: lazy checkpoint %s: %w", name, err)
 	}
-	dumpArgs := append([]string{"--lazy-pages", "--address", addr, "--port", strconv.Itoa(port)}, tlsFiles.args()...)
-	if err := writeCRIUArgs(dir, dumpArgs, nil); err != nil {
+	lazyArgs := append([]string{"--lazy-pages", "--address", addr, "--port", strconv.Itoa(port)}, tlsFiles.args()...)
+	if err := writeCRIUArgs(dir, dumpArgs(lazyArgs), nil); err != nil {
 		return nil, fmt.Errorf("runtime: lazy checkpoint %s: %w", name, err)
 	}
 	out, err := os.Create(filepath.Join(dir, "lxc-dump.out"))
