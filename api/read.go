@@ -16,10 +16,7 @@ const readCatchUp = 2 * time.Second
 // still show on another. It is bounded and best effort: with no leader in
 // reach the member answers from what it has.
 func (s *Server) catchUp(ctx context.Context) {
-	if s.cl == nil || s.cl.IsLeader() || forwarded(ctx) {
-		return
-	}
-	if leader, _ := s.cl.Leader(); leader == "" {
+	if s.cl.IsLeader() || forwarded(ctx) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, readCatchUp)

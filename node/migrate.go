@@ -120,7 +120,7 @@ func (n *Node) probeCRIU() {
 		}
 		n.uffd = exec.Command("criu", "check", "--feature", "uffd-noncoop").Run() == nil
 		n.dirtyTrack = exec.Command("criu", "check", "--feature", "mem_dirty_track").Run() == nil
-		n.log.Info("CRIU probed", "lazy_pages", n.uffd, "dirty_tracking", n.dirtyTrack)
+		n.log.Info("CRIU probed", "lazy_pages", n.uffd, "dirty_tracking", n.dirtyTrack, "network_lock", runtime.NetworkLock())
 	})
 }
 

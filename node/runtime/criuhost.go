@@ -24,16 +24,21 @@ import (
 // else CRIU's default, iptables. A restore locks the way its dump did, so
 // the members of a cluster need the same support (they run the same CRIU
 // bundle from scripts/criu-bundle.sh).
-var networkLock = sync.OnceValue(func() []string {
+var networkLock = sync.OnceValue(func() string {
 	if exec.Command("criu", "check", "--feature", "network_lock_nftables").Run() == nil {
-		return []string{"--network-lock", "nftables"}
+		return "nftables"
 	}
-	return nil
+	return "iptables"
 })
+
+// NetworkLock probes, once, and returns the method Shoal's dumps lock a
+// container's network with ("nftables" or "iptables"). Callers probe it
+// ahead of a freeze so that the first dump does not pay for the probe.
+func NetworkLock() string { return networkLock() }
 
 // dumpArgs are the extra CRIU arguments of every dump, then extra.
 func dumpArgs(extra []string) []string {
-	return append(append([]string{}, networkLock()...), extra...)
+	return append([]string{"--network-lock", networkLock()}, extra...)
 }
 
 // CRIU probes the kernel (netns, veth, nftables, ptrace, userfaultfd and
@@ -68,9 +73,14 @@ func CacheKernelFeatures(ctx context.Context) (bool, error) {
 	// A kdat written by this kernel's CRIU, from a private /run.
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs -o size=1m,mode=0700 shoal-criu-kdat /run && criu check >/dev/null 2>&1; cat /run/criu.kdat`)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	data, err := cmd.Output()
-	if err != nil || len(data) == 0 {
-		return false, fmt.Errorf("let CRIU write its kernel-feature cache: %v", errOr(err, "no cache written"))
+	if err == nil && len(data) == 0 {
+		err = errors.New("CRIU wrote no cache")
+	}
+	if err != nil {
+		return false, fmt.Errorf("let CRIU write its kernel-feature cache: %w: %s", err, oneLine(stderr.Bytes()))
 	}
 	// Daemons of simulated hosts may start together: each writes its own
 	// temporary file, and the renames replace one cache with an equal one.
@@ -126,16 +136,4 @@ func kdatMounted() (bool, error) {
 		return false, fmt.Errorf("stat %s: %w", kdatPath, err)
 	}
 	return kd.Dev != run.Dev && kd.Size > 0, nil
-}
-
-// errOr is err, or a plain error saying what when err is nil.
-func errOr(err error, what string) error {
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) && len(bytes.TrimSpace(ee.Stderr)) > 0 {
-			return fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
-		}
-		return err
-	}
-	return errors.New(what)
 }
