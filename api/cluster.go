@@ -39,6 +39,19 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *shoalv1.CreateJoinTok
 	if req.GetTtlSeconds() < 0 {
 		return nil, invalid("ttl", "must not be negative")
 	}
+	if req.GetCertValiditySeconds() < 0 {
+		return nil, invalid("cert_validity", "must not be negative")
+	}
+	if g := req.GetGrant(); g != nil {
+		if role != pki.RoleClient {
+			return nil, invalid("grant", "only client certificates can be restricted")
+		}
+		for _, p := range g.GetContainerPrefixes() {
+			if p == "" || strings.ContainsAny(p, " /\x00") {
+				return nil, invalid("grant", fmt.Sprintf("container prefix %q: want a non-empty name start without spaces or slashes", p))
+			}
+		}
+	}
 	if role == pki.RoleNode {
 		if _, err := s.fsm.Node(req.GetName()); err == nil {
 			return nil, status.Errorf(codes.AlreadyExists, "name: node %q is already a member", req.GetName())
@@ -66,7 +79,7 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *shoalv1.CreateJoinTok
 		return nil, toStatus(err)
 	}
 	if err := s.propose(ctx, &shoalv1.TokenAddCommand{Name: tok.Name, SecretHash: pki.HashSecret(tok.Secret),
-		ExpiresUnix: tok.Expires.Unix(), Role: string(role)}); err != nil {
+		ExpiresUnix: tok.Expires.Unix(), Role: string(role), Grant: req.GetGrant(), CertValiditySeconds: req.GetCertValiditySeconds()}); err != nil {
 		return nil, err
 	}
 	return &shoalv1.CreateJoinTokenResponse{Token: tok.Encode(), ExpiresUnix: tok.Expires.Unix()}, nil
@@ -98,7 +111,8 @@ func (s *Server) Join(ctx context.Context, req *shoalv1.JoinRequest) (*shoalv1.J
 	if err := config.ValidateName("name", req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	role := pki.Role(s.fsm.TokenRole(req.GetName()))
+	pending := s.fsm.Token(req.GetName())
+	role := pki.Role(pending.GetRole())
 	if role == pki.RoleNode {
 		for field, addr := range map[string]string{"address": req.GetAddress(), "raft_address": req.GetRaftAddress()} {
 			if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -119,9 +133,17 @@ func (s *Server) Join(ctx context.Context, req *shoalv1.JoinRequest) (*shoalv1.J
 		}
 		return nil, toStatus(err)
 	}
-	certPEM, err := ca.SignFor(pki.PendingToken{Name: req.GetName(), Role: role}, req.GetCsrPem(), now, pki.DefaultValidity)
+	validity := pki.DefaultValidity
+	if v := pending.GetCertValiditySeconds(); v > 0 {
+		validity = time.Duration(v) * time.Second
+	}
+	certPEM, err := ca.SignFor(pki.PendingToken{Name: req.GetName(), Role: role}, req.GetCsrPem(), now, validity)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
+	}
+	// The certificate is good only once the trust store holds it.
+	if err := s.trustIssued(ctx, certPEM, pending.GetGrant(), "", now); err != nil {
+		return nil, err
 	}
 	id := s.fsm.Identity()
 	resp := &shoalv1.JoinResponse{CertPem: certPEM, CaCertPem: id.GetCaCertPem(), ClusterName: id.GetName()}
@@ -214,6 +236,12 @@ func (s *Server) RemoveMember(ctx context.Context, req *shoalv1.RemoveMemberRequ
 	}
 	if err := s.propose(ctx, &shoalv1.NodeRemoveCommand{Name: req.GetName()}); err != nil {
 		return nil, err
+	}
+	// Its certificates go too: a removed member cannot come back with them.
+	if fps := certsOf(s.fsm.TrustEntries(), req.GetName(), pki.RoleNode); len(fps) > 0 {
+		if err := s.propose(ctx, &shoalv1.TrustRevokeCommand{Fingerprints: fps, NowUnix: time.Now().Unix()}); err != nil {
+			return nil, err
+		}
 	}
 	s.bus.Lifecycle(s.node.Name(), "cluster-member-removed", req.GetName())
 	return &shoalv1.RemoveMemberResponse{}, nil

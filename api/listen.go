@@ -5,75 +5,95 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/shoal-dev/shoal/cluster/pki"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
-// Endpoints says where the daemon listens.
+// Endpoints says where the daemon listens. Nothing listens without
+// authentication: the unix sockets are for root and the admin group, and
+// the one TCP port is mutual TLS.
 type Endpoints struct {
-	// Socket is the root-only unix socket for gRPC (the admin path).
+	// Socket is the unix socket for gRPC, the local admin path.
 	Socket string
-	// GRPCAddr is an optional TCP address for plain gRPC (no TLS, no
-	// authentication: for loopback development only).
-	GRPCAddr string
-	// Listen is the TCP address of the cluster's mutual-TLS gRPC endpoint
-	// (members and remote clients); TLS is its server config.
+	// RESTSocket is the unix socket for the REST gateway (same access).
+	RESTSocket string
+	// AdminGroup owns both sockets (mode 0660); when the group does not
+	// exist they are root's alone (0600).
+	AdminGroup string
+	// Listen is the TCP address of the cluster's mutual-TLS endpoint
+	// (members and remote clients): gRPC and REST on one port, as LXD's
+	// 8443; TLS is its server config.
 	Listen string
 	TLS    *tls.Config
-	// HTTPAddr is an optional TCP address for the REST gateway.
-	HTTPAddr string
-	// RESTSocket is an optional unix socket for the REST gateway.
-	RESTSocket string
 }
 
-// Listener runs the gRPC server and the REST gateway.
+// Listener runs the gRPC server and the REST gateway on the endpoints.
 type Listener struct {
-	grpc  *grpc.Server
-	tlsg  *grpc.Server
-	http  *http.Server
-	lns   []net.Listener
-	errc  chan error
-	addrs map[string]string
+	grpc    *grpc.Server
+	rest    []*http.Server
+	gateway *pipeListener
+	lns     []net.Listener
+	errc    chan error
+	addrs   map[string]string
 }
 
-// Listen starts serving s on the endpoints.
+// Listen starts serving s on the endpoints. One gRPC server serves every
+// listener, so every call, whichever way it came, passes the same
+// authentication and authorization (auth.go).
 func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
-	newServer := func(opts ...grpc.ServerOption) *grpc.Server {
-		g := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(16<<20),
-			// Members ping every 5 s (see peers); a silent peer is dropped
-			// after 15 s, which ends its streams.
-			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
-			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))...)
-		s.Register(g)
-		hs := health.NewServer()
-		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-		healthpb.RegisterHealthServer(g, hs)
-		reflection.Register(g)
-		return g
-	}
-	l := &Listener{grpc: newServer(grpc.ChainUnaryInterceptor(s.forwardUnary)), errc: make(chan error, 4), addrs: map[string]string{}}
-	fail := func(err error) (*Listener, error) { l.Close(); return nil, err }
+	g := grpc.NewServer(grpc.Creds(connCreds{}), grpc.MaxRecvMsgSize(16<<20),
+		// Members ping every 5 s (see peers); a silent peer is dropped
+		// after 15 s, which ends its streams.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.ChainUnaryInterceptor(s.authUnary, s.forwardUnary), grpc.ChainStreamInterceptor(s.authStream))
+	s.Register(g)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+	go s.watchRevocations(ctx)
 
-	unix, err := listenUnix(ep.Socket, 0o600)
+	l := &Listener{grpc: g, errc: make(chan error, 8), addrs: map[string]string{}, gateway: newPipeListener()}
+	fail := func(err error) (*Listener, error) { l.Close(); return nil, err }
+	mode, gid := socketAccess(ep.AdminGroup, s.log)
+
+	unix, err := listenUnix(ep.Socket, mode, gid)
 	if err != nil {
 		return fail(err)
 	}
-	l.serveGRPC(l.grpc, unix, "socket")
+	l.serveGRPC(localListener{unix}, "socket")
+	l.serveGRPC(l.gateway, "gateway")
+
+	mux, err := restGateway(ctx, l.gateway)
+	if err != nil {
+		return fail(err)
+	}
+	if ep.RESTSocket != "" {
+		ln, err := listenUnix(ep.RESTSocket, mode, gid)
+		if err != nil {
+			return fail(err)
+		}
+		l.serveHTTP(ln, "rest-socket", mux, true)
+	}
 	if ep.Listen != "" {
 		if ep.TLS == nil {
 			return fail(errors.New("listen: the TLS endpoint needs the cluster credentials"))
@@ -82,73 +102,92 @@ func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
 		if err != nil {
 			return fail(fmt.Errorf("listen on %s: %w", ep.Listen, err))
 		}
-		l.tlsg = newServer(grpc.Creds(credentials.NewTLS(ep.TLS)),
-			grpc.ChainUnaryInterceptor(authUnary, s.forwardUnary), grpc.ChainStreamInterceptor(authStream))
-		l.serveGRPC(l.tlsg, ln, "listen")
-	}
-	if ep.GRPCAddr != "" {
-		ln, err := net.Listen("tcp", ep.GRPCAddr)
-		if err != nil {
-			return fail(fmt.Errorf("listen gRPC on %s: %w", ep.GRPCAddr, err))
-		}
-		l.serveGRPC(l.grpc, ln, "grpc")
-	}
-	if ep.HTTPAddr != "" || ep.RESTSocket != "" {
-		mux, err := gateway(ctx, ep.Socket)
-		if err != nil {
-			return fail(err)
-		}
-		l.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		if ep.HTTPAddr != "" {
-			ln, err := net.Listen("tcp", ep.HTTPAddr)
-			if err != nil {
-				return fail(fmt.Errorf("listen REST on %s: %w", ep.HTTPAddr, err))
-			}
-			l.serveHTTP(ln, "http")
-		}
-		if ep.RESTSocket != "" {
-			ln, err := listenUnix(ep.RESTSocket, 0o600)
-			if err != nil {
-				return fail(err)
-			}
-			l.serveHTTP(ln, "rest-socket")
-		}
+		cfg := ep.TLS.Clone()
+		// http/1.1 first: a client that speaks both (curl, browsers) gets
+		// REST; gRPC clients offer only h2.
+		cfg.NextProtos = []string{"http/1.1", "h2"}
+		m := &tlsMux{ln: ln, cfg: cfg, grpc: newChanListener(ln.Addr()), http: newChanListener(ln.Addr()), log: s.log}
+		l.lns = append(l.lns, ln)
+		l.addrs["listen"] = ln.Addr().String()
+		go m.serve()
+		l.serveGRPC(m.grpc, "listen-grpc")
+		l.serveHTTP(m.http, "listen-rest", mux, false)
 	}
 	return l, nil
 }
 
-func listenUnix(path string, mode os.FileMode) (net.Listener, error) {
+// socketAccess returns the mode and group of the local sockets: 0660 and
+// the admin group where it exists, else 0600 and root's group.
+func socketAccess(group string, log *slog.Logger) (os.FileMode, int) {
+	if group == "" {
+		return 0o600, 0
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		log.Warn("admin group not found: only root can use the local sockets (scripts/install.sh creates it)", "group", group)
+		return 0o600, 0
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0o600, 0
+	}
+	return 0o660, gid
+}
+
+func listenUnix(path string, mode os.FileMode, gid int) (net.Listener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
+	// A new socket is srwxr-xr-x: connecting needs write permission, so
+	// nobody but root can use it before the chmod below.
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
+	if err := os.Chown(path, 0, gid); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chown %s: %w", path, err)
+	}
 	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
-		return nil, err
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return ln, nil
 }
 
-func (l *Listener) serveGRPC(g *grpc.Server, ln net.Listener, name string) {
+func (l *Listener) serveGRPC(ln net.Listener, name string) {
 	l.lns = append(l.lns, ln)
-	l.addrs[name] = ln.Addr().String()
-	go func() { l.errc <- g.Serve(ln) }()
-}
-
-func (l *Listener) serveHTTP(ln net.Listener, name string) {
-	l.lns = append(l.lns, ln)
-	l.addrs[name] = ln.Addr().String()
+	if _, ok := l.addrs[name]; !ok {
+		l.addrs[name] = ln.Addr().String()
+	}
 	go func() {
-		if err := l.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			l.errc <- err
+		if err := l.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			l.errc <- fmt.Errorf("serve gRPC (%s): %w", name, err)
 		}
 	}()
 }
 
-// Addr returns the address of a listener ("socket", "grpc", "http").
+// serveHTTP serves the REST gateway on ln; local marks the unix socket,
+// whose callers are local admins.
+func (l *Listener) serveHTTP(ln net.Listener, name string, mux http.Handler, local bool) {
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if local {
+		srv.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, localHTTPKey{}, true)
+		}
+	}
+	l.rest = append(l.rest, srv)
+	l.lns = append(l.lns, ln)
+	l.addrs[name] = ln.Addr().String()
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			l.errc <- fmt.Errorf("serve REST (%s): %w", name, err)
+		}
+	}()
+}
+
+// Addr returns the address of a listener ("socket", "rest-socket",
+// "listen").
 func (l *Listener) Addr(name string) string { return l.addrs[name] }
 
 // Err reports the first serve error.
@@ -156,34 +195,54 @@ func (l *Listener) Err() <-chan error { return l.errc }
 
 // Close stops serving.
 func (l *Listener) Close() {
-	if l.http != nil {
+	for _, srv := range l.rest {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		l.http.Shutdown(ctx)
+		srv.Shutdown(ctx)
 		cancel()
 	}
-	for _, g := range []*grpc.Server{l.grpc, l.tlsg} {
-		if g == nil {
-			continue
-		}
-		done := make(chan struct{})
-		go func() { g.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			g.Stop()
-		}
+	for _, ln := range l.lns {
+		ln.Close()
+	}
+	done := make(chan struct{})
+	go func() { l.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		l.grpc.Stop()
 	}
 }
 
-// gateway builds the REST gateway, proxying to the gRPC unix socket so that
-// REST and gRPC share handlers, including the streaming ones.
-func gateway(ctx context.Context, socket string) (http.Handler, error) {
-	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
-		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}))
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	target := "unix://" + socket
+// localHTTPKey marks a request that came through the REST unix socket.
+type localHTTPKey struct{}
+
+// gatewayIdentityKey is the metadata the REST gateway uses to tell the
+// gRPC server who called it. Only the in-process gateway connection may
+// carry it (auth.go); a REST caller cannot set it (restGateway drops it
+// from incoming headers).
+const gatewayIdentityKey = "shoal-gateway-identity"
+
+// restGateway builds the REST gateway: HTTP/JSON routes (proto/http.yaml)
+// translated to calls on the in-process gRPC server, carrying the REST
+// caller's identity, so REST and gRPC share handlers and authorization.
+func restGateway(ctx context.Context, pipe *pipeListener) (http.Handler, error) {
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}),
+		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
+			if strings.EqualFold(h, runtime.MetadataHeaderPrefix+gatewayIdentityKey) {
+				return "", false
+			}
+			return runtime.DefaultHeaderMatcher(h)
+		}),
+		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
+			return metadata.Pairs(gatewayIdentityKey, restIdentity(r))
+		}))
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(gatewayCreds{}),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pipe.dial(ctx) }),
+	}
 	for _, reg := range []func(context.Context, *runtime.ServeMux, string, []grpc.DialOption) error{
 		shoalv1.RegisterContainerServiceHandlerFromEndpoint,
 		shoalv1.RegisterImageServiceHandlerFromEndpoint,
@@ -191,8 +250,9 @@ func gateway(ctx context.Context, socket string) (http.Handler, error) {
 		shoalv1.RegisterNetworkServiceHandlerFromEndpoint,
 		shoalv1.RegisterOperationServiceHandlerFromEndpoint,
 		shoalv1.RegisterEventServiceHandlerFromEndpoint,
+		shoalv1.RegisterClusterServiceHandlerFromEndpoint,
 	} {
-		if err := reg(ctx, mux, target, opts); err != nil {
+		if err := reg(ctx, mux, "passthrough:///gateway", opts); err != nil {
 			return nil, fmt.Errorf("register REST gateway: %w", err)
 		}
 	}
@@ -203,4 +263,17 @@ func gateway(ctx context.Context, socket string) (http.Handler, error) {
 		}
 		http.NotFound(w, r)
 	}), nil
+}
+
+// restIdentity says who made a REST request: "local" through the unix
+// socket, "cert:FINGERPRINT" for a verified client certificate on the TLS
+// port, "" for nobody (the call is then refused as unauthenticated).
+func restIdentity(r *http.Request) string {
+	if local, _ := r.Context().Value(localHTTPKey{}).(bool); local {
+		return "local"
+	}
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+		return "cert:" + pki.FingerprintOf(r.TLS.VerifiedChains[0][0])
+	}
+	return ""
 }

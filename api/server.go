@@ -35,6 +35,8 @@ type Server struct {
 	peers *peers
 	// strategy is how the scheduler scores nodes (cluster.scheduler).
 	strategy scheduler.Strategy
+	// calls are the open calls of certificate holders (auth.go).
+	calls calls
 }
 
 var (

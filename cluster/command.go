@@ -35,6 +35,9 @@ const (
 	CmdNodeRemove            CommandType = 18
 	CmdContainerMove         CommandType = 19
 	CmdClusterConfig         CommandType = 20
+	CmdTokenRevoke           CommandType = 21
+	CmdTrustAdd              CommandType = 22
+	CmdTrustRevoke           CommandType = 23
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -83,6 +86,12 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.ContainerMoveCommand{}, nil
 	case CmdClusterConfig:
 		return &shoalv1.ClusterConfigCommand{}, nil
+	case CmdTokenRevoke:
+		return &shoalv1.TokenRevokeCommand{}, nil
+	case CmdTrustAdd:
+		return &shoalv1.TrustAddCommand{}, nil
+	case CmdTrustRevoke:
+		return &shoalv1.TrustRevokeCommand{}, nil
 	}
 	return nil, fmt.Errorf("%w %d", ErrUnknownCommand, t)
 }
@@ -130,6 +139,12 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdContainerMove, nil
 	case *shoalv1.ClusterConfigCommand:
 		return CmdClusterConfig, nil
+	case *shoalv1.TokenRevokeCommand:
+		return CmdTokenRevoke, nil
+	case *shoalv1.TrustAddCommand:
+		return CmdTrustAdd, nil
+	case *shoalv1.TrustRevokeCommand:
+		return CmdTrustRevoke, nil
 	}
 	return 0, fmt.Errorf("%w: %T", ErrUnknownCommand, m)
 }

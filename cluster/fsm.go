@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -21,6 +22,10 @@ var (
 	// ErrTokenInvalid is returned for a join token that is unknown, already
 	// used, or expired.
 	ErrTokenInvalid = errors.New("join token is unknown, used or expired")
+	// ErrRevoked is returned for a certificate the trust store revoked.
+	ErrRevoked = errors.New("certificate revoked")
+	// ErrInvalidCommand is returned for a command missing what it needs.
+	ErrInvalidCommand = errors.New("invalid command")
 )
 
 // snapshotVersion is the FSMSnapshot format version this code writes.
@@ -28,7 +33,10 @@ const snapshotVersion = 1
 
 // Change says which object an applied command touched.
 type Change struct {
-	Kind string // "container", "image", "alias", "pool", "network", "node"
+	// "container", "image", "alias", "pool", "network", "node", "token",
+	// "trust" (Name: the fingerprint), "trust-revoked" (Name: the
+	// fingerprints, comma-separated), "resync" (a snapshot was restored).
+	Kind string
 	Name string
 }
 
@@ -43,6 +51,7 @@ type state struct {
 	identity   *shoalv1.ClusterIdentity
 	tokens     map[string]*shoalv1.TokenAddCommand // by name
 	config     map[string]string                   // cluster-wide keys
+	trust      map[string]*shoalv1.TrustEntry      // by fingerprint
 }
 
 func newState() *state {
@@ -55,6 +64,7 @@ func newState() *state {
 		nodes:      map[string]*shoalv1.Node{},
 		tokens:     map[string]*shoalv1.TokenAddCommand{},
 		config:     map[string]string{},
+		trust:      map[string]*shoalv1.TrustEntry{},
 	}
 }
 
@@ -283,8 +293,51 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		delete(s.tokens, c.GetName())
 		return Change{"token", c.GetName()}, nil
+	case *shoalv1.TokenRevokeCommand:
+		if _, ok := s.tokens[c.GetName()]; !ok {
+			return Change{}, fmt.Errorf("join token for %q: %w", c.GetName(), ErrNotFound)
+		}
+		delete(s.tokens, c.GetName())
+		return Change{"token", c.GetName()}, nil
+	case *shoalv1.TrustAddCommand:
+		e := c.GetEntry()
+		if e.GetFingerprint() == "" || e.GetName() == "" {
+			return Change{}, fmt.Errorf("trust entry without fingerprint or name: %w", ErrInvalidCommand)
+		}
+		if old, ok := s.trust[e.GetFingerprint()]; ok && old.GetRevoked() {
+			return Change{}, fmt.Errorf("certificate %s of %q was revoked: %w", e.GetFingerprint(), e.GetName(), ErrRevoked)
+		}
+		if sup := c.GetSupersedes(); sup != "" {
+			old, ok := s.trust[sup]
+			if !ok || old.GetRevoked() {
+				return Change{}, fmt.Errorf("renew: certificate %s: %w", sup, ErrRevoked)
+			}
+			s.trust[sup] = revokedEntry(old, c.GetNowUnix())
+		}
+		s.trust[e.GetFingerprint()] = proto.Clone(e).(*shoalv1.TrustEntry)
+		return Change{"trust", e.GetFingerprint()}, nil
+	case *shoalv1.TrustRevokeCommand:
+		for _, fp := range c.GetFingerprints() {
+			if _, ok := s.trust[fp]; !ok {
+				return Change{}, fmt.Errorf("certificate %s: %w", fp, ErrNotFound)
+			}
+		}
+		for _, fp := range c.GetFingerprints() {
+			if e := s.trust[fp]; !e.GetRevoked() {
+				s.trust[fp] = revokedEntry(e, c.GetNowUnix())
+			}
+		}
+		return Change{"trust-revoked", strings.Join(c.GetFingerprints(), ",")}, nil
 	}
 	panic(fmt.Sprintf("fsm: no apply for %T", m))
+}
+
+// revokedEntry is a revoked copy of e: entries are never changed in place,
+// so readers may hold them without a lock.
+func revokedEntry(e *shoalv1.TrustEntry, now int64) *shoalv1.TrustEntry {
+	n := proto.Clone(e).(*shoalv1.TrustEntry)
+	n.Revoked, n.RevokedUnix = true, now
+	return n
 }
 
 func (s *state) container(name string) (*shoalv1.Container, error) {
@@ -346,6 +399,9 @@ func (s *state) export() *shoalv1.FSMSnapshot {
 	for _, k := range sortedKeys(s.tokens) {
 		out.Tokens = append(out.Tokens, proto.Clone(s.tokens[k]).(*shoalv1.TokenAddCommand))
 	}
+	for _, k := range sortedKeys(s.trust) {
+		out.Trust = append(out.Trust, proto.Clone(s.trust[k]).(*shoalv1.TrustEntry))
+	}
 	return out
 }
 
@@ -388,6 +444,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, t := range snap.GetTokens() {
 		s.tokens[t.GetName()] = t
+	}
+	for _, e := range snap.GetTrust() {
+		s.trust[e.GetFingerprint()] = e
 	}
 	f.mu.Lock()
 	f.s = s

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/cluster/pki"
 )
 
 // ErrNotLeader is returned when a write reaches a node that is not the leader
@@ -88,7 +90,8 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		store.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	stream, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, cfg.ServerTLS, cfg.ClientTLS)
+	fsm := NewFSM()
+	stream, err := newStreamLayer(cfg.BindAddr, cfg.AdvertiseAddr, refuseRevoked(cfg.ServerTLS, fsm), cfg.ClientTLS)
 	if err != nil {
 		store.Close()
 		return nil, err
@@ -110,7 +113,6 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		rc.TrailingLogs = cfg.TrailingLogs
 	}
 
-	fsm := NewFSM()
 	has, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		trans.Close()
@@ -140,6 +142,28 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// refuseRevoked makes a Raft listener's TLS config also refuse peers whose
+// certificate the trust store revoked (a removed member).
+func refuseRevoked(cfg *tls.Config, fsm *FSM) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	cfg = cfg.Clone()
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
+		if len(cs.PeerCertificates) > 0 && fsm.Revoked(pki.FingerprintOf(cs.PeerCertificates[0])) {
+			return fmt.Errorf("raft: the peer's certificate %q was revoked", cs.PeerCertificates[0].Subject.CommonName)
+		}
+		return nil
+	}
+	return cfg
 }
 
 // Addr returns the address other members use to reach this one.

@@ -160,14 +160,54 @@ func (f *FSM) Identity() *shoalv1.ClusterIdentity {
 	return proto.Clone(f.s.identity).(*shoalv1.ClusterIdentity)
 }
 
-// TokenRole returns the role of a pending join token ("" when none).
-func (f *FSM) TokenRole(name string) string {
+// Token returns a pending join token, or nil when there is none.
+func (f *FSM) Token(name string) *shoalv1.TokenAddCommand {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if t, ok := f.s.tokens[name]; ok {
-		return t.GetRole()
+		return proto.Clone(t).(*shoalv1.TokenAddCommand)
 	}
-	return ""
+	return nil
+}
+
+// Tokens returns the pending join tokens, by name.
+func (f *FSM) Tokens() []*shoalv1.TokenAddCommand {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*shoalv1.TokenAddCommand, 0, len(f.s.tokens))
+	for _, k := range sortedKeys(f.s.tokens) {
+		out = append(out, proto.Clone(f.s.tokens[k]).(*shoalv1.TokenAddCommand))
+	}
+	return out
+}
+
+// Trust returns the trust store's entry for a certificate fingerprint, or
+// nil when the cluster never issued it. Entries are immutable (Apply
+// replaces them), so it is shared, not copied: the caller must not modify
+// it. It is on every authenticated call's path.
+func (f *FSM) Trust(fingerprint string) *shoalv1.TrustEntry {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.trust[fingerprint]
+}
+
+// TrustEntries returns the whole trust store, by fingerprint.
+func (f *FSM) TrustEntries() []*shoalv1.TrustEntry {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*shoalv1.TrustEntry, 0, len(f.s.trust))
+	for _, k := range sortedKeys(f.s.trust) {
+		out = append(out, proto.Clone(f.s.trust[k]).(*shoalv1.TrustEntry))
+	}
+	return out
+}
+
+// Revoked reports whether the trust store revoked the certificate.
+func (f *FSM) Revoked(fingerprint string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	e, ok := f.s.trust[fingerprint]
+	return ok && e.GetRevoked()
 }
 
 // ClusterConfig returns the cluster-wide config keys.

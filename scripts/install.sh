@@ -29,5 +29,9 @@ for f in /etc/subuid /etc/subgid; do
   grep -q '^root:' "$f" || { say "adding root:1000000:1000000000 to $f"; echo 'root:1000000:1000000000' >>"$f"; }
 done
 
+# The local sockets are root's and this group's (mode 0660), as incus-admin
+# is for Incus: membership is how an operator delegates.
+getent group shoal-admin >/dev/null || { say "creating group shoal-admin"; groupadd --system shoal-admin; }
+
 bash scripts/criu-bundle.sh
 bash scripts/tools.sh

@@ -71,7 +71,7 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		if h.Name == "n2" {
 			dir := t.TempDir()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			out, err := h.Command(ctx, binDir+"/shoald", "--state-dir", dir, "--name", "n2", "--http-addr", "",
+			out, err := h.Command(ctx, binDir+"/shoald", "--state-dir", dir, "--name", "n2",
 				"--listen", net.JoinHostPort(h.IP.String(), "9443"), "--join", tok).CombinedOutput()
 			cancel()
 			if err == nil || !strings.Contains(string(out), "already used") {

@@ -15,14 +15,29 @@ import (
 func (a *app) clusterCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Manage cluster members"}
 	var role string
-	var ttl time.Duration
+	var ttl, validity time.Duration
+	var prefixes []string
+	var readOnly bool
 	add := &cobra.Command{
 		Use: "add NAME", Short: "Issue a one-time join token for a new node (or, with --role client, a remote client)", Args: cobra.ExactArgs(1),
+		Example: `  shoal cluster add node2                                   # a member
+  shoal cluster add laptop --role client                    # a client with full access
+  shoal cluster add ci --role client --restrict-to web- --read-only   # sees only web-* containers, changes nothing`,
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if ttl < 0 {
 				return fmt.Errorf("--ttl: must not be negative")
 			}
-			resp, err := c.Cluster.CreateJoinToken(cmd.Context(), &shoalv1.CreateJoinTokenRequest{Name: args[0], Role: role, TtlSeconds: int32(ttl.Seconds())})
+			if validity < 0 {
+				return fmt.Errorf("--cert-validity: must not be negative")
+			}
+			req := &shoalv1.CreateJoinTokenRequest{Name: args[0], Role: role, TtlSeconds: int32(ttl.Seconds()), CertValiditySeconds: int64(validity.Seconds())}
+			if len(prefixes) > 0 || readOnly {
+				if role != "client" {
+					return fmt.Errorf("--restrict-to and --read-only: only for --role client")
+				}
+				req.Grant = &shoalv1.Grant{ContainerPrefixes: prefixes, ReadOnly: readOnly}
+			}
+			resp, err := c.Cluster.CreateJoinToken(cmd.Context(), req)
 			if err != nil {
 				return convert(err)
 			}
@@ -33,6 +48,9 @@ func (a *app) clusterCmd() *cobra.Command {
 	}
 	add.Flags().StringVar(&role, "role", "node", "node or client")
 	add.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays valid")
+	add.Flags().DurationVar(&validity, "cert-validity", 0, "lifetime of the certificate the token buys (default a year)")
+	add.Flags().StringSliceVar(&prefixes, "restrict-to", nil, "restricted client: only containers whose names start with this (repeatable)")
+	add.Flags().BoolVar(&readOnly, "read-only", false, "restricted client: read-only calls only")
 	var format string
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List members", Args: cobra.NoArgs,
@@ -120,6 +138,6 @@ func (a *app) clusterCmd() *cobra.Command {
 			return nil
 		}),
 	})
-	cmd.AddCommand(add, list, remove, evacuate, restore, cfg)
+	cmd.AddCommand(add, list, remove, evacuate, restore, cfg, a.trustCmd(), a.tokenCmd())
 	return cmd
 }

@@ -50,6 +50,10 @@ func remoteClient(name string) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if now := time.Now(); now.After(cert.Leaf.NotAfter) {
+		return nil, fmt.Errorf("the client certificate of remote %q expired at %s: an expired certificate cannot be renewed; ask an admin for a new client token (shoal cluster add NAME --role client) and run `shoal remote add %s https://HOST:PORT --token TOKEN` again",
+			name, cert.Leaf.NotAfter.UTC().Format(time.RFC3339), name)
+	}
 	caPEM, err := os.ReadFile(filepath.Join(rdir, pki.CACertFile))
 	if err != nil {
 		return nil, err
@@ -187,7 +191,48 @@ func (a *app) remoteCmd() *cobra.Command {
 			return os.RemoveAll(filepath.Join(dir, args[0]))
 		},
 	}
-	cmd.AddCommand(add, list, switchCmd, remove)
+	renew := &cobra.Command{
+		Use: "renew [NAME]", Short: "Renew a remote's client certificate before it expires (same name and rights, new key; the old one is revoked)", Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := defaultRemote()
+			if len(args) == 1 {
+				name = args[0]
+			}
+			if name == "" || name == "local" {
+				return errors.New("NAME: give the remote to renew (the local socket has no certificate)")
+			}
+			c, err := remoteClient(name)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			dir, err := remotesDir()
+			if err != nil {
+				return err
+			}
+			rdir := filepath.Join(dir, name)
+			old, err := pki.LoadKeyPair(rdir, "client")
+			if err != nil {
+				return err
+			}
+			key, csr, err := pki.NewKeyAndCSR(old.Leaf.Subject.CommonName, pki.RoleClient, nil, nil)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			resp, err := c.Cluster.RenewCertificate(ctx, &shoalv1.RenewCertificateRequest{CsrPem: csr})
+			if err != nil {
+				return convert(err)
+			}
+			if err := pki.SaveKeyPair(rdir, "client", resp.GetCertPem(), key); err != nil {
+				return err
+			}
+			fmt.Printf("Remote %s: new client certificate, valid until %s\n", name, time.Unix(resp.GetExpiresUnix(), 0).UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.AddCommand(add, list, switchCmd, remove, renew)
 	return cmd
 }
 

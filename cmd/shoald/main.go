@@ -57,12 +57,11 @@ func run() error {
 	var (
 		stateDir    = flag.String("state-dir", "/var/lib/shoal", "directory for all daemon state")
 		name        = flag.String("name", host, "this node's name")
-		socket      = flag.String("socket", "", "gRPC unix socket, the root-only admin path (default STATE-DIR/shoal.socket)")
-		restSocket  = flag.String("rest-socket", "", "REST unix socket (default STATE-DIR/rest.socket)")
-		grpcAddr    = flag.String("grpc-addr", "", "TCP address for plain, unauthenticated gRPC (loopback development only; off when empty)")
-		httpAddr    = flag.String("http-addr", "127.0.0.1:7080", "TCP address for the REST API (off when empty)")
-		listen      = flag.String("listen", "", "HOST:PORT for members and remote clients (mutual TLS gRPC); needed to form a cluster")
-		raftAddr    = flag.String("raft-addr", "", "Raft transport address (default: --listen's port + 1, or 127.0.0.1 on a free port)")
+		socket      = flag.String("socket", "", "gRPC unix socket, the local admin path (default STATE-DIR/shoal.socket)")
+		restSocket  = flag.String("rest-socket", "", "REST unix socket, the same access (default STATE-DIR/rest.socket)")
+		adminGroup  = flag.String("admin-group", "shoal-admin", "group whose members may use the local sockets (mode 0660; root only when the group does not exist)")
+		listen      = flag.String("listen", "", "HOST:PORT for members and remote clients: gRPC and REST over mutual TLS; needed to form a cluster")
+		raftAddr    = flag.String("raft-addr", "", "Raft transport address, mutual TLS (default: --listen's port + 1, or 127.0.0.1 on a free port)")
 		gossipAddr  = flag.String("gossip-addr", "", "gossip (memberlist) address (default: --listen's port + 2)")
 		offline     = flag.Duration("offline-after", 5*time.Second, "how long gossip must see a member dead before it is marked offline")
 		join        = flag.String("join", "", "join the cluster this token (from `shoal cluster add`) names")
@@ -205,13 +204,14 @@ func run() error {
 
 	srv := api.NewServer(cl, n, peers, operations.NewRegistry(bus, *name), bus, log)
 	srv.SetStrategy(strat)
-	l, err := api.Listen(ctx, srv, api.Endpoints{Socket: *socket, GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, RESTSocket: *restSocket,
+	l, err := api.Listen(ctx, srv, api.Endpoints{Socket: *socket, RESTSocket: *restSocket, AdminGroup: *adminGroup,
 		Listen: *listen, TLS: creds.ServerTLS()})
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	log.Info("shoald ready", "node", *name, "socket", *socket, "rest", l.Addr("http"), "listen", l.Addr("listen"), "raft", cl.Addr())
+	go srv.EnsureTrusted(ctx, creds.Cert.Leaf)
+	log.Info("shoald ready", "node", *name, "socket", *socket, "rest-socket", l.Addr("rest-socket"), "listen", l.Addr("listen"), "raft", cl.Addr())
 
 	select {
 	case <-ctx.Done():

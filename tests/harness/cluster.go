@@ -24,7 +24,7 @@ func (m *Member) Listen() string { return net.JoinHostPort(m.Host.IP.String(), "
 // cluster, or joins one when token is set.
 func StartMember(t T, binDir string, h *netns.Host, token string, extra ...string) *Member {
 	t.Helper()
-	args := append([]string{"--listen", net.JoinHostPort(h.IP.String(), "8443"), "--http-addr", ""}, extra...)
+	args := append([]string{"--listen", net.JoinHostPort(h.IP.String(), "8443")}, extra...)
 	if token != "" {
 		args = append(args, "--join", token)
 	}

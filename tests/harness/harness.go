@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -109,7 +110,6 @@ type Daemon struct {
 	StateDir string
 	Bridge   string
 	Socket   string
-	RESTAddr string
 	cmd      *exec.Cmd
 	done     chan struct{}
 	logMu    sync.Mutex
@@ -150,7 +150,7 @@ func (d *Daemon) Start() {
 	d.t.Helper()
 	args := append([]string{
 		"--state-dir", d.StateDir, "--name", d.Opts.Name, "--bridge", d.Bridge,
-		"--pool-size", "3GiB", "--http-addr", "127.0.0.1:0", "--log-level", "info",
+		"--pool-size", "3GiB", "--log-level", "info",
 		"--image-cache", ImageCache()}, d.Opts.Args...)
 	var cmd *exec.Cmd
 	if d.Opts.Command != nil {
@@ -170,7 +170,7 @@ func (d *Daemon) Start() {
 	d.cmd = cmd
 	d.done = make(chan struct{})
 	ready := make(chan string, 1)
-	readyRe := regexp.MustCompile(`shoald ready.* rest=(\S+)`)
+	readyRe := regexp.MustCompile(`shoald ready.* rest-socket=(\S+)`)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -188,8 +188,7 @@ func (d *Daemon) Start() {
 	}()
 	go func() { cmd.Wait(); pw.Close(); close(d.done) }()
 	select {
-	case addr := <-ready:
-		d.RESTAddr = addr
+	case <-ready:
 	case <-d.done:
 		d.t.Fatalf("shoald exited during start:\n%s", d.Log())
 	case <-time.After(2 * time.Minute):
@@ -325,19 +324,37 @@ func (d *Daemon) MustShoal(args ...string) string {
 	return out
 }
 
-// REST calls the REST API and decodes a JSON answer into v (when not nil).
+// RESTSocket is the daemon's REST unix socket.
+func (d *Daemon) RESTSocket() string { return filepath.Join(d.StateDir, "rest.socket") }
+
+// REST calls the REST API through its unix socket and decodes a JSON
+// answer into v (when not nil).
 func (d *Daemon) REST(method, path string, body any, v any) int {
+	d.t.Helper()
+	return d.RESTWith(UnixHTTP(d.RESTSocket()), "http://shoal", method, path, body, v)
+}
+
+// UnixHTTP is an HTTP client that dials a unix socket.
+func UnixHTTP(socket string) *http.Client {
+	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+}
+
+// RESTWith calls the REST API at base with client hc and decodes a JSON
+// answer into v (when not nil).
+func (d *Daemon) RESTWith(hc *http.Client, base, method, path string, body any, v any) int {
 	d.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, "http://"+d.RESTAddr+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		d.t.Fatalf("%v", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		d.t.Fatalf("%s %s: %v", method, path, err)
 	}

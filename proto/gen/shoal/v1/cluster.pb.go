@@ -27,9 +27,13 @@ type CreateJoinTokenRequest struct {
 	// "node" (default) or "client".
 	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
 	// Validity; 0 means one hour.
-	TtlSeconds    int32 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TtlSeconds int32 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// For a client token: make it a restricted client limited by grant.
+	Grant *Grant `protobuf:"bytes,4,opt,name=grant,proto3" json:"grant,omitempty"`
+	// Lifetime of the certificate the token buys; 0: a year.
+	CertValiditySeconds int64 `protobuf:"varint,5,opt,name=cert_validity_seconds,json=certValiditySeconds,proto3" json:"cert_validity_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *CreateJoinTokenRequest) Reset() {
@@ -79,6 +83,20 @@ func (x *CreateJoinTokenRequest) GetRole() string {
 func (x *CreateJoinTokenRequest) GetTtlSeconds() int32 {
 	if x != nil {
 		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateJoinTokenRequest) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *CreateJoinTokenRequest) GetCertValiditySeconds() int64 {
+	if x != nil {
+		return x.CertValiditySeconds
 	}
 	return 0
 }
@@ -1158,16 +1176,523 @@ func (x *GetClusterConfigResponse) GetConfig() map[string]string {
 	return nil
 }
 
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{21}
+}
+
+// PendingToken is a join token not yet redeemed (its secret is not kept).
+type PendingToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	ExpiresUnix   int64                  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	Grant         *Grant                 `protobuf:"bytes,4,opt,name=grant,proto3" json:"grant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingToken) Reset() {
+	*x = PendingToken{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingToken) ProtoMessage() {}
+
+func (x *PendingToken) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingToken.ProtoReflect.Descriptor instead.
+func (*PendingToken) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PendingToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PendingToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *PendingToken) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *PendingToken) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*PendingToken        `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListTokensResponse) GetTokens() []*PendingToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RevokeTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{25}
+}
+
+type ListTrustRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTrustRequest) Reset() {
+	*x = ListTrustRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTrustRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTrustRequest) ProtoMessage() {}
+
+func (x *ListTrustRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTrustRequest.ProtoReflect.Descriptor instead.
+func (*ListTrustRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{26}
+}
+
+type ListTrustResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*TrustEntry          `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTrustResponse) Reset() {
+	*x = ListTrustResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTrustResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTrustResponse) ProtoMessage() {}
+
+func (x *ListTrustResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTrustResponse.ProtoReflect.Descriptor instead.
+func (*ListTrustResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListTrustResponse) GetEntries() []*TrustEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type RevokeTrustRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A certificate's name (all its certificates) or fingerprint ("sha256:"
+	// and at least 12 hex digits).
+	NameOrFingerprint string `protobuf:"bytes,1,opt,name=name_or_fingerprint,json=nameOrFingerprint,proto3" json:"name_or_fingerprint,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RevokeTrustRequest) Reset() {
+	*x = RevokeTrustRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTrustRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTrustRequest) ProtoMessage() {}
+
+func (x *RevokeTrustRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTrustRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTrustRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RevokeTrustRequest) GetNameOrFingerprint() string {
+	if x != nil {
+		return x.NameOrFingerprint
+	}
+	return ""
+}
+
+type RevokeTrustResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       []*TrustEntry          `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTrustResponse) Reset() {
+	*x = RevokeTrustResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTrustResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTrustResponse) ProtoMessage() {}
+
+func (x *RevokeTrustResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTrustResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTrustResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RevokeTrustResponse) GetRevoked() []*TrustEntry {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+type RenewCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A CSR for the caller's name (the key stays with the caller).
+	CsrPem        []byte `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateRequest) Reset() {
+	*x = RenewCertificateRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateRequest) ProtoMessage() {}
+
+func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RenewCertificateRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type RenewCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new certificate followed by the CA certificate (PEM).
+	CertPem       []byte `protobuf:"bytes,1,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaCertPem     []byte `protobuf:"bytes,2,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
+	ExpiresUnix   int64  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateResponse) Reset() {
+	*x = RenewCertificateResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateResponse) ProtoMessage() {}
+
+func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RenewCertificateResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *RenewCertificateResponse) GetCaCertPem() []byte {
+	if x != nil {
+		return x.CaCertPem
+	}
+	return nil
+}
+
+func (x *RenewCertificateResponse) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
 var File_shoal_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x16shoal/v1/cluster.proto\x12\bshoal.v1\"a\n" +
+	"\x16shoal/v1/cluster.proto\x12\bshoal.v1\x1a\x14shoal/v1/trust.proto\"\xbc\x01\n" +
 	"\x16CreateJoinTokenRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1f\n" +
 	"\vttl_seconds\x18\x03 \x01(\x05R\n" +
-	"ttlSeconds\"R\n" +
+	"ttlSeconds\x12%\n" +
+	"\x05grant\x18\x04 \x01(\v2\x0f.shoal.v1.GrantR\x05grant\x122\n" +
+	"\x15cert_validity_seconds\x18\x05 \x01(\x03R\x13certValiditySeconds\"R\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12!\n" +
 	"\fexpires_unix\x18\x02 \x01(\x03R\vexpiresUnix\"\xee\x02\n" +
@@ -1250,7 +1775,31 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\x06config\x18\x01 \x03(\v2..shoal.v1.GetClusterConfigResponse.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xa0\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
+	"\x11ListTokensRequest\"\x80\x01\n" +
+	"\fPendingToken\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\x12%\n" +
+	"\x05grant\x18\x04 \x01(\v2\x0f.shoal.v1.GrantR\x05grant\"D\n" +
+	"\x12ListTokensResponse\x12.\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x16.shoal.v1.PendingTokenR\x06tokens\"(\n" +
+	"\x12RevokeTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13RevokeTokenResponse\"\x12\n" +
+	"\x10ListTrustRequest\"C\n" +
+	"\x11ListTrustResponse\x12.\n" +
+	"\aentries\x18\x01 \x03(\v2\x14.shoal.v1.TrustEntryR\aentries\"D\n" +
+	"\x12RevokeTrustRequest\x12.\n" +
+	"\x13name_or_fingerprint\x18\x01 \x01(\tR\x11nameOrFingerprint\"E\n" +
+	"\x13RevokeTrustResponse\x12.\n" +
+	"\arevoked\x18\x01 \x03(\v2\x14.shoal.v1.TrustEntryR\arevoked\"2\n" +
+	"\x17RenewCertificateRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"x\n" +
+	"\x18RenewCertificateResponse\x12\x19\n" +
+	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x1e\n" +
+	"\vca_cert_pem\x18\x02 \x01(\fR\tcaCertPem\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix2\xa2\t\n" +
 	"\x0eClusterService\x12V\n" +
 	"\x0fCreateJoinToken\x12 .shoal.v1.CreateJoinTokenRequest\x1a!.shoal.v1.CreateJoinTokenResponse\x125\n" +
 	"\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12J\n" +
@@ -1261,7 +1810,13 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\tReadIndex\x12\x1a.shoal.v1.ReadIndexRequest\x1a\x1b.shoal.v1.ReadIndexResponse\x12b\n" +
 	"\x13UpdateClusterConfig\x12$.shoal.v1.UpdateClusterConfigRequest\x1a%.shoal.v1.UpdateClusterConfigResponse\x12Y\n" +
 	"\x10GetClusterConfig\x12!.shoal.v1.GetClusterConfigRequest\x1a\".shoal.v1.GetClusterConfigResponse\x128\n" +
-	"\x05Apply\x12\x16.shoal.v1.ApplyRequest\x1a\x17.shoal.v1.ApplyResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"\x05Apply\x12\x16.shoal.v1.ApplyRequest\x1a\x17.shoal.v1.ApplyResponse\x12G\n" +
+	"\n" +
+	"ListTokens\x12\x1b.shoal.v1.ListTokensRequest\x1a\x1c.shoal.v1.ListTokensResponse\x12J\n" +
+	"\vRevokeToken\x12\x1c.shoal.v1.RevokeTokenRequest\x1a\x1d.shoal.v1.RevokeTokenResponse\x12D\n" +
+	"\tListTrust\x12\x1a.shoal.v1.ListTrustRequest\x1a\x1b.shoal.v1.ListTrustResponse\x12J\n" +
+	"\vRevokeTrust\x12\x1c.shoal.v1.RevokeTrustRequest\x1a\x1d.shoal.v1.RevokeTrustResponse\x12Y\n" +
+	"\x10RenewCertificate\x12!.shoal.v1.RenewCertificateRequest\x1a\".shoal.v1.RenewCertificateResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_cluster_proto_rawDescOnce sync.Once
@@ -1275,7 +1830,7 @@ func file_shoal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_cluster_proto_rawDescData
 }
 
-var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*CreateJoinTokenRequest)(nil),      // 0: shoal.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil),     // 1: shoal.v1.CreateJoinTokenResponse
@@ -1298,44 +1853,72 @@ var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*UpdateClusterConfigResponse)(nil), // 18: shoal.v1.UpdateClusterConfigResponse
 	(*GetClusterConfigRequest)(nil),     // 19: shoal.v1.GetClusterConfigRequest
 	(*GetClusterConfigResponse)(nil),    // 20: shoal.v1.GetClusterConfigResponse
-	nil,                                 // 21: shoal.v1.JoinRequest.LabelsEntry
-	nil,                                 // 22: shoal.v1.Member.LabelsEntry
-	nil,                                 // 23: shoal.v1.UpdateClusterConfigRequest.SetEntry
-	nil,                                 // 24: shoal.v1.UpdateClusterConfigResponse.ConfigEntry
-	nil,                                 // 25: shoal.v1.GetClusterConfigResponse.ConfigEntry
+	(*ListTokensRequest)(nil),           // 21: shoal.v1.ListTokensRequest
+	(*PendingToken)(nil),                // 22: shoal.v1.PendingToken
+	(*ListTokensResponse)(nil),          // 23: shoal.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),          // 24: shoal.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),         // 25: shoal.v1.RevokeTokenResponse
+	(*ListTrustRequest)(nil),            // 26: shoal.v1.ListTrustRequest
+	(*ListTrustResponse)(nil),           // 27: shoal.v1.ListTrustResponse
+	(*RevokeTrustRequest)(nil),          // 28: shoal.v1.RevokeTrustRequest
+	(*RevokeTrustResponse)(nil),         // 29: shoal.v1.RevokeTrustResponse
+	(*RenewCertificateRequest)(nil),     // 30: shoal.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),    // 31: shoal.v1.RenewCertificateResponse
+	nil,                                 // 32: shoal.v1.JoinRequest.LabelsEntry
+	nil,                                 // 33: shoal.v1.Member.LabelsEntry
+	nil,                                 // 34: shoal.v1.UpdateClusterConfigRequest.SetEntry
+	nil,                                 // 35: shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	nil,                                 // 36: shoal.v1.GetClusterConfigResponse.ConfigEntry
+	(*Grant)(nil),                       // 37: shoal.v1.Grant
+	(*TrustEntry)(nil),                  // 38: shoal.v1.TrustEntry
 }
 var file_shoal_v1_cluster_proto_depIdxs = []int32{
-	21, // 0: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
-	22, // 1: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
-	5,  // 2: shoal.v1.ListMembersResponse.members:type_name -> shoal.v1.Member
-	23, // 3: shoal.v1.UpdateClusterConfigRequest.set:type_name -> shoal.v1.UpdateClusterConfigRequest.SetEntry
-	24, // 4: shoal.v1.UpdateClusterConfigResponse.config:type_name -> shoal.v1.UpdateClusterConfigResponse.ConfigEntry
-	25, // 5: shoal.v1.GetClusterConfigResponse.config:type_name -> shoal.v1.GetClusterConfigResponse.ConfigEntry
-	0,  // 6: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
-	2,  // 7: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
-	4,  // 8: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
-	7,  // 9: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
-	11, // 10: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
-	13, // 11: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
-	15, // 12: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
-	17, // 13: shoal.v1.ClusterService.UpdateClusterConfig:input_type -> shoal.v1.UpdateClusterConfigRequest
-	19, // 14: shoal.v1.ClusterService.GetClusterConfig:input_type -> shoal.v1.GetClusterConfigRequest
-	9,  // 15: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
-	1,  // 16: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
-	3,  // 17: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
-	6,  // 18: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
-	8,  // 19: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
-	12, // 20: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
-	14, // 21: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
-	16, // 22: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
-	18, // 23: shoal.v1.ClusterService.UpdateClusterConfig:output_type -> shoal.v1.UpdateClusterConfigResponse
-	20, // 24: shoal.v1.ClusterService.GetClusterConfig:output_type -> shoal.v1.GetClusterConfigResponse
-	10, // 25: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
-	16, // [16:26] is the sub-list for method output_type
-	6,  // [6:16] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	37, // 0: shoal.v1.CreateJoinTokenRequest.grant:type_name -> shoal.v1.Grant
+	32, // 1: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
+	33, // 2: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
+	5,  // 3: shoal.v1.ListMembersResponse.members:type_name -> shoal.v1.Member
+	34, // 4: shoal.v1.UpdateClusterConfigRequest.set:type_name -> shoal.v1.UpdateClusterConfigRequest.SetEntry
+	35, // 5: shoal.v1.UpdateClusterConfigResponse.config:type_name -> shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	36, // 6: shoal.v1.GetClusterConfigResponse.config:type_name -> shoal.v1.GetClusterConfigResponse.ConfigEntry
+	37, // 7: shoal.v1.PendingToken.grant:type_name -> shoal.v1.Grant
+	22, // 8: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.PendingToken
+	38, // 9: shoal.v1.ListTrustResponse.entries:type_name -> shoal.v1.TrustEntry
+	38, // 10: shoal.v1.RevokeTrustResponse.revoked:type_name -> shoal.v1.TrustEntry
+	0,  // 11: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
+	2,  // 12: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
+	4,  // 13: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
+	7,  // 14: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
+	11, // 15: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
+	13, // 16: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
+	15, // 17: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
+	17, // 18: shoal.v1.ClusterService.UpdateClusterConfig:input_type -> shoal.v1.UpdateClusterConfigRequest
+	19, // 19: shoal.v1.ClusterService.GetClusterConfig:input_type -> shoal.v1.GetClusterConfigRequest
+	9,  // 20: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
+	21, // 21: shoal.v1.ClusterService.ListTokens:input_type -> shoal.v1.ListTokensRequest
+	24, // 22: shoal.v1.ClusterService.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
+	26, // 23: shoal.v1.ClusterService.ListTrust:input_type -> shoal.v1.ListTrustRequest
+	28, // 24: shoal.v1.ClusterService.RevokeTrust:input_type -> shoal.v1.RevokeTrustRequest
+	30, // 25: shoal.v1.ClusterService.RenewCertificate:input_type -> shoal.v1.RenewCertificateRequest
+	1,  // 26: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
+	3,  // 27: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
+	6,  // 28: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
+	8,  // 29: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
+	12, // 30: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
+	14, // 31: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
+	16, // 32: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
+	18, // 33: shoal.v1.ClusterService.UpdateClusterConfig:output_type -> shoal.v1.UpdateClusterConfigResponse
+	20, // 34: shoal.v1.ClusterService.GetClusterConfig:output_type -> shoal.v1.GetClusterConfigResponse
+	10, // 35: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
+	23, // 36: shoal.v1.ClusterService.ListTokens:output_type -> shoal.v1.ListTokensResponse
+	25, // 37: shoal.v1.ClusterService.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
+	27, // 38: shoal.v1.ClusterService.ListTrust:output_type -> shoal.v1.ListTrustResponse
+	29, // 39: shoal.v1.ClusterService.RevokeTrust:output_type -> shoal.v1.RevokeTrustResponse
+	31, // 40: shoal.v1.ClusterService.RenewCertificate:output_type -> shoal.v1.RenewCertificateResponse
+	26, // [26:41] is the sub-list for method output_type
+	11, // [11:26] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_cluster_proto_init() }
@@ -1343,13 +1926,14 @@ func file_shoal_v1_cluster_proto_init() {
 	if File_shoal_v1_cluster_proto != nil {
 		return
 	}
+	file_shoal_v1_trust_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_cluster_proto_rawDesc), len(file_shoal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

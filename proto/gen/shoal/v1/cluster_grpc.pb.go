@@ -29,6 +29,11 @@ const (
 	ClusterService_UpdateClusterConfig_FullMethodName = "/shoal.v1.ClusterService/UpdateClusterConfig"
 	ClusterService_GetClusterConfig_FullMethodName    = "/shoal.v1.ClusterService/GetClusterConfig"
 	ClusterService_Apply_FullMethodName               = "/shoal.v1.ClusterService/Apply"
+	ClusterService_ListTokens_FullMethodName          = "/shoal.v1.ClusterService/ListTokens"
+	ClusterService_RevokeToken_FullMethodName         = "/shoal.v1.ClusterService/RevokeToken"
+	ClusterService_ListTrust_FullMethodName           = "/shoal.v1.ClusterService/ListTrust"
+	ClusterService_RevokeTrust_FullMethodName         = "/shoal.v1.ClusterService/RevokeTrust"
+	ClusterService_RenewCertificate_FullMethodName    = "/shoal.v1.ClusterService/RenewCertificate"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -65,6 +70,18 @@ type ClusterServiceClient interface {
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// ListTokens lists the pending (not yet redeemed) join tokens.
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	// RevokeToken drops a pending join token.
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// ListTrust lists the certificates the cluster issued (the trust store).
+	ListTrust(ctx context.Context, in *ListTrustRequest, opts ...grpc.CallOption) (*ListTrustResponse, error)
+	// RevokeTrust revokes certificates by name or fingerprint: every member
+	// refuses them within a second, open streams included.
+	RevokeTrust(ctx context.Context, in *RevokeTrustRequest, opts ...grpc.CallOption) (*RevokeTrustResponse, error)
+	// RenewCertificate signs a new certificate for the caller's own (still
+	// valid) one: same name, role and grant; the old one is revoked.
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -175,6 +192,56 @@ func (c *clusterServiceClient) Apply(ctx context.Context, in *ApplyRequest, opts
 	return out, nil
 }
 
+func (c *clusterServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) ListTrust(ctx context.Context, in *ListTrustRequest, opts ...grpc.CallOption) (*ListTrustResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTrustResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ListTrust_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RevokeTrust(ctx context.Context, in *RevokeTrustRequest, opts ...grpc.CallOption) (*RevokeTrustResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTrustResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RevokeTrust_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewCertificateResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -209,6 +276,18 @@ type ClusterServiceServer interface {
 	// Apply applies a replicated command on the leader (members forward
 	// writes with it; node certificates only).
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
+	// ListTokens lists the pending (not yet redeemed) join tokens.
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	// RevokeToken drops a pending join token.
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// ListTrust lists the certificates the cluster issued (the trust store).
+	ListTrust(context.Context, *ListTrustRequest) (*ListTrustResponse, error)
+	// RevokeTrust revokes certificates by name or fingerprint: every member
+	// refuses them within a second, open streams included.
+	RevokeTrust(context.Context, *RevokeTrustRequest) (*RevokeTrustResponse, error)
+	// RenewCertificate signs a new certificate for the caller's own (still
+	// valid) one: same name, role and grant; the old one is revoked.
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -248,6 +327,21 @@ func (UnimplementedClusterServiceServer) GetClusterConfig(context.Context, *GetC
 }
 func (UnimplementedClusterServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedClusterServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedClusterServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedClusterServiceServer) ListTrust(context.Context, *ListTrustRequest) (*ListTrustResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTrust not implemented")
+}
+func (UnimplementedClusterServiceServer) RevokeTrust(context.Context, *RevokeTrustRequest) (*RevokeTrustResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeTrust not implemented")
+}
+func (UnimplementedClusterServiceServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -450,6 +544,96 @@ func _ClusterService_Apply_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_ListTrust_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTrustRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ListTrust(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ListTrust_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ListTrust(ctx, req.(*ListTrustRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RevokeTrust_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTrustRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RevokeTrust(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RevokeTrust_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RevokeTrust(ctx, req.(*RevokeTrustRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -496,6 +680,26 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _ClusterService_Apply_Handler,
+		},
+		{
+			MethodName: "ListTokens",
+			Handler:    _ClusterService_ListTokens_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _ClusterService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "ListTrust",
+			Handler:    _ClusterService_ListTrust_Handler,
+		},
+		{
+			MethodName: "RevokeTrust",
+			Handler:    _ClusterService_RevokeTrust_Handler,
+		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _ClusterService_RenewCertificate_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -794,9 +794,13 @@ type TokenAddCommand struct {
 	SecretHash  string                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
 	ExpiresUnix int64                  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
 	// "node" or "client".
-	Role          string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Role string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	// For a client: what its certificate may do (none: everything).
+	Grant *Grant `protobuf:"bytes,5,opt,name=grant,proto3" json:"grant,omitempty"`
+	// Lifetime of the certificate the token buys; 0: the default (a year).
+	CertValiditySeconds int64 `protobuf:"varint,6,opt,name=cert_validity_seconds,json=certValiditySeconds,proto3" json:"cert_validity_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TokenAddCommand) Reset() {
@@ -855,6 +859,20 @@ func (x *TokenAddCommand) GetRole() string {
 		return x.Role
 	}
 	return ""
+}
+
+func (x *TokenAddCommand) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *TokenAddCommand) GetCertValiditySeconds() int64 {
+	if x != nil {
+		return x.CertValiditySeconds
+	}
+	return 0
 }
 
 // TokenRedeemCommand consumes a pending token; the proposer stamps now.
@@ -1149,6 +1167,168 @@ func (x *ClusterConfigCommand) GetSet() map[string]string {
 	return nil
 }
 
+// TokenRevokeCommand drops a pending join token.
+type TokenRevokeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRevokeCommand) Reset() {
+	*x = TokenRevokeCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRevokeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRevokeCommand) ProtoMessage() {}
+
+func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
+func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TokenRevokeCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// TrustAddCommand records a certificate the cluster issued; with
+// supersedes set (a renewal) that older certificate is revoked in the same
+// entry.
+type TrustAddCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entry         *TrustEntry            `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Supersedes    string                 `protobuf:"bytes,2,opt,name=supersedes,proto3" json:"supersedes,omitempty"`
+	NowUnix       int64                  `protobuf:"varint,3,opt,name=now_unix,json=nowUnix,proto3" json:"now_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustAddCommand) Reset() {
+	*x = TrustAddCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustAddCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustAddCommand) ProtoMessage() {}
+
+func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
+func (*TrustAddCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TrustAddCommand) GetEntry() *TrustEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *TrustAddCommand) GetSupersedes() string {
+	if x != nil {
+		return x.Supersedes
+	}
+	return ""
+}
+
+func (x *TrustAddCommand) GetNowUnix() int64 {
+	if x != nil {
+		return x.NowUnix
+	}
+	return 0
+}
+
+// TrustRevokeCommand revokes certificates by fingerprint; the proposer
+// stamps now.
+type TrustRevokeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fingerprints  []string               `protobuf:"bytes,1,rep,name=fingerprints,proto3" json:"fingerprints,omitempty"`
+	NowUnix       int64                  `protobuf:"varint,2,opt,name=now_unix,json=nowUnix,proto3" json:"now_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustRevokeCommand) Reset() {
+	*x = TrustRevokeCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustRevokeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustRevokeCommand) ProtoMessage() {}
+
+func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
+func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TrustRevokeCommand) GetFingerprints() []string {
+	if x != nil {
+		return x.Fingerprints
+	}
+	return nil
+}
+
+func (x *TrustRevokeCommand) GetNowUnix() int64 {
+	if x != nil {
+		return x.NowUnix
+	}
+	return 0
+}
+
 // FSMSnapshot is the whole desired state, as persisted in a Raft snapshot.
 type FSMSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1162,13 +1342,14 @@ type FSMSnapshot struct {
 	Identity      *ClusterIdentity       `protobuf:"bytes,8,opt,name=identity,proto3" json:"identity,omitempty"`
 	Tokens        []*TokenAddCommand     `protobuf:"bytes,9,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	ClusterConfig map[string]string      `protobuf:"bytes,10,rep,name=cluster_config,json=clusterConfig,proto3" json:"cluster_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Trust         []*TrustEntry          `protobuf:"bytes,11,rep,name=trust,proto3" json:"trust,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1361,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1374,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1266,11 +1447,18 @@ func (x *FSMSnapshot) GetClusterConfig() map[string]string {
 	return nil
 }
 
+func (x *FSMSnapshot) GetTrust() []*TrustEntry {
+	if x != nil {
+		return x.Trust
+	}
+	return nil
+}
+
 var File_shoal_v1_state_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x14shoal/v1/state.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"K\n" +
+	"\x14shoal/v1/state.proto\x12\bshoal.v1\x1a\x14shoal/v1/trust.proto\x1a\x14shoal/v1/types.proto\"K\n" +
 	"\x16ContainerCreateCommand\x121\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\"\xad\x01\n" +
 	"\x16ContainerUpdateCommand\x12\x12\n" +
@@ -1316,13 +1504,15 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"ca_key_pem\x18\x03 \x01(\fR\bcaKeyPem\x12\x1d\n" +
 	"\n" +
-	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"}\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"\xd8\x01\n" +
 	"\x0fTokenAddCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\tR\n" +
 	"secretHash\x12!\n" +
 	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\x12\x12\n" +
-	"\x04role\x18\x04 \x01(\tR\x04role\"d\n" +
+	"\x04role\x18\x04 \x01(\tR\x04role\x12%\n" +
+	"\x05grant\x18\x05 \x01(\v2\x0f.shoal.v1.GrantR\x05grant\x122\n" +
+	"\x15cert_validity_seconds\x18\x06 \x01(\x03R\x13certValiditySeconds\"d\n" +
 	"\x12TokenRedeemCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vsecret_hash\x18\x02 \x01(\tR\n" +
@@ -1346,7 +1536,18 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x03set\x18\x01 \x03(\v2'.shoal.v1.ClusterConfigCommand.SetEntryR\x03set\x1a6\n" +
 	"\bSetEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfe\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"(\n" +
+	"\x12TokenRevokeCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"x\n" +
+	"\x0fTrustAddCommand\x12*\n" +
+	"\x05entry\x18\x01 \x01(\v2\x14.shoal.v1.TrustEntryR\x05entry\x12\x1e\n" +
+	"\n" +
+	"supersedes\x18\x02 \x01(\tR\n" +
+	"supersedes\x12\x19\n" +
+	"\bnow_unix\x18\x03 \x01(\x03R\anowUnix\"S\n" +
+	"\x12TrustRevokeCommand\x12\"\n" +
+	"\ffingerprints\x18\x01 \x03(\tR\ffingerprints\x12\x19\n" +
+	"\bnow_unix\x18\x02 \x01(\x03R\anowUnix\"\xaa\x05\n" +
 	"\vFSMSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\n" +
@@ -1360,7 +1561,8 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\bidentity\x18\b \x01(\v2\x19.shoal.v1.ClusterIdentityR\bidentity\x121\n" +
 	"\x06tokens\x18\t \x03(\v2\x19.shoal.v1.TokenAddCommandR\x06tokens\x12O\n" +
 	"\x0ecluster_config\x18\n" +
-	" \x03(\v2(.shoal.v1.FSMSnapshot.ClusterConfigEntryR\rclusterConfig\x1a:\n" +
+	" \x03(\v2(.shoal.v1.FSMSnapshot.ClusterConfigEntryR\rclusterConfig\x12*\n" +
+	"\x05trust\x18\v \x03(\v2\x14.shoal.v1.TrustEntryR\x05trust\x1a:\n" +
 	"\fAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +
@@ -1380,7 +1582,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -1403,44 +1605,52 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*ClusterIdentity)(nil),              // 18: shoal.v1.ClusterIdentity
 	(*ContainerMoveCommand)(nil),         // 19: shoal.v1.ContainerMoveCommand
 	(*ClusterConfigCommand)(nil),         // 20: shoal.v1.ClusterConfigCommand
-	(*FSMSnapshot)(nil),                  // 21: shoal.v1.FSMSnapshot
-	nil,                                  // 22: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 23: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 24: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 25: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 26: shoal.v1.Container
-	(DesiredState)(0),                    // 27: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 28: shoal.v1.Snapshot
-	(*Image)(nil),                        // 29: shoal.v1.Image
-	(*StoragePool)(nil),                  // 30: shoal.v1.StoragePool
-	(*Network)(nil),                      // 31: shoal.v1.Network
-	(*Node)(nil),                         // 32: shoal.v1.Node
+	(*TokenRevokeCommand)(nil),           // 21: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 22: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 23: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 24: shoal.v1.FSMSnapshot
+	nil,                                  // 25: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 26: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 27: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 28: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 29: shoal.v1.Container
+	(DesiredState)(0),                    // 30: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 31: shoal.v1.Snapshot
+	(*Image)(nil),                        // 32: shoal.v1.Image
+	(*StoragePool)(nil),                  // 33: shoal.v1.StoragePool
+	(*Network)(nil),                      // 34: shoal.v1.Network
+	(*Node)(nil),                         // 35: shoal.v1.Node
+	(*Grant)(nil),                        // 36: shoal.v1.Grant
+	(*TrustEntry)(nil),                   // 37: shoal.v1.TrustEntry
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	26, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	22, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	27, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	28, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	29, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	30, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	31, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	32, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	27, // 8: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	23, // 9: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	26, // 10: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	29, // 11: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	24, // 12: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	30, // 13: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	31, // 14: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	32, // 15: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	18, // 16: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	15, // 17: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	25, // 18: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	29, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	25, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	30, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	31, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	32, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	33, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	34, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	35, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	36, // 8: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	30, // 9: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	26, // 10: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	37, // 11: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	29, // 12: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	32, // 13: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	27, // 14: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	33, // 15: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	34, // 16: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	35, // 17: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	18, // 18: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	15, // 19: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	28, // 20: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	37, // 21: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -1448,6 +1658,7 @@ func file_shoal_v1_state_proto_init() {
 	if File_shoal_v1_state_proto != nil {
 		return
 	}
+	file_shoal_v1_trust_proto_init()
 	file_shoal_v1_types_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1455,7 +1666,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
