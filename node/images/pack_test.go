@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/internal/inroot"
 )
 
 // testMetadata is the metadata of hand-made test images.
@@ -326,4 +328,15 @@ func TestUnpackImpliedParentsAndInRootLinks(t *testing.T) {
 			t.Errorf("%s = %q, %v; want %q", p, b, err, want)
 		}
 	}
+}
+
+// TestUnpackWithoutOpenat2 runs the confinement tests with the
+// per-component walk that kernels without openat2 get.
+func TestUnpackWithoutOpenat2(t *testing.T) {
+	prev := inroot.ForceWalk(true)
+	defer inroot.ForceWalk(prev)
+	t.Run("RefusesEscapes", TestUnpackRefusesEscapes)
+	t.Run("ReplacesSymlink", TestUnpackReplacesSymlinkInsteadOfWritingThrough)
+	t.Run("ImpliedParentsAndInRootLinks", TestUnpackImpliedParentsAndInRootLinks)
+	t.Run("RoundTrip", TestPackUnpackRoundTrip)
 }

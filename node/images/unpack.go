@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/internal/inroot"
 )
 
 // Unpack reads a unified image tarball (plain, gzip, xz, zstd or bzip2) from r and
@@ -351,29 +353,20 @@ func (u *unpacker) dropParent() {
 
 // openBeneath opens directory rel under dst. Symlinks are followed only while
 // they stay beneath dst; one leading outside (absolute or through "..")
-// fails with ErrInvalid.
+// fails with ErrInvalid. Resolution is the kernel's, in the same call as
+// the open (openat2 RESOLVE_BENEATH), or internal/inroot's per-component
+// walk where openat2 is missing.
 func (u *unpacker) openBeneath(rel string) (int, error) {
-	if rel == "" {
-		rel = "."
+	fd, err := inroot.Open(u.root, rel, unix.O_RDONLY|unix.O_DIRECTORY, inroot.Beneath)
+	switch {
+	case errors.Is(err, inroot.ErrEscape):
+		return -1, fmt.Errorf("%w: %s resolves outside the root filesystem", ErrInvalid, rel)
+	case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+		return -1, fmt.Errorf("%w: %s is not a directory", ErrInvalid, rel)
+	case err != nil:
+		return -1, err
 	}
-	how := unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	for {
-		fd, err := unix.Openat2(u.root, rel, &how)
-		switch {
-		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EXDEV):
-			return -1, fmt.Errorf("%w: %s resolves outside the root filesystem", ErrInvalid, rel)
-		case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
-			return -1, fmt.Errorf("%w: %s is not a directory", ErrInvalid, rel)
-		case err != nil:
-			return -1, err
-		}
-		return fd, nil
-	}
+	return fd, nil
 }
 
 // mkdirAll creates the missing directories of rel (mode 0755, root-owned, as

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"strconv"
@@ -15,19 +14,28 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/shoal-dev/shoal/internal/inroot"
 	"github.com/shoal-dev/shoal/node/idmap"
 )
 
-// maxSymlinks bounds symlink hops while resolving a container path.
+// maxSymlinks bounds the symlinks a push follows at its last component
+// (the kernel's own limit applies to the rest of the path).
 const maxSymlinks = 40
 
 // PushFile writes the content of src to path inside the container's rootfs
 // (running or not), atomically (temporary file then rename), with mode
 // (os.ModeSetuid etc. or raw 0o4755-style bits) and
 // the container ids uid:gid (shifted through the idmap when unprivileged).
-// The parent directory must exist. Paths that leave the rootfs, by ".." or
-// by a relative symlink climbing above it, return ErrPathEscape; absolute
-// symlinks resolve inside the rootfs, as they would in the container.
+// The parent directory must exist.
+//
+// The path is resolved as a process in the container resolves it, by the
+// kernel and in one step with the open (openat2 RESOLVE_IN_ROOT on the
+// rootfs): symlinks, absolute or relative, and ".." stay inside the rootfs
+// ("/.." is "/"), so a container process swapping a component for a
+// symlink meanwhile cannot send the write anywhere else. A symlink at the
+// last component is followed, as a write through it would be. A path that
+// as written climbs above "/" ("../x", "/a/../../x") is refused with
+// ErrPathEscape.
 func (r *Runtime) PushFile(ctx context.Context, name, p string, src io.Reader, mode os.FileMode, uid, gid int) error {
 	rootfs, m, err := r.rootfsOf(name)
 	if err != nil {
@@ -43,20 +51,15 @@ func (r *Runtime) PushFile(ctx context.Context, name, p string, src io.Reader, m
 		}
 		huid, hgid = m.ToHost(huid, hgid)
 	}
-	rel, err := resolveInRoot(rootfs, p, true)
-	if err != nil {
+	if err := checkPath(p); err != nil {
 		return fmt.Errorf("runtime: push %s:%s: %w", name, p, err)
-	}
-	dir, base := path.Split(rel)
-	if base == "" || base == "." {
-		return fmt.Errorf("%w: push %s:%s: not a file path", ErrInvalid, name, p)
 	}
 	rootFd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("runtime: push %s:%s: open rootfs: %w", name, p, err)
 	}
 	defer unix.Close(rootFd)
-	dirFd, err := openInRoot(rootFd, dir, unix.O_RDONLY|unix.O_DIRECTORY)
+	dirFd, base, err := openParent(rootFd, p)
 	if err != nil {
 		return fmt.Errorf("runtime: push %s:%s: %w", name, p, err)
 	}
@@ -91,22 +94,69 @@ func (r *Runtime) PushFile(ctx context.Context, name, p string, src io.Reader, m
 		return fmt.Errorf("runtime: push %s:%s: close: %w", name, p, err)
 	}
 	if err := unix.Renameat(dirFd, tmp, dirFd, base); err != nil {
+		if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%w: push %s:%s: a directory is in the way", ErrInvalid, name, p)
+		}
 		return fmt.Errorf("runtime: push %s:%s: rename: %w", name, p, err)
 	}
 	ok = true
 	return nil
 }
 
+// openParent opens, inside the rootfs, the directory that a write to
+// container path p lands in, and returns it with the name to write there.
+// A symlink at the last component is followed (in the rootfs) first.
+func openParent(rootFd int, p string) (int, string, error) {
+	for hops := 0; hops <= maxSymlinks; hops++ {
+		dir, base := path.Split(p)
+		if base == "" || base == "." || base == ".." {
+			return -1, "", fmt.Errorf("%w: not a file path", ErrInvalid)
+		}
+		dirFd, err := openInRoot(rootFd, dir, unix.O_RDONLY|unix.O_DIRECTORY)
+		if err != nil {
+			return -1, "", err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirFd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return dirFd, base, nil // missing (a new file) or not a symlink
+		}
+		target, err := readlinkAt(dirFd, base)
+		unix.Close(dirFd)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			continue // no longer a symlink: look again
+		}
+		if err != nil {
+			return -1, "", err
+		}
+		if !strings.HasPrefix(target, "/") {
+			target = dir + target
+		}
+		p = target
+	}
+	return -1, "", fmt.Errorf("%w: too many symlinks", ErrInvalid)
+}
+
+// readlinkAt reads the symlink name in the directory dirFd.
+func readlinkAt(dirFd int, name string) (string, error) {
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(dirFd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
 // PullFile opens the regular file at path inside the container's rootfs
 // (running or not). The FileInfo's Sys() is the host *syscall.Stat_t (host
-// ids). Confinement is as for PushFile; a missing file is ErrNotFound.
+// ids). The path is resolved as for PushFile (a final symlink is followed,
+// inside the rootfs); a missing file is ErrNotFound, anything but a regular
+// file ErrInvalid (a FIFO or device is never opened for reading).
 func (r *Runtime) PullFile(ctx context.Context, name, p string) (io.ReadCloser, os.FileInfo, error) {
 	rootfs, _, err := r.rootfsOf(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	rel, err := resolveInRoot(rootfs, p, false)
-	if err != nil {
+	if err := checkPath(p); err != nil {
 		return nil, nil, fmt.Errorf("runtime: pull %s:%s: %w", name, p, err)
 	}
 	rootFd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -114,8 +164,24 @@ func (r *Runtime) PullFile(ctx context.Context, name, p string) (io.ReadCloser, 
 		return nil, nil, fmt.Errorf("runtime: pull %s:%s: open rootfs: %w", name, p, err)
 	}
 	defer unix.Close(rootFd)
-	fd, err := openInRoot(rootFd, rel, unix.O_RDONLY)
+	// O_NONBLOCK: opening a FIFO the container put there must not wait
+	// for a writer (it is refused below); O_NOCTTY: a tty never becomes
+	// the daemon's.
+	fd, err := openInRoot(rootFd, p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
 	if err != nil {
+		return nil, nil, fmt.Errorf("runtime: pull %s:%s: %w", name, p, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, nil, fmt.Errorf("runtime: pull %s:%s: %w", name, p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, nil, fmt.Errorf("%w: pull %s:%s: not a regular file", ErrInvalid, name, p)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
 		return nil, nil, fmt.Errorf("runtime: pull %s:%s: %w", name, p, err)
 	}
 	f := os.NewFile(uintptr(fd), p)
@@ -123,10 +189,6 @@ func (r *Runtime) PullFile(ctx context.Context, name, p string) (io.ReadCloser, 
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("runtime: pull %s:%s: %w", name, p, err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%w: pull %s:%s: not a regular file", ErrInvalid, name, p)
 	}
 	return f, fi, nil
 }
@@ -166,94 +228,47 @@ func (r *Runtime) rootfsOf(name string) (string, idmap.Map, error) {
 	return rootfs, m, nil
 }
 
-// resolveInRoot resolves container path p against the host directory root
-// the way the container would see it, returning a clean path relative to
-// root. ".." above the root, directly or through a relative symlink, is
-// ErrPathEscape; absolute symlinks restart at root. With allowMissingLast
-// the final component may not exist (it is not resolved further then).
-func resolveInRoot(root, p string, allowMissingLast bool) (string, error) {
+// checkPath refuses a container path with a NUL, or one that as written
+// climbs above "/" ("../etc", "/a/../../etc"): the container would read
+// that as "/etc", but a caller who wrote it most likely meant something
+// else. Symlinks are not looked at here; the kernel confines them.
+func checkPath(p string) error {
 	if strings.ContainsRune(p, 0) {
-		return "", fmt.Errorf("%w: NUL in path", ErrInvalid)
+		return fmt.Errorf("%w: NUL in path", ErrInvalid)
 	}
-	todo := splitPath(p)
-	var done []string
-	hops := 0
-	for len(todo) > 0 {
-		comp := todo[0]
-		todo = todo[1:]
-		switch comp {
-		case ".":
-			continue
-		case "..":
-			if len(done) == 0 {
-				return "", fmt.Errorf("%w: %q", ErrPathEscape, p)
-			}
-			done = done[:len(done)-1]
-			continue
-		}
-		cur := append(done[:len(done):len(done)], comp)
-		hostPath := root + "/" + strings.Join(cur, "/")
-		fi, err := os.Lstat(hostPath)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				if len(todo) == 0 && allowMissingLast {
-					return strings.Join(cur, "/"), nil
-				}
-				return "", fmt.Errorf("%w: %q", ErrNotFound, p)
-			}
-			return "", err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			done = cur
-			continue
-		}
-		hops++
-		if hops > maxSymlinks {
-			return "", fmt.Errorf("%w: too many symlinks in %q", ErrInvalid, p)
-		}
-		target, err := os.Readlink(hostPath)
-		if err != nil {
-			return "", err
-		}
-		if strings.HasPrefix(target, "/") {
-			done = nil
-		}
-		todo = append(splitPath(target), todo...)
-	}
-	return strings.Join(done, "/"), nil
-}
-
-// splitPath splits p on '/' dropping empty components.
-func splitPath(p string) []string {
-	var out []string
+	depth := 0
 	for _, c := range strings.Split(p, "/") {
-		if c != "" {
-			out = append(out, c)
+		switch c {
+		case "", ".":
+		case "..":
+			if depth == 0 {
+				return fmt.Errorf("%w: %q climbs above /", ErrPathEscape, p)
+			}
+			depth--
+		default:
+			depth++
 		}
 	}
-	return out
+	return nil
 }
 
-// openInRoot opens rel beneath rootFd with the kernel confining resolution
-// to the root (a second line of defence against races with the walk).
-func openInRoot(rootFd int, rel string, flags int) (int, error) {
-	if rel == "" {
-		rel = "."
-	}
-	how := unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	fd, err := unix.Openat2(rootFd, rel, &how)
+// openInRoot opens container path p inside the rootfs rootFd, resolved by
+// the kernel as the container would resolve it (internal/inroot: openat2
+// RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS, or its per-component walk), and
+// turns the errors into the package's sentinels.
+func openInRoot(rootFd int, p string, flags int) (int, error) {
+	fd, err := inroot.Open(rootFd, p, flags, inroot.InRoot)
 	switch {
 	case err == nil:
 		return fd, nil
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
-		return -1, fmt.Errorf("%w: %s", ErrNotFound, rel)
-	case errors.Is(err, unix.EXDEV):
-		return -1, fmt.Errorf("%w: %s", ErrPathEscape, rel)
+		return -1, fmt.Errorf("%w: %s", ErrNotFound, p)
+	case errors.Is(err, unix.ELOOP):
+		return -1, fmt.Errorf("%w: %s: too many symlinks, or a symlink where none may be", ErrInvalid, p)
+	case errors.Is(err, inroot.ErrEscape):
+		return -1, fmt.Errorf("%w: %s", ErrPathEscape, p)
 	default:
-		return -1, fmt.Errorf("open %s: %w", rel, err)
+		return -1, err
 	}
 }
 

@@ -25,7 +25,8 @@ var (
 	ErrNotFound = errors.New("runtime: not found")
 	// ErrNotRunning: the operation needs a running container.
 	ErrNotRunning = errors.New("runtime: container not running")
-	// ErrPathEscape: a file path leaves the container's root filesystem.
+	// ErrPathEscape: a file path, as written, climbs above the container's
+	// "/" (symlinks never escape: they resolve inside the rootfs).
 	ErrPathEscape = errors.New("runtime: path escapes the container rootfs")
 	// ErrInvalid: a malformed spec, name or request.
 	ErrInvalid = errors.New("runtime: invalid argument")
