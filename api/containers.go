@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -141,6 +142,12 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 			return toStatus(err)
 		}
 		node, _, err := scheduler.Place(snap, req, s.currentStrategy())
+		var nofit *scheduler.NoFitError
+		if errors.As(err, &nofit) && nofit.AllHost() {
+			// No member can enforce a key the container sets: the
+			// request cannot succeed until its config changes.
+			return precondition(err.Error())
+		}
 		if err != nil {
 			return toStatus(err)
 		}
@@ -323,6 +330,11 @@ func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContain
 		}
 		cfg[k] = v
 	}
+	// The owner decides whether it can enforce what is set (this call is
+	// routed to it): refused keys change nothing.
+	if err := s.node.CheckEnforceable(ct.GetNode(), req.GetSet()); err != nil {
+		return nil, precondition(err.Error())
+	}
 	for _, k := range req.GetUnset() {
 		if config.CreationOnly(k) && cfg[k] != "" {
 			return nil, precondition(k + ": can only be set when the container is created")
@@ -478,6 +490,9 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 		if s.peers == nil {
 			return nil, precondition("this node is not in a cluster")
 		}
+	}
+	if err := s.node.CheckEnforceable(cmp.Or(target, s.node.Name()), cfg); err != nil {
+		return nil, precondition(err.Error())
 	}
 	op := s.ops.Start("container-copy", "containers/"+req.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
 		if target != "" {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,9 +20,17 @@ const (
 
 // PlacementRequest turns a container's config into the scheduler's request:
 // what it reserves (limits.cpu as whole CPUs or its allowance, limits.memory),
-// its spread group and label constraints. target pins a node ("" for any).
+// its spread group and label constraints, and the keys it sets (a node
+// whose host cannot enforce one is not chosen). target pins a node ("" for
+// any).
 func PlacementRequest(name string, cfg map[string]string, target string) (scheduler.Request, error) {
 	req := scheduler.Request{Name: name, Target: target, Group: cfg[KeyGroup]}
+	for k, v := range cfg {
+		if v != "" {
+			req.Keys = append(req.Keys, k)
+		}
+	}
+	slices.Sort(req.Keys)
 	lim, err := config.ParseLimits(cfg)
 	if err != nil {
 		return req, err
@@ -74,7 +83,7 @@ func (s *state) snapshotLocked() (*scheduler.Snapshot, error) {
 	for _, k := range sortedKeys(s.nodes) {
 		n := s.nodes[k]
 		nodes = append(nodes, scheduler.Node{Name: n.GetName(), Status: n.GetStatus(), CPUMillis: n.GetCpuMillis(),
-			MemoryBytes: n.GetMemoryBytes(), Labels: n.GetLabels()})
+			MemoryBytes: n.GetMemoryBytes(), Labels: n.GetLabels(), Unenforceable: n.GetUnenforceableKeys()})
 	}
 	cts := make([]scheduler.Container, 0, len(s.containers))
 	for _, k := range sortedKeys(s.containers) {

@@ -144,12 +144,14 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus *operations.B
 	return n, nil
 }
 
-// recordNode records this node's addresses, capacity and labels in the
-// cluster; an evacuated node stays evacuated.
+// recordNode records this node's addresses, capacity, labels and the config
+// keys its host cannot enforce in the cluster; an evacuated node stays
+// evacuated.
 func (n *Node) recordNode(ctx context.Context) error {
 	rec := &shoalv1.Node{
 		Name: n.cfg.Name, Address: n.cfg.Address, RaftAddress: n.cfg.RaftAddress, GossipAddress: n.cfg.GossipAddress,
 		CpuMillis: int64(goruntime.NumCPU()) * 1000, MemoryBytes: config.HostMemory(), Labels: n.cfg.Labels, Status: "online",
+		UnenforceableKeys: n.rt.Host().Unenforceable(),
 	}
 	if old, err := n.fsm.Node(n.cfg.Name); err == nil && old.GetStatus() == "evacuated" {
 		rec.Status = old.GetStatus()

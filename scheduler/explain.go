@@ -16,6 +16,7 @@ const (
 	FilterStatus     Filter = iota + 1 // not online, or no capacity reported
 	FilterTarget                       // not the --target node
 	FilterConstraint                   // a scheduler.constraint label is missing or differs
+	FilterHost                         // the host cannot enforce a config key the container sets
 	FilterGroup                        // already runs MaxPerNode members of the group
 	FilterCapacity                     // not enough free CPU or memory
 )
@@ -29,6 +30,8 @@ func (f Filter) String() string {
 		return "target"
 	case FilterConstraint:
 		return "constraint"
+	case FilterHost:
+		return "host"
 	case FilterGroup:
 		return "group"
 	case FilterCapacity:
@@ -133,6 +136,11 @@ func (s *Snapshot) reject(id int32, req *Request) (Rejection, bool) {
 			return no(FilterConstraint, "label %s=%s does not match %s=%s", k, got, k, want)
 		}
 	}
+	for _, k := range sortedKeys(req.Keys) {
+		if why, ok := nd.Unenforceable[k]; ok {
+			return no(FilterHost, "%s: %s", k, why)
+		}
+	}
 	if req.Group != "" && req.MaxPerNode > 0 {
 		if g := s.groups[req.Group]; g != nil {
 			if n := int(g.count(id)); n >= req.MaxPerNode {
@@ -151,6 +159,26 @@ func (s *Snapshot) reject(id int32, req *Request) (Rejection, bool) {
 		return no(FilterCapacity, "needs %s", strings.Join(short, ", and "))
 	}
 	return Rejection{}, false
+}
+
+// sortedKeys returns keys sorted, without changing the caller's slice.
+func sortedKeys(keys []string) []string {
+	if slices.IsSorted(keys) {
+		return keys
+	}
+	return slices.Sorted(slices.Values(keys))
+}
+
+// AllHost reports whether every node was rejected because its host cannot
+// enforce a config key the container sets (and at least one node was):
+// the request cannot fit anywhere until the config changes.
+func (e *NoFitError) AllHost() bool {
+	for _, r := range e.Rejections {
+		if r.Filter != FilterHost {
+			return false
+		}
+	}
+	return len(e.Rejections) > 0
 }
 
 // formatCPU prints millicores as CPUs: 2000 → "2", 1500 → "1.5".

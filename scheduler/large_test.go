@@ -173,6 +173,9 @@ func checkAgreement(t *testing.T, seed uint64) {
 		if r.IntN(2) == 0 {
 			nodes[i].Labels["ssd"] = "true"
 		}
+		if r.IntN(3) == 0 {
+			nodes[i].Unenforceable = map[string]string{"limits.disk.priority": "no BFQ"}
+		}
 	}
 	groups := []string{"", "", "g1", "g2"}
 	var cs []Container
@@ -192,6 +195,9 @@ func checkAgreement(t *testing.T, seed uint64) {
 		}
 		if r.IntN(5) == 0 {
 			req.Target = nodes[r.IntN(len(nodes))].Name
+		}
+		if r.IntN(3) == 0 {
+			req.Keys = []string{"limits.disk.priority", "limits.memory"}
 		}
 		strat := Strategy(r.IntN(2))
 		got, ex, err := Place(s, req, strat)

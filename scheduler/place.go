@@ -39,6 +39,7 @@ type query struct {
 	g                *group     // nil without a group or with no members yet
 	cands            []int32    // ascending node ids to consider
 	extra            []*posting // further constraints, tested per candidate
+	exclude          []*posting // nodes that cannot enforce a key the request sets
 }
 
 // prepare turns a request into a query. A constraint no node carries leaves
@@ -68,6 +69,11 @@ func (s *Snapshot) prepare(req *Request, strat Strategy, q *query) error {
 	}
 	q.binpack = strat == Binpack
 	q.cands = s.all
+	for _, k := range req.Keys {
+		if p := s.unenforceable[k]; p != nil {
+			q.exclude = append(q.exclude, p)
+		}
+	}
 	if req.Target != "" {
 		id, ok := s.ids[req.Target]
 		if !ok {
@@ -127,7 +133,7 @@ func (p pick) better(o pick) bool {
 // scan is the placement loop: filters, then the best (group count, key),
 // ties to the lowest node id (= name). It allocates nothing.
 func (s *Snapshot) scan(q *query) (pick, int) {
-	if len(q.extra) == 0 && len(q.cands) == len(s.hot) {
+	if len(q.extra) == 0 && len(q.exclude) == 0 && len(q.cands) == len(s.hot) {
 		if q.g == nil {
 			return s.scanRange(q, 0, int32(len(s.hot)))
 		}
@@ -150,6 +156,9 @@ func (s *Snapshot) scan(q *query) (pick, int) {
 			continue
 		}
 		if len(q.extra) > 0 && !hasAll(q.extra, i) {
+			continue
+		}
+		if len(q.exclude) > 0 && hasAny(q.exclude, i) {
 			continue
 		}
 		var gc int32
@@ -238,6 +247,15 @@ func rankKey(f float64, binpack bool) float64 {
 		return f // overloaded: after every node within 1, least overloaded first
 	}
 	return -f // most loaded first
+}
+
+func hasAny(ps []*posting, i int32) bool {
+	for _, p := range ps {
+		if p.has(i) {
+			return true
+		}
+	}
+	return false
 }
 
 func hasAll(ps []*posting, i int32) bool {

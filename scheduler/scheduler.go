@@ -47,6 +47,10 @@ type Node struct {
 	CPUMillis   int64             // CPU capacity in millicores (2000 = 2 CPUs); <= 0 makes the node ineligible
 	MemoryBytes int64             // memory capacity; <= 0 makes the node ineligible
 	Labels      map[string]string // matched by Request.Constraints
+	// Unenforceable lists the container config keys this node's host
+	// cannot enforce (limits.disk.priority without BFQ), each with a
+	// one-line reason; a request setting one of them never lands here.
+	Unenforceable map[string]string
 }
 
 // Container is an existing placement: a container the FSM assigns to Node,
@@ -66,6 +70,9 @@ type Request struct {
 	MemoryBytes int64             // memory to reserve; 0 = unlimited
 	Target      string            // --target: only this node is considered (it must still pass every filter)
 	Constraints map[string]string // scheduler.constraint=key=value: node labels that must all match exactly
+	// Keys are the config keys the container sets; a node listing one of
+	// them in Node.Unenforceable is rejected.
+	Keys []string
 	// Group is the spread group (scheduler.group). Spreading is soft: among
 	// nodes that pass the filters, those running the fewest members of the
 	// group win before the strategy score is looked at.

@@ -25,6 +25,14 @@ func node(name string, cpu, mem int64, labels ...string) Node {
 
 func withStatus(n Node, st string) Node { n.Status = st; return n }
 
+// noBFQ is the reason a host without BFQ gives for limits.disk.priority.
+const noBFQ = "this host cannot enforce I/O weights (no BFQ scheduler on its block devices; offered: none mq-deadline kyber)"
+
+func withoutBFQ(n Node) Node {
+	n.Unenforceable = map[string]string{"limits.disk.priority": noBFQ}
+	return n
+}
+
 func mustSnapshot(t testing.TB, nodes []Node, cs []Container) *Snapshot {
 	t.Helper()
 	s, err := NewSnapshot(nodes, cs)
@@ -101,6 +109,23 @@ func TestFilters(t *testing.T) {
 			reject: map[string]Filter{"n3": FilterConstraint}},
 		{name: "target: must be online", nodes: []Node{base[0], withStatus(base[1], StatusEvacuated)}, req: Request{Name: "c", Target: "n2"},
 			reject: map[string]Filter{"n2": FilterStatus}},
+		{name: "host: a node that cannot enforce a set key is skipped",
+			nodes: []Node{withoutBFQ(base[0]), base[1], base[2]},
+			req:   Request{Name: "c", Keys: []string{"limits.cpu", "limits.disk.priority"}}, want: "n2"},
+		{name: "host: keys the request does not set do not matter",
+			nodes: []Node{withoutBFQ(base[0]), base[1], base[2]},
+			req:   Request{Name: "c", Keys: []string{"limits.cpu"}}, want: "n1"},
+		{name: "host: no node can enforce it",
+			nodes:  []Node{withoutBFQ(base[0]), withoutBFQ(base[1])},
+			req:    Request{Name: "c", Keys: []string{"limits.disk.priority"}},
+			reject: map[string]Filter{"n1": FilterHost, "n2": FilterHost}},
+		{name: "host: target that cannot enforce it",
+			nodes:  []Node{withoutBFQ(base[0]), base[1]},
+			req:    Request{Name: "c", Target: "n1", Keys: []string{"limits.disk.priority"}},
+			reject: map[string]Filter{"n1": FilterHost}},
+		{name: "host: with a group, the emptiest node cannot enforce it",
+			nodes: []Node{withoutBFQ(base[0]), base[1], base[2]}, cs: busy[1:],
+			req: Request{Name: "c", Group: "web", Keys: []string{"limits.disk.priority"}}, want: "n2"},
 		{name: "group: soft spread prefers nodes without members", nodes: base, cs: busy[1:], req: Request{Name: "c", Group: "web"}, want: "n1"},
 		{name: "group: soft spread, fewest members", nodes: base[1:], cs: busy[1:], req: Request{Name: "c", Group: "web"}, want: "n2"},
 		{name: "group: soft spread never rejects", nodes: base[2:], cs: busy[2:], req: Request{Name: "c", Group: "web"}, want: "n3"},
@@ -499,5 +524,23 @@ func TestFormat(t *testing.T) {
 	}
 	if Filter(0).String() != "Filter(0)" || FilterCapacity.String() != "capacity" || Strategy(7).String() != "Strategy(7)" {
 		t.Error("String methods")
+	}
+}
+
+func TestNoFitErrorAllHost(t *testing.T) {
+	s := mustSnapshot(t, []Node{withoutBFQ(node("n1", 1000, gib)), node("n2", 1000, gib)}, nil)
+	req := Request{Name: "c", Keys: []string{"limits.disk.priority"}, CPUMillis: 2000}
+	_, _, err := Place(s, req, Spread)
+	var nf *NoFitError
+	if !errors.As(err, &nf) || nf.AllHost() {
+		t.Fatalf("n2 is too small, not unable: %v", err)
+	}
+	_, _, err = Place(s, Request{Name: "c", Target: "n1", Keys: req.Keys}, Spread)
+	if !errors.As(err, &nf) || !nf.AllHost() {
+		t.Fatalf("--target n1: %v", err)
+	}
+	want := "no node can run c: n1: limits.disk.priority: " + noBFQ
+	if err.Error() != want {
+		t.Fatalf("error\n%q\nwant\n%q", err, want)
 	}
 }

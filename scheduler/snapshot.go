@@ -11,8 +11,8 @@ import (
 // aggregates of the containers placed on it (reserved CPU and memory, load,
 // members per spread group), so that placing is O(nodes) and never scans
 // containers. Build it once with NewSnapshot and keep it current with Add,
-// Remove and SetStatus; rebuild it when nodes join, leave or change labels
-// or capacity.
+// Remove and SetStatus; rebuild it when nodes join, leave or change labels,
+// capacity or the keys they cannot enforce.
 //
 // Place, Check and Explain only read; any number may run at once. Add,
 // Remove and SetStatus need exclusive access (the FSM apply goroutine).
@@ -25,9 +25,10 @@ type Snapshot struct {
 	reserved []usage // per node: sum of reservations
 	counts   []int32 // per node: number of containers
 
-	labels     map[label]*posting
-	groups     map[string]*group
-	containers map[string]placed
+	labels        map[label]*posting
+	unenforceable map[string]*posting // config key -> nodes that cannot enforce it
+	groups        map[string]*group
+	containers    map[string]placed
 }
 
 // nodeHot packs per node everything the inner placement loop touches into
@@ -51,6 +52,12 @@ type posting struct {
 }
 
 func (p *posting) has(i int32) bool { return p.bits[i>>6]&(1<<(uint(i)&63)) != 0 }
+
+// add appends node id, which must be above every id already there.
+func (p *posting) add(id int32) {
+	p.ids = append(p.ids, id)
+	p.bits[id>>6] |= 1 << (uint(id) & 63)
+}
 
 // group holds the members of one spread group per node, ascending by node id
 // so the placement loop can merge it with its candidates without lookups.
@@ -81,11 +88,12 @@ func NewSnapshot(nodes []Node, containers []Container) (*Snapshot, error) {
 		return nil, fmt.Errorf("%w: %d nodes", ErrInvalid, len(nodes))
 	}
 	s := &Snapshot{
-		nodes:      slices.Clone(nodes),
-		ids:        make(map[string]int32, len(nodes)),
-		labels:     make(map[label]*posting),
-		groups:     make(map[string]*group),
-		containers: make(map[string]placed, len(containers)),
+		nodes:         slices.Clone(nodes),
+		ids:           make(map[string]int32, len(nodes)),
+		labels:        make(map[label]*posting),
+		unenforceable: make(map[string]*posting),
+		groups:        make(map[string]*group),
+		containers:    make(map[string]placed, len(containers)),
 	}
 	slices.SortFunc(s.nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
 	n := len(s.nodes)
@@ -112,8 +120,16 @@ func NewSnapshot(nodes []Node, containers []Container) (*Snapshot, error) {
 				p = &posting{bits: make([]uint64, words)}
 				s.labels[label{k, v}] = p
 			}
-			p.ids = append(p.ids, id) // ascending: i grows
-			p.bits[id>>6] |= 1 << (uint(id) & 63)
+			p.add(id)
+		}
+		nd.Unenforceable = cloneMap(nd.Unenforceable)
+		for k := range nd.Unenforceable {
+			p := s.unenforceable[k]
+			if p == nil {
+				p = &posting{bits: make([]uint64, words)}
+				s.unenforceable[k] = p
+			}
+			p.add(id)
 		}
 		h := &s.hot[i]
 		h.freeCPU, h.freeMem = nd.CPUMillis, nd.MemoryBytes

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -72,13 +73,63 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// TestLimitsEnforced shows each limit enforced by the kernel.
+// hostIOWeights is the test's own look at the host: I/O weights
+// (limits.disk.priority) exist where a block device offers the BFQ
+// scheduler. It returns that and the schedulers offered.
+func hostIOWeights(t *testing.T) (bool, string) {
+	t.Helper()
+	files, err := filepath.Glob("/sys/block/*/queue/scheduler")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no /sys/block/*/queue/scheduler: %v", err)
+	}
+	var offered []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range strings.Fields(string(b)) {
+			if s = strings.Trim(s, "[]"); !slices.Contains(offered, s) {
+				offered = append(offered, s)
+			}
+		}
+	}
+	return slices.Contains(offered, "bfq"), strings.Join(offered, " ")
+}
+
+// TestLimitsEnforced shows each limit enforced by the kernel, and
+// limits.disk.priority refused, in one line saying why, where the host has
+// no BFQ scheduler to enforce it.
 func TestLimitsEnforced(t *testing.T) {
 	d := startDaemon(t)
 	ensureBusybox(t, d)
 	c := uniq("lim")
-	d.MustShoal("launch", "busybox", c, "-c", "limits.memory=64MiB", "-c", "limits.processes=30",
-		"-c", "limits.cpu.allowance=20%", "-c", "limits.disk.priority=8", "-c", "limits.cpu=1")
+	bfq, offered := hostIOWeights(t)
+	t.Logf("block devices offer: %s (BFQ: %v)", offered, bfq)
+	noBFQ := "limits.disk.priority: this host cannot enforce I/O weights (no BFQ scheduler on its block devices; offered: " + offered + ")"
+	launch := []string{"launch", "busybox", c, "-c", "limits.memory=64MiB", "-c", "limits.processes=30",
+		"-c", "limits.cpu.allowance=20%", "-c", "limits.cpu=1"}
+	withPriority := append(slices.Clone(launch), "-c", "limits.disk.priority=8")
+	if bfq {
+		d.MustShoal(withPriority...)
+	} else {
+		before := d.Records()
+		_, errOut, code := d.Shoal(withPriority...)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "Error: ") || !strings.Contains(lines[0], noBFQ) {
+			t.Fatalf("launch with limits.disk.priority on a host without BFQ: exit %d, stderr %q; want one line with %q", code, errOut, noBFQ)
+		}
+		t.Logf("launch refused: %s", lines[0])
+		var body struct{ Code int }
+		req := map[string]any{"name": c, "image": "busybox", "config": map[string]string{"limits.disk.priority": "8"}}
+		if code := d.REST("POST", "/v1/containers", req, &body); code != 400 || body.Code != 9 {
+			t.Errorf("REST create with limits.disk.priority: HTTP %d code %d, want 400 / FailedPrecondition(9)", code, body.Code)
+		}
+		if after := d.Records(); after != before {
+			t.Fatalf("the refused launch changed the containers:\nbefore %s\nafter  %s", before, after)
+		}
+		d.MustShoal(launch...)
+	}
 	pid := pidOf(t, d, c)
 
 	// Memory: a 100 MiB allocation under a 64 MiB limit (swap off) is killed.
@@ -119,8 +170,27 @@ func TestLimitsEnforced(t *testing.T) {
 		t.Errorf("cpuset.cpus = %q, want 0", got)
 	}
 
-	if got := hostCgroup(t, pid, "blkio", "blkio.bfq.weight"); !strings.HasSuffix(got, "800") {
-		t.Errorf("blkio.bfq.weight for limits.disk.priority=8 = %q, want 800", got)
+	if bfq {
+		if got := hostCgroup(t, pid, "blkio", "blkio.bfq.weight"); !strings.HasSuffix(got, "800") {
+			t.Errorf("blkio.bfq.weight for limits.disk.priority=8 = %q, want 800", got)
+		}
+		d.MustShoal("config", "set", c, "limits.disk.priority=5")
+		if got := hostCgroup(t, pid, "blkio", "blkio.bfq.weight"); !strings.HasSuffix(got, "500") {
+			t.Errorf("blkio.bfq.weight after a live limits.disk.priority=5 = %q, want 500", got)
+		}
+	} else {
+		before := d.Records()
+		_, errOut, code := d.Shoal("config", "set", c, "limits.disk.priority=5")
+		if code == 0 || strings.TrimSpace(errOut) != "Error: "+noBFQ {
+			t.Errorf("config set limits.disk.priority on a host without BFQ: exit %d, stderr %q; want %q", code, errOut, "Error: "+noBFQ)
+		}
+		t.Logf("config set refused: %s", strings.TrimSpace(errOut))
+		if after := d.Records(); after != before {
+			t.Errorf("the refused config set changed the containers:\nbefore %s\nafter  %s", before, after)
+		}
+		if got := d.List()[c].State.Status; got != "Running" || pidOf(t, d, c) != pid {
+			t.Errorf("after the refused set: status %s, pid %d (was %d)", got, pidOf(t, d, c), pid)
+		}
 	}
 
 	// Live change: raise the memory limit on the running container.

@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -31,6 +33,10 @@ type Host struct {
 	// BFQWeight is true when blkio.bfq.weight (v1) or io.bfq.weight (v2)
 	// is available to container cgroups.
 	BFQWeight bool
+	// IOSchedulers lists, space-separated in the order first seen, the
+	// I/O schedulers the host's block devices offer ("none mq-deadline
+	// kyber"); it explains a missing BFQWeight.
+	IOSchedulers string
 	// AppArmor is true when the kernel has AppArmor enabled.
 	AppArmor bool
 	// NestingConf is true when LXC's nesting.conf exists.
@@ -57,19 +63,107 @@ func DetectHost() Host {
 	}
 	h.AppArmor = fileExists(apparmorSysDir)
 	h.NestingConf = fileExists(nestingConf)
+	h.IOSchedulers = ioSchedulers()
 	return h
 }
 
 // bfqLoaded reports whether any block device offers the bfq scheduler.
-func bfqLoaded() bool {
+func bfqLoaded() bool { return hasWord(ioSchedulers(), "bfq") }
+
+// ioSchedulers returns the I/O schedulers the block devices offer
+// (/sys/block/*/queue/scheduler, the active one's brackets removed), each
+// once, space-separated in the order first seen.
+func ioSchedulers() string {
 	m, _ := filepath.Glob("/sys/block/*/queue/scheduler")
+	var out []string
 	for _, p := range m {
 		b, err := os.ReadFile(p)
-		if err == nil && strings.Contains(string(b), "bfq") {
-			return true
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			f = strings.Trim(f, "[]")
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
 		}
 	}
-	return false
+	return strings.Join(out, " ")
+}
+
+func hasWord(list, w string) bool { return slices.Contains(strings.Fields(list), w) }
+
+// hostKeys are the container config keys whose enforcement depends on the
+// host; every other key works wherever the runtime does.
+var hostKeys = []string{"limits.disk.priority"}
+
+// CanEnforce says whether this host can enforce the container config key
+// (as users write it: limits.disk.priority). It returns nil when it can,
+// or for a key whose enforcement does not depend on the host, and
+// otherwise an *UnenforceableError (wrapping ErrUnenforceable) whose
+// message is one line naming the key and why.
+func (h Host) CanEnforce(key string) error {
+	var why string
+	switch key {
+	case "limits.disk.priority":
+		why = h.ioWeightGap()
+	}
+	if why == "" {
+		return nil
+	}
+	return &UnenforceableError{Key: key, Reason: why}
+}
+
+// Unenforceable lists the config keys this host cannot enforce, each with
+// its reason (CanEnforce's, without the key), for the cluster to record.
+func (h Host) Unenforceable() map[string]string {
+	out := map[string]string{}
+	for _, k := range hostKeys {
+		var ue *UnenforceableError
+		if errors.As(h.CanEnforce(k), &ue) {
+			out[k] = ue.Reason
+		}
+	}
+	return out
+}
+
+// ioWeightGap says why the host cannot weigh containers' I/O ("" when it
+// can). Weights need the BFQ scheduler (CFQ, the other weighted one, left
+// the kernel in 5.0) and its cgroup files.
+func (h Host) ioWeightGap() string {
+	const cannot = "this host cannot enforce I/O weights "
+	switch {
+	case h.BFQWeight:
+		return ""
+	case h.IOSchedulers == "":
+		return cannot + "(no BFQ scheduler: no block device offers an I/O scheduler)"
+	case !hasWord(h.IOSchedulers, "bfq"):
+		return cannot + "(no BFQ scheduler on its block devices; offered: " + h.IOSchedulers + ")"
+	case h.CgroupV2:
+		return cannot + "(BFQ is offered, but the cgroup v2 io controller gives containers no io.bfq.weight)"
+	default:
+		return cannot + "(BFQ is offered, but the blkio controller has no bfq weight files)"
+	}
+}
+
+// UnenforceableError reports a config key this host cannot enforce.
+type UnenforceableError struct {
+	Key    string // the config key, as users write it
+	Reason string // one line, starting "this host cannot"
+}
+
+// Error returns "key: reason".
+func (e *UnenforceableError) Error() string { return e.Key + ": " + e.Reason }
+
+// Unwrap makes errors.Is(err, ErrUnenforceable) true.
+func (e *UnenforceableError) Unwrap() error { return ErrUnenforceable }
+
+// checkLimits refuses limits this host would have to ignore.
+func (h Host) checkLimits(l Limits) error {
+	if l.DiskPriority > 0 {
+		return h.CanEnforce("limits.disk.priority")
+	}
+	return nil
 }
 
 func fileExists(p string) bool {

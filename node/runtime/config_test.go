@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -88,6 +89,46 @@ func TestValidate(t *testing.T) {
 	for i, s := range bad {
 		if err := s.Validate(); err == nil {
 			t.Errorf("case %d: %+v accepted", i, s)
+		}
+	}
+}
+
+func TestCanEnforce(t *testing.T) {
+	tests := []struct {
+		host Host
+		want string // CanEnforce("limits.disk.priority"), "" for nil
+	}{
+		{Host{BFQWeight: true, IOSchedulers: "mq-deadline kyber bfq none"}, ""},
+		{Host{IOSchedulers: "none mq-deadline kyber"},
+			"limits.disk.priority: this host cannot enforce I/O weights (no BFQ scheduler on its block devices; offered: none mq-deadline kyber)"},
+		{Host{}, "limits.disk.priority: this host cannot enforce I/O weights (no BFQ scheduler: no block device offers an I/O scheduler)"},
+		{Host{IOSchedulers: "none bfq"},
+			"limits.disk.priority: this host cannot enforce I/O weights (BFQ is offered, but the blkio controller has no bfq weight files)"},
+		{Host{CgroupV2: true, IOSchedulers: "none bfq"},
+			"limits.disk.priority: this host cannot enforce I/O weights (BFQ is offered, but the cgroup v2 io controller gives containers no io.bfq.weight)"},
+	}
+	for _, tc := range tests {
+		err := tc.host.CanEnforce("limits.disk.priority")
+		if tc.want == "" {
+			if err != nil || len(tc.host.Unenforceable()) != 0 {
+				t.Errorf("%+v: %v, %v", tc.host, err, tc.host.Unenforceable())
+			}
+			continue
+		}
+		if err == nil || err.Error() != tc.want || !errors.Is(err, ErrUnenforceable) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%+v: %v\nwant %s", tc.host, err, tc.want)
+		}
+		if got := tc.host.Unenforceable()["limits.disk.priority"]; "limits.disk.priority: "+got != tc.want {
+			t.Errorf("%+v: Unenforceable %q", tc.host, got)
+		}
+		if err := tc.host.CanEnforce("limits.memory"); err != nil {
+			t.Errorf("limits.memory: %v", err)
+		}
+		if err := tc.host.checkLimits(Limits{MemoryBytes: 1 << 30}); err != nil {
+			t.Errorf("limits without a disk priority: %v", err)
+		}
+		if err := tc.host.checkLimits(Limits{DiskPriority: 3}); !errors.Is(err, ErrUnenforceable) {
+			t.Errorf("disk priority 3: %v", err)
 		}
 	}
 }

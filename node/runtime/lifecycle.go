@@ -316,10 +316,14 @@ func ipv4InNetns(pid int) ([]string, error) {
 // SetLimits persists l in the container's configuration and, when it runs,
 // applies it live through its cgroup. Zero fields remove the limit (live:
 // back to unlimited), except CPUSet and DiskPriority, which stay as they are
-// live until the next start.
+// live until the next start. A DiskPriority the host cannot enforce is
+// refused (ErrUnenforceable) and nothing changes.
 func (r *Runtime) SetLimits(ctx context.Context, name string, l Limits) error {
 	if l.DiskPriority < 0 || l.DiskPriority > 10 || strings.ContainsAny(l.CPUSet, "\n\r") {
 		return fmt.Errorf("%w: limits %+v", ErrInvalid, l)
+	}
+	if err := r.host.checkLimits(l); err != nil {
+		return fmt.Errorf("runtime: set limits of %s: %w", name, err)
 	}
 	c, err := r.container(name)
 	if err != nil {

@@ -2,7 +2,10 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,15 +42,46 @@ func statField(t *testing.T, p, key string) int64 {
 	return 0
 }
 
+// hostIOWeights is the test's own look at the host, apart from
+// DetectHost's: I/O weights exist where a block device offers the BFQ
+// scheduler. It returns that and the schedulers offered, as the refusal
+// message lists them.
+func hostIOWeights(t *testing.T) (bool, string) {
+	t.Helper()
+	files, err := filepath.Glob("/sys/block/*/queue/scheduler")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no /sys/block/*/queue/scheduler: %v", err)
+	}
+	var offered []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range strings.Fields(string(b)) {
+			if s = strings.Trim(s, "[]"); !slices.Contains(offered, s) {
+				offered = append(offered, s)
+			}
+		}
+	}
+	return slices.Contains(offered, "bfq"), strings.Join(offered, " ")
+}
+
 func TestLimits(t *testing.T) {
 	rt := newRuntime(t)
 	if rt.Host().CgroupV2 {
 		t.Skip("limit checks read cgroup v1 files; this host is cgroup v2")
 	}
 	const mib = 1 << 20
-	spec := testContainer(t, rt, false, true, func(s *Spec) {
-		s.Limits = Limits{CPUSet: "0", CPUQuotaUs: 10000, CPUPeriodUs: 100000, MemoryBytes: 64 * mib, Processes: 20, DiskPriority: 5}
-	})
+	bfq, offered := hostIOWeights(t)
+	t.Logf("block devices offer: %s (BFQ: %v)", offered, bfq)
+	lim := Limits{CPUSet: "0", CPUQuotaUs: 10000, CPUPeriodUs: 100000, MemoryBytes: 64 * mib, Processes: 20}
+	withPriority := lim
+	withPriority.DiskPriority = 5
+	if bfq {
+		lim = withPriority
+	}
+	spec := testContainer(t, rt, false, true, func(s *Spec) { s.Limits = lim })
 	ctx := context.Background()
 	st, err := rt.State(ctx, spec.Name)
 	if err != nil {
@@ -62,9 +96,36 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("memory.memsw.limit_in_bytes = %d", got)
 		}
 	}
-	if rt.Host().BFQWeight {
+	if bfq {
 		if got := readInt(t, hostCgroupFile(t, pid, "blkio", "blkio.bfq.weight")); got != 500 {
 			t.Fatalf("blkio.bfq.weight = %d", got)
+		}
+	} else {
+		// Refused, in one line naming the key and why; nothing changes.
+		want := "limits.disk.priority: this host cannot enforce I/O weights (no BFQ scheduler on its block devices; offered: " + offered + ")"
+		conf, err := os.ReadFile(rt.ConfigPath(spec.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		redefine := spec
+		redefine.Limits = withPriority
+		for what, err := range map[string]error{
+			"Define":    rt.Define(ctx, redefine),
+			"SetLimits": rt.SetLimits(ctx, spec.Name, withPriority),
+		} {
+			var ue *UnenforceableError
+			if !errors.Is(err, ErrUnenforceable) || !errors.As(err, &ue) || ue.Error() != want {
+				t.Fatalf("%s with a disk priority on a host without BFQ: %v\nwant %s", what, err, want)
+			}
+		}
+		if after, _ := os.ReadFile(rt.ConfigPath(spec.Name)); string(after) != string(conf) {
+			t.Fatalf("a refused disk priority changed the configuration:\n%s", after)
+		}
+		if st, err := rt.State(ctx, spec.Name); err != nil || st.Status != StatusRunning || st.PID != pid {
+			t.Fatalf("after the refusals: %+v, %v", st, err)
+		}
+		if got := readInt(t, hostCgroupFile(t, pid, "memory", "memory.limit_in_bytes")); got != 64*mib {
+			t.Fatalf("memory.limit_in_bytes = %d after a refused SetLimits", got)
 		}
 	}
 
@@ -112,6 +173,14 @@ func TestLimits(t *testing.T) {
 		}
 		if got := readInt(t, hostCgroupFile(t, pid, "cpu", "cpu.cfs_quota_us")); got != -1 {
 			t.Fatalf("live cfs_quota_us = %d, want -1 (removed)", got)
+		}
+		if bfq {
+			if err := rt.SetLimits(ctx, spec.Name, Limits{MemoryBytes: 128 * mib, Processes: 100, DiskPriority: 8}); err != nil {
+				t.Fatal(err)
+			}
+			if got := readInt(t, hostCgroupFile(t, pid, "blkio", "blkio.bfq.weight")); got != 800 {
+				t.Fatalf("live blkio.bfq.weight = %d, want 800", got)
+			}
 		}
 		if err := rt.SetLimits(ctx, spec.Name, Limits{MemoryBytes: 32 * mib}); err != nil {
 			t.Fatal(err)

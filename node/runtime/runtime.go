@@ -32,6 +32,9 @@ var (
 	ErrInvalid = errors.New("runtime: invalid argument")
 	// ErrRunning: the operation needs a stopped container.
 	ErrRunning = errors.New("runtime: container is running")
+	// ErrUnenforceable: the host cannot enforce a setting asked for (the
+	// error is an *UnenforceableError naming the config key).
+	ErrUnenforceable = errors.New("runtime: cannot be enforced on this host")
 )
 
 // Container status values reported by State.
@@ -52,7 +55,8 @@ type Limits struct {
 	// Processes limits the number of tasks (pids.max).
 	Processes int64
 	// DiskPriority is LXD's 1..10 scale, mapped to bfq weight 100..1000;
-	// 0 leaves the weight alone. Ignored where bfq is absent.
+	// 0 leaves the weight alone. Where the host has no BFQ weights, Define
+	// and SetLimits refuse it (ErrUnenforceable) rather than ignore it.
 	DiskPriority int
 }
 
@@ -161,7 +165,10 @@ func New(lxcPath, configDir string, log *slog.Logger) (*Runtime, error) {
 		cache:     map[string]*entry{},
 	}
 	r.log.Debug("host detected", "cgroup_v2", r.host.CgroupV2, "memsw", r.host.Memsw,
-		"bfq", r.host.BFQWeight, "apparmor", r.host.AppArmor)
+		"bfq", r.host.BFQWeight, "io_schedulers", r.host.IOSchedulers, "apparmor", r.host.AppArmor)
+	for k, why := range r.host.Unenforceable() {
+		r.log.Info("config key refused on this host", "key", k, "reason", why)
+	}
 	return r, nil
 }
 
@@ -182,6 +189,9 @@ func (r *Runtime) ConfigPath(name string) string {
 func (r *Runtime) Define(ctx context.Context, spec Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
+	}
+	if err := r.host.checkLimits(spec.Limits); err != nil {
+		return fmt.Errorf("runtime: define %s: %w", spec.Name, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -740,11 +740,16 @@ type Node struct {
 	RaftAddress   string `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
 	GossipAddress string `protobuf:"bytes,5,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	// Capacity the scheduler places against.
-	CpuMillis     int64             `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
-	MemoryBytes   int64             `protobuf:"varint,7,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CpuMillis   int64             `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryBytes int64             `protobuf:"varint,7,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Labels      map[string]string `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Container config keys this member's host cannot enforce, each with a
+	// one-line reason (limits.disk.priority where no block device offers
+	// BFQ). The scheduler keeps containers that set one of them off this
+	// member.
+	UnenforceableKeys map[string]string `protobuf:"bytes,9,rep,name=unenforceable_keys,json=unenforceableKeys,proto3" json:"unenforceable_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -829,6 +834,13 @@ func (x *Node) GetMemoryBytes() int64 {
 func (x *Node) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *Node) GetUnenforceableKeys() map[string]string {
+	if x != nil {
+		return x.UnenforceableKeys
 	}
 	return nil
 }
@@ -1180,7 +1192,7 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x05 \x03(\v2\x1d.shoal.v1.Network.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc7\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x03\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
@@ -1190,8 +1202,12 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\x06 \x01(\x03R\tcpuMillis\x12!\n" +
 	"\fmemory_bytes\x18\a \x01(\x03R\vmemoryBytes\x122\n" +
-	"\x06labels\x18\b \x03(\v2\x1a.shoal.v1.Node.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\b \x03(\v2\x1a.shoal.v1.Node.LabelsEntryR\x06labels\x12T\n" +
+	"\x12unenforceable_keys\x18\t \x03(\v2%.shoal.v1.Node.UnenforceableKeysEntryR\x11unenforceableKeys\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aD\n" +
+	"\x16UnenforceableKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"^\n" +
 	"\bProgress\x12\x14\n" +
@@ -1247,7 +1263,7 @@ func file_shoal_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_shoal_v1_types_proto_goTypes = []any{
 	(DesiredState)(0),      // 0: shoal.v1.DesiredState
 	(OperationStatus)(0),   // 1: shoal.v1.OperationStatus
@@ -1268,7 +1284,8 @@ var file_shoal_v1_types_proto_goTypes = []any{
 	nil,                    // 16: shoal.v1.StoragePool.ConfigEntry
 	nil,                    // 17: shoal.v1.Network.ConfigEntry
 	nil,                    // 18: shoal.v1.Node.LabelsEntry
-	nil,                    // 19: shoal.v1.Operation.ResultEntry
+	nil,                    // 19: shoal.v1.Node.UnenforceableKeysEntry
+	nil,                    // 20: shoal.v1.Operation.ResultEntry
 }
 var file_shoal_v1_types_proto_depIdxs = []int32{
 	13, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
@@ -1281,15 +1298,16 @@ var file_shoal_v1_types_proto_depIdxs = []int32{
 	16, // 7: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
 	17, // 8: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
 	18, // 9: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
-	1,  // 10: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
-	10, // 11: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
-	19, // 12: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
-	11, // 13: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	19, // 10: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
+	1,  // 11: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
+	10, // 12: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
+	20, // 13: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
+	11, // 14: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_types_proto_init() }
@@ -1303,7 +1321,7 @@ func file_shoal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_types_proto_rawDesc), len(file_shoal_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
