@@ -395,8 +395,10 @@ func grantString(g *shoalv1.Grant) string {
 
 // visible reports whether a restricted client may see an operation or
 // event about resource of the given kind ("container-…" kinds only).
+// Operations name their container "containers/NAME", lifecycle events
+// "NAME" or "NAME/SNAPSHOT".
 func visible(g *shoalv1.Grant, kind, resource string) bool {
-	return g == nil || strings.HasPrefix(kind, "container") && granted(g, resource)
+	return g == nil || strings.HasPrefix(kind, "container") && granted(g, strings.TrimPrefix(resource, "containers/"))
 }
 
 // filter trims a response to what a restricted client may see.

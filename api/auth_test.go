@@ -123,7 +123,7 @@ func TestFilterRestricted(t *testing.T) {
 	if strings.Join(names, ",") != "web-1,web-2" {
 		t.Fatalf("filtered list: %v", names)
 	}
-	op := &shoalv1.GetOperationResponse{Operation: &shoalv1.Operation{Id: "x", Kind: "container-create", Resource: "db-1"}}
+	op := &shoalv1.GetOperationResponse{Operation: &shoalv1.Operation{Id: "x", Kind: "container-create", Resource: "containers/db-1"}}
 	if _, err := filter(web, op); status.Code(err) != codes.NotFound {
 		t.Fatalf("another container's operation: %v", err)
 	}
@@ -132,7 +132,7 @@ func TestFilterRestricted(t *testing.T) {
 	if _, err := filter(web, op); status.Code(err) != codes.NotFound {
 		t.Fatalf("an image operation: %v", err)
 	}
-	op.Operation.Kind, op.Operation.Resource = "container-create", "web-3"
+	op.Operation.Kind, op.Operation.Resource = "container-create", "containers/web-3"
 	if _, err := filter(web, op); err != nil {
 		t.Fatalf("its own operation: %v", err)
 	}

@@ -49,7 +49,8 @@ func BuildTemp(t T, root string) string {
 }
 
 // Build builds shoal and shoald from the module at root into dir, and the
-// static test workload (tests/workload) as dir/workload.
+// static test programs tests/workload and tests/probe as dir/workload and
+// dir/probe.
 func Build(root, dir string) error {
 	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/shoal", "./cmd/shoald")
 	build.Dir = root
@@ -57,14 +58,17 @@ func Build(root, dir string) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build binaries: %w", err)
 	}
-	build = exec.Command("go", "build", "-o", dir+"/workload", "./tests/workload")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build the test workload: %w", err)
+	for _, prog := range []string{"workload", "probe"} {
+		build = exec.Command("go", "build", "-o", dir+"/"+prog, "./tests/"+prog)
+		build.Dir = root
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build the test %s: %w", prog, err)
+		}
 	}
-	return nil
+	// Tests run the probe as unprivileged users.
+	return os.Chmod(dir, 0o755)
 }
 
 // Missing names what the host lacks for end-to-end runs (empty when nothing).
@@ -195,6 +199,9 @@ func (d *Daemon) Start() {
 		d.t.Fatalf("shoald not ready after 2m:\n%s", d.Log())
 	}
 }
+
+// Pid is the running shoald's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 
 // Log returns what the daemon printed.
 func (d *Daemon) Log() string {
