@@ -38,6 +38,7 @@ var codeTable = []struct {
 	{images.ErrAmbiguous, codes.InvalidArgument},
 	{cluster.ErrInUse, codes.FailedPrecondition},
 	{runtime.ErrNotRunning, codes.FailedPrecondition},
+	{runtime.ErrUnenforceable, codes.FailedPrecondition},
 	{node.ErrConflict, codes.FailedPrecondition},
 	{storage.ErrNotSupported, codes.Unimplemented},
 	{cluster.ErrNotLeader, codes.Unavailable},
@@ -45,6 +46,8 @@ var codeTable = []struct {
 	{scheduler.ErrUnknownNode, codes.NotFound},
 	{scheduler.ErrInvalid, codes.InvalidArgument},
 	{cluster.ErrTokenInvalid, codes.Unauthenticated},
+	{cluster.ErrRevoked, codes.PermissionDenied},
+	{cluster.ErrInvalidCommand, codes.InvalidArgument},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

@@ -25,6 +25,8 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("wrap: %w", storage.ErrExists), codes.AlreadyExists},
 		{fmt.Errorf("exec: %w", runtime.ErrNotRunning), codes.FailedPrecondition},
 		{fmt.Errorf("pull: %w", runtime.ErrPathEscape), codes.InvalidArgument},
+		{fmt.Errorf("limits.disk.priority: %w", runtime.ErrUnenforceable), codes.FailedPrecondition},
+		{fmt.Errorf("renew: %w", cluster.ErrRevoked), codes.PermissionDenied},
 		{cluster.ErrNotLeader, codes.Unavailable},
 		{context.Canceled, codes.Canceled},
 		{errors.New("disk on fire"), codes.Internal},
