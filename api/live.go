@@ -191,10 +191,11 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 	defer os.RemoveAll(dir)
 	var lazy *runtime.LazyDump
 	pageServer := ""
+	var pageKeys *shoalv1.PageServerKeys
 	if mode == modePostCopy {
 		host, port, err := s.pageServerAddr()
 		if err == nil {
-			lazy, err = s.node.StartLazyCheckpoint(ctx, name, dir, host, port)
+			lazy, pageKeys, err = s.node.StartLazyCheckpoint(ctx, name, dir, host, port)
 		}
 		if err != nil {
 			s.abortTarget(name, target)
@@ -238,7 +239,8 @@ func (s *Server) liveMoveTo(ctx context.Context, ct *shoalv1.Container, target s
 	final := &shoalv1.VolumeHeader{Version: migration.Version, Container: name, Pool: ct.GetPool(),
 		Snapshots: []string{snapB}, Base: snapA, Drop: []string{snapA, snapB}, Resume: true}
 	if err := stream.Send(&shoalv1.RestoreContainerRequest{Msg: &shoalv1.RestoreContainerRequest_Header{
-		Header: &shoalv1.RestoreHeader{Version: migration.Version, Container: ct, Volume: final, PageServer: pageServer}}}); err != nil {
+		Header: &shoalv1.RestoreHeader{Version: migration.Version, Container: ct, Volume: final,
+			PageServer: pageServer, PageServerKeys: pageKeys}}}); err != nil {
 		return nil, giveUp("sending the checkpoint", streamErr(stream, err))
 	}
 	phase := "sending the final state to " + target
@@ -508,7 +510,7 @@ func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContain
 	if ps := h.GetPageServer(); ps != "" {
 		host, port, err := splitHostPort(ps)
 		if err == nil {
-			lazy, err = s.node.StartLazyPages(ctx, dir, host, port)
+			lazy, err = s.node.StartLazyPages(ctx, dir, host, port, h.GetPageServerKeys())
 		}
 		if err != nil {
 			return abort(status.Errorf(codes.FailedPrecondition, "post-copy: %v", err))

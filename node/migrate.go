@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster/pki"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -145,16 +146,53 @@ func (n *Node) CanPreCopy() bool {
 	return n.criuErr == nil && n.dirtyTrack
 }
 
+// pageServerValidity bounds a post-copy session's certificates: a move
+// that has not pulled its pages by then has failed anyway.
+const pageServerValidity = time.Hour
+
 // StartLazyCheckpoint dumps a frozen container without its memory and
-// serves the pages on addr:port (post-copy); see runtime.LazyDump.
-func (n *Node) StartLazyCheckpoint(ctx context.Context, name, dir, addr string, port int) (*runtime.LazyDump, error) {
-	return n.rt.StartLazyCheckpoint(ctx, name, dir, addr, port, n.cfg.PageServerTLS)
+// serves the pages on addr:port (post-copy); see runtime.LazyDump. The
+// page server speaks TLS with a session made for this move alone: it
+// accepts only the keys returned, which the caller hands to the target
+// over the member-only restore stream. The session's files live beside
+// dir until the dump ends.
+func (n *Node) StartLazyCheckpoint(ctx context.Context, name, dir, addr string, port int) (*runtime.LazyDump, *shoalv1.PageServerKeys, error) {
+	s, err := pki.NewSession("post-copy "+name, time.Now(), pageServerValidity)
+	if err != nil {
+		return nil, nil, fmt.Errorf("post-copy %s: %w", name, err)
+	}
+	tlsDir := dir + ".tls"
+	files, err := runtime.WriteTLSFiles(tlsDir, s.CAPEM, s.Server.CertPEM, s.Server.KeyPEM)
+	if err != nil {
+		os.RemoveAll(tlsDir)
+		return nil, nil, fmt.Errorf("post-copy %s: %w", name, err)
+	}
+	d, err := n.rt.StartLazyCheckpoint(ctx, name, dir, addr, port, files)
+	if err != nil {
+		os.RemoveAll(tlsDir)
+		return nil, nil, err
+	}
+	go func() { <-d.Done(); os.RemoveAll(tlsDir) }()
+	return d, &shoalv1.PageServerKeys{CaPem: s.CAPEM, CertPem: s.Client.CertPEM, KeyPem: s.Client.KeyPEM}, nil
 }
 
 // StartLazyPages starts the daemon that feeds an incoming post-copy
-// restore from the source's page server.
-func (n *Node) StartLazyPages(ctx context.Context, dir, addr string, port int) (*runtime.LazyPages, error) {
-	return runtime.StartLazyPages(ctx, dir, addr, port, n.cfg.PageServerTLS)
+// restore from the source's page server, presenting keys (the move's
+// session, from the source).
+func (n *Node) StartLazyPages(ctx context.Context, dir, addr string, port int, keys *shoalv1.PageServerKeys) (*runtime.LazyPages, error) {
+	tlsDir := dir + ".tls"
+	files, err := runtime.WriteTLSFiles(tlsDir, keys.GetCaPem(), keys.GetCertPem(), keys.GetKeyPem())
+	if err != nil {
+		os.RemoveAll(tlsDir)
+		return nil, fmt.Errorf("post-copy: page server keys: %w", err)
+	}
+	l, err := runtime.StartLazyPages(ctx, dir, addr, port, files)
+	if err != nil {
+		os.RemoveAll(tlsDir)
+		return nil, err
+	}
+	go func() { <-l.Done(); os.RemoveAll(tlsDir) }()
+	return l, nil
 }
 
 // RebootFresh stops a container this node owns and starts it again from

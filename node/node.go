@@ -46,10 +46,7 @@ type Config struct {
 	// FetchImage copies an image tarball this node lacks from a member that
 	// holds it (nil: images are only local).
 	FetchImage func(ctx context.Context, fingerprint string, w io.Writer) error
-	// PageServerTLS secures post-copy's page traffic with the cluster's
-	// certificates (zero: plain TCP, a node without --listen).
-	PageServerTLS runtime.TLSFiles
-	Logger        *slog.Logger
+	Logger     *slog.Logger
 }
 
 // PoolConfig describes a storage pool to create.

@@ -24,11 +24,9 @@ import (
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/membership"
-	"github.com/shoal-dev/shoal/cluster/pki"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
-	noderuntime "github.com/shoal-dev/shoal/node/runtime"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
@@ -182,8 +180,7 @@ func run() error {
 		DefaultPool: node.PoolConfig{Name: "default", Driver: *poolDriver, Source: *poolSource, Size: size},
 		Bridge:      *bridge, BridgeCIDR: *bridgeCIDR, ImageCacheDir: *imageCache,
 		Address: *listen, RaftAddress: cl.Addr(), GossipAddress: *gossipAddr, Labels: labels, Logger: log,
-		FetchImage:    peers.FetchImage,
-		PageServerTLS: pageServerTLS(pkiDir, *listen),
+		FetchImage: peers.FetchImage,
 	}, cl, bus)
 	if err != nil {
 		return err
@@ -299,18 +296,4 @@ func freeResources() (cpuMillis, memBytes int64) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// pageServerTLS names the PEM files post-copy's page traffic is secured
-// with: the cluster CA and this member's certificate (none without
-// --listen: a one-node cluster moves nothing).
-func pageServerTLS(pkiDir, listen string) noderuntime.TLSFiles {
-	if listen == "" {
-		return noderuntime.TLSFiles{}
-	}
-	return noderuntime.TLSFiles{
-		CA:   filepath.Join(pkiDir, pki.CACertFile),
-		Cert: filepath.Join(pkiDir, "node.crt"),
-		Key:  filepath.Join(pkiDir, "node.key"),
-	}
 }

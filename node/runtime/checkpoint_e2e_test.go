@@ -120,39 +120,65 @@ func TestLazyCheckpointRestore(t *testing.T) {
 	lazyCheckpointRestore(t, TLSFiles{}, TLSFiles{}, true)
 }
 
-// Post-copy's page traffic with TLS: members of one cluster CA move the
-// container; a lazy-pages daemon holding another CA's certificate is
-// refused, and the restore fails instead of running without its memory.
+// Post-copy's page traffic with TLS, as members set it up: a session made
+// for the move (pki.Session). Its client is served; a lazy-pages daemon
+// holding a client certificate of the cluster CA (what any cluster client
+// has) or another move's session keys is refused — even trusting the
+// session's CA itself, so the page server's own check is what refuses —
+// and the restore fails instead of running without its memory.
 func TestLazyPagesTLS(t *testing.T) {
 	runtimetest.RequireLazyPages(t, true)
-	cluster := testTLSFiles(t, "a")
-	t.Run("members", func(t *testing.T) { lazyCheckpointRestore(t, cluster, cluster, true) })
-	t.Run("stranger", func(t *testing.T) { lazyCheckpointRestore(t, cluster, testTLSFiles(t, "b"), false) })
+	s := newSession(t, "move")
+	server := sessionFiles(t, s.CAPEM, s.Server)
+	t.Run("session", func(t *testing.T) { lazyCheckpointRestore(t, server, sessionFiles(t, s.CAPEM, s.Client), true) })
+	t.Run("cluster-client", func(t *testing.T) {
+		lazyCheckpointRestore(t, server, sessionFiles(t, s.CAPEM, clusterClient(t)), false)
+	})
+	t.Run("other-session", func(t *testing.T) {
+		lazyCheckpointRestore(t, server, sessionFiles(t, s.CAPEM, newSession(t, "other").Client), false)
+	})
 }
 
-// testTLSFiles writes a new cluster CA and a member certificate it signed.
-func testTLSFiles(t *testing.T, cluster string) TLSFiles {
+func newSession(t *testing.T, purpose string) *pki.Session {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := pki.NewCA(cluster, time.Now())
+	s, err := pki.NewSession(purpose, time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ca.Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	key, csr, err := pki.NewKeyAndCSR("node-"+cluster, pki.RoleNode, nil, []net.IP{net.ParseIP("127.0.0.1")})
+	return s
+}
+
+// sessionFiles writes a CA and a key pair as CRIU reads them.
+func sessionFiles(t *testing.T, caPEM []byte, pair pki.KeyPairPEM) TLSFiles {
+	t.Helper()
+	f, err := WriteTLSFiles(filepath.Join(t.TempDir(), "tls"), caPEM, pair.CertPEM, pair.KeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.Sign(csr, pki.RoleNode, time.Now(), time.Hour)
+	return f
+}
+
+// clusterClient is a client certificate of a cluster CA, as `shoal remote
+// add` gets one.
+func clusterClient(t *testing.T) pki.KeyPairPEM {
+	t.Helper()
+	ca, err := pki.NewCA("a", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pki.SaveKeyPair(dir, "node", cert, key); err != nil {
+	key, csr, err := pki.NewKeyAndCSR("laptop", pki.RoleClient, nil, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return TLSFiles{CA: filepath.Join(dir, pki.CACertFile), Cert: filepath.Join(dir, "node.crt"), Key: filepath.Join(dir, "node.key")}
+	cert, err := ca.Sign(csr, pki.RoleClient, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := pki.MarshalKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki.KeyPairPEM{CertPEM: cert, KeyPEM: keyPEM}
 }
 
 // lazyCheckpointRestore moves a container by post-copy between two

@@ -43,6 +43,27 @@ func (t TLSFiles) args() []string {
 	return []string{"--tls", "--tls-cacert", t.CA, "--tls-cert", t.Cert, "--tls-key", t.Key, "--tls-no-cn-verify"}
 }
 
+// WriteTLSFiles writes a CA certificate, a certificate and its key into
+// dir (created 0700; the files 0600) and returns their TLSFiles.
+func WriteTLSFiles(dir string, caPEM, certPEM, keyPEM []byte) (TLSFiles, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return TLSFiles{}, fmt.Errorf("runtime: tls files: %w", err)
+	}
+	t := TLSFiles{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")}
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{t.CA, caPEM}, {t.Cert, certPEM}, {t.Key, keyPEM}} {
+		if len(f.data) == 0 {
+			return TLSFiles{}, fmt.Errorf("runtime: tls files: %s: %w (empty)", filepath.Base(f.path), ErrInvalid)
+		}
+		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
+			return TLSFiles{}, fmt.Errorf("runtime: tls files: %w", err)
+		}
+	}
+	return t, nil
+}
+
 // LazyDump is a CRIU dump serving memory pages to a target.
 type LazyDump struct {
 	cmd  *exec.Cmd

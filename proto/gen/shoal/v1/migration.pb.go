@@ -416,9 +416,12 @@ type RestoreHeader struct {
 	Volume *VolumeHeader `protobuf:"bytes,3,opt,name=volume,proto3" json:"volume,omitempty"`
 	// Post-copy: the sender's CRIU page server (host:port); the checkpoint
 	// carries no memory pages and the receiver pulls them from here.
-	PageServer    string `protobuf:"bytes,4,opt,name=page_server,json=pageServer,proto3" json:"page_server,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageServer string `protobuf:"bytes,4,opt,name=page_server,json=pageServer,proto3" json:"page_server,omitempty"`
+	// Post-copy: what the receiver's lazy-pages daemon presents to the page
+	// server, which accepts nothing else (see PageServerKeys).
+	PageServerKeys *PageServerKeys `protobuf:"bytes,5,opt,name=page_server_keys,json=pageServerKeys,proto3" json:"page_server_keys,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RestoreHeader) Reset() {
@@ -479,6 +482,78 @@ func (x *RestoreHeader) GetPageServer() string {
 	return ""
 }
 
+func (x *RestoreHeader) GetPageServerKeys() *PageServerKeys {
+	if x != nil {
+		return x.PageServerKeys
+	}
+	return nil
+}
+
+// PageServerKeys let the receiver, and only it, pull a post-copy move's
+// pages: a CA made for this move alone and the client certificate and key
+// it signed. The sender's page server trusts that CA only, so no client
+// certificate of the cluster and no other move's keys are accepted. They
+// travel on the member-only restore stream.
+type PageServerKeys struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CaPem         []byte                 `protobuf:"bytes,1,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	CertPem       []byte                 `protobuf:"bytes,2,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	KeyPem        []byte                 `protobuf:"bytes,3,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PageServerKeys) Reset() {
+	*x = PageServerKeys{}
+	mi := &file_shoal_v1_migration_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PageServerKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PageServerKeys) ProtoMessage() {}
+
+func (x *PageServerKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_migration_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PageServerKeys.ProtoReflect.Descriptor instead.
+func (*PageServerKeys) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PageServerKeys) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *PageServerKeys) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *PageServerKeys) GetKeyPem() []byte {
+	if x != nil {
+		return x.KeyPem
+	}
+	return nil
+}
+
 // CheckpointPart is a piece of a tar stream of CRIU's image directory.
 type CheckpointPart struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -493,7 +568,7 @@ type CheckpointPart struct {
 
 func (x *CheckpointPart) Reset() {
 	*x = CheckpointPart{}
-	mi := &file_shoal_v1_migration_proto_msgTypes[5]
+	mi := &file_shoal_v1_migration_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +580,7 @@ func (x *CheckpointPart) String() string {
 func (*CheckpointPart) ProtoMessage() {}
 
 func (x *CheckpointPart) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_migration_proto_msgTypes[5]
+	mi := &file_shoal_v1_migration_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +593,7 @@ func (x *CheckpointPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointPart.ProtoReflect.Descriptor instead.
 func (*CheckpointPart) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{5}
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckpointPart) GetData() []byte {
@@ -564,7 +639,7 @@ type RestoreContainerRequest struct {
 
 func (x *RestoreContainerRequest) Reset() {
 	*x = RestoreContainerRequest{}
-	mi := &file_shoal_v1_migration_proto_msgTypes[6]
+	mi := &file_shoal_v1_migration_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +651,7 @@ func (x *RestoreContainerRequest) String() string {
 func (*RestoreContainerRequest) ProtoMessage() {}
 
 func (x *RestoreContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_migration_proto_msgTypes[6]
+	mi := &file_shoal_v1_migration_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +664,7 @@ func (x *RestoreContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreContainerRequest.ProtoReflect.Descriptor instead.
 func (*RestoreContainerRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{6}
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RestoreContainerRequest) GetMsg() isRestoreContainerRequest_Msg {
@@ -677,7 +752,7 @@ type RestoreContainerResponse struct {
 
 func (x *RestoreContainerResponse) Reset() {
 	*x = RestoreContainerResponse{}
-	mi := &file_shoal_v1_migration_proto_msgTypes[7]
+	mi := &file_shoal_v1_migration_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +764,7 @@ func (x *RestoreContainerResponse) String() string {
 func (*RestoreContainerResponse) ProtoMessage() {}
 
 func (x *RestoreContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_migration_proto_msgTypes[7]
+	mi := &file_shoal_v1_migration_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +777,7 @@ func (x *RestoreContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreContainerResponse.ProtoReflect.Descriptor instead.
 func (*RestoreContainerResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{7}
+	return file_shoal_v1_migration_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RestoreContainerResponse) GetPhase() RestorePhase {
@@ -754,13 +829,18 @@ const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\x03msg\"J\n" +
 	"\x15ReceiveVolumeResponse\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\x03R\x05bytes\x12\x1b\n" +
-	"\tpost_copy\x18\x02 \x01(\bR\bpostCopy\"\xad\x01\n" +
+	"\tpost_copy\x18\x02 \x01(\bR\bpostCopy\"\xf1\x01\n" +
 	"\rRestoreHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
 	"\tcontainer\x18\x02 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\x12.\n" +
 	"\x06volume\x18\x03 \x01(\v2\x16.shoal.v1.VolumeHeaderR\x06volume\x12\x1f\n" +
 	"\vpage_server\x18\x04 \x01(\tR\n" +
-	"pageServer\"b\n" +
+	"pageServer\x12B\n" +
+	"\x10page_server_keys\x18\x05 \x01(\v2\x18.shoal.v1.PageServerKeysR\x0epageServerKeys\"[\n" +
+	"\x0ePageServerKeys\x12\x15\n" +
+	"\x06ca_pem\x18\x01 \x01(\fR\x05caPem\x12\x19\n" +
+	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x17\n" +
+	"\akey_pem\x18\x03 \x01(\fR\x06keyPem\"b\n" +
 	"\x0eCheckpointPart\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\bR\x03end\x12\x12\n" +
@@ -800,7 +880,7 @@ func file_shoal_v1_migration_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoal_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_shoal_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_shoal_v1_migration_proto_goTypes = []any{
 	(RestorePhase)(0),                // 0: shoal.v1.RestorePhase
 	(*VolumeHeader)(nil),             // 1: shoal.v1.VolumeHeader
@@ -808,29 +888,31 @@ var file_shoal_v1_migration_proto_goTypes = []any{
 	(*ReceiveVolumeRequest)(nil),     // 3: shoal.v1.ReceiveVolumeRequest
 	(*ReceiveVolumeResponse)(nil),    // 4: shoal.v1.ReceiveVolumeResponse
 	(*RestoreHeader)(nil),            // 5: shoal.v1.RestoreHeader
-	(*CheckpointPart)(nil),           // 6: shoal.v1.CheckpointPart
-	(*RestoreContainerRequest)(nil),  // 7: shoal.v1.RestoreContainerRequest
-	(*RestoreContainerResponse)(nil), // 8: shoal.v1.RestoreContainerResponse
-	(*Container)(nil),                // 9: shoal.v1.Container
+	(*PageServerKeys)(nil),           // 6: shoal.v1.PageServerKeys
+	(*CheckpointPart)(nil),           // 7: shoal.v1.CheckpointPart
+	(*RestoreContainerRequest)(nil),  // 8: shoal.v1.RestoreContainerRequest
+	(*RestoreContainerResponse)(nil), // 9: shoal.v1.RestoreContainerResponse
+	(*Container)(nil),                // 10: shoal.v1.Container
 }
 var file_shoal_v1_migration_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.ReceiveVolumeRequest.header:type_name -> shoal.v1.VolumeHeader
 	2,  // 1: shoal.v1.ReceiveVolumeRequest.part:type_name -> shoal.v1.VolumePart
-	9,  // 2: shoal.v1.RestoreHeader.container:type_name -> shoal.v1.Container
+	10, // 2: shoal.v1.RestoreHeader.container:type_name -> shoal.v1.Container
 	1,  // 3: shoal.v1.RestoreHeader.volume:type_name -> shoal.v1.VolumeHeader
-	5,  // 4: shoal.v1.RestoreContainerRequest.header:type_name -> shoal.v1.RestoreHeader
-	2,  // 5: shoal.v1.RestoreContainerRequest.volume:type_name -> shoal.v1.VolumePart
-	6,  // 6: shoal.v1.RestoreContainerRequest.checkpoint:type_name -> shoal.v1.CheckpointPart
-	0,  // 7: shoal.v1.RestoreContainerResponse.phase:type_name -> shoal.v1.RestorePhase
-	3,  // 8: shoal.v1.MigrationService.ReceiveVolume:input_type -> shoal.v1.ReceiveVolumeRequest
-	7,  // 9: shoal.v1.MigrationService.RestoreContainer:input_type -> shoal.v1.RestoreContainerRequest
-	4,  // 10: shoal.v1.MigrationService.ReceiveVolume:output_type -> shoal.v1.ReceiveVolumeResponse
-	8,  // 11: shoal.v1.MigrationService.RestoreContainer:output_type -> shoal.v1.RestoreContainerResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	6,  // 4: shoal.v1.RestoreHeader.page_server_keys:type_name -> shoal.v1.PageServerKeys
+	5,  // 5: shoal.v1.RestoreContainerRequest.header:type_name -> shoal.v1.RestoreHeader
+	2,  // 6: shoal.v1.RestoreContainerRequest.volume:type_name -> shoal.v1.VolumePart
+	7,  // 7: shoal.v1.RestoreContainerRequest.checkpoint:type_name -> shoal.v1.CheckpointPart
+	0,  // 8: shoal.v1.RestoreContainerResponse.phase:type_name -> shoal.v1.RestorePhase
+	3,  // 9: shoal.v1.MigrationService.ReceiveVolume:input_type -> shoal.v1.ReceiveVolumeRequest
+	8,  // 10: shoal.v1.MigrationService.RestoreContainer:input_type -> shoal.v1.RestoreContainerRequest
+	4,  // 11: shoal.v1.MigrationService.ReceiveVolume:output_type -> shoal.v1.ReceiveVolumeResponse
+	9,  // 12: shoal.v1.MigrationService.RestoreContainer:output_type -> shoal.v1.RestoreContainerResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_migration_proto_init() }
@@ -843,7 +925,7 @@ func file_shoal_v1_migration_proto_init() {
 		(*ReceiveVolumeRequest_Header)(nil),
 		(*ReceiveVolumeRequest_Part)(nil),
 	}
-	file_shoal_v1_migration_proto_msgTypes[6].OneofWrappers = []any{
+	file_shoal_v1_migration_proto_msgTypes[7].OneofWrappers = []any{
 		(*RestoreContainerRequest_Header)(nil),
 		(*RestoreContainerRequest_Volume)(nil),
 		(*RestoreContainerRequest_Checkpoint)(nil),
@@ -855,7 +937,7 @@ func file_shoal_v1_migration_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_migration_proto_rawDesc), len(file_shoal_v1_migration_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
