@@ -3,6 +3,7 @@ module github.com/shoal-dev/shoal
 go 1.26.8
 
 require (
+	github.com/boltdb/bolt v1.3.1
 	github.com/creack/pty v1.1.24
 	github.com/google/nftables v0.3.0
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.33.0
@@ -26,7 +27,6 @@ require (
 
 require (
 	github.com/armon/go-metrics v0.3.8 // indirect
-	github.com/boltdb/bolt v1.3.1 // indirect
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/google/btree v1.1.3 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/boltdb/bolt"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb"
@@ -80,8 +81,14 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft data dir: %w", err)
 	}
-	store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+	// Bolt waits for its file lock without end by default; another
+	// process holding it gets named instead of a daemon that never starts.
+	dbPath := filepath.Join(cfg.DataDir, "raft.db")
+	store, err := raftboltdb.New(raftboltdb.Options{Path: dbPath, BoltOptions: &bolt.Options{Timeout: 30 * time.Second}})
 	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open raft store %s: still locked after 30 s: another shoald (or a process it left) holds it", dbPath)
+		}
 		return nil, fmt.Errorf("open raft store: %w", err)
 	}
 	hlog := newHCLogger(log)

@@ -173,19 +173,42 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string, o RestoreOption
 // (the mapped root of an unprivileged container), which restores it.
 func (r *Runtime) shareWithRoot(name, dir string) error {
 	_, m, err := r.rootfsOf(name)
-	if err != nil || m.IsZero() {
+	if err != nil {
 		return err
 	}
+	if m.IsZero() {
+		return restrictMemoryImages(dir)
+	}
 	return ChownCheckpoint(dir, int(m.HostUID), int(m.HostGID))
+}
+
+// restrictMemoryImages makes the memory images in dir 0600 (see
+// ChownCheckpoint).
+func restrictMemoryImages(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if IsMemoryImage(e.Name()) && e.Type().IsRegular() {
+			if err := os.Chmod(filepath.Join(dir, e.Name()), 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ChownCheckpoint gives the files of a checkpoint directory to uid:gid
 // (a received checkpoint must be readable by the container's mapped root),
 // and makes its directories traversable by all (0711): CRIU's restored
 // root task opens some images (timens) before its user namespace has its
-// id map, when no ownership matches, so it needs the "other" bits. The
-// images themselves are 0644 as CRIU writes them; the directory's name is
-// unguessable and it cannot be listed.
+// id map, when no ownership matches, so it needs the "other" bits. Those
+// images stay 0644 as CRIU writes them, in a directory whose name is
+// unguessable and that cannot be listed; but the name is in CRIU's command
+// line, which every local user can read in /proc, so the memory images
+// (pages-*.img, read once the id map is set) become 0600: only the
+// container's root and the host's root read a container's memory.
 func ChownCheckpoint(dir string, uid, gid int) error {
 	return filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
 		if err != nil {
@@ -197,8 +220,16 @@ func ChownCheckpoint(dir string, uid, gid int) error {
 		if e.IsDir() {
 			return os.Chmod(p, 0o711)
 		}
+		if IsMemoryImage(e.Name()) && e.Type().IsRegular() {
+			return os.Chmod(p, 0o600)
+		}
 		return nil
 	})
+}
+
+// IsMemoryImage reports whether a checkpoint file holds memory contents.
+func IsMemoryImage(name string) bool {
+	return strings.HasPrefix(name, "pages-") && strings.HasSuffix(name, ".img")
 }
 
 // runTree runs cmd; when ctx ends first, it kills cmd and every process

@@ -39,6 +39,21 @@ func TestCheckpointRestoreKeepsProcesses(t *testing.T) {
 			if err != nil || stats.PagesWritten == 0 || stats.PagesLazy != 0 {
 				t.Fatalf("dump statistics %+v (%v): want pages written, none lazy", stats, err)
 			}
+			// No local user but root (and the container's root) reads
+			// the memory images.
+			ents, _ := os.ReadDir(dir)
+			pages := 0
+			for _, e := range ents {
+				if fi, err := e.Info(); err == nil && IsMemoryImage(e.Name()) {
+					pages++
+					if fi.Mode().Perm()&0o077 != 0 {
+						t.Errorf("memory image %s is mode %v: others can read it", e.Name(), fi.Mode().Perm())
+					}
+				}
+			}
+			if pages == 0 {
+				t.Error("no memory image (pages-*.img) in the checkpoint")
+			}
 			st, err := rt.State(ctx, spec.Name)
 			if err != nil {
 				t.Fatal(err)

@@ -196,7 +196,14 @@ func (d *Daemon) Start() {
 	case <-d.done:
 		d.t.Fatalf("shoald exited during start:\n%s", d.Log())
 	case <-time.After(2 * time.Minute):
-		d.t.Fatalf("shoald not ready after 2m:\n%s", d.Log())
+		// Its goroutines say where it waits (Go prints them on SIGQUIT).
+		cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-d.done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Signal(syscall.SIGKILL)
+		}
+		d.t.Fatalf("shoald not ready after 2m (its goroutines at the end):\n%s", d.Log())
 	}
 }
 
