@@ -221,15 +221,21 @@ type localHTTPKey struct{}
 // from incoming headers).
 const gatewayIdentityKey = "shoal-gateway-identity"
 
+// restMarshaler is how REST bodies are read and written: proto field
+// names, unknown fields refused.
+func restMarshaler() *runtime.JSONPb {
+	return &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}
+}
+
 // restGateway builds the REST gateway: HTTP/JSON routes (proto/http.yaml)
 // translated to calls on the in-process gRPC server, carrying the REST
 // caller's identity, so REST and gRPC share handlers and authorization.
 func restGateway(ctx context.Context, pipe *pipeListener) (http.Handler, error) {
 	mux := runtime.NewServeMux(
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler()),
 		runtime.WithIncomingHeaderMatcher(func(h string) (string, bool) {
 			if strings.EqualFold(h, runtime.MetadataHeaderPrefix+gatewayIdentityKey) {
 				return "", false

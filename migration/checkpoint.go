@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/shoal-dev/shoal/internal/tarsafe"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -186,6 +187,9 @@ func readTar(dir string, rd io.Reader) error {
 		name := filepath.Clean(h.Name)
 		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
 			return fmt.Errorf("%w: path %q leaves the checkpoint", ErrCorrupt, h.Name)
+		}
+		if tarsafe.Sparse(h) {
+			return fmt.Errorf("%w: sparse entry %q (its data would expand to %d bytes)", ErrCorrupt, h.Name, h.Size)
 		}
 		p := filepath.Join(dir, name)
 		switch h.Typeflag {

@@ -29,3 +29,6 @@ fi
 
 say "go test"
 go test -count=1 -timeout 45m -p 1 ./... 2>&1 | tee /tmp/shoal-test.log
+
+say "fuzz (a short pass: 3 s per target; bench/fuzz.sh TIME for longer)"
+bash bench/fuzz.sh 3s

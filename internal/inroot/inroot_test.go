@@ -29,7 +29,7 @@ func modes(t *testing.T, f func(t *testing.T)) {
 }
 
 // tree builds a small root with every kind of link the tests resolve.
-func tree(t *testing.T) (root string, fd int) {
+func tree(t testing.TB) (root string, fd int) {
 	t.Helper()
 	root = t.TempDir()
 	must := func(err error) {

@@ -264,6 +264,9 @@ func validate(ctx context.Context, r io.Reader) (Metadata, error) {
 		if err != nil {
 			return Metadata{}, err
 		}
+		if err := refuseSparse(hdr); err != nil {
+			return Metadata{}, err
+		}
 		switch {
 		case name == metadataName:
 			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-dev/shoal/internal/inroot"
+	"github.com/shoal-dev/shoal/internal/tarsafe"
 )
 
 // Unpack reads a unified image tarball (plain, gzip, xz, zstd or bzip2) from r and
@@ -87,6 +88,9 @@ func (u *unpacker) run(ctx context.Context, tr *tar.Reader) (Metadata, error) {
 		if err != nil {
 			return Metadata{}, err
 		}
+		if err := refuseSparse(hdr); err != nil {
+			return Metadata{}, err
+		}
 		switch {
 		case name == metadataName:
 			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
@@ -120,6 +124,15 @@ func (u *unpacker) run(ctx context.Context, tr *tar.Reader) (Metadata, error) {
 		return Metadata{}, fmt.Errorf("%w: no rootfs/", ErrInvalid)
 	}
 	return md, u.finishDirs()
+}
+
+// refuseSparse refuses sparse entries: a few kilobytes of tarball would
+// write their whole declared size (see tarsafe.Sparse).
+func refuseSparse(hdr *tar.Header) error {
+	if tarsafe.Sparse(hdr) {
+		return fmt.Errorf("%w: %s: sparse entries are not supported (it would expand to %d bytes); repack the image without --sparse", ErrInvalid, hdr.Name, hdr.Size)
+	}
+	return nil
 }
 
 // cleanName checks a tar entry name and returns it without "./" and
