@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -70,9 +71,13 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		// A token is good for one join only.
 		if h.Name == "n2" {
 			dir := t.TempDir()
+			tokFile := filepath.Join(t.TempDir(), "token")
+			if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			out, err := h.Command(ctx, binDir+"/shoald", "--state-dir", dir, "--name", "n2",
-				"--listen", net.JoinHostPort(h.IP.String(), "9443"), "--join", tok).CombinedOutput()
+				"--listen", net.JoinHostPort(h.IP.String(), "9443"), "--join", "@"+tokFile).CombinedOutput()
 			cancel()
 			if err == nil || !strings.Contains(string(out), "already used") {
 				t.Fatalf("a reused join token: err=%v\n%s", err, out)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -62,7 +63,7 @@ func run() error {
 		raftAddr    = flag.String("raft-addr", "", "Raft transport address, mutual TLS (default: --listen's port + 1, or 127.0.0.1 on a free port)")
 		gossipAddr  = flag.String("gossip-addr", "", "gossip (memberlist) address (default: --listen's port + 2)")
 		offline     = flag.Duration("offline-after", 5*time.Second, "how long gossip must see a member dead before it is marked offline")
-		join        = flag.String("join", "", "join the cluster this token (from `shoal cluster add`) names")
+		join        = flag.String("join", "", "join the cluster a token (from `shoal cluster add`) names: @FILE or - (stdin) to read it, or set SHOAL_JOIN_TOKEN; a token written here is readable by every local user in /proc")
 		clusterName = flag.String("cluster-name", "shoal", "name of a new cluster")
 		maxVoters   = flag.Int("max-voters", 3, "Raft voters to keep (3 or 5) unless cluster.max_voters is set; other members are standbys")
 		strategy    = flag.String("scheduler", "spread", "placement strategy unless cluster.scheduler is set: spread (least loaded) or binpack")
@@ -83,6 +84,9 @@ func run() error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	if err := config.ValidateName("--name", *name); err != nil {
+		return err
+	}
+	if err := readJoinToken(join, log); err != nil {
 		return err
 	}
 	strat, err := scheduler.ParseStrategy(*strategy)
@@ -296,4 +300,35 @@ func freeResources() (cpuMillis, memBytes int64) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// readJoinToken resolves --join: "@FILE" reads the token from a file, "-"
+// from stdin, empty takes SHOAL_JOIN_TOKEN; a token given as is works but
+// is logged as exposed (every local user reads /proc/PID/cmdline).
+func readJoinToken(join *string, log *slog.Logger) error {
+	switch {
+	case *join == "":
+		*join = strings.TrimSpace(os.Getenv("SHOAL_JOIN_TOKEN"))
+	case *join == "-":
+		b, err := io.ReadAll(io.LimitReader(os.Stdin, 64<<10))
+		if err != nil {
+			return fmt.Errorf("--join -: read the token from stdin: %w", err)
+		}
+		*join = strings.TrimSpace(string(b))
+		if *join == "" {
+			return fmt.Errorf("--join -: stdin held no token")
+		}
+	case strings.HasPrefix(*join, "@"):
+		path := (*join)[1:]
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("--join: read the token: %w", err)
+		}
+		if *join = strings.TrimSpace(string(b)); *join == "" {
+			return fmt.Errorf("--join: %s holds no token", path)
+		}
+	default:
+		log.Warn("the join token is on the command line, where every local user can read it until it is redeemed; pass --join @FILE, --join - or SHOAL_JOIN_TOKEN")
+	}
+	return nil
 }

@@ -25,10 +25,13 @@ func (m *Member) Listen() string { return net.JoinHostPort(m.Host.IP.String(), "
 func StartMember(t T, binDir string, h *netns.Host, token string, extra ...string) *Member {
 	t.Helper()
 	args := append([]string{"--listen", net.JoinHostPort(h.IP.String(), "8443")}, extra...)
+	var env []string
 	if token != "" {
-		args = append(args, "--join", token)
+		// As the README joins: never on the command line, which every
+		// local user reads.
+		env = []string{"SHOAL_JOIN_TOKEN=" + token}
 	}
-	d := StartDaemonWith(t, binDir, Options{Name: h.Name, Args: args, Command: h.Command})
+	d := StartDaemonWith(t, binDir, Options{Name: h.Name, Args: args, Command: h.Command, Env: env})
 	return &Member{Daemon: d, Host: h}
 }
 
