@@ -269,12 +269,16 @@ func ParseCPUSet(v string, hostCPUs int) (string, error) {
 }
 
 // ParseAllowance turns limits.cpu.allowance into a CFS quota and period in
-// microseconds.
+// microseconds. A percentage is of one CPU over a 100 ms period, from 1%
+// (the kernel's 1 ms minimum quota) to 100% per host CPU; a quota/period
+// pair has the kernel's bounds (both ≥ 1 ms, period ≤ 1 s) and the same
+// ceiling of every host CPU for the whole period.
 func ParseAllowance(v string, hostCPUs int) (quotaUs, periodUs int64, err error) {
 	if strings.HasSuffix(v, "%") {
 		p, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
-		if err != nil || p <= 0 || p > float64(100*hostCPUs) {
-			return 0, 0, fmt.Errorf("percentage must be in (0, %d]", 100*hostCPUs)
+		// !(p >= 1) also refuses NaN.
+		if err != nil || !(p >= 1) || p > float64(100*hostCPUs) {
+			return 0, 0, fmt.Errorf("percentage must be in [1, %d]", 100*hostCPUs)
 		}
 		return int64(p * 1000), 100000, nil
 	}
@@ -286,6 +290,9 @@ func ParseAllowance(v string, hostCPUs int) (quotaUs, periodUs int64, err error)
 	pd, err2 := time.ParseDuration(per)
 	if err1 != nil || err2 != nil || qd < time.Millisecond || pd < time.Millisecond || pd > time.Second {
 		return 0, 0, errors.New("quota and period must be durations ≥ 1ms, period ≤ 1s")
+	}
+	if qd.Microseconds() > pd.Microseconds()*int64(hostCPUs) {
+		return 0, 0, fmt.Errorf("quota must be at most %d × the period (the host's CPUs)", hostCPUs)
 	}
 	return qd.Microseconds(), pd.Microseconds(), nil
 }

@@ -19,6 +19,9 @@ func FuzzValidateKey(f *testing.F) {
 		{"limits.cpu.allowance", "50%"}, {"limits.cpu.allowance", "25ms/100ms"}, {"limits.cpu.allowance", "1%"},
 		{"limits.cpu.allowance", "200%"}, {"limits.cpu.allowance", "1ms/1s"}, {"limits.cpu.allowance", "0%"},
 		{"limits.cpu.allowance", "-5%"}, {"limits.cpu.allowance", "1e2%"}, {"limits.cpu.allowance", "10ms/2s"},
+		// Found by this target: ".1%" gave a 100 us quota, which the
+		// kernel refuses; "NaN%" passed the range check.
+		{"limits.cpu.allowance", ".1%"}, {"limits.cpu.allowance", "NaN%"}, {"limits.cpu.allowance", "2562047h/1s"},
 		{"limits.memory", "256MiB"}, {"limits.memory", "1GB"}, {"limits.memory", "50%"}, {"limits.memory", "4M"},
 		{"limits.memory", "1.5GiB"}, {"limits.memory", "100%"}, {"limits.memory", "1KiB"}, {"limits.memory", "9999999999TiB"},
 		{"limits.memory.swap", "true"}, {"limits.memory.swap", "off"}, {"limits.memory.swap", ""},
@@ -94,9 +97,13 @@ func checkLimits(t *testing.T, k, v string, l Limits) {
 		}
 	case "limits.cpu.allowance":
 		// The kernel refuses a CFS quota or period under 1 ms and a
-		// period over 1 s; a quota of 0 or less means "unlimited".
+		// period over 1 s; a quota of 0 or less means "unlimited". More
+		// than every CPU for the whole period is refused as 101% is.
 		if l.CPUQuotaUs < 1000 || l.CPUPeriodUs < 1000 || l.CPUPeriodUs > 1000000 {
 			t.Fatalf("limits.cpu.allowance=%q gives quota %d us per %d us, which the kernel cannot apply", v, l.CPUQuotaUs, l.CPUPeriodUs)
+		}
+		if l.CPUQuotaUs > l.CPUPeriodUs*int64(runtime.NumCPU()) {
+			t.Fatalf("limits.cpu.allowance=%q gives quota %d us per %d us, more than the host's %d CPUs", v, l.CPUQuotaUs, l.CPUPeriodUs, runtime.NumCPU())
 		}
 	case "limits.memory":
 		if l.MemoryBytes < 4<<20 {
