@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -112,7 +111,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	op := s.ops.Start("container-create", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
 		p.Phase("creating on " + ct.GetNode())
 		if ct.GetNode() != s.node.Name() {
-			if err := s.waitRemoteProgress(ctx, ct.GetName(), desired, p); err != nil {
+			if err := migration.WaitState(ctx, engineCluster{s.cl}, ct.GetName(), desired, p); err != nil {
 				return nil, err
 			}
 			return map[string]string{"name": ct.GetName(), "node": ct.GetNode()}, nil
@@ -160,44 +159,6 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 		err = s.propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct})
 		if status.Code(err) != codes.ResourceExhausted || attempt == 2 {
 			return err
-		}
-	}
-}
-
-// waitRemote waits until the owner node reports the new container in its
-// desired state (or an error).
-func (s *Server) waitRemote(ctx context.Context, name string, desired shoalv1.DesiredState) error {
-	return s.waitRemoteProgress(ctx, name, desired, nil)
-}
-
-// waitRemoteProgress is waitRemote that shows, as the operation's phase,
-// the progress the owner reports meanwhile (an image pull: "Pulling").
-func (s *Server) waitRemoteProgress(ctx context.Context, name string, desired shoalv1.DesiredState, p *operations.Progress) error {
-	want := "Running"
-	if desired == shoalv1.DesiredState_DESIRED_STATE_STOPPED {
-		want = "Stopped"
-	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ct, err := s.fsm.Container(name)
-		if err != nil {
-			return err
-		}
-		switch ct.GetStatus() {
-		case want:
-			return nil
-		case "Pulling":
-			if p != nil {
-				p.Phase(ct.GetNode() + ": " + ct.GetStatusMessage())
-			}
-		case "Error":
-			return status.Errorf(codes.Internal, "on %s: %s", ct.GetNode(), ct.GetStatusMessage())
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
 		}
 	}
 }
@@ -494,45 +455,24 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 	if err := s.node.CheckEnforceable(cmp.Or(target, s.node.Name()), cfg); err != nil {
 		return nil, precondition(err.Error())
 	}
+	var records []*shoalv1.Snapshot
+	if !req.GetInstanceOnly() {
+		for _, sn := range src.GetSnapshots() {
+			records = append(records, proto.Clone(sn).(*shoalv1.Snapshot))
+		}
+	}
+	spec := migration.CopySpec{Source: src, Copy: &shoalv1.Container{
+		Name: req.GetName(), ImageFingerprint: src.GetImageFingerprint(), ImageSource: src.GetImageSource(),
+		Config: cfg, Node: cmp.Or(target, s.node.Name()), DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED,
+		Pool: src.GetPool(), Hwaddr: network.RandomMAC(), Snapshots: records,
+	}}
 	op := s.ops.Start("container-copy", "containers/"+req.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
-		if target != "" {
-			return s.copyTo(ctx, src, req, cfg, target, p)
-		}
-		var snaps []string
-		var records []*shoalv1.Snapshot
-		if !req.GetInstanceOnly() {
-			for _, sn := range src.GetSnapshots() {
-				snaps = append(snaps, sn.GetName())
-				records = append(records, proto.Clone(sn).(*shoalv1.Snapshot))
-			}
-		}
-		if err := s.node.RemoveStale(ctx, req.GetName()); err != nil {
-			return nil, err
-		}
-		p.Phase("copying volume")
-		if err := s.node.CopyVolume(ctx, src, req.GetName(), snaps); err != nil {
-			return nil, err
-		}
-		ct := &shoalv1.Container{
-			Name: req.GetName(), ImageFingerprint: src.GetImageFingerprint(), ImageSource: src.GetImageSource(),
-			Config: cfg, Node: s.node.Name(), DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED,
-			CreatedAtUnixNano: now(), Pool: src.GetPool(), Hwaddr: network.RandomMAC(), Snapshots: records,
-		}
-		if err := s.cl.Propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct}); err != nil {
-			_ = s.node.Reconcile(context.Background(), req.GetName()) // not in the FSM: removes the copied volume
-			return nil, err
-		}
-		if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
-			return nil, err
-		}
-		return map[string]string{"name": ct.GetName()}, nil
+		spec.Copy.CreatedAtUnixNano = now()
+		return s.mig.Copy(ctx, spec, p)
 	})
 	return &shoalv1.CopyContainerResponse{Operation: op}, nil
 }
 
-// copyTo copies a container to another member: a transfer snapshot of the
-// source (with its snapshots unless instance_only) is streamed there under
-// the new name, then the copy is recorded, stopped, on that member.
 // refreshCopy brings an existing copy up to date with its source: the
 // snapshots it lacks and the current content are sent incrementally on the
 // newest snapshot both have (the copy must be stopped).
@@ -544,103 +484,16 @@ func (s *Server) refreshCopy(ctx context.Context, src *shoalv1.Container, req *s
 	if req.GetTarget() != "" && req.GetTarget() != dst.GetNode() {
 		return nil, invalid("target", fmt.Sprintf("the copy %q is on %s", dst.GetName(), dst.GetNode()))
 	}
-	if dst.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED {
-		return nil, precondition(fmt.Sprintf("stop %q before refreshing it", dst.GetName()))
-	}
-	if dst.GetPool() != src.GetPool() {
-		return nil, precondition(fmt.Sprintf("%q is in pool %s, its source in %s", dst.GetName(), dst.GetPool(), src.GetPool()))
-	}
-	if dst.GetNode() == src.GetNode() {
-		return nil, precondition("refresh copies across members only (a copy on the same member is a cheap clone: delete and copy again)")
+	if _, _, err := migration.PlanRefresh(src, dst); err != nil {
+		return nil, toStatus(err)
 	}
 	if s.peers == nil {
 		return nil, precondition("this node is not in a cluster")
 	}
-	have := map[string]bool{}
-	for _, sn := range dst.GetSnapshots() {
-		have[sn.GetName()] = true
-	}
-	base := ""
-	var missing []*shoalv1.Snapshot
-	for _, sn := range src.GetSnapshots() {
-		if have[sn.GetName()] {
-			base = sn.GetName()
-			missing = nil // only those after the newest shared one
-			continue
-		}
-		missing = append(missing, proto.Clone(sn).(*shoalv1.Snapshot))
-	}
-	if base == "" {
-		return nil, precondition(fmt.Sprintf("%q shares no snapshot with %q: delete it and copy again", dst.GetName(), src.GetName()))
-	}
 	op := s.ops.Start("container-copy", "containers/"+dst.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
-		d, err := s.node.Pool(src.GetPool())
-		if err != nil {
-			return nil, err
-		}
-		vol := node.VolumeName(src.GetName())
-		tmp := "copy-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-		if err := d.CreateSnapshot(ctx, vol, tmp); err != nil {
-			return nil, err
-		}
-		defer d.DeleteSnapshot(context.Background(), vol, tmp)
-		var snaps []string
-		for _, sn := range missing {
-			snaps = append(snaps, sn.GetName())
-		}
-		header := &shoalv1.VolumeHeader{Version: migration.Version, Container: dst.GetName(), Pool: src.GetPool(),
-			Snapshots: append(snaps, tmp), DropLast: true, Base: base, Resume: true}
-		sent, err := s.sendVolume(ctx, d, vol, header, dst.GetNode(), p)
-		if err != nil {
-			return nil, err
-		}
-		for _, sn := range missing {
-			if err := s.cl.Propose(ctx, &shoalv1.SnapshotCreateCommand{Container: dst.GetName(), Snapshot: sn}); err != nil {
-				return nil, err
-			}
-		}
-		return map[string]string{"name": dst.GetName(), "node": dst.GetNode(), "bytes": strconv.FormatInt(sent, 10), "base": base}, nil
+		return s.mig.Refresh(ctx, src, dst, p)
 	})
 	return &shoalv1.CopyContainerResponse{Operation: op}, nil
-}
-
-func (s *Server) copyTo(ctx context.Context, src *shoalv1.Container, req *shoalv1.CopyContainerRequest, cfg map[string]string, target string, p *operations.Progress) (map[string]string, error) {
-	d, err := s.node.Pool(src.GetPool())
-	if err != nil {
-		return nil, err
-	}
-	vol := node.VolumeName(src.GetName())
-	var snaps []string
-	var records []*shoalv1.Snapshot
-	if !req.GetInstanceOnly() {
-		for _, sn := range src.GetSnapshots() {
-			snaps = append(snaps, sn.GetName())
-			records = append(records, proto.Clone(sn).(*shoalv1.Snapshot))
-		}
-	}
-	tmp := "copy-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	if err := d.CreateSnapshot(ctx, vol, tmp); err != nil {
-		return nil, err
-	}
-	defer d.DeleteSnapshot(context.Background(), vol, tmp)
-	header := &shoalv1.VolumeHeader{Version: migration.Version, Container: req.GetName(), Pool: src.GetPool(),
-		Snapshots: append(snaps, tmp), DropLast: true, Copy: true}
-	sent, err := s.sendVolume(ctx, d, vol, header, target, p)
-	if err != nil {
-		return nil, err
-	}
-	ct := &shoalv1.Container{
-		Name: req.GetName(), ImageFingerprint: src.GetImageFingerprint(), ImageSource: src.GetImageSource(),
-		Config: cfg, Node: target, DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED,
-		CreatedAtUnixNano: now(), Pool: src.GetPool(), Hwaddr: network.RandomMAC(), Snapshots: records,
-	}
-	if err := s.cl.Propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct}); err != nil {
-		return nil, err
-	}
-	if err := s.waitRemote(ctx, ct.GetName(), shoalv1.DesiredState_DESIRED_STATE_STOPPED); err != nil {
-		return nil, err
-	}
-	return map[string]string{"name": ct.GetName(), "node": target, "bytes": strconv.FormatInt(sent, 10)}, nil
 }
 
 // CreateSnapshot snapshots a container's volume and records its config.

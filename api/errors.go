@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -48,6 +49,12 @@ var codeTable = []struct {
 	{cluster.ErrTokenInvalid, codes.Unauthenticated},
 	{cluster.ErrRevoked, codes.PermissionDenied},
 	{cluster.ErrInvalidCommand, codes.InvalidArgument},
+	{migration.ErrCorrupt, codes.DataLoss},
+	{migration.ErrAborted, codes.Aborted},
+	{migration.ErrUnsupported, codes.FailedPrecondition},
+	{migration.ErrConflict, codes.FailedPrecondition},
+	{migration.ErrInvalid, codes.InvalidArgument},
+	{migration.ErrExists, codes.AlreadyExists},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

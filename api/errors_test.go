@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node/runtime"
 	"github.com/shoal-dev/shoal/storage"
 )
@@ -28,6 +29,12 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("limits.disk.priority: %w", runtime.ErrUnenforceable), codes.FailedPrecondition},
 		{fmt.Errorf("renew: %w", cluster.ErrRevoked), codes.PermissionDenied},
 		{cluster.ErrNotLeader, codes.Unavailable},
+		{fmt.Errorf("move: %w", migration.ErrCorrupt), codes.DataLoss},
+		{fmt.Errorf("restore: %w", migration.ErrAborted), codes.Aborted},
+		{fmt.Errorf("postcopy: %w", migration.ErrUnsupported), codes.FailedPrecondition},
+		{fmt.Errorf("refresh: %w", migration.ErrConflict), codes.FailedPrecondition},
+		{fmt.Errorf("header: %w", migration.ErrInvalid), codes.InvalidArgument},
+		{fmt.Errorf("copy: %w", migration.ErrExists), codes.AlreadyExists},
 		{context.Canceled, codes.Canceled},
 		{errors.New("disk on fire"), codes.Internal},
 		{status.Error(codes.PermissionDenied, "no"), codes.PermissionDenied},

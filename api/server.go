@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -33,6 +34,9 @@ type Server struct {
 	bus   *operations.Bus
 	log   *slog.Logger
 	peers *peers
+	// mig runs every transfer between members (moves, copies, refreshes,
+	// evacuations) and their targets' side.
+	mig *migration.Engine
 	// strategy is how the scheduler scores nodes (cluster.scheduler).
 	strategy scheduler.Strategy
 	// calls are the open calls of certificate holders (auth.go).
@@ -52,7 +56,9 @@ var (
 // NewServer returns the API over a cluster member and its node; peers (may
 // be nil) reach the other members.
 func NewServer(cl *cluster.Cluster, n *node.Node, p *Peers, ops *operations.Registry, bus *operations.Bus, log *slog.Logger) *Server {
-	return &Server{cl: cl, fsm: cl.FSM(), node: n, peers: p, ops: ops, bus: bus, log: log.With("component", "api")}
+	s := &Server{cl: cl, fsm: cl.FSM(), node: n, peers: p, ops: ops, bus: bus, log: log.With("component", "api")}
+	s.mig = s.newEngine()
+	return s
 }
 
 // SetStrategy sets the scheduler's strategy for new placements.

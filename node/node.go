@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/network"
@@ -59,6 +58,12 @@ type PoolConfig struct {
 	Size   int64
 }
 
+// Events receives the lifecycle events the node's work causes
+// ("container-started"); the API's event bus is one.
+type Events interface {
+	Lifecycle(node, action, resource string)
+}
+
 // Node is the local host's side of the cluster.
 type Node struct {
 	cfg     Config
@@ -69,7 +74,7 @@ type Node struct {
 	rt      *runtime.Runtime
 	images  *images.Store
 	idmap   idmap.Map
-	bus     *operations.Bus
+	bus     Events
 
 	poolsMu sync.RWMutex
 	pools   map[string]storage.Driver
@@ -103,7 +108,7 @@ type Node struct {
 // New prepares the node: it opens or creates its pools, networks, image store
 // and LXC runtime, records the node and defaults in the cluster, and
 // re-attaches to containers that kept running while the daemon was down.
-func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus *operations.Bus) (*Node, error) {
+func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus Events) (*Node, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

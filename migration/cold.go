@@ -1,0 +1,132 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/storage"
+)
+
+// Result is what a finished transfer reports (the operation's metadata).
+type Result map[string]string
+
+// coldMove is the state of one cold move on its source: stop (cleanly),
+// send the volume and its snapshots, commit the new owner in one Raft
+// entry, have the target start it if it ran, and drop the source's copy.
+// Any failure before the commit gives the container back to the source
+// (restarted if it ran); the target deletes what arrived.
+type coldMove struct {
+	*machine
+	ct         *shoalv1.Container
+	target     string
+	p          Progress
+	wasRunning bool
+	desired    shoalv1.DesiredState
+	d          storage.Driver
+	vol        string
+	snaps      []string
+	sent       int64
+}
+
+// Move moves a container this member owns to target, cold: it is stopped
+// for the transfer (and started there if it ran).
+func (e *Engine) Move(ctx context.Context, ct *shoalv1.Container, target string, p Progress) (Result, error) {
+	m := e.coldMove(ct, target, orNop(p))
+	start := time.Now()
+	if err := m.run(ctx); err != nil {
+		return nil, err
+	}
+	e.events.Lifecycle(e.host.Name(), "container-moved", ct.GetName())
+	return Result{"node": target, "bytes": strconv.FormatInt(m.sent, 10), "took": time.Since(start).String()}, nil
+}
+
+func (e *Engine) coldMove(ct *shoalv1.Container, target string, p Progress) *coldMove {
+	m := &coldMove{machine: newMachine(e, KindColdMove), ct: ct, target: target, p: p,
+		wasRunning: ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED}
+	m.desired = shoalv1.DesiredState_DESIRED_STATE_STOPPED
+	if m.wasRunning {
+		m.desired = shoalv1.DesiredState_DESIRED_STATE_RUNNING
+	}
+	m.steps = []step{
+		{phase: PhasePrepare, do: m.prepare},
+		{phase: PhaseSendVolume, do: m.sendVolume},
+		{phase: PhaseCommit, do: m.commit, commits: true},
+		{phase: PhaseCleanup, do: m.dropSource},
+		{phase: PhaseStart, do: m.start},
+	}
+	return m
+}
+
+// stays is how a failure after the stop reads.
+func (m *coldMove) stays(cause error) error {
+	return fmt.Errorf("move %s to %s failed; it stays on %s: %w", m.ct.GetName(), m.target, m.ct.GetNode(), cause)
+}
+
+func (m *coldMove) prepare(ctx context.Context) error {
+	name := m.ct.GetName()
+	if m.wasRunning {
+		m.p.Phase("stopping")
+		if err := m.e.cl.Propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: name, DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED}); err != nil {
+			return err
+		}
+		if err := m.e.host.Reconcile(ctx, name); err != nil {
+			return err
+		}
+	}
+	// From here on, a failure gives the container back to the source.
+	m.onFail(func() {
+		if !m.wasRunning {
+			return
+		}
+		bg, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = m.e.cl.Propose(bg, &shoalv1.ContainerDesiredStateCommand{Name: name, DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING})
+		_ = m.e.host.Reconcile(bg, name)
+	})
+	d, err := m.e.host.Pool(m.ct.GetPool())
+	if err != nil {
+		return m.stays(err)
+	}
+	m.d, m.vol = d, m.e.host.VolumeName(name)
+	snap := transferSnapshot("move")
+	if err := m.takeSnapshot(ctx, d, m.vol, snap); err != nil {
+		return m.stays(err)
+	}
+	m.snaps = append(snapshotNames(m.ct), snap)
+	return nil
+}
+
+func (m *coldMove) sendVolume(ctx context.Context) error {
+	header := &shoalv1.VolumeHeader{Version: Version, Container: m.ct.GetName(), Pool: m.ct.GetPool(), Snapshots: m.snaps, DropLast: true}
+	sent, _, err := m.e.sendVolume(ctx, m.d, m.vol, header, m.target, m.p)
+	if err != nil {
+		return m.stays(err)
+	}
+	m.sent = sent
+	return nil
+}
+
+// commit is the one entry that moves it.
+func (m *coldMove) commit(ctx context.Context) error {
+	if err := m.e.cl.Propose(ctx, &shoalv1.ContainerMoveCommand{Name: m.ct.GetName(), Node: m.target, From: m.ct.GetNode(), DesiredState: m.desired}); err != nil {
+		return m.stays(err)
+	}
+	return nil
+}
+
+// dropSource drops the source's copy: the target has its own.
+func (m *coldMove) dropSource(ctx context.Context) error {
+	m.p.Phase("starting on " + m.target)
+	if err := m.e.host.DropLocal(ctx, m.ct.GetName()); err != nil {
+		m.e.log.Warn("drop the source copy after a move", "container", m.ct.GetName(), "err", err)
+	}
+	return nil
+}
+
+// start waits for the target to run the container, or hold it stopped.
+func (m *coldMove) start(ctx context.Context) error {
+	return WaitState(ctx, m.e.cl, m.ct.GetName(), m.desired, m.p)
+}
