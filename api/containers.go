@@ -468,7 +468,7 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 	}}
 	op := s.ops.Start("container-copy", "containers/"+req.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
 		spec.Copy.CreatedAtUnixNano = now()
-		return s.mig.Copy(ctx, spec, p)
+		return s.source.Copy(ctx, spec, p)
 	})
 	return &shoalv1.CopyContainerResponse{Operation: op}, nil
 }
@@ -491,7 +491,7 @@ func (s *Server) refreshCopy(ctx context.Context, src *shoalv1.Container, req *s
 		return nil, precondition("this node is not in a cluster")
 	}
 	op := s.ops.Start("container-copy", "containers/"+dst.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
-		return s.mig.Refresh(ctx, src, dst, p)
+		return s.source.Refresh(ctx, src, dst, p)
 	})
 	return &shoalv1.CopyContainerResponse{Operation: op}, nil
 }

@@ -9,16 +9,16 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
-// The move engine (migration.Engine) runs every transfer; what follows
-// only wires it to this member's node, Raft and peer connections.
+// The move engine (migration.Source and Target) runs every transfer; what
+// follows only wires it to this member's node, Raft and peer connections.
 
-// newEngine builds the move engine over the server's parts.
-func (s *Server) newEngine() *migration.Engine {
+// engineDeps is what the move engine is built from on this member.
+func (s *Server) engineDeps() migration.Deps {
 	deps := migration.Deps{Host: engineHost{s.node}, Cluster: engineCluster{s.cl}, Events: s.bus, Log: s.log}
 	if s.peers != nil {
 		deps.Peers = enginePeers{s}
 	}
-	return migration.New(deps)
+	return deps
 }
 
 // engineHost is the node as the engine's Host (the runtime's lazy-page

@@ -11,10 +11,10 @@ import (
 // sent, started there), or with live, live where CRIU can and cold where it
 // cannot. A container no other member can take is stopped where it is
 // instead. Restore moves the moved ones back and starts the stopped ones.
-// The engine plans it (migration.Engine.Evacuate); each move runs on the
+// The engine plans it (migration.Source.Evacuate); each move runs on the
 // container's owner, as a user's move does.
 func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMemberRequest) (*shoalv1.EvacuateMemberResponse, error) {
-	resp, err := s.mig.Evacuate(ctx, s.fleet(), req.GetName(), req.GetLive())
+	resp, err := s.source.Evacuate(ctx, s.fleet(), req.GetName(), req.GetLive())
 	return resp, toStatus(err)
 }
 
@@ -22,6 +22,6 @@ func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMember
 // containers the evacuation moved away (live if they left live) and
 // starts the ones it stopped.
 func (s *Server) RestoreMember(ctx context.Context, req *shoalv1.RestoreMemberRequest) (*shoalv1.RestoreMemberResponse, error) {
-	resp, err := s.mig.RestoreMember(ctx, s.fleet(), req.GetName())
+	resp, err := s.source.RestoreMember(ctx, s.fleet(), req.GetName())
 	return resp, toStatus(err)
 }

@@ -6,13 +6,13 @@ import (
 
 // RestoreContainer is the target's side of a live move's downtime: the
 // engine receives the increment and the checkpoint and restores
-// (migration.Engine.Restore).
+// (migration.Target.Restore).
 func (s *Server) RestoreContainer(stream shoalv1.MigrationService_RestoreContainerServer) error {
-	return toStatus(s.mig.Restore(stream))
+	return toStatus(s.target.Restore(stream))
 }
 
 // ReceiveVolume is the target's side of a cold move, a copy or a refresh
-// (migration.Engine.Receive).
+// (migration.Target.Receive).
 func (s *Server) ReceiveVolume(stream shoalv1.MigrationService_ReceiveVolumeServer) error {
-	return toStatus(s.mig.Receive(stream))
+	return toStatus(s.target.Receive(stream))
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
-// Moves run in the engine (migration.Engine.Move and LiveMove); the API
+// Moves run in the engine (migration.Source.Move and LiveMove); the API
 // checks the request, picks the target and starts the operation.
 
 // MoveContainer moves a container to another member as an operation.
@@ -49,9 +49,9 @@ func (s *Server) MoveContainer(ctx context.Context, req *shoalv1.MoveContainerRe
 func (s *Server) startMove(ct *shoalv1.Container, target string, live bool) *shoalv1.Operation {
 	return s.ops.Start("container-move", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
 		if live {
-			return s.mig.LiveMove(ctx, ct, target, p)
+			return s.source.LiveMove(ctx, ct, target, p)
 		}
-		return s.mig.Move(ctx, ct, target, p)
+		return s.source.Move(ctx, ct, target, p)
 	})
 }
 

@@ -34,9 +34,10 @@ type Server struct {
 	bus   *operations.Bus
 	log   *slog.Logger
 	peers *peers
-	// mig runs every transfer between members (moves, copies, refreshes,
-	// evacuations) and their targets' side.
-	mig *migration.Engine
+	// source runs every transfer that starts here (moves, copies,
+	// refreshes, evacuations); target takes the ones that arrive.
+	source *migration.Source
+	target *migration.Target
 	// strategy is how the scheduler scores nodes (cluster.scheduler).
 	strategy scheduler.Strategy
 	// calls are the open calls of certificate holders (auth.go).
@@ -57,7 +58,7 @@ var (
 // be nil) reach the other members.
 func NewServer(cl *cluster.Cluster, n *node.Node, p *Peers, ops *operations.Registry, bus *operations.Bus, log *slog.Logger) *Server {
 	s := &Server{cl: cl, fsm: cl.FSM(), node: n, peers: p, ops: ops, bus: bus, log: log.With("component", "api")}
-	s.mig = s.newEngine()
+	s.source, s.target = migration.NewSource(s.engineDeps()), migration.NewTarget(s.engineDeps())
 	return s
 }
 

@@ -33,7 +33,7 @@ type coldMove struct {
 
 // Move moves a container this member owns to target, cold: it is stopped
 // for the transfer (and started there if it ran).
-func (e *Engine) Move(ctx context.Context, ct *shoalv1.Container, target string, p Progress) (Result, error) {
+func (e *Source) Move(ctx context.Context, ct *shoalv1.Container, target string, p Progress) (Result, error) {
 	m := e.coldMove(ct, target, orNop(p))
 	start := time.Now()
 	if err := m.run(ctx); err != nil {
@@ -43,7 +43,7 @@ func (e *Engine) Move(ctx context.Context, ct *shoalv1.Container, target string,
 	return Result{"node": target, "bytes": strconv.FormatInt(m.sent, 10), "took": time.Since(start).String()}, nil
 }
 
-func (e *Engine) coldMove(ct *shoalv1.Container, target string, p Progress) *coldMove {
+func (e *engine) coldMove(ct *shoalv1.Container, target string, p Progress) *coldMove {
 	m := &coldMove{machine: newMachine(e, KindColdMove), ct: ct, target: target, p: p,
 		wasRunning: ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED}
 	m.desired = shoalv1.DesiredState_DESIRED_STATE_STOPPED

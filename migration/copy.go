@@ -35,7 +35,7 @@ type copyRun struct {
 // Copy copies a container into a new one, on this member (a clone in its
 // pool) or on another (a transfer snapshot streamed there under the new
 // name). The copy is recorded stopped.
-func (e *Engine) Copy(ctx context.Context, spec CopySpec, p Progress) (Result, error) {
+func (e *Source) Copy(ctx context.Context, spec CopySpec, p Progress) (Result, error) {
 	m := e.copyRun(spec, orNop(p))
 	if err := m.run(ctx); err != nil {
 		return nil, err
@@ -46,7 +46,7 @@ func (e *Engine) Copy(ctx context.Context, spec CopySpec, p Progress) (Result, e
 	return Result{"name": m.dst.GetName(), "node": m.dst.GetNode(), "bytes": strconv.FormatInt(m.sent, 10)}, nil
 }
 
-func (e *Engine) copyRun(spec CopySpec, p Progress) *copyRun {
+func (e *engine) copyRun(spec CopySpec, p Progress) *copyRun {
 	m := &copyRun{src: spec.Source, dst: spec.Copy, p: p}
 	if spec.Copy.GetNode() == e.host.Name() {
 		m.machine = newMachine(e, KindCopyLocal)
@@ -151,12 +151,12 @@ func PlanRefresh(src, dst *shoalv1.Container) (base string, missing []*shoalv1.S
 // newest snapshot both hold, and the new snapshots are recorded. It is the
 // shape continuous replication reuses: a chain of snapshots sent on a
 // base the receiver keeps.
-func (e *Engine) Refresh(ctx context.Context, src, dst *shoalv1.Container, p Progress) (Result, error) {
+func (e *Source) Refresh(ctx context.Context, src, dst *shoalv1.Container, p Progress) (Result, error) {
 	base, missing, err := PlanRefresh(src, dst)
 	if err != nil {
 		return nil, err
 	}
-	m := &copyRun{machine: newMachine(e, KindRefresh), src: src, dst: dst, p: orNop(p), base: base, missing: missing}
+	m := &copyRun{machine: newMachine(e.engine, KindRefresh), src: src, dst: dst, p: orNop(p), base: base, missing: missing}
 	m.steps = []step{
 		{phase: PhasePrepare, do: m.snapshotSource},
 		{phase: PhaseSendVolume, do: m.sendRefresh},

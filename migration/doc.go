@@ -1,9 +1,9 @@
 // Package migration is the move engine: every way a container travels
 // between members runs here, as one explicit state machine per kind (cold
 // move, live move in stop-and-copy or post-copy, local and remote copy,
-// refresh) and the evacuation plan over moves. Engine is both sides: the
-// source runs Move, LiveMove, Copy, Refresh, Evacuate and RestoreMember;
-// the target's RPC handlers hand their streams to Restore and Receive.
+// refresh) and the evacuation plan over moves. One type per side: Source
+// runs Move, LiveMove, Copy, Refresh, Evacuate and RestoreMember; Target
+// takes the streams the target's RPC handlers hand it (Restore, Receive).
 //
 // Each machine (machine.go) is a list of steps named by Phase, each with
 // its failpoint and what it does; a step pushes the undo of what it did

@@ -187,7 +187,7 @@ type Events interface {
 	Lifecycle(node, action, resource string)
 }
 
-// Deps is what an Engine is built from.
+// Deps is what a Source or Target is built from.
 type Deps struct {
 	Host    Host
 	Cluster Cluster
@@ -203,9 +203,8 @@ type Deps struct {
 	OnPhase func(kind Kind, phase Phase)
 }
 
-// Engine runs every way a container travels between members: as the
-// source of moves, copies and refreshes, and as their target.
-type Engine struct {
+// engine is what both sides share: the member's parts.
+type engine struct {
 	host   Host
 	cl     Cluster
 	peers  Peers
@@ -216,9 +215,23 @@ type Engine struct {
 	phase  func(Kind, Phase)
 }
 
-// New returns an engine over deps.
-func New(deps Deps) *Engine {
-	e := &Engine{host: deps.Host, cl: deps.Cluster, peers: deps.Peers, events: deps.Events,
+// Source is the side a transfer starts on: the member that owns the
+// container runs its moves, copies and refreshes; any member plans an
+// evacuation (each move runs on its container's owner).
+type Source struct{ *engine }
+
+// Target is the side a transfer arrives on: the member-to-member RPC
+// handlers hand it their streams.
+type Target struct{ *engine }
+
+// NewSource returns the sending side over deps.
+func NewSource(deps Deps) *Source { return &Source{newEngine(deps)} }
+
+// NewTarget returns the receiving side over deps.
+func NewTarget(deps Deps) *Target { return &Target{newEngine(deps)} }
+
+func newEngine(deps Deps) *engine {
+	e := &engine{host: deps.Host, cl: deps.Cluster, peers: deps.Peers, events: deps.Events,
 		log: deps.Log, hit: deps.Failpoint, armed: deps.Armed, phase: deps.OnPhase}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -247,7 +260,7 @@ func orNop(p Progress) Progress {
 }
 
 // lookup reads a container's record, confirming a miss with the leader.
-func (e *Engine) lookup(ctx context.Context, name string) (*shoalv1.Container, error) {
+func (e *engine) lookup(ctx context.Context, name string) (*shoalv1.Container, error) {
 	ct, err := e.cl.Container(name)
 	if err != nil && e.cl.Sync(ctx) == nil {
 		ct, err = e.cl.Container(name)
@@ -256,7 +269,7 @@ func (e *Engine) lookup(ctx context.Context, name string) (*shoalv1.Container, e
 }
 
 // record is lookup for a name a stream announced.
-func (e *Engine) record(ctx context.Context, name string) (*shoalv1.Container, error) {
+func (e *engine) record(ctx context.Context, name string) (*shoalv1.Container, error) {
 	if name == "" {
 		return nil, mark(ErrInvalid, "name: a container name is required")
 	}

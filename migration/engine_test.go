@@ -213,7 +213,7 @@ func TestRestoreRefusesBadStreams(t *testing.T) {
 		{"owned here", &shoalv1.RestoreContainerRequest{Msg: &shoalv1.RestoreContainerRequest_Header{Header: &shoalv1.RestoreHeader{Version: Version, Container: &shoalv1.Container{Name: "c"}}}}, ErrConflict},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stream, _ := (&pipePeers{engines: map[string]*Engine{"n1": r.e1}}).RestoreContainer(context.Background(), "n1")
+			stream, _ := r.e1.peers.RestoreContainer(context.Background(), "n1")
 			_ = stream.Send(tc.msg)
 			_, err := stream.Recv()
 			if !errors.Is(err, tc.want) {
@@ -247,7 +247,7 @@ func TestColdMoveFaults(t *testing.T) {
 		name string
 		arm  func(r *rig)
 	}{
-		{"target unreachable", func(r *rig) { delete(r.e1.peers.(*pipePeers).engines, "n2") }},
+		{"target unreachable", func(r *rig) { delete(r.e1.peers.(*pipePeers).targets, "n2") }},
 		{"commit", func(r *rig) {
 			r.cl.failPropose = func(cmd proto.Message) (error, bool) {
 				if _, ok := cmd.(*shoalv1.ContainerMoveCommand); ok {
@@ -373,7 +373,7 @@ func TestEvacuateAndRestore(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	r.container("e", running(), nil)
-	engines := map[string]*Engine{"n1": r.e1, "n2": r.e2}
+	sources := map[string]*Source{"n1": r.e1, "n2": r.e2}
 	f := Fleet{
 		Members: r.cl,
 		Place: func(ct *shoalv1.Container) (string, error) {
@@ -383,7 +383,7 @@ func TestEvacuateAndRestore(t *testing.T) {
 			return "n2", nil
 		},
 		Move: func(ctx context.Context, ct *shoalv1.Container, target string, live bool) error {
-			e := engines[ct.GetNode()]
+			e := sources[ct.GetNode()]
 			var err error
 			if live {
 				_, err = e.LiveMove(ctx, ct, target, nil)

@@ -48,7 +48,7 @@ type Fleet struct {
 // its running containers to other members: cold, or with live (or
 // migration.stateful) live first and cold if that fails. A container no
 // other member can take is stopped where it is instead.
-func (e *Engine) Evacuate(ctx context.Context, f Fleet, member string, live bool) (*shoalv1.EvacuateMemberResponse, error) {
+func (e *Source) Evacuate(ctx context.Context, f Fleet, member string, live bool) (*shoalv1.EvacuateMemberResponse, error) {
 	n, err := f.Members.Member(member)
 	if err != nil {
 		return nil, err
@@ -99,7 +99,7 @@ func (e *Engine) Evacuate(ctx context.Context, f Fleet, member string, live bool
 // evacuateOne moves one container off an evacuated member (live first when
 // asked, cold if that fails) and notes where it came from. It returns
 // ":live" for a live move.
-func (e *Engine) evacuateOne(ctx context.Context, f Fleet, ct *shoalv1.Container, target string, live bool) (string, error) {
+func (e *engine) evacuateOne(ctx context.Context, f Fleet, ct *shoalv1.Container, target string, live bool) (string, error) {
 	origin := ct.GetNode()
 	how := ""
 	err := errors.New("not moved")
@@ -140,7 +140,7 @@ func (e *Engine) evacuateOne(ctx context.Context, f Fleet, ct *shoalv1.Container
 // RestoreMember brings an evacuated member back online, moves back the
 // containers the evacuation moved away (live if they left live) and
 // starts the ones it stopped.
-func (e *Engine) RestoreMember(ctx context.Context, f Fleet, member string) (*shoalv1.RestoreMemberResponse, error) {
+func (e *Source) RestoreMember(ctx context.Context, f Fleet, member string) (*shoalv1.RestoreMemberResponse, error) {
 	n, err := f.Members.Member(member)
 	if err != nil {
 		return nil, err
@@ -183,7 +183,7 @@ func (e *Engine) RestoreMember(ctx context.Context, f Fleet, member string) (*sh
 
 // moveBack moves a container an evacuation moved back to its origin (live
 // if it left live, cold if that fails) and clears the evacuation's keys.
-func (e *Engine) moveBack(ctx context.Context, f Fleet, ct *shoalv1.Container, origin string) (string, error) {
+func (e *engine) moveBack(ctx context.Context, f Fleet, ct *shoalv1.Container, origin string) (string, error) {
 	live := ct.GetConfig()[EvacuateLiveKey] == "true" && ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_RUNNING
 	if ct.GetNode() != origin {
 		if err := f.Move(ctx, ct, origin, live); err != nil && live {
@@ -220,7 +220,7 @@ func (e *Engine) moveBack(ctx context.Context, f Fleet, ct *shoalv1.Container, o
 
 // waitAll waits until every named container reports the desired state;
 // local ones are reconciled right away.
-func (e *Engine) waitAll(ctx context.Context, names []string, desired shoalv1.DesiredState) error {
+func (e *engine) waitAll(ctx context.Context, names []string, desired shoalv1.DesiredState) error {
 	ctx, cancel := context.WithTimeout(ctx, evacuateWait)
 	defer cancel()
 	for _, name := range names {
@@ -238,7 +238,7 @@ func (e *Engine) waitAll(ctx context.Context, names []string, desired shoalv1.De
 
 // setConfigAndState records a container's new config, then its desired
 // state.
-func (e *Engine) setConfigAndState(ctx context.Context, name string, cfg map[string]string, desired shoalv1.DesiredState) error {
+func (e *engine) setConfigAndState(ctx context.Context, name string, cfg map[string]string, desired shoalv1.DesiredState) error {
 	if err := e.cl.Propose(ctx, &shoalv1.ContainerUpdateCommand{Name: name, Config: cfg}); err != nil {
 		return err
 	}

@@ -429,10 +429,10 @@ func (l *fakeLazy) Err() error            { return nil }
 // pipePeers connects a member's engine to the others' in-process, with
 // the semantics of a gRPC stream: cancelling the client's context ends
 // both ends; the server's return value is what the client receives last.
-type pipePeers struct{ engines map[string]*Engine }
+type pipePeers struct{ targets map[string]*Target }
 
 func (p *pipePeers) RestoreContainer(ctx context.Context, member string) (RestoreClient, error) {
-	e, ok := p.engines[member]
+	e, ok := p.targets[member]
 	if !ok {
 		return nil, fmt.Errorf("member %q is not reachable", member)
 	}
@@ -440,7 +440,7 @@ func (p *pipePeers) RestoreContainer(ctx context.Context, member string) (Restor
 }
 
 func (p *pipePeers) ReceiveVolume(ctx context.Context, member string) (VolumeClient, error) {
-	e, ok := p.engines[member]
+	e, ok := p.targets[member]
 	if !ok {
 		return nil, fmt.Errorf("member %q is not reachable", member)
 	}
@@ -565,7 +565,7 @@ type rig struct {
 	t        *testing.T
 	cl       *fakeCluster
 	n1, n2   *fakeHost
-	e1, e2   *Engine
+	e1, e2   *Source
 	ev       *events
 	points   map[string]error // failpoints armed on both members
 	phases   []Phase
@@ -576,9 +576,9 @@ func newRig(t *testing.T) *rig {
 	t.Helper()
 	r := &rig{t: t, cl: newCluster(), ev: &events{}, points: map[string]error{}}
 	r.n1, r.n2 = newHost(t, "n1", r.cl), newHost(t, "n2", r.cl)
-	peers := &pipePeers{engines: map[string]*Engine{}}
-	mk := func(h *fakeHost) *Engine {
-		return New(Deps{Host: h, Cluster: r.cl, Peers: peers, Events: r.ev, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	peers := &pipePeers{targets: map[string]*Target{}}
+	mk := func(h *fakeHost) Deps {
+		return Deps{Host: h, Cluster: r.cl, Peers: peers, Events: r.ev, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Failpoint: func(name string) error { return r.points[name] },
 			Armed:     func(name string) bool { _, ok := r.points[name]; return ok },
 			OnPhase: func(k Kind, p Phase) {
@@ -587,10 +587,10 @@ func newRig(t *testing.T) *rig {
 					r.phases = append(r.phases, p)
 					r.phasesMu.Unlock()
 				}
-			}})
+			}}
 	}
-	r.e1, r.e2 = mk(r.n1), mk(r.n2)
-	peers.engines["n1"], peers.engines["n2"] = r.e1, r.e2
+	r.e1, r.e2 = NewSource(mk(r.n1)), NewSource(mk(r.n2))
+	peers.targets["n1"], peers.targets["n2"] = NewTarget(mk(r.n1)), NewTarget(mk(r.n2))
 	r.container("c", shoalv1.DesiredState_DESIRED_STATE_RUNNING, nil)
 	return r
 }

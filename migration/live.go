@@ -89,7 +89,7 @@ type liveMove struct {
 
 // LiveMove moves a running container this member owns to target with its
 // processes' state (CRIU), as migration.mode asks.
-func (e *Engine) LiveMove(ctx context.Context, ct *shoalv1.Container, target string, p Progress) (Result, error) {
+func (e *Source) LiveMove(ctx context.Context, ct *shoalv1.Container, target string, p Progress) (Result, error) {
 	m := e.liveMove(ct, target, orNop(p))
 	if err := m.run(ctx); err != nil {
 		return nil, err
@@ -97,7 +97,7 @@ func (e *Engine) LiveMove(ctx context.Context, ct *shoalv1.Container, target str
 	return m.res, nil
 }
 
-func (e *Engine) liveMove(ct *shoalv1.Container, target string, p Progress) *liveMove {
+func (e *engine) liveMove(ct *shoalv1.Container, target string, p Progress) *liveMove {
 	m := &liveMove{machine: newMachine(e, KindLiveMove), ct: ct, name: ct.GetName(), source: ct.GetNode(), target: target, p: p}
 	m.wrap = m.failed
 	m.steps = []step{
@@ -353,7 +353,7 @@ func (m *liveMove) result(stats DumpStats) Result {
 // both hosts can, else stop-and-copy. Pre-copy needs memory dirty
 // tracking, which these kernels lack: asked for, it is refused with the
 // reason; migration.incremental.memory falls back with a note.
-func (e *Engine) liveMode(ctx context.Context, ct *shoalv1.Container, targetPostCopy bool) (mode, note string, err error) {
+func (e *engine) liveMode(ctx context.Context, ct *shoalv1.Container, targetPostCopy bool) (mode, note string, err error) {
 	cfg := ct.GetConfig()
 	want := cfg["migration.mode"]
 	if want == "" {
@@ -389,7 +389,7 @@ func (e *Engine) liveMode(ctx context.Context, ct *shoalv1.Container, targetPost
 
 // pageServerAddr picks where CRIU's page server listens for the target:
 // this member's cluster address and a free port.
-func (e *Engine) pageServerAddr() (string, int, error) {
+func (e *engine) pageServerAddr() (string, int, error) {
 	host, _, err := net.SplitHostPort(e.host.Address())
 	if err != nil || host == "" {
 		return "", 0, fmt.Errorf("post-copy needs this member's cluster address: %v", err)
@@ -416,7 +416,7 @@ func streamErr(stream RestoreClient, err error) error {
 
 // ownedBy reports whether the cluster, read through the leader, shows
 // member as the container's owner (an ambiguous commit may have landed).
-func (e *Engine) ownedBy(ctx context.Context, name, member string) bool {
+func (e *engine) ownedBy(ctx context.Context, name, member string) bool {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := e.cl.Sync(sctx); err != nil {
@@ -428,7 +428,7 @@ func (e *Engine) ownedBy(ctx context.Context, name, member string) bool {
 
 // abortTarget tells the target to drop what a failed live move sent it: a
 // RestoreContainer stream that ends right after its header.
-func (e *Engine) abortTarget(name, target string) {
+func (e *engine) abortTarget(name, target string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream, err := e.peers.RestoreContainer(ctx, target)

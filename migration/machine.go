@@ -85,7 +85,7 @@ type step struct {
 
 // machine runs one transfer's steps in order.
 type machine struct {
-	e     *Engine
+	e     *engine
 	kind  Kind
 	steps []step
 	// undo holds the undo steps of what was done; cleanups run at the end
@@ -99,7 +99,7 @@ type machine struct {
 	wrap func(while string, err error) error
 }
 
-func newMachine(e *Engine, kind Kind) *machine {
+func newMachine(e *engine, kind Kind) *machine {
 	return &machine{e: e, kind: kind, undo: revert.New()}
 }
 

@@ -14,7 +14,7 @@ import (
 // sendVolume streams a volume's snapshots, as the header lists them, to a
 // member's ReceiveVolume and returns the stream bytes sent and the
 // receiver's answer.
-func (e *Engine) sendVolume(ctx context.Context, d storage.Driver, vol string, header *shoalv1.VolumeHeader, target string, p Progress) (int64, *shoalv1.ReceiveVolumeResponse, error) {
+func (e *engine) sendVolume(ctx context.Context, d storage.Driver, vol string, header *shoalv1.VolumeHeader, target string, p Progress) (int64, *shoalv1.ReceiveVolumeResponse, error) {
 	phase := "sending volume to " + target
 	p.Phase(phase)
 	stream, err := e.peers.ReceiveVolume(ctx, target)

@@ -19,7 +19,7 @@ import (
 // it receives the volume's increment and the checkpoint, restores the
 // container frozen, answers RESTORED, and runs it once the cluster makes
 // this member its owner. Anything short of that removes what arrived.
-func (e *Engine) Restore(stream RestoreServer) error {
+func (e *Target) Restore(stream RestoreServer) error {
 	h, err := firstHeader[*shoalv1.RestoreContainerRequest](stream.Recv)
 	if err != nil {
 		return err
@@ -183,7 +183,7 @@ func (e *Engine) Restore(stream RestoreServer) error {
 // watchPostCopy waits for a post-copy restore's pages. If the source went
 // away before every page arrived, the memory state is gone: the container
 // is booted fresh from its volume here, once, and the event says why.
-func (e *Engine) watchPostCopy(name, dir string, lazy LazyPages) {
+func (e *engine) watchPostCopy(name, dir string, lazy LazyPages) {
 	defer os.RemoveAll(dir)
 	<-lazy.Done()
 	if lazy.Err() == nil {
@@ -216,7 +216,7 @@ func splitHostPort(hp string) (string, int, error) {
 // Receive is the target's side of a cold move, a copy or a refresh: it
 // receives the volume into its pool, or deletes what arrived when the
 // stream fails.
-func (e *Engine) Receive(stream VolumeServer) error {
+func (e *Target) Receive(stream VolumeServer) error {
 	h, err := firstHeader[*shoalv1.ReceiveVolumeRequest](stream.Recv)
 	if err != nil {
 		return err
