@@ -26,4 +26,9 @@ for state in /tmp/shoal-e2e-*; do
   done
   rm -rf "$state" && echo "removed leftovers of $state"
 done
+# network/overlay's tests keep everything inside namespaces of their own.
+for ns in /run/netns/shoal-ovt-*; do
+  [ -e "$ns" ] || continue
+  ip netns del "$(basename "$ns")" && echo "removed leftover namespace $(basename "$ns")"
+done
 exit 0
