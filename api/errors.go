@@ -11,6 +11,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/migration"
+	"github.com/shoal-dev/shoal/network/ipam"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -55,6 +56,9 @@ var codeTable = []struct {
 	{migration.ErrConflict, codes.FailedPrecondition},
 	{migration.ErrInvalid, codes.InvalidArgument},
 	{migration.ErrExists, codes.AlreadyExists},
+	{ipam.ErrInvalid, codes.InvalidArgument},
+	{ipam.ErrOutOfRange, codes.InvalidArgument},
+	{ipam.ErrExhausted, codes.ResourceExhausted},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

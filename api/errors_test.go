@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/migration"
+	"github.com/shoal-dev/shoal/network/ipam"
 	"github.com/shoal-dev/shoal/node/runtime"
 	"github.com/shoal-dev/shoal/storage"
 )
@@ -24,6 +25,8 @@ func TestToStatus(t *testing.T) {
 		{config.ValidateName("name", "1x"), codes.InvalidArgument},
 		{fmt.Errorf("container %q: %w", "c", cluster.ErrNotFound), codes.NotFound},
 		{fmt.Errorf("wrap: %w", storage.ErrExists), codes.AlreadyExists},
+		{fmt.Errorf("container %q: nic eth0: %w", "c", ipam.ErrExhausted), codes.ResourceExhausted},
+		{fmt.Errorf("ipv4.address: %w", ipam.ErrOutOfRange), codes.InvalidArgument},
 		{fmt.Errorf("exec: %w", runtime.ErrNotRunning), codes.FailedPrecondition},
 		{fmt.Errorf("pull: %w", runtime.ErrPathEscape), codes.InvalidArgument},
 		{fmt.Errorf("limits.disk.priority: %w", runtime.ErrUnenforceable), codes.FailedPrecondition},

@@ -52,6 +52,7 @@ type state struct {
 	tokens     map[string]*shoalv1.TokenAddCommand // by name
 	config     map[string]string                   // cluster-wide keys
 	trust      map[string]*shoalv1.TrustEntry      // by fingerprint
+	addrs      addresses                           // derived from containers
 }
 
 func newState() *state {
@@ -65,6 +66,7 @@ func newState() *state {
 		tokens:     map[string]*shoalv1.TokenAddCommand{},
 		config:     map[string]string{},
 		trust:      map[string]*shoalv1.TrustEntry{},
+		addrs:      addresses{},
 	}
 }
 
@@ -136,7 +138,12 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if err := s.checkPlacement(ct); err != nil {
 			return Change{}, err
 		}
-		s.containers[ct.GetName()] = proto.Clone(ct).(*shoalv1.Container)
+		rec := proto.Clone(ct).(*shoalv1.Container)
+		if err := s.assignAddresses(rec); err != nil {
+			return Change{}, err
+		}
+		s.containers[ct.GetName()] = rec
+		s.addrs.index(rec)
 		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerUpdateCommand:
 		ct, err := s.container(c.GetName())
@@ -153,9 +160,11 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		ct.DesiredState = c.GetDesiredState()
 		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ContainerDeleteCommand:
-		if _, err := s.container(c.GetName()); err != nil {
+		ct, err := s.container(c.GetName())
+		if err != nil {
 			return Change{}, err
 		}
+		s.addrs.release(ct)
 		delete(s.containers, c.GetName())
 		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ContainerMoveCommand:
@@ -255,6 +264,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		n := c.GetNetwork()
 		if _, ok := s.networks[n.GetName()]; ok {
 			return Change{}, fmt.Errorf("network %q: %w", n.GetName(), ErrExists)
+		}
+		if err := s.checkNetwork(n); err != nil {
+			return Change{}, err
 		}
 		s.networks[n.GetName()] = proto.Clone(n).(*shoalv1.Network)
 		return Change{"network", n.GetName()}, nil
@@ -422,6 +434,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	s := newState()
 	for _, c := range snap.GetContainers() {
 		s.containers[c.GetName()] = c
+		s.addrs.index(c)
 	}
 	for _, i := range snap.GetImages() {
 		s.images[i.GetFingerprint()] = i

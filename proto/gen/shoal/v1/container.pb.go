@@ -90,7 +90,9 @@ type CreateContainerRequest struct {
 	NoStart bool   `protobuf:"varint,4,opt,name=no_start,json=noStart,proto3" json:"no_start,omitempty"`
 	Pool    string `protobuf:"bytes,5,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Pin the container to this node (it must still pass the scheduler's filters).
-	Target        string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
+	Target string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
+	// Managed network eth0 joins (empty: the default network).
+	Network       string `protobuf:"bytes,7,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -163,6 +165,13 @@ func (x *CreateContainerRequest) GetPool() string {
 func (x *CreateContainerRequest) GetTarget() string {
 	if x != nil {
 		return x.Target
+	}
+	return ""
+}
+
+func (x *CreateContainerRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
 	}
 	return ""
 }
@@ -2109,14 +2118,15 @@ var File_shoal_v1_container_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_container_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoal/v1/container.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\x8a\x02\n" +
+	"\x18shoal/v1/container.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\xa4\x02\n" +
 	"\x16CreateContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12D\n" +
 	"\x06config\x18\x03 \x03(\v2,.shoal.v1.CreateContainerRequest.ConfigEntryR\x06config\x12\x19\n" +
 	"\bno_start\x18\x04 \x01(\bR\anoStart\x12\x12\n" +
 	"\x04pool\x18\x05 \x01(\tR\x04pool\x12\x16\n" +
-	"\x06target\x18\x06 \x01(\tR\x06target\x1a9\n" +
+	"\x06target\x18\x06 \x01(\tR\x06target\x12\x18\n" +
+	"\anetwork\x18\a \x01(\tR\anetwork\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"L\n" +

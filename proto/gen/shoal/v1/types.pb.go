@@ -216,7 +216,10 @@ type Container struct {
 	// Hardware address of eth0 on the managed network, fixed at creation.
 	Hwaddr string `protobuf:"bytes,11,opt,name=hwaddr,proto3" json:"hwaddr,omitempty"`
 	// Image alias or fingerprint the user launched from, for display.
-	ImageSource   string `protobuf:"bytes,12,opt,name=image_source,json=imageSource,proto3" json:"image_source,omitempty"`
+	ImageSource string `protobuf:"bytes,12,opt,name=image_source,json=imageSource,proto3" json:"image_source,omitempty"`
+	// Network interfaces, eth0 first. Empty on a container recorded before
+	// NICs were: it has eth0 on the default network with hwaddr above.
+	Nics          []*NIC `protobuf:"bytes,13,rep,name=nics,proto3" json:"nics,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -335,6 +338,96 @@ func (x *Container) GetImageSource() string {
 	return ""
 }
 
+func (x *Container) GetNics() []*NIC {
+	if x != nil {
+		return x.Nics
+	}
+	return nil
+}
+
+// NIC is one network interface of a container (LXD's nic device).
+type NIC struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Interface name inside the container (eth0).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Managed network the interface joins.
+	Network string `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	// Hardware address, fixed at creation (LXD's volatile.NAME.hwaddr).
+	Hwaddr string `protobuf:"bytes,3,opt,name=hwaddr,proto3" json:"hwaddr,omitempty"`
+	// IPv4 address on the network: allocated by the cluster when the NIC is
+	// recorded, unique across the cluster, or the user's static one.
+	Ipv4 string `protobuf:"bytes,4,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
+	// ipv4 was given by the user (ipv4.address) rather than allocated.
+	Ipv4Static    bool `protobuf:"varint,5,opt,name=ipv4_static,json=ipv4Static,proto3" json:"ipv4_static,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NIC) Reset() {
+	*x = NIC{}
+	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NIC) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NIC) ProtoMessage() {}
+
+func (x *NIC) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NIC.ProtoReflect.Descriptor instead.
+func (*NIC) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NIC) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NIC) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *NIC) GetHwaddr() string {
+	if x != nil {
+		return x.Hwaddr
+	}
+	return ""
+}
+
+func (x *NIC) GetIpv4() string {
+	if x != nil {
+		return x.Ipv4
+	}
+	return ""
+}
+
+func (x *NIC) GetIpv4Static() bool {
+	if x != nil {
+		return x.Ipv4Static
+	}
+	return false
+}
+
 // ContainerState is what the owner host observes right now.
 type ContainerState struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -351,7 +444,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	mi := &file_shoal_v1_types_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +456,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	mi := &file_shoal_v1_types_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +469,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ContainerState) GetStatus() string {
@@ -439,7 +532,7 @@ type ContainerInfo struct {
 
 func (x *ContainerInfo) Reset() {
 	*x = ContainerInfo{}
-	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	mi := &file_shoal_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +544,7 @@ func (x *ContainerInfo) String() string {
 func (*ContainerInfo) ProtoMessage() {}
 
 func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	mi := &file_shoal_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +557,7 @@ func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerInfo.ProtoReflect.Descriptor instead.
 func (*ContainerInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContainerInfo) GetContainer() *Container {
@@ -498,7 +591,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_shoal_v1_types_proto_msgTypes[4]
+	mi := &file_shoal_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +603,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[4]
+	mi := &file_shoal_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +616,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Image) GetFingerprint() string {
@@ -589,7 +682,7 @@ type StoragePool struct {
 
 func (x *StoragePool) Reset() {
 	*x = StoragePool{}
-	mi := &file_shoal_v1_types_proto_msgTypes[5]
+	mi := &file_shoal_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +694,7 @@ func (x *StoragePool) String() string {
 func (*StoragePool) ProtoMessage() {}
 
 func (x *StoragePool) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[5]
+	mi := &file_shoal_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +707,7 @@ func (x *StoragePool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoragePool.ProtoReflect.Descriptor instead.
 func (*StoragePool) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StoragePool) GetName() string {
@@ -654,19 +747,29 @@ func (x *StoragePool) GetConfig() map[string]string {
 
 // Network is a managed network.
 type Network struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Ipv4Cidr      string                 `protobuf:"bytes,3,opt,name=ipv4_cidr,json=ipv4Cidr,proto3" json:"ipv4_cidr,omitempty"`
-	Nat           bool                   `protobuf:"varint,4,opt,name=nat,proto3" json:"nat,omitempty"`
-	Config        map[string]string      `protobuf:"bytes,5,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "bridge" (one bridge per member) or "overlay" (one L2 segment across
+	// the cluster over VXLAN).
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Gateway address and prefix, the same on every member.
+	Ipv4Cidr string            `protobuf:"bytes,3,opt,name=ipv4_cidr,json=ipv4Cidr,proto3" json:"ipv4_cidr,omitempty"`
+	Nat      bool              `protobuf:"varint,4,opt,name=nat,proto3" json:"nat,omitempty"`
+	Config   map[string]string `protobuf:"bytes,5,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Overlay only: VXLAN network identifier, unique among networks.
+	Vni uint32 `protobuf:"varint,6,opt,name=vni,proto3" json:"vni,omitempty"`
+	// Overlay only: UDP port (0: 4789).
+	Port int32 `protobuf:"varint,7,opt,name=port,proto3" json:"port,omitempty"`
+	// MTU of the bridge and the containers' NICs (0: the underlay's minus
+	// the overlay's 50 bytes, or 1500 on a bridge).
+	Mtu           int32 `protobuf:"varint,8,opt,name=mtu,proto3" json:"mtu,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoal_v1_types_proto_msgTypes[6]
+	mi := &file_shoal_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +781,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[6]
+	mi := &file_shoal_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +794,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Network) GetName() string {
@@ -729,6 +832,27 @@ func (x *Network) GetConfig() map[string]string {
 	return nil
 }
 
+func (x *Network) GetVni() uint32 {
+	if x != nil {
+		return x.Vni
+	}
+	return 0
+}
+
+func (x *Network) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *Network) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
 // Node is a member of the cluster.
 type Node struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -754,7 +878,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_shoal_v1_types_proto_msgTypes[7]
+	mi := &file_shoal_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +890,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[7]
+	mi := &file_shoal_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +903,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Node) GetName() string {
@@ -859,7 +983,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_shoal_v1_types_proto_msgTypes[8]
+	mi := &file_shoal_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +995,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[8]
+	mi := &file_shoal_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1008,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Progress) GetPhase() string {
@@ -935,7 +1059,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_shoal_v1_types_proto_msgTypes[9]
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1071,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[9]
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1084,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Operation) GetId() string {
@@ -1049,7 +1173,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1185,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1198,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Event) GetType() string {
@@ -1131,7 +1255,7 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\bstateful\x18\x04 \x01(\bR\bstateful\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x04\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x11image_fingerprint\x18\x02 \x01(\tR\x10imageFingerprint\x127\n" +
@@ -1145,10 +1269,18 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x0estatus_message\x18\n" +
 	" \x01(\tR\rstatusMessage\x12\x16\n" +
 	"\x06hwaddr\x18\v \x01(\tR\x06hwaddr\x12!\n" +
-	"\fimage_source\x18\f \x01(\tR\vimageSource\x1a9\n" +
+	"\fimage_source\x18\f \x01(\tR\vimageSource\x12!\n" +
+	"\x04nics\x18\r \x03(\v2\r.shoal.v1.NICR\x04nics\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +
+	"\x03NIC\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x16\n" +
+	"\x06hwaddr\x18\x03 \x01(\tR\x06hwaddr\x12\x12\n" +
+	"\x04ipv4\x18\x04 \x01(\tR\x04ipv4\x12\x1f\n" +
+	"\vipv4_static\x18\x05 \x01(\bR\n" +
+	"ipv4Static\"\xd7\x01\n" +
 	"\x0eContainerState\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x03R\x03pid\x12\x12\n" +
@@ -1183,13 +1315,16 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x05 \x03(\v2!.shoal.v1.StoragePool.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x02\n" +
 	"\aNetwork\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1b\n" +
 	"\tipv4_cidr\x18\x03 \x01(\tR\bipv4Cidr\x12\x10\n" +
 	"\x03nat\x18\x04 \x01(\bR\x03nat\x125\n" +
-	"\x06config\x18\x05 \x03(\v2\x1d.shoal.v1.Network.ConfigEntryR\x06config\x1a9\n" +
+	"\x06config\x18\x05 \x03(\v2\x1d.shoal.v1.Network.ConfigEntryR\x06config\x12\x10\n" +
+	"\x03vni\x18\x06 \x01(\rR\x03vni\x12\x12\n" +
+	"\x04port\x18\a \x01(\x05R\x04port\x12\x10\n" +
+	"\x03mtu\x18\b \x01(\x05R\x03mtu\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x03\n" +
@@ -1263,51 +1398,53 @@ func file_shoal_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_shoal_v1_types_proto_goTypes = []any{
 	(DesiredState)(0),      // 0: shoal.v1.DesiredState
 	(OperationStatus)(0),   // 1: shoal.v1.OperationStatus
 	(*Snapshot)(nil),       // 2: shoal.v1.Snapshot
 	(*Container)(nil),      // 3: shoal.v1.Container
-	(*ContainerState)(nil), // 4: shoal.v1.ContainerState
-	(*ContainerInfo)(nil),  // 5: shoal.v1.ContainerInfo
-	(*Image)(nil),          // 6: shoal.v1.Image
-	(*StoragePool)(nil),    // 7: shoal.v1.StoragePool
-	(*Network)(nil),        // 8: shoal.v1.Network
-	(*Node)(nil),           // 9: shoal.v1.Node
-	(*Progress)(nil),       // 10: shoal.v1.Progress
-	(*Operation)(nil),      // 11: shoal.v1.Operation
-	(*Event)(nil),          // 12: shoal.v1.Event
-	nil,                    // 13: shoal.v1.Snapshot.ConfigEntry
-	nil,                    // 14: shoal.v1.Container.ConfigEntry
-	nil,                    // 15: shoal.v1.Image.PropertiesEntry
-	nil,                    // 16: shoal.v1.StoragePool.ConfigEntry
-	nil,                    // 17: shoal.v1.Network.ConfigEntry
-	nil,                    // 18: shoal.v1.Node.LabelsEntry
-	nil,                    // 19: shoal.v1.Node.UnenforceableKeysEntry
-	nil,                    // 20: shoal.v1.Operation.ResultEntry
+	(*NIC)(nil),            // 4: shoal.v1.NIC
+	(*ContainerState)(nil), // 5: shoal.v1.ContainerState
+	(*ContainerInfo)(nil),  // 6: shoal.v1.ContainerInfo
+	(*Image)(nil),          // 7: shoal.v1.Image
+	(*StoragePool)(nil),    // 8: shoal.v1.StoragePool
+	(*Network)(nil),        // 9: shoal.v1.Network
+	(*Node)(nil),           // 10: shoal.v1.Node
+	(*Progress)(nil),       // 11: shoal.v1.Progress
+	(*Operation)(nil),      // 12: shoal.v1.Operation
+	(*Event)(nil),          // 13: shoal.v1.Event
+	nil,                    // 14: shoal.v1.Snapshot.ConfigEntry
+	nil,                    // 15: shoal.v1.Container.ConfigEntry
+	nil,                    // 16: shoal.v1.Image.PropertiesEntry
+	nil,                    // 17: shoal.v1.StoragePool.ConfigEntry
+	nil,                    // 18: shoal.v1.Network.ConfigEntry
+	nil,                    // 19: shoal.v1.Node.LabelsEntry
+	nil,                    // 20: shoal.v1.Node.UnenforceableKeysEntry
+	nil,                    // 21: shoal.v1.Operation.ResultEntry
 }
 var file_shoal_v1_types_proto_depIdxs = []int32{
-	13, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
-	14, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
+	14, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
+	15, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
 	0,  // 2: shoal.v1.Container.desired_state:type_name -> shoal.v1.DesiredState
 	2,  // 3: shoal.v1.Container.snapshots:type_name -> shoal.v1.Snapshot
-	3,  // 4: shoal.v1.ContainerInfo.container:type_name -> shoal.v1.Container
-	4,  // 5: shoal.v1.ContainerInfo.state:type_name -> shoal.v1.ContainerState
-	15, // 6: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
-	16, // 7: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
-	17, // 8: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
-	18, // 9: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
-	19, // 10: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
-	1,  // 11: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
-	10, // 12: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
-	20, // 13: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
-	11, // 14: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 4: shoal.v1.Container.nics:type_name -> shoal.v1.NIC
+	3,  // 5: shoal.v1.ContainerInfo.container:type_name -> shoal.v1.Container
+	5,  // 6: shoal.v1.ContainerInfo.state:type_name -> shoal.v1.ContainerState
+	16, // 7: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
+	17, // 8: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
+	18, // 9: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
+	19, // 10: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
+	20, // 11: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
+	1,  // 12: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
+	11, // 13: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
+	21, // 14: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
+	12, // 15: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_types_proto_init() }
@@ -1321,7 +1458,7 @@ func file_shoal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_types_proto_rawDesc), len(file_shoal_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

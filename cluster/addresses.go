@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/shoal-dev/shoal/network/ipam"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// addresses is the FSM's index of what containers' NICs hold on each
+// network: network → IPv4 or MAC → "container/nic". It is derived from the
+// containers (rebuilt on Restore), so it never needs a snapshot of its own.
+type addresses map[string]map[string]string
+
+func (a addresses) owner(network, key string) (string, bool) {
+	o, ok := a[network][key]
+	return o, ok
+}
+
+func (a addresses) set(network, key, owner string) {
+	if a[network] == nil {
+		a[network] = map[string]string{}
+	}
+	a[network][key] = owner
+}
+
+// index records every NIC of ct.
+func (a addresses) index(ct *shoalv1.Container) {
+	for _, nic := range ct.GetNics() {
+		owner := ct.GetName() + "/" + nic.GetName()
+		if nic.GetIpv4() != "" {
+			a.set(nic.GetNetwork(), nic.GetIpv4(), owner)
+		}
+		if nic.GetHwaddr() != "" {
+			a.set(nic.GetNetwork(), strings.ToLower(nic.GetHwaddr()), owner)
+		}
+	}
+}
+
+// release forgets ct's NICs: their addresses are free again.
+func (a addresses) release(ct *shoalv1.Container) {
+	for _, nic := range ct.GetNics() {
+		delete(a[nic.GetNetwork()], nic.GetIpv4())
+		delete(a[nic.GetNetwork()], strings.ToLower(nic.GetHwaddr()))
+	}
+}
+
+// assignAddresses checks ct's NICs against the networks and what other
+// containers hold, and gives every NIC without a static address the lowest
+// free one of its network. It runs inside Apply on the record about to be
+// stored, so the allocation is part of the entry that creates the
+// container: every replica computes the same address and none is given
+// twice. It changes nothing in the state; index does, once the entry is
+// accepted.
+func (s *state) assignAddresses(ct *shoalv1.Container) error {
+	names := map[string]bool{}
+	taken := map[string]string{} // within ct itself: network/key → nic
+	for _, nic := range ct.GetNics() {
+		if nic.GetName() == "" || names[nic.GetName()] {
+			return fmt.Errorf("container %q: nic name %q is empty or given twice: %w", ct.GetName(), nic.GetName(), ErrInvalidCommand)
+		}
+		names[nic.GetName()] = true
+		nw, ok := s.networks[nic.GetNetwork()]
+		if !ok {
+			return fmt.Errorf("container %q: nic %s: network %q: %w", ct.GetName(), nic.GetName(), nic.GetNetwork(), ErrNotFound)
+		}
+		claim := func(key, what string) error {
+			if o, ok := s.addrs.owner(nw.GetName(), key); ok {
+				return fmt.Errorf("container %q: nic %s: %s %s on network %s is used by %s: %w", ct.GetName(), nic.GetName(), what, key, nw.GetName(), o, ErrInUse)
+			}
+			if o, ok := taken[nw.GetName()+"/"+key]; ok {
+				return fmt.Errorf("container %q: nics %s and %s both have %s %s on network %s: %w", ct.GetName(), o, nic.GetName(), what, key, nw.GetName(), ErrInUse)
+			}
+			taken[nw.GetName()+"/"+key] = nic.GetName()
+			return nil
+		}
+		if mac := strings.ToLower(nic.GetHwaddr()); mac != "" {
+			if hw, err := net.ParseMAC(mac); err != nil || len(hw) != 6 || hw[0]&1 == 1 {
+				return fmt.Errorf("container %q: nic %s: hwaddr %q: want a unicast Ethernet address: %w", ct.GetName(), nic.GetName(), mac, ErrInvalidCommand)
+			}
+			if err := claim(mac, "hwaddr"); err != nil {
+				return err
+			}
+		}
+		if nw.GetIpv4Cidr() == "" {
+			if nic.GetIpv4() != "" {
+				return fmt.Errorf("container %q: nic %s: ipv4.address %s: network %s has no IPv4 subnet: %w", ct.GetName(), nic.GetName(), nic.GetIpv4(), nw.GetName(), ErrInvalidCommand)
+			}
+			continue
+		}
+		pool, err := ipam.NewPool(nw.GetIpv4Cidr())
+		if err != nil {
+			return fmt.Errorf("container %q: network %s: %w", ct.GetName(), nw.GetName(), err)
+		}
+		if nic.GetIpv4() != "" {
+			ip := net.ParseIP(nic.GetIpv4())
+			if err := pool.Check(ip); err != nil {
+				return fmt.Errorf("container %q: nic %s: ipv4.address: %w", ct.GetName(), nic.GetName(), err)
+			}
+			nic.Ipv4, nic.Ipv4Static = ip.To4().String(), true
+			if err := claim(nic.GetIpv4(), "ipv4.address"); err != nil {
+				return err
+			}
+			continue
+		}
+		ip, err := pool.Next(func(ip net.IP) bool {
+			_, used := s.addrs.owner(nw.GetName(), ip.String())
+			_, mine := taken[nw.GetName()+"/"+ip.String()]
+			return used || mine
+		})
+		if err != nil {
+			return fmt.Errorf("container %q: nic %s: network %s: %w", ct.GetName(), nic.GetName(), nw.GetName(), err)
+		}
+		nic.Ipv4, nic.Ipv4Static = ip.String(), false
+		taken[nw.GetName()+"/"+nic.GetIpv4()] = nic.GetName()
+	}
+	return nil
+}
+
+// MaxVNI is the largest VXLAN network identifier.
+const MaxVNI = 1<<24 - 1
+
+// checkNetwork refuses a network that would clash with one the cluster has:
+// an unknown type, an overlay without a free VNI, a subnet that overlaps
+// another network's. Each error names the key.
+func (s *state) checkNetwork(n *shoalv1.Network) error {
+	switch n.GetType() {
+	case "", "bridge":
+		if n.GetVni() != 0 {
+			return fmt.Errorf("network %q: vni: only an overlay network has one: %w", n.GetName(), ErrInvalidCommand)
+		}
+	case "overlay":
+		if n.GetVni() == 0 || n.GetVni() > MaxVNI {
+			return fmt.Errorf("network %q: vni %d: want 1 to %d: %w", n.GetName(), n.GetVni(), MaxVNI, ErrInvalidCommand)
+		}
+		for _, o := range s.networks {
+			if o.GetType() == "overlay" && o.GetVni() == n.GetVni() {
+				return fmt.Errorf("network %q: vni %d is used by network %s: %w", n.GetName(), n.GetVni(), o.GetName(), ErrInUse)
+			}
+		}
+		if n.GetIpv4Cidr() == "" {
+			return fmt.Errorf("network %q: ipv4.address: an overlay needs its gateway/prefix decided once for the cluster: %w", n.GetName(), ErrInvalidCommand)
+		}
+	default:
+		return fmt.Errorf("network %q: type %q: want bridge or overlay: %w", n.GetName(), n.GetType(), ErrInvalidCommand)
+	}
+	if n.GetIpv4Cidr() == "" {
+		return nil
+	}
+	if _, err := ipam.NewPool(n.GetIpv4Cidr()); err != nil {
+		return fmt.Errorf("network %q: ipv4.address: %w", n.GetName(), err)
+	}
+	_, mine, _ := net.ParseCIDR(n.GetIpv4Cidr())
+	for _, o := range s.networks {
+		if _, theirs, err := net.ParseCIDR(o.GetIpv4Cidr()); err == nil && (mine.Contains(theirs.IP) || theirs.Contains(mine.IP)) {
+			return fmt.Errorf("network %q: ipv4.address %s overlaps network %s (%s): %w", n.GetName(), n.GetIpv4Cidr(), o.GetName(), o.GetIpv4Cidr(), ErrInUse)
+		}
+	}
+	return nil
+}
