@@ -51,6 +51,10 @@ type Config struct {
 	StateDir string
 	// Domain is the DNS domain for containers; "shoal" when empty.
 	Domain string
+	// StaticOnly makes DHCP answer only the MACs given static leases
+	// (SetStaticLeases): on a network whose addresses the cluster
+	// allocates, each member serves its own containers and nobody else.
+	StaticOnly bool
 }
 
 var ifNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)

@@ -30,7 +30,7 @@ const (
 
 // statePaths are the files dnsmasq uses inside Config.StateDir.
 type statePaths struct {
-	pid, leases, hosts, log string
+	pid, leases, hosts, names, log string
 }
 
 func pathsFor(dir string) statePaths {
@@ -38,6 +38,7 @@ func pathsFor(dir string) statePaths {
 		pid:    filepath.Join(dir, "dnsmasq.pid"),
 		leases: filepath.Join(dir, "dnsmasq.leases"),
 		hosts:  filepath.Join(dir, "dnsmasq.hosts"),
+		names:  filepath.Join(dir, "dnsmasq.names"),
 		log:    filepath.Join(dir, "dnsmasq.log"),
 	}
 }
@@ -46,8 +47,12 @@ func pathsFor(dir string) statePaths {
 // only to the bridge's address and stays in the foreground (-k) so we can
 // supervise it. The "--interface=<bridge>" argument is also how a leftover
 // dnsmasq for this bridge is recognised after a daemon restart.
-func dnsmasqArgs(bridge string, gw net.IP, subnet *net.IPNet, domain string, p statePaths, upstream []net.IP) []string {
+func dnsmasqArgs(bridge string, gw net.IP, subnet *net.IPNet, domain string, staticOnly bool, p statePaths, upstream []net.IP) []string {
 	lo, hi := dhcpRange(subnet)
+	dhcp := "--dhcp-range=" + lo.String() + "," + hi.String() + ",1h"
+	if staticOnly {
+		dhcp = "--dhcp-range=" + subnet.IP.String() + ",static," + net.IP(subnet.Mask).String() + ",1h"
+	}
 	args := []string{
 		"--keep-in-foreground",
 		"--conf-file=/dev/null",
@@ -56,12 +61,14 @@ func dnsmasqArgs(bridge string, gw net.IP, subnet *net.IPNet, domain string, p s
 		"--except-interface=lo",
 		"--interface=" + bridge,
 		"--listen-address=" + gw.String(),
-		"--dhcp-range=" + lo.String() + "," + hi.String() + ",1h",
+		dhcp,
 		"--dhcp-no-override",
 		"--dhcp-authoritative",
 		"--no-ping",
 		"--dhcp-leasefile=" + p.leases,
 		"--dhcp-hostsfile=" + p.hosts,
+		// Names of containers on other members (SetNames); re-read on SIGHUP.
+		"--addn-hosts=" + p.names,
 		"--pid-file=" + p.pid,
 		"--domain=" + domain,
 		"--local=/" + domain + "/",

@@ -118,26 +118,33 @@ func writeStatic(path string, leases []staticLease) error {
 		b.WriteString(l.line())
 		b.WriteByte('\n')
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".hosts-*")
-	if err != nil {
-		return fmt.Errorf("write static leases %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(b.String()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write static leases %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write static leases %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write static leases %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := writeAtomic(path, b.String()); err != nil {
 		return fmt.Errorf("write static leases %s: %w", path, err)
 	}
 	return nil
+}
+
+// writeAtomic replaces path with content through a temporary file and a
+// rename, world-readable: dnsmasq reads its files after dropping root, and
+// re-opens them by path on SIGHUP.
+func writeAtomic(path, content string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(content); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // ensureStaticFile creates an empty hosts file if there is none: dnsmasq

@@ -109,7 +109,10 @@ func Ensure(ctx context.Context, cfg Config, log *slog.Logger) (*Network, error)
 	if err := ensureStaticFile(n.paths.hosts); err != nil {
 		return fail(err)
 	}
-	args := dnsmasqArgs(cfg.Name, gw, subnet, cfg.Domain, n.paths, upstreamServers(gw))
+	if err := ensureNamesFile(n.paths.names); err != nil {
+		return fail(err)
+	}
+	args := dnsmasqArgs(cfg.Name, gw, subnet, cfg.Domain, cfg.StaticOnly, n.paths, upstreamServers(gw))
 	sup := newSupervisor(cfg.Name, args, n.paths, log)
 	if err := sup.start(ctx); err != nil {
 		return fail(err)
@@ -258,7 +261,7 @@ func (n *Network) Delete(ctx context.Context) error {
 	if err := deleteBridge(ctx, n.name); err != nil {
 		errs = append(errs, err)
 	}
-	for _, p := range []string{n.paths.pid, n.paths.leases, n.paths.hosts, n.paths.log} {
+	for _, p := range []string{n.paths.pid, n.paths.leases, n.paths.hosts, n.paths.names, n.paths.log} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", p, err))
 		}

@@ -568,3 +568,63 @@ func TestEnsureRejectsPrivateStateDir(t *testing.T) {
 		t.Fatal("failed Ensure left an nft table")
 	}
 }
+
+// TestStaticOnlyLeasesAndNames: with StaticOnly, DHCP answers only the MACs
+// the cluster gave addresses, with exactly those addresses; SetNames makes
+// names of containers elsewhere resolve here.
+func TestStaticOnlyLeasesAndNames(t *testing.T) {
+	e := newTestEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := e.config()
+	cfg.StaticOnly = true
+	n, err := Ensure(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	known, stranger := "02:16:3e:00:aa:01", "02:16:3e:00:aa:02"
+	ns1, ns2 := e.addNamespace("a", known), e.addNamespace("b", stranger)
+	want := addToIP(n.Subnet().IP, 50)
+	if err := n.SetStaticLeases(ctx, []StaticLease{{MAC: known, IP: want, Hostname: "c1"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.dhcp(ns1, "c1"); !got.Equal(want) {
+		t.Fatalf("the container with a static lease got %s, want %s", got, want)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns2, "busybox", "udhcpc", "-f", "-q", "-n",
+		"-t", "3", "-T", "1", "-i", "eth0", "-s", "/bin/true").CombinedOutput()
+	if err == nil {
+		t.Fatalf("a MAC without a static lease got an address from a static-only network:\n%s", out)
+	}
+
+	far := addToIP(n.Subnet().IP, 77)
+	if err := n.SetNames(ctx, []Name{{Hostname: "far1", IP: far}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"far1.shoal", "far1", "c1.shoal"} {
+		ip := far
+		if name == "c1.shoal" {
+			ip = want
+		}
+		waitFor(t, 10*time.Second, "DNS "+name, func() error { return e.resolves(ns1, n.Gateway(), name, ip) })
+	}
+
+	// Replacing the set with keep: kept entries stay, others go.
+	other := StaticLease{MAC: stranger, IP: addToIP(n.Subnet().IP, 51), Hostname: "c2"}
+	if err := n.SetStaticLeases(ctx, []StaticLease{other}, func(mac string) bool { return mac == known }); err != nil {
+		t.Fatal(err)
+	}
+	leases, err := readStatic(n.paths.hosts)
+	if err != nil || len(leases) != 2 {
+		t.Fatalf("after a replace keeping %s: %v %v", known, leases, err)
+	}
+	if err := n.SetStaticLeases(ctx, []StaticLease{other, {MAC: known, IP: other.IP}}, nil); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("two MACs on one address = %v, want ErrInvalidConfig", err)
+	}
+	if err := n.SetStaticLeases(ctx, []StaticLease{{MAC: known, IP: n.Gateway()}}, nil); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("a lease on the gateway = %v, want ErrInvalidConfig", err)
+	}
+	if err := n.Delete(ctx); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+}

@@ -164,7 +164,7 @@ func TestRandomMAC(t *testing.T) {
 
 func TestDnsmasqArgs(t *testing.T) {
 	gw := net.ParseIP("10.9.8.1").To4()
-	args := dnsmasqArgs("br9", gw, mustCIDR(t, "10.9.8.0/24"), "shoal", pathsFor("/s"), []net.IP{net.ParseIP("192.0.2.53")})
+	args := dnsmasqArgs("br9", gw, mustCIDR(t, "10.9.8.0/24"), "shoal", false, pathsFor("/s"), []net.IP{net.ParseIP("192.0.2.53")})
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
 		"--interface=br9", "--listen-address=10.9.8.1", "--dhcp-range=10.9.8.2,10.9.8.254,1h",
