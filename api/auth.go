@@ -124,6 +124,8 @@ var rules = map[string]rule{
 	"/shoal.v1.StorageService/CreateStoragePool": {accessAdmin, nil},
 	"/shoal.v1.NetworkService/ListNetworks":      {accessRead, nil},
 	"/shoal.v1.NetworkService/GetNetwork":        {accessRead, nil},
+	"/shoal.v1.NetworkService/CreateNetwork":     {accessAdmin, nil},
+	"/shoal.v1.NetworkService/DeleteNetwork":     {accessAdmin, nil},
 	// Operations and events: restricted clients see only their containers'.
 	"/shoal.v1.OperationService/GetOperation":    {accessRead, nil},
 	"/shoal.v1.OperationService/ListOperations":  {accessRead, nil},

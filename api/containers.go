@@ -105,6 +105,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 		Config: req.GetConfig(), DesiredState: desired,
 		CreatedAtUnixNano: now(), Pool: pool, Hwaddr: network.RandomMAC(),
 	}
+	// eth0's address is allocated by the cluster in the entry that records
+	// the container.
+	ct.Nics = []*shoalv1.NIC{{Name: "eth0", Network: cmp.Or(req.GetNetwork(), s.node.DefaultNetwork()), Hwaddr: ct.GetHwaddr()}}
 	if err := s.placeAndCreate(ctx, ct, req.GetTarget()); err != nil {
 		return nil, err
 	}
@@ -466,6 +469,14 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 		Config: cfg, Node: cmp.Or(target, s.node.Name()), DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED,
 		Pool: src.GetPool(), Hwaddr: network.RandomMAC(), Snapshots: records,
 	}}
+	// The copy joins the same networks with new MACs and new addresses.
+	for i, nic := range src.GetNics() {
+		mac := spec.Copy.GetHwaddr()
+		if i > 0 {
+			mac = network.RandomMAC()
+		}
+		spec.Copy.Nics = append(spec.Copy.Nics, &shoalv1.NIC{Name: nic.GetName(), Network: nic.GetNetwork(), Hwaddr: mac})
+	}
 	op := s.ops.Start("container-copy", "containers/"+req.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
 		spec.Copy.CreatedAtUnixNano = now()
 		return s.source.Copy(ctx, spec, p)

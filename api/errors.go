@@ -11,7 +11,9 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/migration"
+	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/network/ipam"
+	"github.com/shoal-dev/shoal/network/overlay"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -59,6 +61,10 @@ var codeTable = []struct {
 	{ipam.ErrInvalid, codes.InvalidArgument},
 	{ipam.ErrOutOfRange, codes.InvalidArgument},
 	{ipam.ErrExhausted, codes.ResourceExhausted},
+	{overlay.ErrInvalidConfig, codes.InvalidArgument},
+	{overlay.ErrMTUTooLarge, codes.InvalidArgument},
+	{overlay.ErrNoUnderlay, codes.FailedPrecondition},
+	{network.ErrInvalidConfig, codes.InvalidArgument},
 	{context.Canceled, codes.Canceled},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 }

@@ -1,16 +1,24 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/api/operations"
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/network"
+	"github.com/shoal-dev/shoal/network/ipam"
 	"github.com/shoal-dev/shoal/node/images"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
@@ -279,10 +287,115 @@ func (s *Server) GetNetwork(ctx context.Context, req *shoalv1.GetNetworkRequest)
 			if err != nil {
 				return nil, toStatus(err)
 			}
-			return &shoalv1.GetNetworkResponse{Network: n, Leases: leases}, nil
+			resp := &shoalv1.GetNetworkResponse{Network: n, Leases: leases}
+			for _, ct := range s.fsm.Containers() {
+				for _, nic := range ct.GetNics() {
+					if nic.GetNetwork() == n.GetName() {
+						resp.Addresses = append(resp.Addresses, &shoalv1.NetworkAddress{Container: ct.GetName(), Nic: nic.GetName(),
+							Ipv4: nic.GetIpv4(), Hwaddr: nic.GetHwaddr(), Member: ct.GetNode()})
+					}
+				}
+			}
+			for _, m := range s.fsm.Nodes() {
+				resp.Members = append(resp.Members, m.GetName())
+			}
+			return resp, nil
 		}
 	}
 	return nil, status.Errorf(codes.NotFound, "network %q not found", req.GetName())
+}
+
+// networkKeys are the config keys CreateNetwork accepts, with what each
+// takes.
+var networkKeys = map[string]string{
+	"ipv4.address": "GATEWAY/PREFIX (10.42.0.1/16) or auto",
+	"ipv4.nat":     "true or false",
+	"vxlan.id":     "1 to 16777215 (overlay only; default: the lowest free)",
+	"vxlan.port":   "1 to 65535 (overlay only; default 4789)",
+	"bridge.mtu":   "576 to 9000 (overlay only; default: the underlay's minus 50)",
+}
+
+// CreateNetwork validates a new network and has this member bring it up
+// and record it; the others follow from the record.
+func (s *Server) CreateNetwork(ctx context.Context, req *shoalv1.CreateNetworkRequest) (*shoalv1.CreateNetworkResponse, error) {
+	if err := network.ValidateName(req.GetName()); err != nil {
+		return nil, invalid("name", err.Error())
+	}
+	typ := cmp.Or(req.GetType(), "bridge")
+	if typ != "bridge" && typ != "overlay" {
+		return nil, invalid("type", fmt.Sprintf("%q: want bridge or overlay", req.GetType()))
+	}
+	rec := &shoalv1.Network{Name: req.GetName(), Type: typ, Ipv4Cidr: "auto", Nat: true}
+	for k, v := range req.GetConfig() {
+		want, ok := networkKeys[k]
+		if !ok {
+			return nil, invalid("config", fmt.Sprintf("unknown key %q: want one of %s", k, strings.Join(slices.Sorted(maps.Keys(networkKeys)), ", ")))
+		}
+		if typ != "overlay" && strings.HasPrefix(k, "vxlan.") || typ != "overlay" && k == "bridge.mtu" {
+			return nil, invalid(k, "only an overlay network has it")
+		}
+		num := func(lo, hi int64) (int64, error) {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < lo || n > hi {
+				return 0, invalid(k, fmt.Sprintf("%q: want %s", v, want))
+			}
+			return n, nil
+		}
+		switch k {
+		case "ipv4.address":
+			if v != "auto" {
+				if _, err := ipam.NewPool(v); err != nil {
+					return nil, invalid(k, err.Error())
+				}
+			}
+			rec.Ipv4Cidr = v
+		case "ipv4.nat":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, invalid(k, fmt.Sprintf("%q: want %s", v, want))
+			}
+			rec.Nat = b
+		case "vxlan.id":
+			n, err := num(1, cluster.MaxVNI)
+			if err != nil {
+				return nil, err
+			}
+			rec.Vni = uint32(n)
+		case "vxlan.port":
+			n, err := num(1, 65535)
+			if err != nil {
+				return nil, err
+			}
+			rec.Port = int32(n)
+		case "bridge.mtu":
+			n, err := num(576, 9000)
+			if err != nil {
+				return nil, err
+			}
+			rec.Mtu = int32(n)
+		}
+	}
+	if typ == "overlay" && rec.Vni == 0 {
+		used := map[uint32]bool{}
+		for _, n := range s.fsm.Networks() {
+			used[n.GetVni()] = true
+		}
+		for rec.Vni = 1; used[rec.Vni]; rec.Vni++ {
+		}
+	}
+	created, err := s.node.CreateNetwork(ctx, rec)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.CreateNetworkResponse{Network: created}, nil
+}
+
+// DeleteNetwork deletes a network; refused while a container uses it.
+func (s *Server) DeleteNetwork(ctx context.Context, req *shoalv1.DeleteNetworkRequest) (*shoalv1.DeleteNetworkResponse, error) {
+	if err := s.node.DeleteNetwork(ctx, req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.DeleteNetworkResponse{}, nil
 }
 
 // --- operations and events ---

@@ -160,3 +160,17 @@ func (s *state) checkNetwork(n *shoalv1.Network) error {
 	}
 	return nil
 }
+
+// networkUsers lists the containers with a NIC on a network, sorted.
+func (s *state) networkUsers(network string) []string {
+	var out []string
+	for _, name := range sortedKeys(s.containers) {
+		for _, nic := range s.containers[name].GetNics() {
+			if nic.GetNetwork() == network {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	return out
+}

@@ -38,6 +38,7 @@ const (
 	CmdTokenRevoke           CommandType = 21
 	CmdTrustAdd              CommandType = 22
 	CmdTrustRevoke           CommandType = 23
+	CmdNetworkDelete         CommandType = 24
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -72,6 +73,8 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.PoolCreateCommand{}, nil
 	case CmdNetworkCreate:
 		return &shoalv1.NetworkCreateCommand{}, nil
+	case CmdNetworkDelete:
+		return &shoalv1.NetworkDeleteCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
 	case CmdClusterInit:
@@ -125,6 +128,8 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdPoolCreate, nil
 	case *shoalv1.NetworkCreateCommand:
 		return CmdNetworkCreate, nil
+	case *shoalv1.NetworkDeleteCommand:
+		return CmdNetworkDelete, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
 	case *shoalv1.ClusterInitCommand:

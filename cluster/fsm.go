@@ -270,6 +270,16 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		s.networks[n.GetName()] = proto.Clone(n).(*shoalv1.Network)
 		return Change{"network", n.GetName()}, nil
+	case *shoalv1.NetworkDeleteCommand:
+		if _, ok := s.networks[c.GetName()]; !ok {
+			return Change{}, fmt.Errorf("network %q: %w", c.GetName(), ErrNotFound)
+		}
+		if users := s.networkUsers(c.GetName()); len(users) > 0 {
+			return Change{}, fmt.Errorf("network %q is used by %s: %w", c.GetName(), strings.Join(users, ", "), ErrInUse)
+		}
+		delete(s.networks, c.GetName())
+		delete(s.addrs, c.GetName())
+		return Change{"network", c.GetName()}, nil
 	case *shoalv1.NodeUpsertCommand:
 		s.nodes[c.GetNode().GetName()] = proto.Clone(c.GetNode()).(*shoalv1.Node)
 		return Change{"node", c.GetNode().GetName()}, nil

@@ -128,6 +128,28 @@ func (f *FSM) Networks() []*shoalv1.Network {
 	return out
 }
 
+// Network returns a network by name.
+func (f *FSM) Network(name string) (*shoalv1.Network, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.s.networks[name]
+	if !ok {
+		return nil, fmt.Errorf("network %q: %w", name, ErrNotFound)
+	}
+	return proto.Clone(n).(*shoalv1.Network), nil
+}
+
+// CheckNetwork reports whether a NetworkCreateCommand for n would be
+// refused now (a name, VNI or subnet clash), with the same error.
+func (f *FSM) CheckNetwork(n *shoalv1.Network) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if _, ok := f.s.networks[n.GetName()]; ok {
+		return fmt.Errorf("network %q: %w", n.GetName(), ErrExists)
+	}
+	return f.s.checkNetwork(n)
+}
+
 // Nodes returns all nodes sorted by name.
 func (f *FSM) Nodes() []*shoalv1.Node {
 	f.mu.RLock()

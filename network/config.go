@@ -204,3 +204,7 @@ func bridgeMAC(name string) net.HardwareAddr {
 	s := h.Sum32()
 	return net.HardwareAddr{0x00, 0x16, 0x3e, byte(s >> 16), byte(s >> 8), byte(s)}
 }
+
+// ValidateName checks a network (bridge) name: 1 to 15 letters, digits,
+// '_', '.', '-'.
+func ValidateName(name string) error { return validateIfName(name) }

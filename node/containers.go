@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
@@ -68,19 +69,24 @@ func (n *Node) state(ctx context.Context, ct *shoalv1.Container, detail bool, le
 	return out
 }
 
-// leaseMap maps MAC addresses to leased IPv4 addresses on the default network.
+// leaseMap maps MAC addresses to leased IPv4 addresses on this member's
+// networks.
 func (n *Node) leaseMap() map[string]string {
 	out := map[string]string{}
-	nw, err := n.defaultNetwork()
-	if err != nil {
-		return out
+	n.netMu.RLock()
+	nets := make([]*network.Network, 0, len(n.nets))
+	for _, nw := range n.nets {
+		nets = append(nets, nw)
 	}
-	ls, err := nw.Leases()
-	if err != nil {
-		return out
-	}
-	for _, l := range ls {
-		out[strings.ToLower(l.MAC)] = l.IP.String()
+	n.netMu.RUnlock()
+	for _, nw := range nets {
+		ls, err := nw.Leases()
+		if err != nil {
+			continue
+		}
+		for _, l := range ls {
+			out[strings.ToLower(l.MAC)] = l.IP.String()
+		}
 	}
 	return out
 }

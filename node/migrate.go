@@ -269,9 +269,11 @@ func (n *Node) CommitIncoming(ctx context.Context, name string, wait time.Durati
 		return err
 	}
 	n.bus.Lifecycle(n.cfg.Name, "container-started", name)
-	if ct, err := n.fsm.Container(name); err == nil {
+	if ct, err := n.fsm.Container(name); err == nil && len(ct.GetNics()) == 0 {
+		// Recorded before NICs: its address was leased, not allocated.
 		go n.claimAddress(name, ct.GetHwaddr())
 	}
+	n.kickNetworks()
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/network"
+	"github.com/shoal-dev/shoal/network/overlay"
 	"github.com/shoal-dev/shoal/node/idmap"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -81,6 +82,10 @@ type Node struct {
 
 	netMu sync.RWMutex
 	nets  map[string]*network.Network
+	ovls  map[string]*overlay.Overlay // the overlay networks' data planes
+	// netKick asks the network reconciler to run (capacity 1: kicks that
+	// arrive while it runs fold into one more pass).
+	netKick chan struct{}
 
 	locks keyedMutex
 	// hints carries per-container stop options from an API call to whichever
@@ -116,6 +121,7 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus Events) (*Nod
 	n := &Node{
 		cfg: cfg, log: log.With("component", "node"), baseLog: log, cl: cl, fsm: cl.FSM(), bus: bus,
 		pools: map[string]storage.Driver{}, nets: map[string]*network.Network{},
+		ovls: map[string]*overlay.Overlay{}, netKick: make(chan struct{}, 1),
 		hints: map[string]time.Duration{}, stop: make(chan struct{}),
 	}
 	for _, d := range []string{"lxc", "lxc-config", "images", "networks", "tmp"} {
@@ -180,6 +186,11 @@ func (n *Node) Run(ctx context.Context) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		n.runNetworks(ctx)
+	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
 		tick := time.NewTicker(15 * time.Second)
 		defer tick.Stop()
 		for {
@@ -190,7 +201,12 @@ func (n *Node) Run(ctx context.Context) {
 				return
 			case <-tick.C:
 				n.resync(ctx)
+				n.kickNetworks()
 			case c := <-changes:
+				switch c.Kind {
+				case "container", "node", "network", "resync":
+					n.kickNetworks()
+				}
 				switch c.Kind {
 				case "container":
 					name := c.Name
@@ -253,8 +269,9 @@ type keyedMutex struct {
 	m  map[string]*sync.Mutex
 }
 
-func (k *keyedMutex) lock(key string) func() {
+func (k *keyedMutex) get(key string) *sync.Mutex {
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	if k.m == nil {
 		k.m = map[string]*sync.Mutex{}
 	}
@@ -263,9 +280,22 @@ func (k *keyedMutex) lock(key string) func() {
 		l = &sync.Mutex{}
 		k.m[key] = l
 	}
-	k.mu.Unlock()
+	return l
+}
+
+func (k *keyedMutex) lock(key string) func() {
+	l := k.get(key)
 	l.Lock()
 	return l.Unlock
+}
+
+// tryLock takes the lock only if nobody holds it.
+func (k *keyedMutex) tryLock(key string) (func(), bool) {
+	l := k.get(key)
+	if !l.TryLock() {
+		return nil, false
+	}
+	return l.Unlock, true
 }
 
 // Errors callers branch on.

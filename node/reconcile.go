@@ -229,7 +229,7 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 	if err != nil {
 		return runtime.Spec{}, err
 	}
-	nw, err := n.defaultNetwork()
+	nics, err := n.nics(ct)
 	if err != nil {
 		return runtime.Spec{}, err
 	}
@@ -242,9 +242,32 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 		IDMap:      n.idmap,
 		Nesting:    config.Bool(cfg, "security.nesting"),
 		Limits:     runtimeLimits(lim),
-		NICs:       []runtime.NIC{{Name: "eth0", Bridge: nw.Name(), HWAddr: ct.GetHwaddr(), HostName: hostVeth(ct.GetName(), 0)}},
+		NICs:       nics,
 		Autostart:  config.Bool(cfg, "boot.autostart"),
 	}, nil
+}
+
+// nics are the container's network devices: its recorded NICs, each on its
+// network's bridge with that network's MTU, or for a container recorded
+// before NICs were, eth0 on the default network.
+func (n *Node) nics(ct *shoalv1.Container) ([]runtime.NIC, error) {
+	if len(ct.GetNics()) == 0 {
+		nw, err := n.defaultNetwork()
+		if err != nil {
+			return nil, err
+		}
+		return []runtime.NIC{{Name: "eth0", Bridge: nw.Name(), HWAddr: ct.GetHwaddr(), HostName: hostVeth(ct.GetName(), 0)}}, nil
+	}
+	out := make([]runtime.NIC, 0, len(ct.GetNics()))
+	for i, nic := range ct.GetNics() {
+		mtu, err := n.nicMTU(nic.GetNetwork())
+		if err != nil {
+			return nil, fmt.Errorf("container %s: nic %s: %w", ct.GetName(), nic.GetName(), err)
+		}
+		out = append(out, runtime.NIC{Name: nic.GetName(), Bridge: nic.GetNetwork(), HWAddr: nic.GetHwaddr(),
+			HostName: hostVeth(ct.GetName(), i), MTU: mtu})
+	}
+	return out, nil
 }
 
 // hostVeth names the host end of a container's NIC i: fixed per container,

@@ -28,7 +28,7 @@ func parseKV(field string, kvs []string) (map[string]string, error) {
 
 func (a *app) launchCmd(start bool) *cobra.Command {
 	var cfg []string
-	var pool, target string
+	var pool, target, netName string
 	use, short := "launch IMAGE NAME", "Create and start a container"
 	if !start {
 		use, short = "init IMAGE NAME", "Create a container without starting it"
@@ -41,7 +41,7 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 				return err
 			}
 			resp, err := c.Containers.CreateContainer(cmd.Context(), &shoalv1.CreateContainerRequest{
-				Name: args[1], Image: args[0], Config: conf, NoStart: !start, Pool: pool, Target: target,
+				Name: args[1], Image: args[0], Config: conf, NoStart: !start, Pool: pool, Target: target, Network: netName,
 			})
 			if err != nil {
 				return convert(err)
@@ -53,6 +53,7 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&cfg, "config", "c", nil, "config KEY=VALUE (repeatable)")
 	cmd.Flags().StringVarP(&pool, "storage", "s", "", "storage pool")
 	cmd.Flags().StringVar(&target, "target", "", "cluster member to run it on (default: the scheduler picks)")
+	cmd.Flags().StringVarP(&netName, "network", "n", "", "network eth0 joins (default: the default network)")
 	return cmd
 }
 

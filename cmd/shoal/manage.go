@@ -214,7 +214,7 @@ func (a *app) storageCmd() *cobra.Command {
 }
 
 func (a *app) networkCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "network", Short: "Show managed networks"}
+	cmd := &cobra.Command{Use: "network", Short: "Manage networks"}
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List managed networks", Args: cobra.NoArgs,
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -230,17 +230,66 @@ func (a *app) networkCmd() *cobra.Command {
 			return nil
 		}),
 	}
+	var format string
 	info := &cobra.Command{
-		Use: "info NAME", Short: "Show a network and its DHCP leases", Args: cobra.ExactArgs(1),
+		Use: "info NAME", Short: "Show a network: subnet, gateway, members and every container's address", Args: cobra.ExactArgs(1),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
 			resp, err := c.Networks.GetNetwork(cmd.Context(), &shoalv1.GetNetworkRequest{Name: args[0]})
 			if err != nil {
 				return convert(err)
 			}
-			return printData(os.Stdout, "yaml", resp)
+			if format != "table" {
+				return printData(os.Stdout, format, resp)
+			}
+			n := resp.GetNetwork()
+			fmt.Printf("name: %s\ntype: %s\nipv4: %s\nnat: %v\n", n.GetName(), n.GetType(), n.GetIpv4Cidr(), n.GetNat())
+			if n.GetType() == "overlay" {
+				fmt.Printf("vxlan.id: %d\n", n.GetVni())
+			}
+			fmt.Printf("members: %s\n\n", strings.Join(resp.GetMembers(), ", "))
+			var rows [][]string
+			for _, a := range resp.GetAddresses() {
+				rows = append(rows, []string{a.GetContainer(), a.GetNic(), a.GetIpv4(), a.GetHwaddr(), a.GetMember()})
+			}
+			table(os.Stdout, []string{"NAME", "NIC", "ADDRESS", "MAC", "MEMBER"}, rows)
+			return nil
 		}),
 	}
-	cmd.AddCommand(list, info)
+	info.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
+	var typ string
+	create := &cobra.Command{
+		Use: "create NAME [KEY=VALUE...]", Short: "Create a network on every member (--type bridge or overlay)", Args: cobra.MinimumNArgs(1),
+		Long: "Create a managed network. Keys: ipv4.address (GATEWAY/PREFIX or auto), ipv4.nat,\n" +
+			"and for an overlay vxlan.id, vxlan.port, bridge.mtu.",
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			cfg, err := parseKV("config", args[1:])
+			if err != nil {
+				return err
+			}
+			resp, err := c.Networks.CreateNetwork(cmd.Context(), &shoalv1.CreateNetworkRequest{Name: args[0], Type: typ, Config: cfg})
+			if err != nil {
+				return convert(err)
+			}
+			n := resp.GetNetwork()
+			fmt.Printf("Network %s created (%s, %s)\n", n.GetName(), n.GetType(), n.GetIpv4Cidr())
+			return nil
+		}),
+	}
+	create.Flags().StringVar(&typ, "type", "bridge", "network type: bridge (one per member) or overlay (one segment across the cluster)")
+	del := &cobra.Command{
+		Use: "delete NAME", Aliases: []string{"rm"}, Short: "Delete a network no container uses", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if _, err := c.Networks.DeleteNetwork(cmd.Context(), &shoalv1.DeleteNetworkRequest{Name: args[0]}); err != nil {
+				return convert(err)
+			}
+			fmt.Printf("Network %s deleted\n", args[0])
+			return nil
+		}),
+	}
+	cmd.AddCommand(list, info, create, del)
 	return cmd
 }
 

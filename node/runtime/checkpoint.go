@@ -344,6 +344,11 @@ func (r *Runtime) precreateVeths(c *lxc.Container) ([]*netlink.Veth, error) {
 			_ = netlink.LinkDel(old) // left by an earlier, failed restore
 		}
 		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: pair[0]}, PeerName: "vsp" + randHex(4)}
+		if mtu := c.ConfigItem(p + "mtu"); len(mtu) > 0 && mtu[0] != "" {
+			if m, err := strconv.Atoi(mtu[0]); err == nil {
+				v.MTU, v.PeerMTU = m, uint32(m)
+			}
+		}
 		if err := netlink.LinkAdd(v); err != nil {
 			return out, fmt.Errorf("veth for %s: %w", link[0], err)
 		}

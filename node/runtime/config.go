@@ -281,6 +281,9 @@ func GenerateConfig(spec Spec, h Host, lxcPath string) string {
 		if n.HostName != "" {
 			w(p+"veth.pair", n.HostName)
 		}
+		if n.MTU > 0 {
+			w(p+"mtu", strconv.Itoa(n.MTU))
+		}
 	}
 	for _, kv := range limitItems(spec.Limits, h) {
 		w(h.cgroupPrefix()+kv[0], kv[1])

@@ -70,6 +70,9 @@ type NIC struct {
 	HWAddr string
 	// HostName is the host-side veth name; empty lets LXC pick.
 	HostName string
+	// MTU of both ends; 0 keeps the kernel's default (an overlay's bridge
+	// needs its smaller MTU on every port).
+	MTU int
 }
 
 // Spec is everything needed to render a container's LXC configuration.

@@ -21,6 +21,193 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CreateNetworkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "bridge" (default) or "overlay".
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// ipv4.address (GATEWAY/PREFIX or "auto"), ipv4.nat (true/false),
+	// and for an overlay vxlan.id, vxlan.port and bridge.mtu.
+	Config        map[string]string `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNetworkRequest) Reset() {
+	*x = CreateNetworkRequest{}
+	mi := &file_shoal_v1_network_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNetworkRequest) ProtoMessage() {}
+
+func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_network_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNetworkRequest.ProtoReflect.Descriptor instead.
+func (*CreateNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CreateNetworkRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateNetworkRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CreateNetworkRequest) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type CreateNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       *Network               `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNetworkResponse) Reset() {
+	*x = CreateNetworkResponse{}
+	mi := &file_shoal_v1_network_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNetworkResponse) ProtoMessage() {}
+
+func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_network_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNetworkResponse.ProtoReflect.Descriptor instead.
+func (*CreateNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateNetworkResponse) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+type DeleteNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNetworkRequest) Reset() {
+	*x = DeleteNetworkRequest{}
+	mi := &file_shoal_v1_network_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNetworkRequest) ProtoMessage() {}
+
+func (x *DeleteNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_network_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNetworkRequest.ProtoReflect.Descriptor instead.
+func (*DeleteNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeleteNetworkRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNetworkResponse) Reset() {
+	*x = DeleteNetworkResponse{}
+	mi := &file_shoal_v1_network_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNetworkResponse) ProtoMessage() {}
+
+func (x *DeleteNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_network_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNetworkResponse.ProtoReflect.Descriptor instead.
+func (*DeleteNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{3}
+}
+
 type ListNetworksRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -29,7 +216,7 @@ type ListNetworksRequest struct {
 
 func (x *ListNetworksRequest) Reset() {
 	*x = ListNetworksRequest{}
-	mi := &file_shoal_v1_network_proto_msgTypes[0]
+	mi := &file_shoal_v1_network_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -41,7 +228,7 @@ func (x *ListNetworksRequest) String() string {
 func (*ListNetworksRequest) ProtoMessage() {}
 
 func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_network_proto_msgTypes[0]
+	mi := &file_shoal_v1_network_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -54,7 +241,7 @@ func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksRequest.ProtoReflect.Descriptor instead.
 func (*ListNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_network_proto_rawDescGZIP(), []int{0}
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{4}
 }
 
 type ListNetworksResponse struct {
@@ -66,7 +253,7 @@ type ListNetworksResponse struct {
 
 func (x *ListNetworksResponse) Reset() {
 	*x = ListNetworksResponse{}
-	mi := &file_shoal_v1_network_proto_msgTypes[1]
+	mi := &file_shoal_v1_network_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -78,7 +265,7 @@ func (x *ListNetworksResponse) String() string {
 func (*ListNetworksResponse) ProtoMessage() {}
 
 func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_network_proto_msgTypes[1]
+	mi := &file_shoal_v1_network_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -91,7 +278,7 @@ func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksResponse.ProtoReflect.Descriptor instead.
 func (*ListNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_network_proto_rawDescGZIP(), []int{1}
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListNetworksResponse) GetNetworks() []*Network {
@@ -110,7 +297,7 @@ type GetNetworkRequest struct {
 
 func (x *GetNetworkRequest) Reset() {
 	*x = GetNetworkRequest{}
-	mi := &file_shoal_v1_network_proto_msgTypes[2]
+	mi := &file_shoal_v1_network_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +309,7 @@ func (x *GetNetworkRequest) String() string {
 func (*GetNetworkRequest) ProtoMessage() {}
 
 func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_network_proto_msgTypes[2]
+	mi := &file_shoal_v1_network_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +322,7 @@ func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkRequest.ProtoReflect.Descriptor instead.
 func (*GetNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_network_proto_rawDescGZIP(), []int{2}
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetNetworkRequest) GetName() string {
@@ -157,7 +344,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_shoal_v1_network_proto_msgTypes[3]
+	mi := &file_shoal_v1_network_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +356,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_network_proto_msgTypes[3]
+	mi := &file_shoal_v1_network_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +369,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_network_proto_rawDescGZIP(), []int{3}
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Lease) GetHwaddr() string {
@@ -207,16 +394,22 @@ func (x *Lease) GetHostname() string {
 }
 
 type GetNetworkResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Network       *Network               `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
-	Leases        []*Lease               `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Network *Network               `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	// Leases of the member that answered.
+	Leases []*Lease `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	// Every NIC on the network, cluster-wide, with the address the cluster
+	// allocated and the member that runs it.
+	Addresses []*NetworkAddress `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Members that carry the network.
+	Members       []string `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetNetworkResponse) Reset() {
 	*x = GetNetworkResponse{}
-	mi := &file_shoal_v1_network_proto_msgTypes[4]
+	mi := &file_shoal_v1_network_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +421,7 @@ func (x *GetNetworkResponse) String() string {
 func (*GetNetworkResponse) ProtoMessage() {}
 
 func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_network_proto_msgTypes[4]
+	mi := &file_shoal_v1_network_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +434,7 @@ func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkResponse.ProtoReflect.Descriptor instead.
 func (*GetNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_network_proto_rawDescGZIP(), []int{4}
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetNetworkResponse) GetNetwork() *Network {
@@ -258,11 +451,114 @@ func (x *GetNetworkResponse) GetLeases() []*Lease {
 	return nil
 }
 
+func (x *GetNetworkResponse) GetAddresses() []*NetworkAddress {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *GetNetworkResponse) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// NetworkAddress is one container NIC on a network.
+type NetworkAddress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Nic           string                 `protobuf:"bytes,2,opt,name=nic,proto3" json:"nic,omitempty"`
+	Ipv4          string                 `protobuf:"bytes,3,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
+	Hwaddr        string                 `protobuf:"bytes,4,opt,name=hwaddr,proto3" json:"hwaddr,omitempty"`
+	Member        string                 `protobuf:"bytes,5,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkAddress) Reset() {
+	*x = NetworkAddress{}
+	mi := &file_shoal_v1_network_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkAddress) ProtoMessage() {}
+
+func (x *NetworkAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_network_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkAddress.ProtoReflect.Descriptor instead.
+func (*NetworkAddress) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_network_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NetworkAddress) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *NetworkAddress) GetNic() string {
+	if x != nil {
+		return x.Nic
+	}
+	return ""
+}
+
+func (x *NetworkAddress) GetIpv4() string {
+	if x != nil {
+		return x.Ipv4
+	}
+	return ""
+}
+
+func (x *NetworkAddress) GetHwaddr() string {
+	if x != nil {
+		return x.Hwaddr
+	}
+	return ""
+}
+
+func (x *NetworkAddress) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
 var File_shoal_v1_network_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_network_proto_rawDesc = "" +
 	"\n" +
-	"\x16shoal/v1/network.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\x15\n" +
+	"\x16shoal/v1/network.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\xbd\x01\n" +
+	"\x14CreateNetworkRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12B\n" +
+	"\x06config\x18\x03 \x03(\v2*.shoal.v1.CreateNetworkRequest.ConfigEntryR\x06config\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
+	"\x15CreateNetworkResponse\x12+\n" +
+	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"*\n" +
+	"\x14DeleteNetworkRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\x15DeleteNetworkResponse\"\x15\n" +
 	"\x13ListNetworksRequest\"E\n" +
 	"\x14ListNetworksResponse\x12-\n" +
 	"\bnetworks\x18\x01 \x03(\v2\x11.shoal.v1.NetworkR\bnetworks\"'\n" +
@@ -271,14 +567,24 @@ const file_shoal_v1_network_proto_rawDesc = "" +
 	"\x05Lease\x12\x16\n" +
 	"\x06hwaddr\x18\x01 \x01(\tR\x06hwaddr\x12\x12\n" +
 	"\x04ipv4\x18\x02 \x01(\tR\x04ipv4\x12\x1a\n" +
-	"\bhostname\x18\x03 \x01(\tR\bhostname\"j\n" +
+	"\bhostname\x18\x03 \x01(\tR\bhostname\"\xbc\x01\n" +
 	"\x12GetNetworkResponse\x12+\n" +
 	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\x12'\n" +
-	"\x06leases\x18\x02 \x03(\v2\x0f.shoal.v1.LeaseR\x06leases2\xa8\x01\n" +
+	"\x06leases\x18\x02 \x03(\v2\x0f.shoal.v1.LeaseR\x06leases\x126\n" +
+	"\taddresses\x18\x03 \x03(\v2\x18.shoal.v1.NetworkAddressR\taddresses\x12\x18\n" +
+	"\amembers\x18\x04 \x03(\tR\amembers\"\x84\x01\n" +
+	"\x0eNetworkAddress\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x10\n" +
+	"\x03nic\x18\x02 \x01(\tR\x03nic\x12\x12\n" +
+	"\x04ipv4\x18\x03 \x01(\tR\x04ipv4\x12\x16\n" +
+	"\x06hwaddr\x18\x04 \x01(\tR\x06hwaddr\x12\x16\n" +
+	"\x06member\x18\x05 \x01(\tR\x06member2\xcc\x02\n" +
 	"\x0eNetworkService\x12M\n" +
 	"\fListNetworks\x12\x1d.shoal.v1.ListNetworksRequest\x1a\x1e.shoal.v1.ListNetworksResponse\x12G\n" +
 	"\n" +
-	"GetNetwork\x12\x1b.shoal.v1.GetNetworkRequest\x1a\x1c.shoal.v1.GetNetworkResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"GetNetwork\x12\x1b.shoal.v1.GetNetworkRequest\x1a\x1c.shoal.v1.GetNetworkResponse\x12P\n" +
+	"\rCreateNetwork\x12\x1e.shoal.v1.CreateNetworkRequest\x1a\x1f.shoal.v1.CreateNetworkResponse\x12P\n" +
+	"\rDeleteNetwork\x12\x1e.shoal.v1.DeleteNetworkRequest\x1a\x1f.shoal.v1.DeleteNetworkResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_network_proto_rawDescOnce sync.Once
@@ -292,28 +598,41 @@ func file_shoal_v1_network_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_network_proto_rawDescData
 }
 
-var file_shoal_v1_network_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_shoal_v1_network_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_shoal_v1_network_proto_goTypes = []any{
-	(*ListNetworksRequest)(nil),  // 0: shoal.v1.ListNetworksRequest
-	(*ListNetworksResponse)(nil), // 1: shoal.v1.ListNetworksResponse
-	(*GetNetworkRequest)(nil),    // 2: shoal.v1.GetNetworkRequest
-	(*Lease)(nil),                // 3: shoal.v1.Lease
-	(*GetNetworkResponse)(nil),   // 4: shoal.v1.GetNetworkResponse
-	(*Network)(nil),              // 5: shoal.v1.Network
+	(*CreateNetworkRequest)(nil),  // 0: shoal.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil), // 1: shoal.v1.CreateNetworkResponse
+	(*DeleteNetworkRequest)(nil),  // 2: shoal.v1.DeleteNetworkRequest
+	(*DeleteNetworkResponse)(nil), // 3: shoal.v1.DeleteNetworkResponse
+	(*ListNetworksRequest)(nil),   // 4: shoal.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),  // 5: shoal.v1.ListNetworksResponse
+	(*GetNetworkRequest)(nil),     // 6: shoal.v1.GetNetworkRequest
+	(*Lease)(nil),                 // 7: shoal.v1.Lease
+	(*GetNetworkResponse)(nil),    // 8: shoal.v1.GetNetworkResponse
+	(*NetworkAddress)(nil),        // 9: shoal.v1.NetworkAddress
+	nil,                           // 10: shoal.v1.CreateNetworkRequest.ConfigEntry
+	(*Network)(nil),               // 11: shoal.v1.Network
 }
 var file_shoal_v1_network_proto_depIdxs = []int32{
-	5, // 0: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
-	5, // 1: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
-	3, // 2: shoal.v1.GetNetworkResponse.leases:type_name -> shoal.v1.Lease
-	0, // 3: shoal.v1.NetworkService.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
-	2, // 4: shoal.v1.NetworkService.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
-	1, // 5: shoal.v1.NetworkService.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
-	4, // 6: shoal.v1.NetworkService.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	10, // 0: shoal.v1.CreateNetworkRequest.config:type_name -> shoal.v1.CreateNetworkRequest.ConfigEntry
+	11, // 1: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
+	11, // 2: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
+	11, // 3: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
+	7,  // 4: shoal.v1.GetNetworkResponse.leases:type_name -> shoal.v1.Lease
+	9,  // 5: shoal.v1.GetNetworkResponse.addresses:type_name -> shoal.v1.NetworkAddress
+	4,  // 6: shoal.v1.NetworkService.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
+	6,  // 7: shoal.v1.NetworkService.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
+	0,  // 8: shoal.v1.NetworkService.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
+	2,  // 9: shoal.v1.NetworkService.DeleteNetwork:input_type -> shoal.v1.DeleteNetworkRequest
+	5,  // 10: shoal.v1.NetworkService.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
+	8,  // 11: shoal.v1.NetworkService.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
+	1,  // 12: shoal.v1.NetworkService.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
+	3,  // 13: shoal.v1.NetworkService.DeleteNetwork:output_type -> shoal.v1.DeleteNetworkResponse
+	10, // [10:14] is the sub-list for method output_type
+	6,  // [6:10] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_network_proto_init() }
@@ -328,7 +647,7 @@ func file_shoal_v1_network_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_network_proto_rawDesc), len(file_shoal_v1_network_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

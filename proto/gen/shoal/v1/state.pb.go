@@ -670,6 +670,51 @@ func (x *NetworkCreateCommand) GetNetwork() *Network {
 	return nil
 }
 
+// NetworkDeleteCommand removes a network no container's NIC is on.
+type NetworkDeleteCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkDeleteCommand) Reset() {
+	*x = NetworkDeleteCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkDeleteCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkDeleteCommand) ProtoMessage() {}
+
+func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
+func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *NetworkDeleteCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // NodeUpsertCommand records a node.
 type NodeUpsertCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -680,7 +725,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +737,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +750,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -730,7 +775,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +787,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +800,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -805,7 +850,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +862,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +875,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -887,7 +932,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +944,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +957,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -946,7 +991,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1003,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1016,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -994,7 +1039,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1051,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1064,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1065,7 +1110,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1122,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1135,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1132,7 +1177,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1189,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1202,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -1177,7 +1222,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1234,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1247,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -1226,7 +1271,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1283,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1296,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -1287,7 +1332,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1344,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1357,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -1349,7 +1394,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1406,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1419,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1495,7 +1540,9 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x11PoolCreateCommand\x12)\n" +
 	"\x04pool\x18\x01 \x01(\v2\x15.shoal.v1.StoragePoolR\x04pool\"C\n" +
 	"\x14NetworkCreateCommand\x12+\n" +
-	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"7\n" +
+	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"*\n" +
+	"\x14NetworkDeleteCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
 	"\x11NodeUpsertCommand\x12\"\n" +
 	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\"\x85\x01\n" +
 	"\x12ClusterInitCommand\x12\x12\n" +
@@ -1582,7 +1629,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -1597,55 +1644,56 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*AliasDeleteCommand)(nil),           // 10: shoal.v1.AliasDeleteCommand
 	(*PoolCreateCommand)(nil),            // 11: shoal.v1.PoolCreateCommand
 	(*NetworkCreateCommand)(nil),         // 12: shoal.v1.NetworkCreateCommand
-	(*NodeUpsertCommand)(nil),            // 13: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 14: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 15: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 16: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 17: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 18: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 19: shoal.v1.ContainerMoveCommand
-	(*ClusterConfigCommand)(nil),         // 20: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 21: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 22: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 23: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 24: shoal.v1.FSMSnapshot
-	nil,                                  // 25: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 26: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 27: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 28: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 29: shoal.v1.Container
-	(DesiredState)(0),                    // 30: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 31: shoal.v1.Snapshot
-	(*Image)(nil),                        // 32: shoal.v1.Image
-	(*StoragePool)(nil),                  // 33: shoal.v1.StoragePool
-	(*Network)(nil),                      // 34: shoal.v1.Network
-	(*Node)(nil),                         // 35: shoal.v1.Node
-	(*Grant)(nil),                        // 36: shoal.v1.Grant
-	(*TrustEntry)(nil),                   // 37: shoal.v1.TrustEntry
+	(*NetworkDeleteCommand)(nil),         // 13: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 14: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 15: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 16: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 17: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 18: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 19: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 20: shoal.v1.ContainerMoveCommand
+	(*ClusterConfigCommand)(nil),         // 21: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 22: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 23: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 24: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 25: shoal.v1.FSMSnapshot
+	nil,                                  // 26: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 27: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 28: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 29: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 30: shoal.v1.Container
+	(DesiredState)(0),                    // 31: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 32: shoal.v1.Snapshot
+	(*Image)(nil),                        // 33: shoal.v1.Image
+	(*StoragePool)(nil),                  // 34: shoal.v1.StoragePool
+	(*Network)(nil),                      // 35: shoal.v1.Network
+	(*Node)(nil),                         // 36: shoal.v1.Node
+	(*Grant)(nil),                        // 37: shoal.v1.Grant
+	(*TrustEntry)(nil),                   // 38: shoal.v1.TrustEntry
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	29, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	25, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	30, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	31, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	32, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	33, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	34, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	35, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	36, // 8: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	30, // 9: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	26, // 10: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	37, // 11: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	29, // 12: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	32, // 13: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	27, // 14: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	33, // 15: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	34, // 16: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	35, // 17: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	18, // 18: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	15, // 19: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	28, // 20: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	37, // 21: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	30, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	26, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	31, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	32, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	33, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	34, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	35, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	36, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	37, // 8: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	31, // 9: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	27, // 10: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	38, // 11: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	30, // 12: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	33, // 13: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	28, // 14: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	34, // 15: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	35, // 16: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	36, // 17: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	19, // 18: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	16, // 19: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	29, // 20: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	38, // 21: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
 	22, // [22:22] is the sub-list for method output_type
 	22, // [22:22] is the sub-list for method input_type
 	22, // [22:22] is the sub-list for extension type_name
@@ -1666,7 +1714,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,148 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/tests/harness"
+)
+
+// TestOverlayNetworkAcrossMembers creates an overlay network on a
+// three-member cluster (each member in its own network namespace, real
+// VXLAN between them), puts a container on each member and checks what a
+// user would: each reaches the others by address and by name, with
+// 1,400-byte packets; the addresses are the cluster's and survive a live
+// move; delete is refused while the network is used; bad input is refused
+// naming the key.
+func TestOverlayNetworkAcrossMembers(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	m1 := ms[0]
+	m1.MustShoal("image", "build", "busybox")
+	sub := fmt.Sprintf("10.242.%d", rand.IntN(250))
+
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"network", "create", "bad1", "--type", "overlay", "ipv4.address=" + sub + ".1/24", "bridge.mtu=1451"}, "mtu 1451"},
+		{[]string{"network", "create", "bad2", "--type", "vlan"}, `type: "vlan": want bridge or overlay`},
+		{[]string{"network", "create", "bad3", "--type", "overlay", "colour=blue"}, `unknown key "colour"`},
+		{[]string{"network", "create", "bad4", "vxlan.id=7"}, "vxlan.id: only an overlay network has it"},
+		{[]string{"network", "create", "a-name-far-too-long"}, "name"},
+		{[]string{"network", "create", "bad5", "--type", "overlay", "ipv4.address=" + sub + ".0/24"}, "ipv4.address"},
+	} {
+		if _, errOut, code := m1.Shoal(tc.args...); code == 0 || !strings.Contains(errOut, tc.says) {
+			t.Errorf("shoal %s: exit %d, stderr %q; want a failure naming %q", strings.Join(tc.args, " "), code, errOut, tc.says)
+		}
+	}
+	m1.MustShoal("network", "create", "app", "--type", "overlay", "ipv4.address="+sub+".1/24")
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"network", "create", "app2", "--type", "overlay", "ipv4.address=" + sub + ".129/25"}, "overlaps network app"},
+		{[]string{"network", "create", "app3", "--type", "overlay", "ipv4.address=10.243.1.1/24", "vxlan.id=1"}, "vni 1 is used by network app"},
+		{[]string{"network", "create", "app"}, "already exists"},
+	} {
+		if _, errOut, code := ms[1].Shoal(tc.args...); code == 0 || !strings.Contains(errOut, tc.says) {
+			t.Errorf("shoal %s: exit %d, stderr %q; want a failure naming %q", strings.Join(tc.args, " "), code, errOut, tc.says)
+		}
+	}
+	// A refused network leaves nothing on the member that tried it.
+	if out, err := ms[1].Host.Run(context.Background(), "ip", "link", "show", "app2"); err == nil {
+		t.Errorf("a refused network left its bridge on n2:\n%s", out)
+	}
+	for _, m := range ms {
+		m.WaitFor("the overlay on "+m.Opts.Name, 30*time.Second, func() bool {
+			_, err := m.Host.Run(context.Background(), "ip", "link", "show", "shvx1")
+			return err == nil
+		})
+	}
+
+	names := []string{"a1", "a2", "a3"}
+	ips := map[string]string{}
+	for i, name := range names {
+		m1.MustShoal("launch", "busybox", name, "--network", "app", "--target", fmt.Sprintf("n%d", i+1))
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+
+		// What a user would look at: each member's pinned leases, names,
+		// dnsmasq log and the overlay's forwarding entries.
+		for _, m := range ms {
+			for _, f := range []string{"dnsmasq.hosts", "dnsmasq.names", "dnsmasq.log"} {
+				b, _ := os.ReadFile(filepath.Join(m.StateDir, "networks", "app", f))
+				t.Logf("%s %s:\n%s", m.Opts.Name, f, b)
+			}
+			out, _ := m.Host.Run(context.Background(), "bridge", "fdb", "show", "dev", "shvx1")
+			t.Logf("%s bridge fdb show dev shvx1:\n%s", m.Opts.Name, out)
+		}
+	})
+	for _, name := range names {
+		ips[name] = m1.WaitAddress(name, 60*time.Second)
+		if !strings.HasPrefix(ips[name], sub+".") {
+			t.Fatalf("%s got %s, not an address of %s.0/24", name, ips[name], sub)
+		}
+	}
+	info := m1.MustShoal("network", "info", "app")
+	for i, name := range names {
+		if !strings.Contains(info, name) || !strings.Contains(info, ips[name]) || !strings.Contains(info, fmt.Sprintf("n%d", i+1)) {
+			t.Errorf("network info lacks %s %s on n%d:\n%s", name, ips[name], i+1, info)
+		}
+	}
+
+	ping := func(from, to string, size int) error {
+		out, errOut, code := m1.Shoal("exec", from, "--", "ping", "-c", "2", "-W", "3", "-s", fmt.Sprint(size), to)
+		if code != 0 {
+			return fmt.Errorf("ping %s (-s %d) from %s: exit %d\n%s%s", to, size, from, code, out, errOut)
+		}
+		return nil
+	}
+	for _, p := range [][2]string{{"a1", "a2"}, {"a2", "a3"}, {"a3", "a1"}} {
+		if err := ping(p[0], ips[p[1]], 1372); err != nil { // 1,400-byte packets
+			t.Error(err)
+		}
+		if err := ping(p[0], p[1]+".shoal", 56); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := ping("a1", "a3", 56); err != nil { // a plain name
+		t.Error(err)
+	}
+
+	if _, errOut, code := m1.Shoal("network", "delete", "app"); code == 0 || !strings.Contains(errOut, "a1, a2, a3") {
+		t.Errorf("network delete of a used network: exit %d, %q; want a refusal listing a1, a2, a3", code, errOut)
+	}
+
+	// A live move keeps the address, and the others reach it at its new member.
+	liveMove(t, m1, "a2", "n3")
+	if got := m1.List()["a2"]; got.Container.Node != "n3" {
+		t.Fatalf("a2 after the move: %+v", got)
+	}
+	if err := ping("a1", ips["a2"], 1372); err != nil {
+		t.Errorf("after a2 moved to n3: %v", err)
+	}
+	if err := ping("a2", "a1.shoal", 56); err != nil {
+		t.Errorf("after a2 moved to n3: %v", err)
+	}
+
+	for _, name := range names {
+		m1.MustShoal("delete", name, "--force")
+	}
+	m1.MustShoal("network", "delete", "app")
+	for _, m := range ms {
+		m.WaitFor("the overlay gone from "+m.Opts.Name, 30*time.Second, func() bool {
+			_, err := m.Host.Run(context.Background(), "ip", "link", "show", "shvx1")
+			return err != nil
+		})
+	}
+}
