@@ -288,9 +288,16 @@ var clusterKeys = map[string][]string{
 func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClusterConfigRequest) (*shoalv1.UpdateClusterConfigResponse, error) {
 	set := map[string]string{}
 	for k, v := range req.GetSet() {
+		if k == cluster.DefaultNetworkKey {
+			if _, err := s.fsm.Network(v); err != nil {
+				return nil, invalid(k, fmt.Sprintf("%q is not a network (shoal network list)", v))
+			}
+			set[k] = v
+			continue
+		}
 		allowed, ok := clusterKeys[k]
 		if !ok {
-			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters)")
+			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters, cluster.default_network)")
 		}
 		if !slices.Contains(allowed, v) {
 			return nil, invalid(k, fmt.Sprintf("%q is not allowed (allowed: %s)", v, strings.Join(allowed, ", ")))
@@ -298,8 +305,8 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 		set[k] = v
 	}
 	for _, k := range req.GetUnset() {
-		if _, ok := clusterKeys[k]; !ok {
-			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters)")
+		if _, ok := clusterKeys[k]; !ok && k != cluster.DefaultNetworkKey {
+			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters, cluster.default_network)")
 		}
 		set[k] = ""
 	}

@@ -119,6 +119,10 @@ func (s *state) assignAddresses(ct *shoalv1.Container) error {
 	return nil
 }
 
+// DefaultNetworkKey is the cluster config key naming the network a new
+// container's eth0 joins when the user names none.
+const DefaultNetworkKey = "cluster.default_network"
+
 // MaxVNI is the largest VXLAN network identifier.
 const MaxVNI = 1<<24 - 1
 

@@ -125,3 +125,27 @@ func roundTrip(t *testing.T, f *FSM) *FSM {
 	}
 	return g
 }
+
+func TestNetworkDeleteRefusedWhileUsed(t *testing.T) {
+	f := NewFSM()
+	mustApply(t, f, &shoalv1.NetworkCreateCommand{Network: &shoalv1.Network{Name: "app", Type: "overlay", Vni: 10, Ipv4Cidr: "10.42.0.1/24"}})
+	mustApply(t, f, &shoalv1.NetworkCreateCommand{Network: &shoalv1.Network{Name: "def", Type: "bridge", Ipv4Cidr: "10.43.0.1/24"}})
+	mustApply(t, f, &shoalv1.ClusterConfigCommand{Set: map[string]string{DefaultNetworkKey: "def"}})
+	mustApply(t, f, nicCt("b", "02:00:00:00:00:02", ""))
+	mustApply(t, f, nicCt("a", "02:00:00:00:00:01", ""))
+	if err := apply(t, f, &shoalv1.NetworkDeleteCommand{Name: "app"}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "used by a, b") {
+		t.Fatalf("delete of a used network = %v, want ErrInUse listing a, b", err)
+	}
+	if err := apply(t, f, &shoalv1.NetworkDeleteCommand{Name: "def"}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), DefaultNetworkKey) {
+		t.Fatalf("delete of the default network = %v, want ErrInUse naming %s", err, DefaultNetworkKey)
+	}
+	mustApply(t, f, &shoalv1.ContainerDeleteCommand{Name: "a"})
+	mustApply(t, f, &shoalv1.ContainerDeleteCommand{Name: "b"})
+	mustApply(t, f, &shoalv1.NetworkDeleteCommand{Name: "app"})
+	if _, err := f.Network("app"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("app after delete: %v", err)
+	}
+	if err := apply(t, f, &shoalv1.NetworkDeleteCommand{Name: "app"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete = %v, want ErrNotFound", err)
+	}
+}

@@ -274,6 +274,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if _, ok := s.networks[c.GetName()]; !ok {
 			return Change{}, fmt.Errorf("network %q: %w", c.GetName(), ErrNotFound)
 		}
+		if s.config[DefaultNetworkKey] == c.GetName() {
+			return Change{}, fmt.Errorf("network %q is the cluster's default network (%s): set another first: %w", c.GetName(), DefaultNetworkKey, ErrInUse)
+		}
 		if users := s.networkUsers(c.GetName()); len(users) > 0 {
 			return Change{}, fmt.Errorf("network %q is used by %s: %w", c.GetName(), strings.Join(users, ", "), ErrInUse)
 		}

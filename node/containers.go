@@ -59,8 +59,17 @@ func (n *Node) state(ctx context.Context, ct *shoalv1.Container, detail bool, le
 	if st.Status == runtime.StatusStopped {
 		return out
 	}
-	// The DHCP lease needs no look inside the container; with detail and no
-	// lease, read the addresses in the container's network namespace.
+	// The cluster allocated the NICs' addresses (DHCP hands out exactly
+	// those); a container recorded before NICs has its DHCP lease; with
+	// detail and no lease, read the addresses in its network namespace.
+	for _, nic := range ct.GetNics() {
+		if nic.GetIpv4() != "" {
+			out.Ipv4 = append(out.Ipv4, nic.GetIpv4())
+		}
+	}
+	if len(out.Ipv4) > 0 {
+		return out
+	}
 	if ip, ok := leases[strings.ToLower(ct.GetHwaddr())]; ok {
 		out.Ipv4 = []string{ip}
 	} else if detail {

@@ -22,15 +22,39 @@ const networkSyncTimeout = 10 * time.Second
 
 // openNetworks brings up every managed network the cluster records, creating
 // the default bridge on first start.
+//
+// The default network of a new cluster (a member started with --listen) is
+// an overlay, so containers on different members reach each other out of
+// the box; a one-node daemon without --listen gets a plain bridge. Its name
+// is recorded as cluster.default_network.
 func (n *Node) openNetworks(ctx context.Context) error {
 	nets := n.fsm.Networks()
+	if len(nets) == 0 && !n.cl.IsLeader() {
+		// A joining member may not have applied the log yet: catch up
+		// before deciding the cluster has no network.
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := n.cl.Sync(sctx); err != nil {
+			n.log.Warn("catch up with the leader before opening networks", "err", err)
+		}
+		cancel()
+		nets = n.fsm.Networks()
+	}
 	if len(nets) == 0 {
-		nw, err := n.ensureNetwork(ctx, &shoalv1.Network{Name: n.cfg.Bridge, Type: "bridge", Ipv4Cidr: n.cfg.BridgeCIDR, Nat: true})
+		rec := &shoalv1.Network{Name: n.cfg.Bridge, Type: "bridge", Ipv4Cidr: n.cfg.BridgeCIDR, Nat: true}
+		if _, err := vtepOf(n.cfg.Address); err == nil {
+			rec.Type, rec.Vni = "overlay", 1
+		} else if n.cfg.Address != "" {
+			n.log.Warn("the default network is a per-member bridge, not an overlay", "reason", err)
+		}
+		nw, err := n.ensureNetwork(ctx, rec)
 		if err != nil {
 			return err
 		}
-		rec := &shoalv1.Network{Name: nw.Name(), Type: "bridge", Ipv4Cidr: cidr(nw), Nat: true}
-		return n.cl.Propose(ctx, &shoalv1.NetworkCreateCommand{Network: rec})
+		rec.Ipv4Cidr = cidr(nw)
+		if err := n.cl.Propose(ctx, &shoalv1.NetworkCreateCommand{Network: rec}); err != nil {
+			return err
+		}
+		return n.cl.Propose(ctx, &shoalv1.ClusterConfigCommand{Set: map[string]string{cluster.DefaultNetworkKey: rec.GetName()}})
 	}
 	for _, rec := range nets {
 		if _, err := n.ensureNetwork(ctx, rec); err != nil {
@@ -96,6 +120,9 @@ func vtepOf(addr string) (net.IP, error) {
 		host = addr
 	}
 	if ip := net.ParseIP(host).To4(); ip != nil {
+		if ip.IsUnspecified() {
+			return nil, fmt.Errorf("member address %s is unspecified: an overlay needs the address other members reach this one at", addr)
+		}
 		return ip, nil
 	}
 	ips, err := net.LookupIP(host)
@@ -115,10 +142,15 @@ func cidr(nw *network.Network) string {
 	return fmt.Sprintf("%s/%d", nw.Gateway(), ones)
 }
 
-// defaultNetwork returns the network containers attach to by default.
+// defaultNetwork returns the network containers attach to by default: the
+// cluster's (cluster.default_network), else this member's --bridge.
 func (n *Node) defaultNetwork() (*network.Network, error) {
+	name := n.fsm.ClusterConfig()[cluster.DefaultNetworkKey]
 	n.netMu.RLock()
 	defer n.netMu.RUnlock()
+	if nw, ok := n.nets[name]; ok {
+		return nw, nil
+	}
 	if nw, ok := n.nets[n.cfg.Bridge]; ok {
 		return nw, nil
 	}

@@ -36,6 +36,11 @@ func (n *Node) DropLocal(ctx context.Context, name string) error {
 	if ct, err := n.fsm.Container(name); err == nil && ct.GetNode() == n.cfg.Name {
 		return fmt.Errorf("container %q is owned by this node: %w", name, ErrConflict)
 	}
+	// This copy is not the container: it must not say goodbye on the
+	// container's connections as it dies.
+	if err := n.rt.Disconnect(ctx, name); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		n.log.Warn("disconnect a stale copy before removing it", "container", name, "err", err)
+	}
 	return n.removeLocal(ctx, name)
 }
 

@@ -35,12 +35,13 @@ func requireLiveMove(t *testing.T) {
 }
 
 // startWorkload copies the test workload into a container and starts it
-// (its own session, detached) holding memMiB of touched memory.
-func startWorkload(t *testing.T, m *member, name string, memMiB int) {
+// (its own session, detached) holding memMiB of touched memory, with extra
+// flags (-serve, -connect).
+func startWorkload(t *testing.T, m *member, name string, memMiB int, extra ...string) {
 	t.Helper()
 	m.MustShoal("file", "push", filepath.Join(binDir, "workload"), name+"/usr/bin/workload", "--mode", "0755")
 	m.MustShoal("exec", name, "--", "setsid", "sh", "-c",
-		fmt.Sprintf("workload -mem %d </dev/null >/root/workload.out 2>&1 &", memMiB))
+		fmt.Sprintf("workload -mem %d %s </dev/null >/root/workload.out 2>&1 &", memMiB, strings.Join(extra, " ")))
 	m.WaitFor("the workload's first ticks", 30*time.Second, func() bool { return len(ticks(t, m, name)) >= 3 })
 }
 

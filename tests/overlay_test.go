@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,8 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 	m1 := ms[0]
 	m1.MustShoal("image", "build", "busybox")
 	sub := fmt.Sprintf("10.242.%d", rand.IntN(250))
+	vni := fmt.Sprint(1000 + rand.IntN(9000)) // the cluster's default overlay has 1
+	dev := "shvx" + vni
 
 	for _, tc := range []struct {
 		args []string
@@ -42,13 +45,13 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 			t.Errorf("shoal %s: exit %d, stderr %q; want a failure naming %q", strings.Join(tc.args, " "), code, errOut, tc.says)
 		}
 	}
-	m1.MustShoal("network", "create", "app", "--type", "overlay", "ipv4.address="+sub+".1/24")
+	m1.MustShoal("network", "create", "app", "--type", "overlay", "ipv4.address="+sub+".1/24", "vxlan.id="+vni)
 	for _, tc := range []struct {
 		args []string
 		says string
 	}{
 		{[]string{"network", "create", "app2", "--type", "overlay", "ipv4.address=" + sub + ".129/25"}, "overlaps network app"},
-		{[]string{"network", "create", "app3", "--type", "overlay", "ipv4.address=10.243.1.1/24", "vxlan.id=1"}, "vni 1 is used by network app"},
+		{[]string{"network", "create", "app3", "--type", "overlay", "ipv4.address=10.243.1.1/24", "vxlan.id=" + vni}, "vni " + vni + " is used by network app"},
 		{[]string{"network", "create", "app"}, "already exists"},
 	} {
 		if _, errOut, code := ms[1].Shoal(tc.args...); code == 0 || !strings.Contains(errOut, tc.says) {
@@ -61,7 +64,7 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 	}
 	for _, m := range ms {
 		m.WaitFor("the overlay on "+m.Opts.Name, 30*time.Second, func() bool {
-			_, err := m.Host.Run(context.Background(), "ip", "link", "show", "shvx1")
+			_, err := m.Host.Run(context.Background(), "ip", "link", "show", dev)
 			return err == nil
 		})
 	}
@@ -83,8 +86,8 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 				b, _ := os.ReadFile(filepath.Join(m.StateDir, "networks", "app", f))
 				t.Logf("%s %s:\n%s", m.Opts.Name, f, b)
 			}
-			out, _ := m.Host.Run(context.Background(), "bridge", "fdb", "show", "dev", "shvx1")
-			t.Logf("%s bridge fdb show dev shvx1:\n%s", m.Opts.Name, out)
+			out, _ := m.Host.Run(context.Background(), "bridge", "fdb", "show", "dev", dev)
+			t.Logf("%s bridge fdb show dev %s:\n%s", m.Opts.Name, dev, out)
 		}
 	})
 	for _, name := range names {
@@ -123,10 +126,47 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 		t.Errorf("network delete of a used network: exit %d, %q; want a refusal listing a1, a2, a3", code, errOut)
 	}
 
-	// A live move keeps the address, and the others reach it at its new member.
+	// A TCP stream from a1 (on n1) to a2 survives ten live moves of a2
+	// between n2 and n3: a2 keeps its address, the connection is never
+	// reset and no number of the sequence is lost.
+	startWorkload(t, m1, "a2", 0, "-serve", "7000")
+	startWorkload(t, m1, "a1", 0, "-connect", ips["a2"]+":7000")
+	m1.WaitFor("the stream flowing", 30*time.Second, func() bool {
+		st := report(t, m1, "a1")
+		return st["stream"] == "ok" && st["stream_seq"] != "0"
+	})
+	m1.MustShoal("exec", "a1", "--", "sh", "-c", "echo reset > /root/control")
+	before := report(t, m1, "a1")
+	var worst time.Duration
+	for i := range 10 {
+		to := []string{"n3", "n2"}[i%2]
+		t.Logf("%s move %d of a2 to %s", time.Now().Format(time.StampMilli), i+1, to)
+		worst = max(worst, liveMove(t, m1, "a2", to))
+		if got := m1.List()["a2"]; got.Container.Node != to {
+			t.Fatalf("a2 after move %d: %+v", i+1, got)
+		}
+	}
 	liveMove(t, m1, "a2", "n3")
-	if got := m1.List()["a2"]; got.Container.Node != "n3" {
-		t.Fatalf("a2 after the move: %+v", got)
+	after := report(t, m1, "a1")
+	if after["stream"] != "ok" {
+		for _, c := range []string{"a1", "a2"} {
+			out, _, _ := m1.Shoal("file", "pull", c+"/root/workload.out", "-")
+			t.Logf("%s workload.out:\n%s", c, out)
+		}
+		t.Fatalf("the stream from a1 to a2 broke during the moves: %v", after)
+	}
+	seq0, _ := strconv.Atoi(before["stream_seq"])
+	seq1, _ := strconv.Atoi(after["stream_seq"])
+	if seq1 <= seq0 {
+		t.Fatalf("the stream made no progress over the moves: %v → %v", before, after)
+	}
+	t.Logf("TCP stream a1→a2 over 11 live moves of a2: unbroken, %d numbers in order, longest stall %sms (longest move downtime %s)",
+		seq1-seq0, after["stream_maxstall_ms"], worst)
+	if got := m1.List()["a2"]; got.Container.Node != "n3" || len(got.State.Ipv4) == 0 || got.State.Ipv4[0] != ips["a2"] {
+		t.Fatalf("a2 after the moves: %+v, want it on n3 at %s", got, ips["a2"])
+	}
+	if out := m1.MustShoal("exec", "a2", "--", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, " "+ips["a2"]+"/") {
+		t.Fatalf("a2's eth0 after the moves: %q, want %s", out, ips["a2"])
 	}
 	if err := ping("a1", ips["a2"], 1372); err != nil {
 		t.Errorf("after a2 moved to n3: %v", err)
@@ -141,7 +181,7 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 	m1.MustShoal("network", "delete", "app")
 	for _, m := range ms {
 		m.WaitFor("the overlay gone from "+m.Opts.Name, 30*time.Second, func() bool {
-			_, err := m.Host.Run(context.Background(), "ip", "link", "show", "shvx1")
+			_, err := m.Host.Run(context.Background(), "ip", "link", "show", dev)
 			return err != nil
 		})
 	}

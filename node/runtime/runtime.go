@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vishvananda/netlink"
 	"io"
 	"log/slog"
 	"os"
@@ -300,6 +301,37 @@ func (r *Runtime) HWAddr(name string) string {
 		return v[0]
 	}
 	return ""
+}
+
+// Disconnect deletes the host ends of a container's veth NICs, so that
+// nothing its network stack still sends — a FIN or RST as its sockets
+// close when it is killed — reaches anyone. A copy that is not the
+// container any more (the source of a live move, whose sockets CRIU left
+// live again after the dump) is disconnected before it is destroyed.
+func (r *Runtime) Disconnect(ctx context.Context, name string) error {
+	c, err := r.container(name)
+	if err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		p := fmt.Sprintf("lxc.net.%d.", i)
+		typ := c.ConfigItem(p + "type")
+		if len(typ) == 0 || typ[0] == "" {
+			return nil
+		}
+		pair := c.ConfigItem(p + "veth.pair")
+		if typ[0] != "veth" || len(pair) == 0 || pair[0] == "" {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if l, err := netlink.LinkByName(pair[0]); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				return fmt.Errorf("runtime: disconnect %s: remove %s: %w", name, pair[0], err)
+			}
+		}
+	}
 }
 
 // List returns the names of defined containers, sorted.
