@@ -224,9 +224,13 @@ func (a *app) networkCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, n := range resp.GetNetworks() {
-				rows = append(rows, []string{n.GetName(), n.GetType(), n.GetIpv4Cidr(), fmt.Sprint(n.GetNat())})
+				vni := ""
+				if n.GetType() == "overlay" {
+					vni = fmt.Sprint(n.GetVni())
+				}
+				rows = append(rows, []string{n.GetName(), n.GetType(), n.GetIpv4Cidr(), fmt.Sprint(n.GetNat()), vni})
 			}
-			table(os.Stdout, []string{"NAME", "TYPE", "IPV4", "NAT"}, rows)
+			table(os.Stdout, []string{"NAME", "TYPE", "IPV4", "NAT", "VXLAN"}, rows)
 			return nil
 		}),
 	}

@@ -67,8 +67,8 @@ func run() error {
 		clusterName = flag.String("cluster-name", "shoal", "name of a new cluster")
 		maxVoters   = flag.Int("max-voters", 3, "Raft voters to keep (3 or 5) unless cluster.max_voters is set; other members are standbys")
 		strategy    = flag.String("scheduler", "spread", "placement strategy unless cluster.scheduler is set: spread (least loaded) or binpack")
-		bridge      = flag.String("bridge", "shoalbr0", "name of the default managed bridge")
-		bridgeCIDR  = flag.String("bridge-cidr", "auto", "address/prefix of the default bridge, or auto")
+		bridge      = flag.String("bridge", "", "name of the default network a new cluster creates (default: shoalnet0, an overlay, with --listen; shoalbr0, a bridge, without)")
+		bridgeCIDR  = flag.String("bridge-cidr", "auto", "address/prefix of the default network, or auto")
 		poolDriver  = flag.String("pool-driver", "btrfs", "driver of the default storage pool: btrfs or dir")
 		poolSource  = flag.String("pool-source", "", "existing btrfs mount or directory for the default pool (empty: a loop file / a directory under the state dir)")
 		poolSize    = flag.String("pool-size", "", "size of the default pool's loop file (default: a fifth of free space, 5-30GiB)")
@@ -178,6 +178,12 @@ func run() error {
 		return err
 	}
 
+	if *bridge == "" {
+		*bridge = "shoalbr0"
+		if *listen != "" {
+			*bridge = "shoalnet0"
+		}
+	}
 	bus := operations.NewBus()
 	n, err := node.New(startCtx, node.Config{
 		Name: *name, StateDir: *stateDir,

@@ -46,14 +46,9 @@ func main() {
 		step(fmt.Sprintf("shoal launch busybox %s -c scheduler.group=demo -c scheduler.group.max_per_node=1", name))
 		first.MustShoal("launch", "busybox", name, "-c", "scheduler.group=demo", "-c", "scheduler.group.max_per_node=1")
 	}
-	netns.WaitFor(t, "addresses", 30e9, func() bool {
-		for _, c := range first.List() {
-			if len(c.State.Ipv4) == 0 {
-				return false
-			}
-		}
-		return true
-	})
+	for i := 1; i <= *nodes; i++ {
+		first.WaitAddress(fmt.Sprintf("c%d", i), 60e9)
+	}
 	step("shoal list   (from n1: one view of all nodes)")
 	fmt.Print(first.MustShoal("list"))
 	last := ms[len(ms)-1]
@@ -61,6 +56,19 @@ func main() {
 		name := fmt.Sprintf("c%d", i)
 		step(fmt.Sprintf("shoal exec %s -- hostname   (from %s; forwarded to the owner)", name, last.Host.Name))
 		fmt.Print(last.MustShoal("exec", name, "--", "hostname"))
+	}
+	// Containers on different members talk over the cluster's default
+	// network, an overlay: by name, through every member's own DNS.
+	step("shoal network list   (the cluster's default network is an overlay: one segment across the members)")
+	fmt.Print(first.MustShoal("network", "list"))
+	for i := 1; i <= *nodes; i++ {
+		from, to := fmt.Sprintf("c%d", i), fmt.Sprintf("c%d", i%*nodes+1)
+		if from == to {
+			break
+		}
+		step(fmt.Sprintf("shoal exec %s -- ping -c1 %s.shoal   (%s on %s, %s on %s)", from, to,
+			from, first.List()[from].Container.Node, to, first.List()[to].Container.Node))
+		fmt.Print(first.MustShoal("exec", from, "--", "ping", "-c", "1", "-W", "5", to+".shoal"))
 	}
 	// A live move: a shell in live1 keeps a counter in memory and writes
 	// it out every 100 ms; it goes on, uninterrupted, on the next node.
