@@ -104,6 +104,8 @@ var rules = map[string]rule{
 	"/shoal.v1.ContainerService/GetConsoleLog":   {accessRead, field("name")},
 	"/shoal.v1.ContainerService/CopyContainer":   {accessWrite, field("source", "name")},
 	"/shoal.v1.ContainerService/MoveContainer":   {accessWrite, field("name")},
+	"/shoal.v1.ContainerService/AddNIC":          {accessWrite, field("container")},
+	"/shoal.v1.ContainerService/RemoveNIC":       {accessWrite, field("container")},
 	"/shoal.v1.ContainerService/CreateSnapshot":  {accessWrite, field("container")},
 	"/shoal.v1.ContainerService/ListSnapshots":   {accessRead, field("container")},
 	"/shoal.v1.ContainerService/RestoreSnapshot": {accessWrite, field("container")},

@@ -39,6 +39,8 @@ const (
 	CmdTrustAdd              CommandType = 22
 	CmdTrustRevoke           CommandType = 23
 	CmdNetworkDelete         CommandType = 24
+	CmdContainerNicAdd       CommandType = 25
+	CmdContainerNicRemove    CommandType = 26
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -75,6 +77,10 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.NetworkCreateCommand{}, nil
 	case CmdNetworkDelete:
 		return &shoalv1.NetworkDeleteCommand{}, nil
+	case CmdContainerNicAdd:
+		return &shoalv1.ContainerNicAddCommand{}, nil
+	case CmdContainerNicRemove:
+		return &shoalv1.ContainerNicRemoveCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
 	case CmdClusterInit:
@@ -130,6 +136,10 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdNetworkCreate, nil
 	case *shoalv1.NetworkDeleteCommand:
 		return CmdNetworkDelete, nil
+	case *shoalv1.ContainerNicAddCommand:
+		return CmdContainerNicAdd, nil
+	case *shoalv1.ContainerNicRemoveCommand:
+		return CmdContainerNicRemove, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
 	case *shoalv1.ClusterInitCommand:

@@ -167,6 +167,45 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		s.addrs.release(ct)
 		delete(s.containers, c.GetName())
 		return Change{"container", c.GetName()}, nil
+	case *shoalv1.ContainerNicAddCommand:
+		ct, err := s.container(c.GetContainer())
+		if err != nil {
+			return Change{}, err
+		}
+		nic := proto.Clone(c.GetNic()).(*shoalv1.NIC)
+		for _, have := range ct.GetNics() {
+			if have.GetName() == nic.GetName() {
+				return Change{}, fmt.Errorf("container %q: nic %s: %w", ct.GetName(), nic.GetName(), ErrExists)
+			}
+		}
+		if len(ct.GetNics()) == 0 {
+			return Change{}, fmt.Errorf("container %q was recorded before NICs were: recreate it to add one: %w", ct.GetName(), ErrInvalidCommand)
+		}
+		// The other NICs' addresses are already in the index: only the
+		// new one is checked and allocated.
+		one := &shoalv1.Container{Name: ct.GetName(), Nics: []*shoalv1.NIC{nic}}
+		if err := s.assignAddresses(one); err != nil {
+			return Change{}, err
+		}
+		ct.Nics = append(ct.Nics, nic)
+		s.addrs.index(one)
+		return Change{"container", ct.GetName()}, nil
+	case *shoalv1.ContainerNicRemoveCommand:
+		ct, err := s.container(c.GetContainer())
+		if err != nil {
+			return Change{}, err
+		}
+		if c.GetName() == "eth0" {
+			return Change{}, fmt.Errorf("container %q: eth0 cannot be removed: %w", ct.GetName(), ErrInvalidCommand)
+		}
+		for i, nic := range ct.GetNics() {
+			if nic.GetName() == c.GetName() {
+				s.addrs.release(&shoalv1.Container{Nics: []*shoalv1.NIC{nic}})
+				ct.Nics = append(ct.Nics[:i:i], ct.Nics[i+1:]...)
+				return Change{"container", ct.GetName()}, nil
+			}
+		}
+		return Change{}, fmt.Errorf("container %q: nic %s: %w", ct.GetName(), c.GetName(), ErrNotFound)
 	case *shoalv1.ContainerMoveCommand:
 		ct, err := s.container(c.GetName())
 		if err != nil {

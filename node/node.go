@@ -94,6 +94,9 @@ type Node struct {
 	hints  map[string]time.Duration
 	// applied remembers the config last applied to each running container.
 	applied sync.Map
+	// appliedNICs remembers the NICs last plugged into each running
+	// container.
+	appliedNICs sync.Map
 	// incoming marks containers restored here by a live move not yet
 	// committed (name → true): resync leaves them alone.
 	incoming sync.Map

@@ -154,10 +154,14 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 				return fmt.Errorf("start %s: %w", ct.GetName(), err)
 			}
 			n.applied.Store(ct.GetName(), configKey(ct.GetConfig()))
+			n.appliedNICs.Delete(ct.GetName())
 			n.bus.Lifecycle(n.cfg.Name, "container-started", ct.GetName())
 			status = runtime.StatusRunning
 		default:
 			if err := n.applyLimits(ctx, ct); err != nil {
+				return err
+			}
+			if err := n.applyNICs(ctx, ct); err != nil {
 				return err
 			}
 		}
@@ -269,8 +273,12 @@ func (n *Node) nics(ct *shoalv1.Container) ([]runtime.NIC, error) {
 		if err != nil {
 			return nil, fmt.Errorf("container %s: nic %s: %w", ct.GetName(), nic.GetName(), err)
 		}
+		host := hostVeth(ct.GetName(), 0)
+		if i > 0 || nic.GetName() != "eth0" {
+			host = hostVethNamed(ct.GetName(), nic.GetName())
+		}
 		out = append(out, runtime.NIC{Name: nic.GetName(), Bridge: nic.GetNetwork(), HWAddr: nic.GetHwaddr(),
-			HostName: hostVeth(ct.GetName(), i), MTU: mtu})
+			HostName: host, MTU: mtu})
 	}
 	return out, nil
 }
@@ -282,6 +290,56 @@ func hostVeth(container string, i int) string {
 	h := fnv.New32a()
 	h.Write([]byte(container))
 	return fmt.Sprintf("vsh%08x%d", h.Sum32(), i)
+}
+
+// hostVethNamed names the host end of a NIC other than eth0 by the NIC's
+// name, so removing one NIC never renames another's.
+func hostVethNamed(container, nic string) string {
+	h := fnv.New32a()
+	h.Write([]byte(container + "/" + nic))
+	return fmt.Sprintf("vsn%08x", h.Sum32())
+}
+
+// applyNICs makes a running container's NICs match its record: a NIC
+// added since it started is plugged in, one removed is unplugged, and the
+// definition is rewritten so a restart or a live move's restore has them.
+func (n *Node) applyNICs(ctx context.Context, ct *shoalv1.Container) error {
+	if len(ct.GetNics()) == 0 {
+		return nil
+	}
+	want, err := n.nics(ct)
+	if err != nil {
+		return err
+	}
+	key := fmt.Sprint(want)
+	if prev, ok := n.appliedNICs.Load(ct.GetName()); ok && prev == key {
+		return nil
+	}
+	wanted := map[string]bool{}
+	for _, nic := range want {
+		wanted[nic.HostName] = true
+	}
+	old := n.rt.HostNICs(ct.GetName())
+	if err := n.define(ctx, ct); err != nil {
+		return err
+	}
+	for _, host := range old {
+		if !wanted[host] {
+			if err := n.rt.UnplugNIC(ctx, ct.GetName(), host); err != nil {
+				return err
+			}
+		}
+	}
+	for _, nic := range want {
+		if !n.rt.HasNIC(nic.HostName) {
+			if err := n.rt.PlugNIC(ctx, ct.GetName(), nic); err != nil {
+				return err
+			}
+			n.kickNetworks()
+		}
+	}
+	n.appliedNICs.Store(ct.GetName(), key)
+	return nil
 }
 
 // runtimeLimits converts parsed limits; LXD's disk priority 0..10 becomes

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -173,6 +174,66 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 	}
 	if err := ping("a2", "a1.shoal", 56); err != nil {
 		t.Errorf("after a2 moved to n3: %v", err)
+	}
+
+	// NIC devices: a second interface on the cluster's default network is
+	// plugged into the running a3, gets its address from the cluster (and
+	// from n3's DHCP), survives a live move, and is unplugged on remove.
+	def := m1.Bridge // the cluster's default network, an overlay
+	defInfo := m1.MustShoal("network", "info", def)
+	if !strings.Contains(defInfo, "type: overlay") {
+		t.Fatalf("the cluster's default network %s is not an overlay:\n%s", def, defInfo)
+	}
+	out := m1.MustShoal("config", "device", "add", "a3", "eth1", "nic", "network="+def)
+	mt := regexp.MustCompile(`\(network \S+, ([0-9.]+), `).FindStringSubmatch(out)
+	if mt == nil {
+		t.Fatalf("device add printed %q, want the allocated address", out)
+	}
+	eth1 := mt[1]
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"config", "device", "add", "a3", "eth1", "nic", "network=" + def}, "already exists"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=nope"}, `network "nope"`},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=app", "ipv4.address=" + ips["a1"]}, "is used by a1/eth0"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=app", "colour=red"}, `colour: unknown nic key`},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic"}, "network: required"},
+		{[]string{"config", "device", "remove", "a3", "eth0"}, "eth0 cannot be removed"},
+	} {
+		if _, errOut, code := m1.Shoal(tc.args...); code == 0 || !strings.Contains(errOut, tc.says) {
+			t.Errorf("shoal %s: exit %d, stderr %q; want a failure naming %q", strings.Join(tc.args, " "), code, errOut, tc.says)
+		}
+	}
+	gw := regexp.MustCompile(`ipv4: ([0-9.]+)/(\d+)`).FindStringSubmatch(defInfo)
+	if gw == nil {
+		t.Fatalf("network info %s has no ipv4 line:\n%s", def, defInfo)
+	}
+	m1.WaitFor("eth1 in a3", 30*time.Second, func() bool {
+		_, _, code := m1.Shoal("exec", "a3", "--", "ip", "link", "show", "eth1")
+		return code == 0
+	})
+	if out, errOut, code := m1.Shoal("exec", "a3", "--", "udhcpc", "-i", "eth1", "-n", "-q", "-t", "5", "-s", "/bin/true"); code != 0 || !strings.Contains(out+errOut, "lease of "+eth1+" obtained") {
+		t.Errorf("DHCP on a3's eth1: exit %d, %q%q; want the lease of %s", code, out, errOut, eth1)
+	}
+	m1.MustShoal("exec", "a3", "--", "ip", "addr", "add", eth1+"/"+gw[2], "dev", "eth1")
+	if out, errOut, code := m1.Shoal("exec", "a3", "--", "ping", "-c", "1", "-W", "3", "-I", "eth1", gw[1]); code != 0 {
+		t.Errorf("a3 pings %s's gateway over eth1: exit %d\n%s%s", def, code, out, errOut)
+	}
+	liveMove(t, m1, "a3", "n1")
+	if out, errOut, code := m1.Shoal("exec", "a3", "--", "ping", "-c", "1", "-W", "3", "-I", "eth1", gw[1]); code != 0 {
+		t.Errorf("after a live move to n1, a3 pings %s's gateway over eth1: exit %d\n%s%s", def, code, out, errOut)
+	}
+	if list := m1.MustShoal("config", "device", "list", "a3"); !strings.Contains(list, eth1) || !strings.Contains(list, ips["a3"]) {
+		t.Errorf("device list a3 after the move:\n%s", list)
+	}
+	m1.MustShoal("config", "device", "remove", "a3", "eth1")
+	m1.WaitFor("eth1 gone from a3", 30*time.Second, func() bool {
+		_, _, code := m1.Shoal("exec", "a3", "--", "ip", "link", "show", "eth1")
+		return code != 0
+	})
+	if strings.Contains(m1.MustShoal("network", "info", def), eth1) {
+		t.Errorf("%s is still allocated on %s after eth1 was removed", eth1, def)
 	}
 
 	for _, name := range names {

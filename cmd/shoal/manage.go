@@ -116,6 +116,9 @@ func (a *app) configCmd() *cobra.Command {
 				fmt.Printf("%s: %s\n", k, ct.GetConfig()[k])
 			}
 			fmt.Printf("volatile.eth0.hwaddr: %s\n", ct.GetHwaddr())
+			for _, n := range ct.GetNics() {
+				fmt.Printf("devices.%s: nic network=%s ipv4.address=%s hwaddr=%s\n", n.GetName(), n.GetNetwork(), n.GetIpv4(), n.GetHwaddr())
+			}
 			return nil
 		},
 	}
@@ -130,7 +133,63 @@ func (a *app) configCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(set, unset, show, get)
+	cmd.AddCommand(set, unset, show, get, a.deviceCmd())
+	return cmd
+}
+
+// deviceCmd manages a container's NICs as LXD's nic devices.
+func (a *app) deviceCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "device", Short: "Manage a container's network interfaces (nic devices)"}
+	add := &cobra.Command{
+		Use:   "add NAME DEVICE nic network=NET [ipv4.address=IP] [hwaddr=MAC]",
+		Short: "Add a network interface; a running container gets it at once", Args: cobra.MinimumNArgs(3),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if args[2] != "nic" {
+				return fmt.Errorf("device type %q: want nic", args[2])
+			}
+			kv, err := parseKV("device", args[3:])
+			if err != nil {
+				return err
+			}
+			resp, err := c.Containers.AddNIC(cmd.Context(), &shoalv1.AddNICRequest{Container: args[0], Name: args[1], Config: kv})
+			if err != nil {
+				return convert(err)
+			}
+			n := resp.GetNic()
+			fmt.Printf("Device %s added to %s (network %s, %s, %s)\n", n.GetName(), args[0], n.GetNetwork(), n.GetIpv4(), n.GetHwaddr())
+			return nil
+		}),
+	}
+	remove := &cobra.Command{
+		Use: "remove NAME DEVICE", Aliases: []string{"rm"}, Short: "Remove a network interface (not eth0)", Args: cobra.ExactArgs(2),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if _, err := c.Containers.RemoveNIC(cmd.Context(), &shoalv1.RemoveNICRequest{Container: args[0], Name: args[1]}); err != nil {
+				return convert(err)
+			}
+			fmt.Printf("Device %s removed from %s\n", args[1], args[0])
+			return nil
+		}),
+	}
+	list := &cobra.Command{
+		Use: "list NAME", Aliases: []string{"ls"}, Short: "List a container's network interfaces", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ct, err := a.getContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			var rows [][]string
+			for _, n := range ct.GetNics() {
+				kind := "allocated"
+				if n.GetIpv4Static() {
+					kind = "static"
+				}
+				rows = append(rows, []string{n.GetName(), "nic", n.GetNetwork(), n.GetIpv4(), kind, n.GetHwaddr()})
+			}
+			table(os.Stdout, []string{"DEVICE", "TYPE", "NETWORK", "IPV4", "ADDRESS", "HWADDR"}, rows)
+			return nil
+		},
+	}
+	cmd.AddCommand(add, remove, list)
 	return cmd
 }
 

@@ -2114,6 +2114,201 @@ func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_container_proto_rawDescGZIP(), []int{34}
 }
 
+type AddNICRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	// Interface name inside the container (eth1).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// network (required), ipv4.address (static), hwaddr.
+	Config        map[string]string `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNICRequest) Reset() {
+	*x = AddNICRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNICRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNICRequest) ProtoMessage() {}
+
+func (x *AddNICRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNICRequest.ProtoReflect.Descriptor instead.
+func (*AddNICRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *AddNICRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *AddNICRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddNICRequest) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type AddNICResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The NIC as recorded, with the address the cluster allocated.
+	Nic           *NIC `protobuf:"bytes,1,opt,name=nic,proto3" json:"nic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddNICResponse) Reset() {
+	*x = AddNICResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddNICResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddNICResponse) ProtoMessage() {}
+
+func (x *AddNICResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddNICResponse.ProtoReflect.Descriptor instead.
+func (*AddNICResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *AddNICResponse) GetNic() *NIC {
+	if x != nil {
+		return x.Nic
+	}
+	return nil
+}
+
+type RemoveNICRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNICRequest) Reset() {
+	*x = RemoveNICRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNICRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNICRequest) ProtoMessage() {}
+
+func (x *RemoveNICRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNICRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNICRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RemoveNICRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *RemoveNICRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveNICResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNICResponse) Reset() {
+	*x = RemoveNICResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNICResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNICResponse) ProtoMessage() {}
+
+func (x *RemoveNICResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNICResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNICResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{38}
+}
+
 var File_shoal_v1_container_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_container_proto_rawDesc = "" +
@@ -2245,15 +2440,27 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x15DeleteSnapshotRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x18\n" +
-	"\x16DeleteSnapshotResponse*\xa8\x01\n" +
+	"\x16DeleteSnapshotResponse\"\xb9\x01\n" +
+	"\rAddNICRequest\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
+	"\x06config\x18\x03 \x03(\v2#.shoal.v1.AddNICRequest.ConfigEntryR\x06config\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
+	"\x0eAddNICResponse\x12\x1f\n" +
+	"\x03nic\x18\x01 \x01(\v2\r.shoal.v1.NICR\x03nic\"D\n" +
+	"\x10RemoveNICRequest\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x13\n" +
+	"\x11RemoveNICResponse*\xa8\x01\n" +
 	"\vStateAction\x12\x1c\n" +
 	"\x18STATE_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12STATE_ACTION_START\x10\x01\x12\x15\n" +
 	"\x11STATE_ACTION_STOP\x10\x02\x12\x18\n" +
 	"\x14STATE_ACTION_RESTART\x10\x03\x12\x17\n" +
 	"\x13STATE_ACTION_FREEZE\x10\x04\x12\x19\n" +
-	"\x15STATE_ACTION_UNFREEZE\x10\x052\xb4\n" +
-	"\n" +
+	"\x15STATE_ACTION_UNFREEZE\x10\x052\xb7\v\n" +
 	"\x10ContainerService\x12V\n" +
 	"\x0fCreateContainer\x12 .shoal.v1.CreateContainerRequest\x1a!.shoal.v1.CreateContainerResponse\x12S\n" +
 	"\x0eListContainers\x12\x1f.shoal.v1.ListContainersRequest\x1a .shoal.v1.ListContainersResponse\x12M\n" +
@@ -2266,7 +2473,9 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\bPullFile\x12\x19.shoal.v1.PullFileRequest\x1a\x1a.shoal.v1.PullFileResponse0\x01\x12P\n" +
 	"\rGetConsoleLog\x12\x1e.shoal.v1.GetConsoleLogRequest\x1a\x1f.shoal.v1.GetConsoleLogResponse\x12P\n" +
 	"\rCopyContainer\x12\x1e.shoal.v1.CopyContainerRequest\x1a\x1f.shoal.v1.CopyContainerResponse\x12P\n" +
-	"\rMoveContainer\x12\x1e.shoal.v1.MoveContainerRequest\x1a\x1f.shoal.v1.MoveContainerResponse\x12S\n" +
+	"\rMoveContainer\x12\x1e.shoal.v1.MoveContainerRequest\x1a\x1f.shoal.v1.MoveContainerResponse\x12;\n" +
+	"\x06AddNIC\x12\x17.shoal.v1.AddNICRequest\x1a\x18.shoal.v1.AddNICResponse\x12D\n" +
+	"\tRemoveNIC\x12\x1a.shoal.v1.RemoveNICRequest\x1a\x1b.shoal.v1.RemoveNICResponse\x12S\n" +
 	"\x0eCreateSnapshot\x12\x1f.shoal.v1.CreateSnapshotRequest\x1a .shoal.v1.CreateSnapshotResponse\x12P\n" +
 	"\rListSnapshots\x12\x1e.shoal.v1.ListSnapshotsRequest\x1a\x1f.shoal.v1.ListSnapshotsResponse\x12V\n" +
 	"\x0fRestoreSnapshot\x12 .shoal.v1.RestoreSnapshotRequest\x1a!.shoal.v1.RestoreSnapshotResponse\x12S\n" +
@@ -2285,7 +2494,7 @@ func file_shoal_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_shoal_v1_container_proto_goTypes = []any{
 	(StateAction)(0),                     // 0: shoal.v1.StateAction
 	(*CreateContainerRequest)(nil),       // 1: shoal.v1.CreateContainerRequest
@@ -2323,68 +2532,80 @@ var file_shoal_v1_container_proto_goTypes = []any{
 	(*RestoreSnapshotResponse)(nil),      // 33: shoal.v1.RestoreSnapshotResponse
 	(*DeleteSnapshotRequest)(nil),        // 34: shoal.v1.DeleteSnapshotRequest
 	(*DeleteSnapshotResponse)(nil),       // 35: shoal.v1.DeleteSnapshotResponse
-	nil,                                  // 36: shoal.v1.CreateContainerRequest.ConfigEntry
-	nil,                                  // 37: shoal.v1.UpdateContainerRequest.SetEntry
-	nil,                                  // 38: shoal.v1.CopyContainerRequest.ConfigEntry
-	(*Operation)(nil),                    // 39: shoal.v1.Operation
-	(*ContainerInfo)(nil),                // 40: shoal.v1.ContainerInfo
-	(*Snapshot)(nil),                     // 41: shoal.v1.Snapshot
+	(*AddNICRequest)(nil),                // 36: shoal.v1.AddNICRequest
+	(*AddNICResponse)(nil),               // 37: shoal.v1.AddNICResponse
+	(*RemoveNICRequest)(nil),             // 38: shoal.v1.RemoveNICRequest
+	(*RemoveNICResponse)(nil),            // 39: shoal.v1.RemoveNICResponse
+	nil,                                  // 40: shoal.v1.CreateContainerRequest.ConfigEntry
+	nil,                                  // 41: shoal.v1.UpdateContainerRequest.SetEntry
+	nil,                                  // 42: shoal.v1.CopyContainerRequest.ConfigEntry
+	nil,                                  // 43: shoal.v1.AddNICRequest.ConfigEntry
+	(*Operation)(nil),                    // 44: shoal.v1.Operation
+	(*ContainerInfo)(nil),                // 45: shoal.v1.ContainerInfo
+	(*Snapshot)(nil),                     // 46: shoal.v1.Snapshot
+	(*NIC)(nil),                          // 47: shoal.v1.NIC
 }
 var file_shoal_v1_container_proto_depIdxs = []int32{
-	36, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
-	39, // 1: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
-	40, // 2: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
-	40, // 3: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
-	37, // 4: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
-	40, // 5: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	40, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
+	44, // 1: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
+	45, // 2: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
+	45, // 3: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	41, // 4: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
+	45, // 5: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
 	0,  // 6: shoal.v1.ChangeContainerStateRequest.action:type_name -> shoal.v1.StateAction
-	40, // 7: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
+	45, // 7: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
 	13, // 8: shoal.v1.ExecRequest.start:type_name -> shoal.v1.ExecStart
 	15, // 9: shoal.v1.ExecRequest.resize:type_name -> shoal.v1.WindowSize
 	17, // 10: shoal.v1.PushFileRequest.header:type_name -> shoal.v1.FileHeader
 	17, // 11: shoal.v1.PullFileResponse.header:type_name -> shoal.v1.FileHeader
-	38, // 12: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
-	39, // 13: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
-	39, // 14: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
-	41, // 15: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
-	41, // 16: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
-	1,  // 17: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
-	3,  // 18: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
-	5,  // 19: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
-	7,  // 20: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
-	9,  // 21: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
-	11, // 22: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
-	14, // 23: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
-	18, // 24: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
-	20, // 25: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
-	22, // 26: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
-	24, // 27: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
-	26, // 28: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
-	28, // 29: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
-	30, // 30: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
-	32, // 31: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
-	34, // 32: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
-	2,  // 33: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
-	4,  // 34: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
-	6,  // 35: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
-	8,  // 36: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
-	10, // 37: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
-	12, // 38: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
-	16, // 39: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
-	19, // 40: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
-	21, // 41: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
-	23, // 42: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
-	25, // 43: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
-	27, // 44: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
-	29, // 45: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
-	31, // 46: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
-	33, // 47: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
-	35, // 48: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
-	33, // [33:49] is the sub-list for method output_type
-	17, // [17:33] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	42, // 12: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
+	44, // 13: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
+	44, // 14: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
+	46, // 15: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	46, // 16: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
+	43, // 17: shoal.v1.AddNICRequest.config:type_name -> shoal.v1.AddNICRequest.ConfigEntry
+	47, // 18: shoal.v1.AddNICResponse.nic:type_name -> shoal.v1.NIC
+	1,  // 19: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
+	3,  // 20: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
+	5,  // 21: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
+	7,  // 22: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
+	9,  // 23: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
+	11, // 24: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
+	14, // 25: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
+	18, // 26: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
+	20, // 27: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
+	22, // 28: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
+	24, // 29: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
+	26, // 30: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
+	36, // 31: shoal.v1.ContainerService.AddNIC:input_type -> shoal.v1.AddNICRequest
+	38, // 32: shoal.v1.ContainerService.RemoveNIC:input_type -> shoal.v1.RemoveNICRequest
+	28, // 33: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
+	30, // 34: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
+	32, // 35: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
+	34, // 36: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
+	2,  // 37: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
+	4,  // 38: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
+	6,  // 39: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
+	8,  // 40: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
+	10, // 41: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
+	12, // 42: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
+	16, // 43: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
+	19, // 44: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
+	21, // 45: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
+	23, // 46: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
+	25, // 47: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
+	27, // 48: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
+	37, // 49: shoal.v1.ContainerService.AddNIC:output_type -> shoal.v1.AddNICResponse
+	39, // 50: shoal.v1.ContainerService.RemoveNIC:output_type -> shoal.v1.RemoveNICResponse
+	29, // 51: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
+	31, // 52: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
+	33, // 53: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
+	35, // 54: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
+	37, // [37:55] is the sub-list for method output_type
+	19, // [19:37] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_container_proto_init() }
@@ -2419,7 +2640,7 @@ func file_shoal_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_container_proto_rawDesc), len(file_shoal_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,8 @@ const (
 	ContainerService_GetConsoleLog_FullMethodName        = "/shoal.v1.ContainerService/GetConsoleLog"
 	ContainerService_CopyContainer_FullMethodName        = "/shoal.v1.ContainerService/CopyContainer"
 	ContainerService_MoveContainer_FullMethodName        = "/shoal.v1.ContainerService/MoveContainer"
+	ContainerService_AddNIC_FullMethodName               = "/shoal.v1.ContainerService/AddNIC"
+	ContainerService_RemoveNIC_FullMethodName            = "/shoal.v1.ContainerService/RemoveNIC"
 	ContainerService_CreateSnapshot_FullMethodName       = "/shoal.v1.ContainerService/CreateSnapshot"
 	ContainerService_ListSnapshots_FullMethodName        = "/shoal.v1.ContainerService/ListSnapshots"
 	ContainerService_RestoreSnapshot_FullMethodName      = "/shoal.v1.ContainerService/RestoreSnapshot"
@@ -68,6 +70,11 @@ type ContainerServiceClient interface {
 	// MoveContainer moves a container to another member (cold: stopped, its
 	// volume and snapshots sent, started there if it ran).
 	MoveContainer(ctx context.Context, in *MoveContainerRequest, opts ...grpc.CallOption) (*MoveContainerResponse, error)
+	// AddNIC adds a network interface (LXD's nic device); a running
+	// container gets it at once (hot-plug).
+	AddNIC(ctx context.Context, in *AddNICRequest, opts ...grpc.CallOption) (*AddNICResponse, error)
+	// RemoveNIC removes a network interface other than eth0.
+	RemoveNIC(ctx context.Context, in *RemoveNICRequest, opts ...grpc.CallOption) (*RemoveNICResponse, error)
 	// CreateSnapshot snapshots a container.
 	CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*CreateSnapshotResponse, error)
 	// ListSnapshots lists a container's snapshots.
@@ -221,6 +228,26 @@ func (c *containerServiceClient) MoveContainer(ctx context.Context, in *MoveCont
 	return out, nil
 }
 
+func (c *containerServiceClient) AddNIC(ctx context.Context, in *AddNICRequest, opts ...grpc.CallOption) (*AddNICResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddNICResponse)
+	err := c.cc.Invoke(ctx, ContainerService_AddNIC_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *containerServiceClient) RemoveNIC(ctx context.Context, in *RemoveNICRequest, opts ...grpc.CallOption) (*RemoveNICResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNICResponse)
+	err := c.cc.Invoke(ctx, ContainerService_RemoveNIC_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *containerServiceClient) CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*CreateSnapshotResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateSnapshotResponse)
@@ -292,6 +319,11 @@ type ContainerServiceServer interface {
 	// MoveContainer moves a container to another member (cold: stopped, its
 	// volume and snapshots sent, started there if it ran).
 	MoveContainer(context.Context, *MoveContainerRequest) (*MoveContainerResponse, error)
+	// AddNIC adds a network interface (LXD's nic device); a running
+	// container gets it at once (hot-plug).
+	AddNIC(context.Context, *AddNICRequest) (*AddNICResponse, error)
+	// RemoveNIC removes a network interface other than eth0.
+	RemoveNIC(context.Context, *RemoveNICRequest) (*RemoveNICResponse, error)
 	// CreateSnapshot snapshots a container.
 	CreateSnapshot(context.Context, *CreateSnapshotRequest) (*CreateSnapshotResponse, error)
 	// ListSnapshots lists a container's snapshots.
@@ -345,6 +377,12 @@ func (UnimplementedContainerServiceServer) CopyContainer(context.Context, *CopyC
 }
 func (UnimplementedContainerServiceServer) MoveContainer(context.Context, *MoveContainerRequest) (*MoveContainerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MoveContainer not implemented")
+}
+func (UnimplementedContainerServiceServer) AddNIC(context.Context, *AddNICRequest) (*AddNICResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddNIC not implemented")
+}
+func (UnimplementedContainerServiceServer) RemoveNIC(context.Context, *RemoveNICRequest) (*RemoveNICResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNIC not implemented")
 }
 func (UnimplementedContainerServiceServer) CreateSnapshot(context.Context, *CreateSnapshotRequest) (*CreateSnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateSnapshot not implemented")
@@ -566,6 +604,42 @@ func _ContainerService_MoveContainer_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContainerService_AddNIC_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddNICRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainerServiceServer).AddNIC(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContainerService_AddNIC_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainerServiceServer).AddNIC(ctx, req.(*AddNICRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContainerService_RemoveNIC_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNICRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainerServiceServer).RemoveNIC(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContainerService_RemoveNIC_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainerServiceServer).RemoveNIC(ctx, req.(*RemoveNICRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ContainerService_CreateSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateSnapshotRequest)
 	if err := dec(in); err != nil {
@@ -680,6 +754,14 @@ var ContainerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MoveContainer",
 			Handler:    _ContainerService_MoveContainer_Handler,
+		},
+		{
+			MethodName: "AddNIC",
+			Handler:    _ContainerService_AddNIC_Handler,
+		},
+		{
+			MethodName: "RemoveNIC",
+			Handler:    _ContainerService_RemoveNIC_Handler,
 		},
 		{
 			MethodName: "CreateSnapshot",

@@ -670,6 +670,113 @@ func (x *NetworkCreateCommand) GetNetwork() *Network {
 	return nil
 }
 
+// ContainerNicAddCommand adds a NIC to a container; the address is
+// allocated in this entry.
+type ContainerNicAddCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Nic           *NIC                   `protobuf:"bytes,2,opt,name=nic,proto3" json:"nic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerNicAddCommand) Reset() {
+	*x = ContainerNicAddCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerNicAddCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerNicAddCommand) ProtoMessage() {}
+
+func (x *ContainerNicAddCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerNicAddCommand.ProtoReflect.Descriptor instead.
+func (*ContainerNicAddCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ContainerNicAddCommand) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ContainerNicAddCommand) GetNic() *NIC {
+	if x != nil {
+		return x.Nic
+	}
+	return nil
+}
+
+// ContainerNicRemoveCommand removes a NIC (not eth0) and frees its address.
+type ContainerNicRemoveCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerNicRemoveCommand) Reset() {
+	*x = ContainerNicRemoveCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerNicRemoveCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerNicRemoveCommand) ProtoMessage() {}
+
+func (x *ContainerNicRemoveCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerNicRemoveCommand.ProtoReflect.Descriptor instead.
+func (*ContainerNicRemoveCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ContainerNicRemoveCommand) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ContainerNicRemoveCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // NetworkDeleteCommand removes a network no container's NIC is on.
 type NetworkDeleteCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -680,7 +787,7 @@ type NetworkDeleteCommand struct {
 
 func (x *NetworkDeleteCommand) Reset() {
 	*x = NetworkDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +799,7 @@ func (x *NetworkDeleteCommand) String() string {
 func (*NetworkDeleteCommand) ProtoMessage() {}
 
 func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +812,7 @@ func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
 func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NetworkDeleteCommand) GetName() string {
@@ -725,7 +832,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +844,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +857,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -775,7 +882,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +894,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +907,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -850,7 +957,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +969,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +982,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -932,7 +1039,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1051,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1064,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -991,7 +1098,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1110,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1123,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -1039,7 +1146,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1158,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1171,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1110,7 +1217,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1229,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1242,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1177,7 +1284,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1296,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1309,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -1222,7 +1329,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1341,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1354,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -1271,7 +1378,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1390,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1403,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -1332,7 +1439,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1451,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1464,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -1394,7 +1501,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1513,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1526,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1540,7 +1647,13 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x11PoolCreateCommand\x12)\n" +
 	"\x04pool\x18\x01 \x01(\v2\x15.shoal.v1.StoragePoolR\x04pool\"C\n" +
 	"\x14NetworkCreateCommand\x12+\n" +
-	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"*\n" +
+	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"W\n" +
+	"\x16ContainerNicAddCommand\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x1f\n" +
+	"\x03nic\x18\x02 \x01(\v2\r.shoal.v1.NICR\x03nic\"M\n" +
+	"\x19ContainerNicRemoveCommand\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"*\n" +
 	"\x14NetworkDeleteCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
 	"\x11NodeUpsertCommand\x12\"\n" +
@@ -1629,7 +1742,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -1644,61 +1757,65 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*AliasDeleteCommand)(nil),           // 10: shoal.v1.AliasDeleteCommand
 	(*PoolCreateCommand)(nil),            // 11: shoal.v1.PoolCreateCommand
 	(*NetworkCreateCommand)(nil),         // 12: shoal.v1.NetworkCreateCommand
-	(*NetworkDeleteCommand)(nil),         // 13: shoal.v1.NetworkDeleteCommand
-	(*NodeUpsertCommand)(nil),            // 14: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 15: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 16: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 17: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 18: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 19: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 20: shoal.v1.ContainerMoveCommand
-	(*ClusterConfigCommand)(nil),         // 21: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 22: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 23: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 24: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 25: shoal.v1.FSMSnapshot
-	nil,                                  // 26: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 27: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 28: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 29: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 30: shoal.v1.Container
-	(DesiredState)(0),                    // 31: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 32: shoal.v1.Snapshot
-	(*Image)(nil),                        // 33: shoal.v1.Image
-	(*StoragePool)(nil),                  // 34: shoal.v1.StoragePool
-	(*Network)(nil),                      // 35: shoal.v1.Network
-	(*Node)(nil),                         // 36: shoal.v1.Node
-	(*Grant)(nil),                        // 37: shoal.v1.Grant
-	(*TrustEntry)(nil),                   // 38: shoal.v1.TrustEntry
+	(*ContainerNicAddCommand)(nil),       // 13: shoal.v1.ContainerNicAddCommand
+	(*ContainerNicRemoveCommand)(nil),    // 14: shoal.v1.ContainerNicRemoveCommand
+	(*NetworkDeleteCommand)(nil),         // 15: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 16: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 17: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 18: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 19: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 20: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 21: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 22: shoal.v1.ContainerMoveCommand
+	(*ClusterConfigCommand)(nil),         // 23: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 24: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 25: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 26: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 27: shoal.v1.FSMSnapshot
+	nil,                                  // 28: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 29: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 30: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 31: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 32: shoal.v1.Container
+	(DesiredState)(0),                    // 33: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 34: shoal.v1.Snapshot
+	(*Image)(nil),                        // 35: shoal.v1.Image
+	(*StoragePool)(nil),                  // 36: shoal.v1.StoragePool
+	(*Network)(nil),                      // 37: shoal.v1.Network
+	(*NIC)(nil),                          // 38: shoal.v1.NIC
+	(*Node)(nil),                         // 39: shoal.v1.Node
+	(*Grant)(nil),                        // 40: shoal.v1.Grant
+	(*TrustEntry)(nil),                   // 41: shoal.v1.TrustEntry
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	30, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	26, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	31, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	32, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	33, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	34, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	35, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	36, // 7: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	37, // 8: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	31, // 9: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	27, // 10: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	38, // 11: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	30, // 12: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	33, // 13: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	28, // 14: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	34, // 15: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	35, // 16: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	36, // 17: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	19, // 18: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	16, // 19: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	29, // 20: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	38, // 21: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	32, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	28, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	33, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	34, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	35, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	36, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	37, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	38, // 7: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	39, // 8: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	40, // 9: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	33, // 10: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	29, // 11: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	41, // 12: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	32, // 13: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	35, // 14: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	30, // 15: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	36, // 16: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	37, // 17: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	39, // 18: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	21, // 19: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	18, // 20: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	31, // 21: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	41, // 22: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -1714,7 +1831,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

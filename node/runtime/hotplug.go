@@ -1,0 +1,120 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// HasNIC reports whether the host end of a NIC exists (the container runs
+// with it plugged in).
+func (r *Runtime) HasNIC(hostName string) bool {
+	_, err := netlink.LinkByName(hostName)
+	return err == nil
+}
+
+// PlugNIC adds a NIC to a running container, as LXD's hot-plug does: a veth
+// pair whose host end joins the bridge and whose other end moves into the
+// container under the NIC's name, with its MAC and MTU, set up. The
+// container's own network tools configure addresses on it.
+func (r *Runtime) PlugNIC(ctx context.Context, name string, nic NIC) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := r.container(name)
+	if err != nil {
+		return err
+	}
+	pid := c.InitPid()
+	if pid <= 0 {
+		return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, ErrNotRunning)
+	}
+	br, err := netlink.LinkByName(nic.Bridge)
+	if err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: bridge %s: %w", nic.Name, name, nic.Bridge, err)
+	}
+	hw, err := net.ParseMAC(nic.HWAddr)
+	if err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: hwaddr %q: %w", nic.Name, name, nic.HWAddr, ErrInvalid)
+	}
+	peer := "vsp" + randHex(4)
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nic.HostName, MasterIndex: br.Attrs().Index}, PeerName: peer, PeerHardwareAddr: hw}
+	if nic.MTU > 0 {
+		v.MTU, v.PeerMTU = nic.MTU, uint32(nic.MTU)
+	}
+	if err := netlink.LinkAdd(v); err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: create veth %s: %w", nic.Name, name, nic.HostName, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = netlink.LinkDel(v)
+		}
+	}()
+	if err := netlink.LinkSetUp(v); err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, err)
+	}
+	if err := c.AttachInterface(peer, nic.Name); err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: move it in: %w", nic.Name, name, err)
+	}
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(nic.Name)
+	if err == nil {
+		err = h.LinkSetUp(link)
+	}
+	if err != nil {
+		return fmt.Errorf("runtime: plug %s into %s: set it up: %w", nic.Name, name, err)
+	}
+	ok = true
+	r.log.Info("plugged a NIC in", "container", name, "nic", nic.Name, "bridge", nic.Bridge, "host", nic.HostName)
+	return nil
+}
+
+// UnplugNIC removes a NIC from a running container by deleting its host
+// end (the container's end goes with it). A missing one is not an error.
+func (r *Runtime) UnplugNIC(ctx context.Context, name, hostName string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return nil
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("runtime: unplug %s from %s: %w", hostName, name, err)
+	}
+	r.log.Info("unplugged a NIC", "container", name, "host", hostName)
+	return nil
+}
+
+// HostNICs lists the host-side veth names the container's definition
+// names (lxc.net.N.veth.pair).
+func (r *Runtime) HostNICs(name string) []string {
+	c, err := r.container(name)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for i := 0; ; i++ {
+		p := fmt.Sprintf("lxc.net.%d.", i)
+		typ := c.ConfigItem(p + "type")
+		if len(typ) == 0 || typ[0] == "" {
+			return out
+		}
+		if pair := c.ConfigItem(p + "veth.pair"); len(pair) > 0 && pair[0] != "" {
+			out = append(out, pair[0])
+		}
+	}
+}
