@@ -283,9 +283,12 @@ func (s *Server) ListNetworks(ctx context.Context, _ *shoalv1.ListNetworksReques
 func (s *Server) GetNetwork(ctx context.Context, req *shoalv1.GetNetworkRequest) (*shoalv1.GetNetworkResponse, error) {
 	for _, n := range s.fsm.Networks() {
 		if n.GetName() == req.GetName() {
-			leases, err := s.node.Leases(n.GetName())
-			if err != nil {
-				return nil, toStatus(err)
+			var leases []*shoalv1.Lease
+			if n.GetType() != "macvlan" { // the LAN's DHCP server holds those
+				var err error
+				if leases, err = s.node.Leases(n.GetName()); err != nil {
+					return nil, toStatus(err)
+				}
 			}
 			resp := &shoalv1.GetNetworkResponse{Network: n, Leases: leases}
 			for _, ct := range s.fsm.Containers() {
@@ -322,10 +325,30 @@ func (s *Server) CreateNetwork(ctx context.Context, req *shoalv1.CreateNetworkRe
 		return nil, invalid("name", err.Error())
 	}
 	typ := cmp.Or(req.GetType(), "bridge")
-	if typ != "bridge" && typ != "overlay" {
-		return nil, invalid("type", fmt.Sprintf("%q: want bridge or overlay", req.GetType()))
+	if typ != "bridge" && typ != "overlay" && typ != "macvlan" {
+		return nil, invalid("type", fmt.Sprintf("%q: want bridge, overlay or macvlan", req.GetType()))
 	}
 	rec := &shoalv1.Network{Name: req.GetName(), Type: typ, Ipv4Cidr: "auto", Nat: true}
+	if typ == "macvlan" {
+		rec.Ipv4Cidr, rec.Nat, rec.Config = "", false, map[string]string{}
+		for k, v := range req.GetConfig() {
+			if k != "parent" && !strings.HasPrefix(k, "parent.") {
+				return nil, invalid(k, "a macvlan network takes only parent (the host interface) and parent.MEMBER (another one on that member)")
+			}
+			if err := network.ValidateName(v); err != nil {
+				return nil, invalid(k, err.Error())
+			}
+			rec.Config[k] = v
+		}
+		if len(rec.Config) == 0 {
+			return nil, invalid("parent", "required: the host interface the network sits on (parent=eth1)")
+		}
+		created, err := s.node.CreateNetwork(ctx, rec)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return &shoalv1.CreateNetworkResponse{Network: created}, nil
+	}
 	for k, v := range req.GetConfig() {
 		want, ok := networkKeys[k]
 		if !ok {

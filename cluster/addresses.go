@@ -147,8 +147,22 @@ func (s *state) checkNetwork(n *shoalv1.Network) error {
 		if n.GetIpv4Cidr() == "" {
 			return fmt.Errorf("network %q: ipv4.address: an overlay needs its gateway/prefix decided once for the cluster: %w", n.GetName(), ErrInvalidCommand)
 		}
+	case "macvlan":
+		if n.GetVni() != 0 || n.GetIpv4Cidr() != "" {
+			return fmt.Errorf("network %q: a macvlan network has no vni and no ipv4.address (the parent's LAN gives addresses): %w", n.GetName(), ErrInvalidCommand)
+		}
+		if MacvlanParent(n, "") == "" {
+			has := false
+			for k := range n.GetConfig() {
+				has = has || strings.HasPrefix(k, "parent.")
+			}
+			if !has {
+				return fmt.Errorf("network %q: parent: a macvlan network needs the host interface it sits on (parent=eth1, parent.MEMBER=...): %w", n.GetName(), ErrInvalidCommand)
+			}
+		}
+		return nil
 	default:
-		return fmt.Errorf("network %q: type %q: want bridge or overlay: %w", n.GetName(), n.GetType(), ErrInvalidCommand)
+		return fmt.Errorf("network %q: type %q: want bridge, overlay or macvlan: %w", n.GetName(), n.GetType(), ErrInvalidCommand)
 	}
 	if n.GetIpv4Cidr() == "" {
 		return nil
@@ -177,4 +191,13 @@ func (s *state) networkUsers(network string) []string {
 		}
 	}
 	return out
+}
+
+// MacvlanParent is the host interface a macvlan network sits on on a
+// member: its parent.MEMBER key, else its parent key.
+func MacvlanParent(n *shoalv1.Network, member string) string {
+	if p := n.GetConfig()["parent."+member]; member != "" && p != "" {
+		return p
+	}
+	return n.GetConfig()["parent"]
 }

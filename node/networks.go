@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoal-dev/shoal/cluster"
@@ -69,6 +70,9 @@ func (n *Node) openNetworks(ctx context.Context) error {
 // Every member of an overlay carries the same gateway address and (the
 // bridge's MAC derives from its name) the same gateway MAC.
 func (n *Node) ensureNetwork(ctx context.Context, rec *shoalv1.Network) (*network.Network, error) {
+	if rec.GetType() == "macvlan" {
+		return nil, n.ensureMacvlan(rec)
+	}
 	isOverlay := rec.GetType() == "overlay"
 	var local net.IP
 	if isOverlay {
@@ -108,6 +112,23 @@ func (n *Node) ensureNetwork(ctx context.Context, rec *shoalv1.Network) (*networ
 	}
 	n.netMu.Unlock()
 	return nw, nil
+}
+
+// ensureMacvlan checks that a macvlan network's parent exists on this
+// member and records it; nothing is created on the host until a container
+// joins (its NIC is a macvlan on the parent).
+func (n *Node) ensureMacvlan(rec *shoalv1.Network) error {
+	parent := cluster.MacvlanParent(rec, n.cfg.Name)
+	if parent == "" {
+		return fmt.Errorf("macvlan network %s: no parent for member %s (set parent or parent.%s): %w", rec.GetName(), n.cfg.Name, n.cfg.Name, ErrNotFound)
+	}
+	if _, err := netlink.LinkByName(parent); err != nil {
+		return fmt.Errorf("macvlan network %s: parent %s does not exist on member %s: %w", rec.GetName(), parent, n.cfg.Name, ErrNotFound)
+	}
+	n.netMu.Lock()
+	n.macvlans[rec.GetName()] = parent
+	n.netMu.Unlock()
+	return nil
 }
 
 // vtepOf is a member's underlay address: the host part of its API address.
@@ -175,6 +196,9 @@ func (n *Node) DefaultNetwork() string {
 func (n *Node) nicMTU(name string) (int, error) {
 	n.netMu.RLock()
 	defer n.netMu.RUnlock()
+	if _, ok := n.macvlans[name]; ok {
+		return 0, nil
+	}
 	if _, ok := n.nets[name]; !ok {
 		return 0, fmt.Errorf("network %q is not available on member %s: %w", name, n.cfg.Name, ErrNotFound)
 	}
@@ -256,6 +280,11 @@ func (n *Node) syncNetworks(ctx context.Context) {
 			gone = append(gone, name)
 		}
 	}
+	for name := range n.macvlans {
+		if !recorded[name] {
+			gone = append(gone, name)
+		}
+	}
 	n.netMu.RUnlock()
 	for _, name := range gone {
 		if unlock, ok := n.locks.tryLock("net/" + name); ok {
@@ -265,6 +294,17 @@ func (n *Node) syncNetworks(ctx context.Context) {
 	}
 	for _, rec := range n.fsm.Networks() {
 		name := rec.GetName()
+		if rec.GetType() == "macvlan" {
+			n.netMu.RLock()
+			_, open := n.macvlans[name]
+			n.netMu.RUnlock()
+			if !open {
+				if err := n.ensureMacvlan(rec); err != nil {
+					n.log.Warn("macvlan network unavailable on this member", "network", name, "err", err)
+				}
+			}
+			continue // the LAN's DHCP and DNS serve it
+		}
 		n.netMu.RLock()
 		nw, open := n.nets[name]
 		ovl := n.ovls[name]
@@ -356,7 +396,9 @@ func (n *Node) CreateNetwork(ctx context.Context, rec *shoalv1.Network) (*shoalv
 		return nil, err
 	}
 	rec = proto.Clone(rec).(*shoalv1.Network)
-	rec.Ipv4Cidr = cidr(nw)
+	if nw != nil {
+		rec.Ipv4Cidr = cidr(nw)
+	}
 	if err := n.cl.Propose(ctx, &shoalv1.NetworkCreateCommand{Network: rec}); err != nil {
 		if _, missing := n.fsm.Network(rec.GetName()); missing != nil {
 			n.teardownNetwork(context.WithoutCancel(ctx), rec.GetName())
@@ -384,6 +426,7 @@ func (n *Node) teardownNetwork(ctx context.Context, name string) {
 	nw, ovl := n.nets[name], n.ovls[name]
 	delete(n.nets, name)
 	delete(n.ovls, name)
+	delete(n.macvlans, name)
 	n.netMu.Unlock()
 	if ovl != nil {
 		if err := ovl.Delete(ctx); err != nil {

@@ -83,6 +83,9 @@ type Node struct {
 	netMu sync.RWMutex
 	nets  map[string]*network.Network
 	ovls  map[string]*overlay.Overlay // the overlay networks' data planes
+	// macvlans are the macvlan networks available here, with this
+	// member's parent interface.
+	macvlans map[string]string
 	// netKick asks the network reconciler to run (capacity 1: kicks that
 	// arrive while it runs fold into one more pass).
 	netKick chan struct{}
@@ -124,7 +127,7 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus Events) (*Nod
 	n := &Node{
 		cfg: cfg, log: log.With("component", "node"), baseLog: log, cl: cl, fsm: cl.FSM(), bus: bus,
 		pools: map[string]storage.Driver{}, nets: map[string]*network.Network{},
-		ovls: map[string]*overlay.Overlay{}, netKick: make(chan struct{}, 1),
+		ovls: map[string]*overlay.Overlay{}, macvlans: map[string]string{}, netKick: make(chan struct{}, 1),
 		hints: map[string]time.Duration{}, stop: make(chan struct{}),
 	}
 	for _, d := range []string{"lxc", "lxc-config", "images", "networks", "tmp"} {

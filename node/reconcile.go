@@ -273,6 +273,13 @@ func (n *Node) nics(ct *shoalv1.Container) ([]runtime.NIC, error) {
 		if err != nil {
 			return nil, fmt.Errorf("container %s: nic %s: %w", ct.GetName(), nic.GetName(), err)
 		}
+		n.netMu.RLock()
+		parent, macvlan := n.macvlans[nic.GetNetwork()]
+		n.netMu.RUnlock()
+		if macvlan {
+			out = append(out, runtime.NIC{Name: nic.GetName(), Macvlan: true, Bridge: parent, HWAddr: nic.GetHwaddr()})
+			continue
+		}
 		host := hostVeth(ct.GetName(), 0)
 		if i > 0 || nic.GetName() != "eth0" {
 			host = hostVethNamed(ct.GetName(), nic.GetName())
@@ -331,6 +338,9 @@ func (n *Node) applyNICs(ctx context.Context, ct *shoalv1.Container) error {
 		}
 	}
 	for _, nic := range want {
+		if nic.Macvlan {
+			continue // a macvlan NIC added to a running container comes with its next start
+		}
 		if !n.rt.HasNIC(nic.HostName) {
 			if err := n.rt.PlugNIC(ctx, ct.GetName(), nic); err != nil {
 				return err

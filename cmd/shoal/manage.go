@@ -312,6 +312,9 @@ func (a *app) networkCmd() *cobra.Command {
 			if n.GetType() == "overlay" {
 				fmt.Printf("vxlan.id: %d\n", n.GetVni())
 			}
+			for _, k := range sortedMapKeys(n.GetConfig()) {
+				fmt.Printf("%s: %s\n", k, n.GetConfig()[k])
+			}
 			fmt.Printf("members: %s\n\n", strings.Join(resp.GetMembers(), ", "))
 			var rows [][]string
 			for _, a := range resp.GetAddresses() {
@@ -324,9 +327,10 @@ func (a *app) networkCmd() *cobra.Command {
 	info.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
 	var typ string
 	create := &cobra.Command{
-		Use: "create NAME [KEY=VALUE...]", Short: "Create a network on every member (--type bridge or overlay)", Args: cobra.MinimumNArgs(1),
+		Use: "create NAME [KEY=VALUE...]", Short: "Create a network on every member (--type bridge, overlay or macvlan)", Args: cobra.MinimumNArgs(1),
 		Long: "Create a managed network. Keys: ipv4.address (GATEWAY/PREFIX or auto), ipv4.nat,\n" +
-			"and for an overlay vxlan.id, vxlan.port, bridge.mtu.",
+			"for an overlay vxlan.id, vxlan.port, bridge.mtu; for a macvlan parent (the host interface)\n" +
+			"and parent.MEMBER (another interface on that member).",
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			cfg, err := parseKV("config", args[1:])
 			if err != nil {
@@ -341,7 +345,7 @@ func (a *app) networkCmd() *cobra.Command {
 			return nil
 		}),
 	}
-	create.Flags().StringVar(&typ, "type", "bridge", "network type: bridge (one per member) or overlay (one segment across the cluster)")
+	create.Flags().StringVar(&typ, "type", "bridge", "network type: bridge (one per member), overlay (one segment across the cluster) or macvlan (directly on a host interface's LAN)")
 	del := &cobra.Command{
 		Use: "delete NAME", Aliases: []string{"rm"}, Short: "Delete a network no container uses", Args: cobra.ExactArgs(1),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {

@@ -206,7 +206,7 @@ func (s Spec) Validate() error {
 			}
 		}
 		if n.Name == "" || n.Bridge == "" {
-			return fmt.Errorf("%w: nic %d needs a name and a bridge", ErrInvalid, i)
+			return fmt.Errorf("%w: nic %d needs a name and a bridge (or a macvlan parent)", ErrInvalid, i)
 		}
 	}
 	return nil
@@ -271,6 +271,17 @@ func GenerateConfig(spec Spec, h Host, lxcPath string) string {
 	w("lxc.uts.name", hostname)
 	for i, n := range spec.NICs {
 		p := fmt.Sprintf("lxc.net.%d.", i)
+		if n.Macvlan {
+			w(p+"type", "macvlan")
+			w(p+"macvlan.mode", "bridge")
+			w(p+"link", n.Bridge)
+			w(p+"flags", "up")
+			w(p+"name", n.Name)
+			if n.HWAddr != "" {
+				w(p+"hwaddr", n.HWAddr)
+			}
+			continue
+		}
 		w(p+"type", "veth")
 		w(p+"link", n.Bridge)
 		w(p+"flags", "up")

@@ -61,11 +61,16 @@ type Limits struct {
 	DiskPriority int
 }
 
-// NIC is a veth network device attached to a host bridge.
+// NIC is a network device of a container: a veth attached to a host
+// bridge, or a macvlan on a host interface.
 type NIC struct {
 	// Name is the device name inside the container (eth0).
 	Name string
-	// Bridge is the host bridge the host end joins.
+	// Macvlan makes the NIC a macvlan (mode bridge) on the host interface
+	// Bridge names, instead of a veth on the bridge Bridge names.
+	Macvlan bool
+	// Bridge is the host bridge the host end joins (for a macvlan, the
+	// parent interface).
 	Bridge string
 	// HWAddr is the MAC address inside the container; empty lets LXC pick.
 	HWAddr string
