@@ -99,7 +99,7 @@ func TestNetworkCreateRefusesClashes(t *testing.T) {
 		{&shoalv1.Network{Name: "x", Type: "bridge", Ipv4Cidr: "10.0.0.1/8"}, ErrInUse, "overlaps network app"},
 		{&shoalv1.Network{Name: "x", Type: "overlay", Vni: MaxVNI + 1, Ipv4Cidr: "10.50.0.1/24"}, ErrInvalidCommand, "vni 16777216"},
 		{&shoalv1.Network{Name: "x", Type: "overlay", Vni: 12}, ErrInvalidCommand, "ipv4.address"},
-		{&shoalv1.Network{Name: "x", Type: "vlan"}, ErrInvalidCommand, `type "vlan": want bridge or overlay`},
+		{&shoalv1.Network{Name: "x", Type: "vlan"}, ErrInvalidCommand, `type "vlan": want bridge, overlay or macvlan`},
 		{&shoalv1.Network{Name: "x", Type: "bridge", Ipv4Cidr: "10.50.0.0/24"}, ipam.ErrInvalid, "network or broadcast"},
 	} {
 		if err := apply(t, f, &shoalv1.NetworkCreateCommand{Network: tc.n}); !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.says) {
