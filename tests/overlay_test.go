@@ -36,7 +36,7 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 		says string
 	}{
 		{[]string{"network", "create", "bad1", "--type", "overlay", "ipv4.address=" + sub + ".1/24", "bridge.mtu=1451"}, "mtu 1451"},
-		{[]string{"network", "create", "bad2", "--type", "vlan"}, `type: "vlan": want bridge or overlay`},
+		{[]string{"network", "create", "bad2", "--type", "vlan"}, `type: "vlan": want bridge, overlay or macvlan`},
 		{[]string{"network", "create", "bad3", "--type", "overlay", "colour=blue"}, `unknown key "colour"`},
 		{[]string{"network", "create", "bad4", "vxlan.id=7"}, "vxlan.id: only an overlay network has it"},
 		{[]string{"network", "create", "a-name-far-too-long"}, "name"},
