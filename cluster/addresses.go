@@ -10,40 +10,76 @@ import (
 )
 
 // addresses is the FSM's index of what containers' NICs hold on each
-// network: network → IPv4 or MAC → "container/nic". It is derived from the
-// containers (rebuilt on Restore), so it never needs a snapshot of its own.
-type addresses map[string]map[string]string
+// network: network → IPv4 or MAC → "container/nic", and per network a
+// bitmap of the addresses in use, so the lowest free one is found quickly.
+// It is derived from the containers (rebuilt on Restore), so it never needs
+// a snapshot of its own.
+type addresses struct {
+	owners map[string]map[string]string
+	used   map[string]*ipam.Used
+}
+
+func newAddresses() addresses {
+	return addresses{owners: map[string]map[string]string{}, used: map[string]*ipam.Used{}}
+}
 
 func (a addresses) owner(network, key string) (string, bool) {
-	o, ok := a[network][key]
+	o, ok := a.owners[network][key]
 	return o, ok
 }
 
 func (a addresses) set(network, key, owner string) {
-	if a[network] == nil {
-		a[network] = map[string]string{}
+	if a.owners[network] == nil {
+		a.owners[network] = map[string]string{}
 	}
-	a[network][key] = owner
+	a.owners[network][key] = owner
+}
+
+// drop forgets a network.
+func (a addresses) drop(network string) {
+	delete(a.owners, network)
+	delete(a.used, network)
+}
+
+// pool is a network's address pool (false: it has no IPv4 subnet).
+func (s *state) pool(network string) (ipam.Pool, bool) {
+	nw, ok := s.networks[network]
+	if !ok || nw.GetIpv4Cidr() == "" {
+		return ipam.Pool{}, false
+	}
+	p, err := ipam.NewPool(nw.GetIpv4Cidr())
+	return p, err == nil
 }
 
 // index records every NIC of ct.
-func (a addresses) index(ct *shoalv1.Container) {
+func (s *state) index(ct *shoalv1.Container) {
 	for _, nic := range ct.GetNics() {
 		owner := ct.GetName() + "/" + nic.GetName()
 		if nic.GetIpv4() != "" {
-			a.set(nic.GetNetwork(), nic.GetIpv4(), owner)
+			s.addrs.set(nic.GetNetwork(), nic.GetIpv4(), owner)
+			if p, ok := s.pool(nic.GetNetwork()); ok {
+				u := s.addrs.used[nic.GetNetwork()]
+				if u == nil {
+					u = &ipam.Used{}
+					s.addrs.used[nic.GetNetwork()] = u
+				}
+				p.Add(u, net.ParseIP(nic.GetIpv4()))
+			}
 		}
 		if nic.GetHwaddr() != "" {
-			a.set(nic.GetNetwork(), strings.ToLower(nic.GetHwaddr()), owner)
+			s.addrs.set(nic.GetNetwork(), strings.ToLower(nic.GetHwaddr()), owner)
 		}
 	}
 }
 
 // release forgets ct's NICs: their addresses are free again.
-func (a addresses) release(ct *shoalv1.Container) {
+func (s *state) release(ct *shoalv1.Container) {
 	for _, nic := range ct.GetNics() {
-		delete(a[nic.GetNetwork()], nic.GetIpv4())
-		delete(a[nic.GetNetwork()], strings.ToLower(nic.GetHwaddr()))
+		delete(s.addrs.owners[nic.GetNetwork()], nic.GetIpv4())
+		delete(s.addrs.owners[nic.GetNetwork()], strings.ToLower(nic.GetHwaddr()))
+		if p, ok := s.pool(nic.GetNetwork()); ok && s.addrs.used[nic.GetNetwork()] != nil && nic.GetIpv4() != "" {
+			p.Remove(s.addrs.used[nic.GetNetwork()], net.ParseIP(nic.GetIpv4()))
+		}
 	}
 }
 
@@ -105,10 +141,13 @@ func (s *state) assignAddresses(ct *shoalv1.Container) error {
 			}
 			continue
 		}
-		ip, err := pool.Next(func(ip net.IP) bool {
-			_, used := s.addrs.owner(nw.GetName(), ip.String())
+		used := s.addrs.used[nw.GetName()]
+		if used == nil {
+			used = &ipam.Used{}
+		}
+		ip, err := pool.NextFree(used, func(ip net.IP) bool {
 			_, mine := taken[nw.GetName()+"/"+ip.String()]
-			return used || mine
+			return mine
 		})
 		if err != nil {
 			return fmt.Errorf("container %q: nic %s: network %s: %w", ct.GetName(), nic.GetName(), nw.GetName(), err)

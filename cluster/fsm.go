@@ -66,7 +66,7 @@ func newState() *state {
 		tokens:     map[string]*shoalv1.TokenAddCommand{},
 		config:     map[string]string{},
 		trust:      map[string]*shoalv1.TrustEntry{},
-		addrs:      addresses{},
+		addrs:      newAddresses(),
 	}
 }
 
@@ -143,7 +143,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 			return Change{}, err
 		}
 		s.containers[ct.GetName()] = rec
-		s.addrs.index(rec)
+		s.index(rec)
 		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerUpdateCommand:
 		ct, err := s.container(c.GetName())
@@ -164,7 +164,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if err != nil {
 			return Change{}, err
 		}
-		s.addrs.release(ct)
+		s.release(ct)
 		delete(s.containers, c.GetName())
 		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ContainerNicAddCommand:
@@ -188,7 +188,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 			return Change{}, err
 		}
 		ct.Nics = append(ct.Nics, nic)
-		s.addrs.index(one)
+		s.index(one)
 		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerNicRemoveCommand:
 		ct, err := s.container(c.GetContainer())
@@ -200,7 +200,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		for i, nic := range ct.GetNics() {
 			if nic.GetName() == c.GetName() {
-				s.addrs.release(&shoalv1.Container{Nics: []*shoalv1.NIC{nic}})
+				s.release(&shoalv1.Container{Nics: []*shoalv1.NIC{nic}})
 				ct.Nics = append(ct.Nics[:i:i], ct.Nics[i+1:]...)
 				return Change{"container", ct.GetName()}, nil
 			}
@@ -320,7 +320,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 			return Change{}, fmt.Errorf("network %q is used by %s: %w", c.GetName(), strings.Join(users, ", "), ErrInUse)
 		}
 		delete(s.networks, c.GetName())
-		delete(s.addrs, c.GetName())
+		s.addrs.drop(c.GetName())
 		return Change{"network", c.GetName()}, nil
 	case *shoalv1.NodeUpsertCommand:
 		s.nodes[c.GetNode().GetName()] = proto.Clone(c.GetNode()).(*shoalv1.Node)
@@ -486,7 +486,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	s := newState()
 	for _, c := range snap.GetContainers() {
 		s.containers[c.GetName()] = c
-		s.addrs.index(c)
 	}
 	for _, i := range snap.GetImages() {
 		s.images[i.GetFingerprint()] = i
@@ -499,6 +498,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, n := range snap.GetNetworks() {
 		s.networks[n.GetName()] = n
+	}
+	for _, name := range sortedKeys(s.containers) {
+		s.index(s.containers[name]) // needs the networks' subnets
 	}
 	for _, n := range snap.GetNodes() {
 		s.nodes[n.GetName()] = n

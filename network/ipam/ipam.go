@@ -98,3 +98,75 @@ func fromU32(u uint32) net.IP {
 	binary.BigEndian.PutUint32(ip, u)
 	return ip
 }
+
+// Used is a set of a pool's addresses in use, as a bitmap, so that the
+// lowest free one is found a word (64 addresses) at a time.
+type Used struct {
+	words []uint64
+	n     int
+}
+
+// Add marks ip used; an address outside the pool is ignored.
+func (p Pool) Add(u *Used, ip net.IP) {
+	if i, ok := p.offset(ip); ok {
+		for len(u.words) <= i/64 {
+			u.words = append(u.words, 0)
+		}
+		if u.words[i/64]&(1<<(i%64)) == 0 {
+			u.words[i/64] |= 1 << (i % 64)
+			u.n++
+		}
+	}
+}
+
+// Remove marks ip free.
+func (p Pool) Remove(u *Used, ip net.IP) {
+	if i, ok := p.offset(ip); ok && i/64 < len(u.words) && u.words[i/64]&(1<<(i%64)) != 0 {
+		u.words[i/64] &^= 1 << (i % 64)
+		u.n--
+	}
+}
+
+// Has reports whether ip is marked used.
+func (p Pool) Has(u *Used, ip net.IP) bool {
+	i, ok := p.offset(ip)
+	return ok && i/64 < len(u.words) && u.words[i/64]&(1<<(i%64)) != 0
+}
+
+// NextFree is Next over a Used set: the lowest usable address not in u
+// (and for which also is false, when given), found a word at a time.
+func (p Pool) NextFree(u *Used, also func(net.IP) bool) (net.IP, error) {
+	size := int(p.last - p.first + 1)
+	for w := 0; w*64 < size; w++ {
+		var word uint64
+		if w < len(u.words) {
+			word = u.words[w]
+		}
+		if word == ^uint64(0) {
+			continue
+		}
+		for b := 0; b < 64 && w*64+b < size; b++ {
+			if word&(1<<b) != 0 {
+				continue
+			}
+			ip := fromU32(p.first + uint32(w*64+b))
+			if toU32(ip) == p.gateway || (also != nil && also(ip)) {
+				continue
+			}
+			return ip, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: all %d addresses of %s are in use", ErrExhausted, p.Size(), p.cidr)
+}
+
+func (p Pool) offset(ip net.IP) (int, bool) {
+	v4 := ip.To4()
+	if v4 == nil {
+		return 0, false
+	}
+	u := toU32(v4)
+	if u < p.first || u > p.last {
+		return 0, false
+	}
+	return int(u - p.first), true
+}

@@ -34,7 +34,7 @@ const (
 // gatewayMAC is the same on every member: the anycast gateway.
 var gatewayMAC = net.HardwareAddr{0x02, 0x5e, 0x00, 0x00, 0x00, 0x01}
 
-func requireHost(t *testing.T) {
+func requireHost(t testing.TB) {
 	t.Helper()
 	var missing []string
 	if os.Geteuid() != 0 {
@@ -55,7 +55,7 @@ func requireHost(t *testing.T) {
 	t.Skip(msg)
 }
 
-type slogWriter struct{ t *testing.T }
+type slogWriter struct{ t testing.TB }
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -64,7 +64,7 @@ func (w slogWriter) Write(p []byte) (int, error) {
 
 // lab is one test's namespaces.
 type lab struct {
-	t     *testing.T
+	t     testing.TB
 	id    string
 	under netns.NsHandle
 	hosts []*host
@@ -87,7 +87,7 @@ type ctr struct {
 
 func (c *ctr) endpoint() Endpoint { return Endpoint{MAC: c.mac, IP: c.ip, VTEP: c.on.vtep} }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	b := make([]byte, 3)
 	rand.Read(b)
 	l := &lab{t: t, id: hex.EncodeToString(b)}
