@@ -268,6 +268,11 @@ func (n *Node) CommitIncoming(ctx context.Context, name string, wait time.Durati
 	if err := n.rt.Unfreeze(ctx, name); err != nil {
 		return err
 	}
+	// Tell the switches of the container's networks (a macvlan's LAN)
+	// that it is here now.
+	if err := n.rt.Announce(ctx, name); err != nil {
+		n.log.Warn("gratuitous ARP after the move", "container", name, "err", err)
+	}
 	n.bus.Lifecycle(n.cfg.Name, "container-started", name)
 	if ct, err := n.fsm.Container(name); err == nil && len(ct.GetNics()) == 0 {
 		// Recorded before NICs: its address was leased, not allocated.

@@ -2,11 +2,15 @@ package tests
 
 import (
 	"fmt"
-	"os"
+	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoal-dev/shoal/tests/harness"
 	"github.com/shoal-dev/shoal/tests/netns"
@@ -16,15 +20,12 @@ import (
 // on a simulated host whose eth0 is on a shared segment (the underlay), and
 // a second host on that segment standing in for the LAN, with its own DHCP
 // server. The container's macvlan NIC gets its address from the LAN's DHCP
-// and reaches the LAN host; bad input is refused naming the key.
+// and reaches the LAN host; after a live move to a second member on the
+// same LAN, the LAN host reaches it at once (the target announces it with
+// a gratuitous ARP, so the LAN's switch — here the underlay bridge —
+// forwards to its new port); bad input is refused naming the key.
 func TestMacvlanNetwork(t *testing.T) {
-	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
-		msg := "macvlan tests need: " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireLiveMove(t)
 	u, err := netns.NewUnderlay(t)
 	if err != nil {
 		t.Fatal(err)
@@ -82,9 +83,83 @@ func TestMacvlanNetwork(t *testing.T) {
 	if out, err := lan.Run(t.Context(), "ping", "-c", "1", "-W", "3", strings.Split(addr, "/")[0]); err != nil {
 		t.Errorf("the LAN host pings v1 at %s: %v\n%s", addr, err, out)
 	}
+	mh2, err := u.AddHost("m2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.StartMember(t, binDir, mh2, strings.TrimSpace(m.MustShoal("cluster", "add", "m2")))
+	m.WaitFor("m2 a voter", 60*time.Second, func() bool { r := m.Members()["m2"]; return r.Status == "online" && r.Role == "voter" })
+	ip := strings.Split(addr, "/")[0]
+	garps := watchGARP(t, "/run/netns/"+lan.NS, net.ParseIP(ip))
+	liveMove(t, m, "v1", "m2")
+	select {
+	case <-garps:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the LAN saw no gratuitous ARP for %s after v1 moved live to m2", ip)
+	}
+	if out, err := lan.Run(t.Context(), "ping", "-c", "1", "-W", "2", ip); err != nil {
+		t.Errorf("right after v1 moved live to m2, the LAN host cannot reach it at %s (the switch still sends to m1): %v\n%s", ip, err, out)
+	}
+	if out, errOut, code := m.Shoal("exec", "v1", "--", "ip", "-4", "-o", "addr", "show", "eth0"); code != 0 || !strings.Contains(out, " "+addr) {
+		t.Errorf("v1's eth0 after the move: %q %q, want %s", out, errOut, addr)
+	}
 	if _, errOut, code := m.Shoal("network", "delete", "lan"); code == 0 || !strings.Contains(errOut, "used by v1") {
 		t.Errorf("network delete of a used macvlan network: exit %d, %q", code, errOut)
 	}
 	m.MustShoal("delete", "v1", "--force")
 	m.MustShoal("network", "delete", "lan")
 }
+
+// watchGARP listens on every interface of the network namespace at nsPath
+// for a gratuitous ARP (sender and target address both ip) and signals the
+// first one; it stops when the test ends.
+func watchGARP(t *testing.T, nsPath string, ip net.IP) <-chan struct{} {
+	t.Helper()
+	ns, err := vnetns.GetFromPath(nsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	runtime.LockOSThread()
+	orig, err := vnetns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	if err := vnetns.Set(ns); err != nil {
+		t.Fatal(err)
+	}
+	fd, serr := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ARP)))
+	if err := vnetns.Set(orig); err != nil {
+		t.Fatal(err) // the thread stays locked and dies with the test goroutine
+	}
+	runtime.UnlockOSThread()
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	tv := unix.Timeval{Sec: 0, Usec: 200000}
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	done := make(chan struct{})
+	go func() {
+		buf := make([]byte, 128)
+		deadline := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(deadline) {
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				if err == unix.EBADF {
+					return
+				}
+				continue
+			}
+			// Ethernet (14) + ARP: spa at 28..32, tpa at 38..42.
+			if n >= 42 && net.IP(buf[28:32]).Equal(ip) && net.IP(buf[38:42]).Equal(ip) {
+				close(done)
+				return
+			}
+		}
+	}()
+	return done
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
