@@ -17,7 +17,9 @@
 //   - the nftables table "bridge shoal_ovl_<bridge>" that keeps what belongs
 //     to one member off the overlay: the anycast gateway (every member's
 //     bridge carries the same address and MAC, so ARP for it and frames from
-//     it stay local) and DHCP (each member serves its own containers).
+//     it stay local) and DHCP (each member serves its own containers);
+//   - the nftables table "inet shoal_vx_<bridge>" that admits VXLAN packets
+//     from the members' VTEPs only (VXLAN itself authenticates nothing).
 //
 // The bridge itself, its gateway address, NAT and dnsmasq belong to package
 // network; overlay adopts the bridge and adds the VXLAN port to it.

@@ -276,6 +276,16 @@ func (o *Overlay) Sync(ctx context.Context, st State) (Stats, error) {
 		return s, fmt.Errorf("sync overlay %s: %w", o.cfg.Bridge, err)
 	}
 	s.Skipped = skipped
+	if key := fmt.Sprint(sortedKeys(want.flood)); key != o.admitted {
+		vteps := []net.IP{o.local}
+		for _, v := range sortedKeys(want.flood) {
+			vteps = append(vteps, net.ParseIP(v))
+		}
+		if err := ensureVTEPFilter(ctx, o.cfg.Bridge, o.cfg.port(), vteps); err != nil {
+			return s, fmt.Errorf("sync overlay %s: %w", o.cfg.Bridge, err)
+		}
+		o.admitted = key
+	}
 	have, err := o.read()
 	if err != nil {
 		return s, fmt.Errorf("sync overlay %s: %w", o.cfg.Bridge, err)

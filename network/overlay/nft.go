@@ -111,9 +111,68 @@ func deleteFilter(ctx context.Context, bridge string) error {
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: filterTable(bridge)})
-	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("remove nftables table bridge %s: %w", filterTable(bridge), err)
+	for _, t := range []*nftables.Table{
+		{Family: nftables.TableFamilyBridge, Name: filterTable(bridge)},
+		{Family: nftables.TableFamilyINet, Name: vtepTable(bridge)},
+	} {
+		c.DelTable(t)
+		if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove nftables table %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+// vtepTable is the nftables table (family inet) that admits VXLAN packets
+// from members only.
+func vtepTable(bridge string) string { return "shoal_vx_" + bridge }
+
+// ensureVTEPFilter (re)installs, atomically:
+//
+//	table inet shoal_vx_<br> {
+//	  set vteps { type ipv4_addr; elements = { <every member's VTEP> } }
+//	  chain input { type filter hook input priority filter;
+//	    meta nfproto ipv4 udp dport <port> ip saddr != @vteps drop }
+//	}
+//
+// VXLAN carries no authentication: without this, anyone who can reach the
+// port could put frames on the network.
+func ensureVTEPFilter(ctx context.Context, bridge string, port int, vteps []net.IP) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: vtepTable(bridge)}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	set := &nftables.Set{Table: t, Name: "vteps", KeyType: nftables.TypeIPAddr}
+	var elems []nftables.SetElement
+	for _, v := range vteps {
+		elems = append(elems, nftables.SetElement{Key: v.To4()})
+	}
+	if err := c.AddSet(set, elems); err != nil {
+		return fmt.Errorf("nftables set of VTEPs for %s: %w", bridge, err)
+	}
+	in := c.AddChain(&nftables.Chain{
+		Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: rule(
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		},
+		matchUDPDport(uint16(port)),
+		[]expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
+		})})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("install nftables table inet %s: %w", t.Name, err)
 	}
 	return nil
 }

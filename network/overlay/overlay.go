@@ -89,6 +89,9 @@ type Overlay struct {
 	vxlan  netlink.Link
 	gwMAC  net.HardwareAddr
 	log    *slog.Logger
+	// admitted is the VTEP set the input filter last admitted ("" before
+	// the first Sync: then only this member's own address is let in).
+	admitted string
 }
 
 // Ensure makes the overlay's VXLAN port exist on the bridge with cfg's
@@ -134,6 +137,10 @@ func Ensure(ctx context.Context, cfg Config, log *slog.Logger) (*Overlay, error)
 		return nil, fmt.Errorf("ensure overlay %s: set bridge mtu %d: %w", cfg.Bridge, mtu, err)
 	}
 	if err := ensureFilter(ctx, cfg.Bridge, o.vxlan.Attrs().Name, o.gwMAC); err != nil {
+		return nil, fmt.Errorf("ensure overlay %s: %w", cfg.Bridge, err)
+	}
+	// Until the first Sync names the members, no VXLAN packet is admitted.
+	if err := ensureVTEPFilter(ctx, cfg.Bridge, cfg.port(), []net.IP{o.local}); err != nil {
 		return nil, fmt.Errorf("ensure overlay %s: %w", cfg.Bridge, err)
 	}
 	log.Info("overlay ready", "device", o.vxlan.Attrs().Name, "local", o.local, "port", cfg.port(), "mtu", mtu, "underlay", under.Attrs().Name)

@@ -542,3 +542,32 @@ func TestOverlayRefusesBadInput(t *testing.T) {
 		t.Errorf("table bridge %s still exists after Delete:\n%s", filterTable("ovbr"), out)
 	}
 }
+
+// TestOverlayAdmitsMembersOnly: a host on the underlay that is not a member
+// sends VXLAN frames for the network's VNI to a member (it knows the VNI,
+// the port and a container's MAC); the member drops them before they reach
+// its VXLAN device. Once the host is a member, its frames get through.
+func TestOverlayAdmitsMembersOnly(t *testing.T) {
+	requireHost(t)
+	l := newLab(t)
+	h1 := l.addHost(1)
+	l.addHost(2)
+	c1 := l.addCtr("c1", 11, h1)
+	l.syncAll(c1)
+	rogue := l.addHost(4) // not in the members' state
+	l.hosts = l.hosts[:2]
+	c4 := l.addCtr("c4", 14, rogue)
+	st := State{VTEPs: []net.IP{h1.vtep, rogue.vtep}, Endpoints: []Endpoint{c1.endpoint(), c4.endpoint()}}
+	l.in(rogue.ns, func() error { _, err := rogue.ovl.Sync(context.Background(), st); return err })
+	rx := l.rx(h1)
+	l.try(l.nsName("c4"), "ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", c1.ip.String())
+	if d := l.rx(h1) - rx; d != 0 {
+		t.Errorf("h1 took %d VXLAN packets from a host that is not a member", d)
+	}
+	// Admitted as a member, the same host's frames arrive.
+	l.hosts = append(l.hosts, rogue)
+	l.syncAll(c1, c4)
+	if err := l.ping(c4, c1.ip); err != nil {
+		t.Errorf("after the host became a member: %v", err)
+	}
+}
