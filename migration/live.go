@@ -217,8 +217,20 @@ func (m *liveMove) sendState(ctx context.Context) error {
 		return m.failed("connecting", err)
 	}
 	m.stream = stream
-	// No commit: ending the stream has the target remove its copy.
-	m.onFail(func() { _ = stream.CloseSend() })
+	// No commit: ending the stream has the target remove its copy. The
+	// move returns once the target has (its end of the stream closes after
+	// the cleanup), so a failed move leaves nothing behind it; the wait
+	// comes after the undo steps, so the source thaws first.
+	aborted := false
+	m.onFail(func() {
+		_ = stream.CloseSend()
+		aborted = true
+	})
+	m.always(func() {
+		if aborted {
+			m.awaitTargetAbort(stream)
+		}
+	})
 	final := &shoalv1.VolumeHeader{Version: Version, Container: m.name, Pool: m.ct.GetPool(),
 		Snapshots: []string{m.snapB}, Base: m.snapA, Drop: []string{m.snapA, m.snapB}, Resume: true}
 	if err := stream.Send(&shoalv1.RestoreContainerRequest{Msg: &shoalv1.RestoreContainerRequest_Header{
@@ -266,6 +278,30 @@ func (m *liveMove) restore(context.Context) error {
 	}
 	m.restoreMs = resp.GetRestoreMs()
 	return nil
+}
+
+// targetAbortWait bounds how long a failed move waits for the target to
+// drop its copy before it returns anyway.
+const targetAbortWait = 10 * time.Second
+
+// awaitTargetAbort waits until the target ends the restore stream, which
+// it does once it has removed what it received.
+func (m *liveMove) awaitTargetAbort(stream RestoreClient) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := stream.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(targetAbortWait):
+		m.e.log.Warn("the target has not dropped its copy of a failed move yet; it will when its stream ends",
+			"container", m.name, "target", m.target)
+	}
 }
 
 // commit writes the one entry that moves it. A proposal that failed may
