@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -75,6 +76,11 @@ func newState() *state {
 type FSM struct {
 	mu sync.RWMutex
 	s  *state
+	// applied is the Raft index of the last entry this FSM applied.
+	// raft.AppliedIndex is set when entries are handed to the FSM, before
+	// it applies them: a reader waiting for its own write must wait on
+	// this instead.
+	applied atomic.Uint64
 
 	subMu sync.Mutex
 	subs  []chan Change
@@ -111,6 +117,7 @@ func (f *FSM) publish(c Change) {
 // rule the command broke (name taken, missing object); a payload that does
 // not decode is a bug and panics, so that no replica silently diverges.
 func (f *FSM) Apply(l *raft.Log) interface{} {
+	defer f.applied.Store(l.Index)
 	if l.Type != raft.LogCommand {
 		return nil
 	}
@@ -437,8 +444,14 @@ func mergeSorted(a, b []string) []string {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &fsmSnapshot{snap: f.s.export()}, nil
+	snap := f.s.export()
+	snap.AppliedIndex = f.applied.Load()
+	return &fsmSnapshot{snap: snap}, nil
 }
+
+// Applied is the Raft index of the last entry the FSM applied: its state
+// holds every command up to there.
+func (f *FSM) Applied() uint64 { return f.applied.Load() }
 
 func (s *state) export() *shoalv1.FSMSnapshot {
 	out := &shoalv1.FSMSnapshot{Version: snapshotVersion, Aliases: cloneMap(s.aliases), ClusterConfig: cloneMap(s.config)}
@@ -517,6 +530,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.s = s
+	f.applied.Store(snap.GetAppliedIndex())
 	f.mu.Unlock()
 	f.publish(Change{Kind: "resync"})
 	return nil

@@ -206,3 +206,49 @@ func TestCatchUpFromSnapshot(t *testing.T) {
 	}
 	waitFor(t, "n3 to catch up", 20*time.Second, func() bool { return len(members[2].FSM().Containers()) == 100 })
 }
+
+// TestFollowerReadsItsOwnWrite: a write proposed through a follower (and
+// forwarded to the leader) is in that follower's FSM the moment Propose
+// returns. Raft marks entries applied when it hands them to the FSM, not
+// when the FSM has applied them; waiting on the former let a create be
+// "not found" right after it succeeded.
+func TestFollowerReadsItsOwnWrite(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	members := startMembers(t, ctx, 3, func(i int, join bool) Config {
+		return Config{NodeName: fmt.Sprintf("n%d", i+1), DataDir: dirs[i], BindAddr: "127.0.0.1:0", Join: join}
+	})
+	byName := map[string]*Cluster{}
+	for _, m := range members {
+		byName[m.NodeName()] = m
+	}
+	for _, m := range members {
+		m.SetForwarder(func(ctx context.Context, leader string, data []byte) (uint64, error) {
+			return byName[leader].ProposeIndex(ctx, data)
+		}, nil)
+	}
+	waitFor(t, "the followers to know the leader", 10*time.Second, func() bool {
+		for _, m := range members {
+			if name, _ := m.Leader(); name == "" {
+				return false
+			}
+		}
+		return true
+	})
+	var follower *Cluster
+	for _, m := range members {
+		if !m.IsLeader() {
+			follower = m
+		}
+	}
+	for i := range 300 {
+		name := fmt.Sprintf("c%d", i)
+		if err := follower.Propose(ctx, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: name, Node: "n1"}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := follower.FSM().Container(name); err != nil {
+			t.Fatalf("write %d: Propose through %s returned, but its FSM has no %s: %v", i, follower.NodeName(), name, err)
+		}
+	}
+}

@@ -298,7 +298,7 @@ func (c *Cluster) LeaderReadIndex() (uint64, error) {
 	if err := c.VerifyLeader(); err != nil {
 		return 0, err
 	}
-	return c.raft.AppliedIndex(), nil
+	return c.fsm.Applied(), nil
 }
 
 // Sync makes this member's FSM at least as new as the leader's at the time
@@ -401,9 +401,10 @@ func (c *Cluster) forward(ctx context.Context, data []byte) (uint64, error) {
 	}
 }
 
-// waitApplied waits until this member's FSM has applied index.
+// waitApplied waits until this member's FSM has applied index (an entry
+// the FSM sees: a command, or what a leader's read index names).
 func (c *Cluster) waitApplied(ctx context.Context, index uint64) error {
-	for c.raft.AppliedIndex() < index {
+	for c.fsm.Applied() < index {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for index %d to apply here: %w", index, ctx.Err())

@@ -2119,7 +2119,8 @@ type AddNICRequest struct {
 	Container string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
 	// Interface name inside the container (eth1).
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// network (required), ipv4.address (static), hwaddr.
+	// network or nictype=macvlan with parent; ipv4.address (static), hwaddr,
+	// mtu, name (inside the container).
 	Config        map[string]string `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

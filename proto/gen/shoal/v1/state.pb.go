@@ -1495,6 +1495,9 @@ type FSMSnapshot struct {
 	Tokens        []*TokenAddCommand     `protobuf:"bytes,9,rep,name=tokens,proto3" json:"tokens,omitempty"`
 	ClusterConfig map[string]string      `protobuf:"bytes,10,rep,name=cluster_config,json=clusterConfig,proto3" json:"cluster_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Trust         []*TrustEntry          `protobuf:"bytes,11,rep,name=trust,proto3" json:"trust,omitempty"`
+	// Raft index of the last entry the FSM had applied when the snapshot was
+	// taken (raft's own applied index runs ahead of the FSM).
+	AppliedIndex  uint64 `protobuf:"varint,12,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1606,6 +1609,13 @@ func (x *FSMSnapshot) GetTrust() []*TrustEntry {
 	return nil
 }
 
+func (x *FSMSnapshot) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
 var File_shoal_v1_state_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_state_proto_rawDesc = "" +
@@ -1707,7 +1717,7 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\bnow_unix\x18\x03 \x01(\x03R\anowUnix\"S\n" +
 	"\x12TrustRevokeCommand\x12\"\n" +
 	"\ffingerprints\x18\x01 \x03(\tR\ffingerprints\x12\x19\n" +
-	"\bnow_unix\x18\x02 \x01(\x03R\anowUnix\"\xaa\x05\n" +
+	"\bnow_unix\x18\x02 \x01(\x03R\anowUnix\"\xcf\x05\n" +
 	"\vFSMSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\n" +
@@ -1722,7 +1732,8 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x06tokens\x18\t \x03(\v2\x19.shoal.v1.TokenAddCommandR\x06tokens\x12O\n" +
 	"\x0ecluster_config\x18\n" +
 	" \x03(\v2(.shoal.v1.FSMSnapshot.ClusterConfigEntryR\rclusterConfig\x12*\n" +
-	"\x05trust\x18\v \x03(\v2\x14.shoal.v1.TrustEntryR\x05trust\x1a:\n" +
+	"\x05trust\x18\v \x03(\v2\x14.shoal.v1.TrustEntryR\x05trust\x12#\n" +
+	"\rapplied_index\x18\f \x01(\x04R\fappliedIndex\x1a:\n" +
 	"\fAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +

@@ -358,7 +358,17 @@ type NIC struct {
 	// recorded, unique across the cluster, or the user's static one.
 	Ipv4 string `protobuf:"bytes,4,opt,name=ipv4,proto3" json:"ipv4,omitempty"`
 	// ipv4 was given by the user (ipv4.address) rather than allocated.
-	Ipv4Static    bool `protobuf:"varint,5,opt,name=ipv4_static,json=ipv4Static,proto3" json:"ipv4_static,omitempty"`
+	Ipv4Static bool `protobuf:"varint,5,opt,name=ipv4_static,json=ipv4Static,proto3" json:"ipv4_static,omitempty"`
+	// Interface name inside the container (LXD's name key); empty: the
+	// device name.
+	Ifname string `protobuf:"bytes,6,opt,name=ifname,proto3" json:"ifname,omitempty"`
+	// MTU of the interface; 0: the network's (it may not exceed it).
+	Mtu int32 `protobuf:"varint,7,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// How the NIC attaches when it names no network: "macvlan" (mode bridge
+	// on parent); empty: by its network.
+	Nictype string `protobuf:"bytes,8,opt,name=nictype,proto3" json:"nictype,omitempty"`
+	// Host interface a nictype=macvlan NIC sits on.
+	Parent        string `protobuf:"bytes,9,opt,name=parent,proto3" json:"parent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +436,34 @@ func (x *NIC) GetIpv4Static() bool {
 		return x.Ipv4Static
 	}
 	return false
+}
+
+func (x *NIC) GetIfname() string {
+	if x != nil {
+		return x.Ifname
+	}
+	return ""
+}
+
+func (x *NIC) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *NIC) GetNictype() string {
+	if x != nil {
+		return x.Nictype
+	}
+	return ""
+}
+
+func (x *NIC) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
 }
 
 // ContainerState is what the owner host observes right now.
@@ -1273,14 +1311,18 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x04nics\x18\r \x03(\v2\r.shoal.v1.NICR\x04nics\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x01\n" +
 	"\x03NIC\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x16\n" +
 	"\x06hwaddr\x18\x03 \x01(\tR\x06hwaddr\x12\x12\n" +
 	"\x04ipv4\x18\x04 \x01(\tR\x04ipv4\x12\x1f\n" +
 	"\vipv4_static\x18\x05 \x01(\bR\n" +
-	"ipv4Static\"\xd7\x01\n" +
+	"ipv4Static\x12\x16\n" +
+	"\x06ifname\x18\x06 \x01(\tR\x06ifname\x12\x10\n" +
+	"\x03mtu\x18\a \x01(\x05R\x03mtu\x12\x18\n" +
+	"\anictype\x18\b \x01(\tR\anictype\x12\x16\n" +
+	"\x06parent\x18\t \x01(\tR\x06parent\"\xd7\x01\n" +
 	"\x0eContainerState\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\x03R\x03pid\x12\x12\n" +
