@@ -21,6 +21,9 @@ import (
 	"github.com/shoal-dev/shoal/storage"
 )
 
+// errOwnerOffline marks a wait on a member the cluster marked offline.
+var errOwnerOffline = errors.New("member offline")
+
 // codeTable maps our sentinel errors to gRPC codes. It is the only place
 // where that mapping lives.
 var codeTable = []struct {
@@ -30,6 +33,7 @@ var codeTable = []struct {
 	{config.ErrInvalid, codes.InvalidArgument},
 	{images.ErrInvalid, codes.InvalidArgument},
 	{node.ErrInvalidPool, codes.InvalidArgument},
+	{node.ErrInvalidDevice, codes.InvalidArgument},
 	{runtime.ErrPathEscape, codes.InvalidArgument},
 	{cluster.ErrNotFound, codes.NotFound},
 	{storage.ErrNotFound, codes.NotFound},
@@ -46,6 +50,7 @@ var codeTable = []struct {
 	{node.ErrConflict, codes.FailedPrecondition},
 	{storage.ErrNotSupported, codes.Unimplemented},
 	{cluster.ErrNotLeader, codes.Unavailable},
+	{errOwnerOffline, codes.Unavailable},
 	{scheduler.ErrNoFit, codes.ResourceExhausted},
 	{scheduler.ErrUnknownNode, codes.NotFound},
 	{scheduler.ErrInvalid, codes.InvalidArgument},

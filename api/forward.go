@@ -27,6 +27,7 @@ var containerField = map[string]protoreflect.Name{
 	"/shoal.v1.ContainerService/GetConsoleLog":        "name",
 	"/shoal.v1.ContainerService/CopyContainer":        "source",
 	"/shoal.v1.ContainerService/MoveContainer":        "name",
+	"/shoal.v1.ContainerService/AddNIC":               "container",
 	"/shoal.v1.ContainerService/CreateSnapshot":       "container",
 	"/shoal.v1.ContainerService/RestoreSnapshot":      "container",
 	"/shoal.v1.ContainerService/DeleteSnapshot":       "container",

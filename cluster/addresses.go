@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"strings"
@@ -83,6 +84,25 @@ func (s *state) release(ct *shoalv1.Container) {
 	}
 }
 
+// checkNames checks that a container's NICs have distinct device names and
+// distinct interface names inside the container (name=, else the device
+// name).
+func checkNames(container string, nics []*shoalv1.NIC) error {
+	names, ifnames := map[string]bool{}, map[string]string{}
+	for _, nic := range nics {
+		if nic.GetName() == "" || names[nic.GetName()] {
+			return fmt.Errorf("container %q: nic name %q is empty or given twice: %w", container, nic.GetName(), ErrInvalidCommand)
+		}
+		names[nic.GetName()] = true
+		ifname := cmp.Or(nic.GetIfname(), nic.GetName())
+		if o, ok := ifnames[ifname]; ok {
+			return fmt.Errorf("container %q: name: nics %s and %s are both %s inside the container: %w", container, o, nic.GetName(), ifname, ErrInvalidCommand)
+		}
+		ifnames[ifname] = nic.GetName()
+	}
+	return nil
+}
+
 // assignAddresses checks ct's NICs against the networks and what other
 // containers hold, and gives every NIC without a static address the lowest
 // free one of its network. It runs inside Apply on the record about to be
@@ -91,13 +111,17 @@ func (s *state) release(ct *shoalv1.Container) {
 // twice. It changes nothing in the state; index does, once the entry is
 // accepted.
 func (s *state) assignAddresses(ct *shoalv1.Container) error {
-	names := map[string]bool{}
+	if err := checkNames(ct.GetName(), ct.GetNics()); err != nil {
+		return err
+	}
 	taken := map[string]string{} // within ct itself: network/key → nic
 	for _, nic := range ct.GetNics() {
-		if nic.GetName() == "" || names[nic.GetName()] {
-			return fmt.Errorf("container %q: nic name %q is empty or given twice: %w", ct.GetName(), nic.GetName(), ErrInvalidCommand)
+		if nic.GetNictype() != "" {
+			if nic.GetNictype() != "macvlan" || nic.GetParent() == "" || nic.GetNetwork() != "" || nic.GetIpv4() != "" {
+				return fmt.Errorf("container %q: nic %s: nictype %q: want macvlan with a parent, no network and no ipv4.address: %w", ct.GetName(), nic.GetName(), nic.GetNictype(), ErrInvalidCommand)
+			}
+			continue
 		}
-		names[nic.GetName()] = true
 		nw, ok := s.networks[nic.GetNetwork()]
 		if !ok {
 			return fmt.Errorf("container %q: nic %s: network %q: %w", ct.GetName(), nic.GetName(), nic.GetNetwork(), ErrNotFound)

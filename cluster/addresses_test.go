@@ -26,6 +26,57 @@ func nicOf(t *testing.T, f *FSM, name string) *shoalv1.NIC {
 	return ct.GetNics()[0]
 }
 
+// A nictype=macvlan NIC sits on a host interface, not a network: the
+// cluster allocates it no address and indexes nothing on any network.
+func TestMacvlanNICNeedsNoNetwork(t *testing.T) {
+	f := NewFSM()
+	mustApply(t, f, &shoalv1.NetworkCreateCommand{Network: &shoalv1.Network{Name: "app", Type: "overlay", Vni: 10, Ipv4Cidr: "10.42.0.1/29"}})
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "m", Node: "n1",
+		Nics: []*shoalv1.NIC{{Name: "eth0", Network: "app", Hwaddr: "02:00:00:00:00:01"},
+			{Name: "lan0", Nictype: "macvlan", Parent: "eth1", Ifname: "wan0", Hwaddr: "02:00:00:00:00:02"}}}})
+	ct, err := f.Container("m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lan := ct.GetNics()[1]; lan.GetIpv4() != "" || lan.GetParent() != "eth1" || lan.GetIfname() != "wan0" {
+		t.Fatalf("macvlan nic recorded as %v", lan)
+	}
+	if got := nicOf(t, f, "m").GetIpv4(); got != "10.42.0.2" {
+		t.Fatalf("eth0 on app got %q, want 10.42.0.2", got)
+	}
+}
+
+// A NIC added later gets the next free address, and may not take a name
+// inside the container that another NIC has.
+func TestNICAddChecksNames(t *testing.T) {
+	f := NewFSM()
+	mustApply(t, f, &shoalv1.NetworkCreateCommand{Network: &shoalv1.Network{Name: "app", Type: "overlay", Vni: 10, Ipv4Cidr: "10.42.0.1/29"}})
+	mustApply(t, f, nicCt("a", "02:00:00:00:00:01", ""))
+	add := func(nic *shoalv1.NIC) error {
+		return apply(t, f, &shoalv1.ContainerNicAddCommand{Container: "a", Nic: nic})
+	}
+	if err := add(&shoalv1.NIC{Name: "eth1", Network: "app", Hwaddr: "02:00:00:00:00:02"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		nic  *shoalv1.NIC
+		is   error
+		says string
+	}{
+		{&shoalv1.NIC{Name: "eth1", Network: "app"}, ErrExists, "nic eth1"},
+		{&shoalv1.NIC{Name: "eth2", Network: "app", Ifname: "eth0"}, ErrInvalidCommand, "nics eth0 and eth2 are both eth0"},
+		{&shoalv1.NIC{Name: "eth2", Nictype: "macvlan", Parent: "eth9", Ifname: "eth1"}, ErrInvalidCommand, "nics eth1 and eth2 are both eth1"},
+	} {
+		if err := add(tc.nic); !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("add %v = %v, want %v naming %q", tc.nic, err, tc.is, tc.says)
+		}
+	}
+	ct, _ := f.Container("a")
+	if len(ct.GetNics()) != 2 || ct.GetNics()[1].GetIpv4() != "10.42.0.3" {
+		t.Fatalf("after the refused adds: %v", ct.GetNics())
+	}
+}
+
 func TestAddressesAllocatedInTheCreateEntry(t *testing.T) {
 	f := NewFSM()
 	mustApply(t, f, &shoalv1.NetworkCreateCommand{Network: &shoalv1.Network{Name: "app", Type: "overlay", Vni: 10, Ipv4Cidr: "10.42.0.1/29"}})
@@ -52,6 +103,12 @@ func TestAddressesAllocatedInTheCreateEntry(t *testing.T) {
 		{nicCt("d", "01:00:5e:00:00:01", ""), ErrInvalidCommand, "unicast"},
 		{&shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "d", Node: "n1",
 			Nics: []*shoalv1.NIC{{Name: "eth0", Network: "nope"}}}}, ErrNotFound, `network "nope"`},
+		{&shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "d", Node: "n1",
+			Nics: []*shoalv1.NIC{{Name: "eth0", Network: "app"}, {Name: "lan", Network: "app", Ifname: "eth0"}}}}, ErrInvalidCommand, "nics eth0 and lan are both eth0"},
+		{&shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "d", Node: "n1",
+			Nics: []*shoalv1.NIC{{Name: "eth0", Nictype: "macvlan"}}}}, ErrInvalidCommand, "want macvlan with a parent"},
+		{&shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "d", Node: "n1",
+			Nics: []*shoalv1.NIC{{Name: "eth0", Nictype: "macvlan", Parent: "eth1", Ipv4: "10.42.0.6"}}}}, ErrInvalidCommand, "no ipv4.address"},
 	} {
 		if err := apply(t, f, tc.cmd); !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("create %v = %v, want %v naming %q", tc.cmd.GetContainer().GetNics(), err, tc.is, tc.says)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -187,6 +188,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		if len(ct.GetNics()) == 0 {
 			return Change{}, fmt.Errorf("container %q was recorded before NICs were: recreate it to add one: %w", ct.GetName(), ErrInvalidCommand)
+		}
+		if err := checkNames(ct.GetName(), append(slices.Clip(ct.GetNics()), nic)); err != nil {
+			return Change{}, err
 		}
 		// The other NICs' addresses are already in the index: only the
 		// new one is checked and allocated.

@@ -208,6 +208,44 @@ func (n *Node) nicMTU(name string) (int, error) {
 	return 0, nil
 }
 
+// CheckNIC reports whether this member can give a container nic: a
+// nictype=macvlan NIC's parent exists here, and its MTU fits under what
+// it attaches to (its network's bridge, or the parent). The error names
+// the key at fault.
+func (n *Node) CheckNIC(nic *shoalv1.NIC) error {
+	limit, what := 0, ""
+	switch {
+	case nic.GetNictype() == "macvlan":
+		l, err := netlink.LinkByName(nic.GetParent())
+		if err != nil {
+			return fmt.Errorf("parent: %s does not exist on member %s: %w", nic.GetParent(), n.cfg.Name, ErrInvalidDevice)
+		}
+		limit, what = l.Attrs().MTU, "parent "+nic.GetParent()
+	default:
+		mtu, err := n.nicMTU(nic.GetNetwork())
+		if err != nil {
+			return err
+		}
+		n.netMu.RLock()
+		parent, macvlan := n.macvlans[nic.GetNetwork()]
+		n.netMu.RUnlock()
+		dev := nic.GetNetwork()
+		if macvlan {
+			dev = parent
+		}
+		if mtu == 0 {
+			if l, err := netlink.LinkByName(dev); err == nil {
+				mtu = l.Attrs().MTU
+			}
+		}
+		limit, what = mtu, "network "+nic.GetNetwork()
+	}
+	if nic.GetMtu() > 0 && limit > 0 && int(nic.GetMtu()) > limit {
+		return fmt.Errorf("mtu: %d is more than %s's MTU %d on member %s: %w", nic.GetMtu(), what, limit, n.cfg.Name, ErrInvalidDevice)
+	}
+	return nil
+}
+
 // Leases returns the DHCP leases of a managed network.
 func (n *Node) Leases(name string) ([]*shoalv1.Lease, error) {
 	n.netMu.RLock()

@@ -310,4 +310,7 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict marks a request that the object's current state forbids.
 	ErrConflict = errors.New("conflict")
+	// ErrInvalidDevice marks a device this host cannot give a container
+	// (a parent interface it lacks, an MTU above its network's).
+	ErrInvalidDevice = errors.New("invalid device")
 )

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -269,22 +270,33 @@ func (n *Node) nics(ct *shoalv1.Container) ([]runtime.NIC, error) {
 	}
 	out := make([]runtime.NIC, 0, len(ct.GetNics()))
 	for i, nic := range ct.GetNics() {
+		if err := n.CheckNIC(nic); err != nil {
+			return nil, fmt.Errorf("container %s: nic %s: %w", ct.GetName(), nic.GetName(), err)
+		}
+		ifname := cmp.Or(nic.GetIfname(), nic.GetName())
+		if nic.GetNictype() == "macvlan" {
+			out = append(out, runtime.NIC{Name: ifname, Macvlan: true, Bridge: nic.GetParent(), HWAddr: nic.GetHwaddr(), MTU: int(nic.GetMtu())})
+			continue
+		}
 		mtu, err := n.nicMTU(nic.GetNetwork())
 		if err != nil {
 			return nil, fmt.Errorf("container %s: nic %s: %w", ct.GetName(), nic.GetName(), err)
+		}
+		if nic.GetMtu() > 0 {
+			mtu = int(nic.GetMtu())
 		}
 		n.netMu.RLock()
 		parent, macvlan := n.macvlans[nic.GetNetwork()]
 		n.netMu.RUnlock()
 		if macvlan {
-			out = append(out, runtime.NIC{Name: nic.GetName(), Macvlan: true, Bridge: parent, HWAddr: nic.GetHwaddr()})
+			out = append(out, runtime.NIC{Name: ifname, Macvlan: true, Bridge: parent, HWAddr: nic.GetHwaddr(), MTU: int(nic.GetMtu())})
 			continue
 		}
 		host := hostVeth(ct.GetName(), 0)
 		if i > 0 || nic.GetName() != "eth0" {
 			host = hostVethNamed(ct.GetName(), nic.GetName())
 		}
-		out = append(out, runtime.NIC{Name: nic.GetName(), Bridge: nic.GetNetwork(), HWAddr: nic.GetHwaddr(),
+		out = append(out, runtime.NIC{Name: ifname, Bridge: nic.GetNetwork(), HWAddr: nic.GetHwaddr(),
 			HostName: host, MTU: mtu})
 	}
 	return out, nil
@@ -322,11 +334,15 @@ func (n *Node) applyNICs(ctx context.Context, ct *shoalv1.Container) error {
 	if prev, ok := n.appliedNICs.Load(ct.GetName()); ok && prev == key {
 		return nil
 	}
-	wanted := map[string]bool{}
+	wanted, wantedInside := map[string]bool{}, map[string]bool{}
 	for _, nic := range want {
-		wanted[nic.HostName] = true
+		if nic.Macvlan {
+			wantedInside[nic.Name] = true
+		} else {
+			wanted[nic.HostName] = true
+		}
 	}
-	old := n.rt.HostNICs(ct.GetName())
+	old, oldInside := n.rt.HostNICs(ct.GetName()), n.rt.MacvlanNICs(ct.GetName())
 	if err := n.define(ctx, ct); err != nil {
 		return err
 	}
@@ -337,9 +353,21 @@ func (n *Node) applyNICs(ctx context.Context, ct *shoalv1.Container) error {
 			}
 		}
 	}
+	for _, ifname := range oldInside {
+		if !wantedInside[ifname] {
+			if err := n.rt.UnplugNICInside(ctx, ct.GetName(), ifname); err != nil {
+				return err
+			}
+		}
+	}
 	for _, nic := range want {
 		if nic.Macvlan {
-			continue // a macvlan NIC added to a running container comes with its next start
+			if !n.rt.HasNICInside(ct.GetName(), nic.Name) {
+				if err := n.rt.PlugNIC(ctx, ct.GetName(), nic); err != nil {
+					return err
+				}
+			}
+			continue
 		}
 		if !n.rt.HasNIC(nic.HostName) {
 			if err := n.rt.PlugNIC(ctx, ct.GetName(), nic); err != nil {

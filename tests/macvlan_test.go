@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -108,6 +109,43 @@ func TestMacvlanNetwork(t *testing.T) {
 	}
 	m.MustShoal("delete", "v1", "--force")
 	m.MustShoal("network", "delete", "lan")
+
+	// A nic device with nictype=macvlan needs no network: a running
+	// container on m1's default network gets a second interface on the LAN,
+	// named and sized as asked, which the LAN's DHCP answers; it stays
+	// through a restart and goes on remove.
+	m.MustShoal("launch", "busybox", "v2", "--target", "m1")
+	out := m.MustShoal("config", "device", "add", "v2", "lan0", "nic", "nictype=macvlan", "parent=eth0", "name=wan0", "mtu=1400")
+	hw := regexp.MustCompile(`hwaddr=(\S+)`).FindStringSubmatch(out)
+	if hw == nil {
+		t.Fatalf("device add printed %q, want the NIC's hwaddr", out)
+	}
+	wan0 := func(what string) {
+		t.Helper()
+		m.WaitFor("wan0 in v2 "+what, 30*time.Second, func() bool {
+			_, _, code := m.Shoal("exec", "v2", "--", "ip", "link", "show", "wan0")
+			return code == 0
+		})
+		out, _, _ := m.Shoal("exec", "v2", "--", "ip", "link", "show", "wan0")
+		if !strings.Contains(out, " mtu 1400 ") || !strings.Contains(out, hw[1]) {
+			t.Errorf("v2's wan0 %s: %q, want mtu 1400 and %s", what, out, hw[1])
+		}
+		if out, errOut, code := m.Shoal("exec", "v2", "--", "udhcpc", "-i", "wan0", "-n", "-q", "-t", "5", "-s", "/bin/true"); code != 0 || !strings.Contains(out+errOut, "lease of "+prefix) {
+			t.Errorf("DHCP from the LAN on v2's wan0 %s: exit %d, %q%q", what, code, out, errOut)
+		}
+	}
+	wan0("once plugged in")
+	if list := m.MustShoal("config", "device", "list", "v2"); !strings.Contains(list, "macvlan:eth0") || !strings.Contains(list, "wan0") {
+		t.Errorf("device list v2:\n%s", list)
+	}
+	m.MustShoal("restart", "v2")
+	wan0("after a restart")
+	m.MustShoal("config", "device", "remove", "v2", "lan0")
+	m.WaitFor("wan0 gone from v2", 30*time.Second, func() bool {
+		_, _, code := m.Shoal("exec", "v2", "--", "ip", "link", "show", "wan0")
+		return code != 0
+	})
+	m.MustShoal("delete", "v2", "--force")
 }
 
 // watchGARP listens on every interface of the network namespace at nsPath

@@ -184,8 +184,8 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 	if !strings.Contains(defInfo, "type: overlay") {
 		t.Fatalf("the cluster's default network %s is not an overlay:\n%s", def, defInfo)
 	}
-	out := m1.MustShoal("config", "device", "add", "a3", "eth1", "nic", "network="+def)
-	mt := regexp.MustCompile(`\(network \S+, ([0-9.]+), `).FindStringSubmatch(out)
+	out := m1.MustShoal("config", "device", "add", "a3", "eth1", "nic", "network="+def, "mtu=1300")
+	mt := regexp.MustCompile(`ipv4\.address=([0-9.]+) `).FindStringSubmatch(out)
 	if mt == nil {
 		t.Fatalf("device add printed %q, want the allocated address", out)
 	}
@@ -199,6 +199,13 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=app", "ipv4.address=" + ips["a1"]}, "is used by a1/eth0"},
 		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=app", "colour=red"}, `colour: unknown nic key`},
 		{[]string{"config", "device", "add", "a3", "eth2", "nic"}, "network: required"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=" + def, "mtu=9000"}, "mtu: 9000 is more than network " + def + "'s MTU"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=" + def, "mtu=100"}, "mtu: \"100\": want 576 to 9000"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "network=" + def, "name=eth1"}, "name: nics eth1 and eth2 are both eth1"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "nictype=ipvlan", "parent=eth0"}, "nictype: \"ipvlan\": want macvlan"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "nictype=macvlan"}, "parent: required"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "nictype=macvlan", "parent=nosuch0"}, "parent: nosuch0 does not exist on member n3"},
+		{[]string{"config", "device", "add", "a3", "eth2", "nic", "nictype=macvlan", "parent=eth0", "network=" + def}, "nictype: give either"},
 		{[]string{"config", "device", "remove", "a3", "eth0"}, "eth0 cannot be removed"},
 	} {
 		if _, errOut, code := m1.Shoal(tc.args...); code == 0 || !strings.Contains(errOut, tc.says) {
@@ -213,6 +220,9 @@ func TestOverlayNetworkAcrossMembers(t *testing.T) {
 		_, _, code := m1.Shoal("exec", "a3", "--", "ip", "link", "show", "eth1")
 		return code == 0
 	})
+	if out, _, _ := m1.Shoal("exec", "a3", "--", "ip", "link", "show", "eth1"); !strings.Contains(out, " mtu 1300 ") {
+		t.Errorf("a3's eth1 was added with mtu=1300: %q", out)
+	}
 	if out, errOut, code := m1.Shoal("exec", "a3", "--", "udhcpc", "-i", "eth1", "-n", "-q", "-t", "5", "-s", "/bin/true"); code != 0 || !strings.Contains(out+errOut, "lease of "+eth1+" obtained") {
 		t.Errorf("DHCP on a3's eth1: exit %d, %q%q; want the lease of %s", code, out, errOut, eth1)
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -117,7 +119,7 @@ func (a *app) configCmd() *cobra.Command {
 			}
 			fmt.Printf("volatile.eth0.hwaddr: %s\n", ct.GetHwaddr())
 			for _, n := range ct.GetNics() {
-				fmt.Printf("devices.%s: nic network=%s ipv4.address=%s hwaddr=%s\n", n.GetName(), n.GetNetwork(), n.GetIpv4(), n.GetHwaddr())
+				fmt.Printf("devices.%s: nic %s\n", n.GetName(), nicKV(n))
 			}
 			return nil
 		},
@@ -141,7 +143,7 @@ func (a *app) configCmd() *cobra.Command {
 func (a *app) deviceCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "device", Short: "Manage a container's network interfaces (nic devices)"}
 	add := &cobra.Command{
-		Use:   "add NAME DEVICE nic network=NET [ipv4.address=IP] [hwaddr=MAC]",
+		Use:   "add NAME DEVICE nic {network=NET | nictype=macvlan parent=IFACE} [ipv4.address=IP] [hwaddr=MAC] [mtu=N] [name=IFNAME]",
 		Short: "Add a network interface; a running container gets it at once", Args: cobra.MinimumNArgs(3),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if args[2] != "nic" {
@@ -156,7 +158,7 @@ func (a *app) deviceCmd() *cobra.Command {
 				return convert(err)
 			}
 			n := resp.GetNic()
-			fmt.Printf("Device %s added to %s (network %s, %s, %s)\n", n.GetName(), args[0], n.GetNetwork(), n.GetIpv4(), n.GetHwaddr())
+			fmt.Printf("Device %s added to %s (%s)\n", n.GetName(), args[0], nicKV(n))
 			return nil
 		}),
 	}
@@ -183,14 +185,40 @@ func (a *app) deviceCmd() *cobra.Command {
 				if n.GetIpv4Static() {
 					kind = "static"
 				}
-				rows = append(rows, []string{n.GetName(), "nic", n.GetNetwork(), n.GetIpv4(), kind, n.GetHwaddr()})
+				attach := n.GetNetwork()
+				if n.GetNictype() != "" {
+					attach, kind = n.GetNictype()+":"+n.GetParent(), "from the LAN"
+				}
+				mtu := "-"
+				if n.GetMtu() > 0 {
+					mtu = strconv.Itoa(int(n.GetMtu()))
+				}
+				rows = append(rows, []string{n.GetName(), "nic", cmp.Or(n.GetIfname(), n.GetName()), attach, n.GetIpv4(), kind, mtu, n.GetHwaddr()})
 			}
-			table(os.Stdout, []string{"DEVICE", "TYPE", "NETWORK", "IPV4", "ADDRESS", "HWADDR"}, rows)
+			table(os.Stdout, []string{"DEVICE", "TYPE", "NAME", "NETWORK", "IPV4", "ADDRESS", "MTU", "HWADDR"}, rows)
 			return nil
 		},
 	}
 	cmd.AddCommand(add, remove, list)
 	return cmd
+}
+
+// nicKV shows a NIC as the keys it was given (LXD's device keys).
+func nicKV(n *shoalv1.NIC) string {
+	var kv []string
+	add := func(k, v string) {
+		if v != "" && v != "0" {
+			kv = append(kv, k+"="+v)
+		}
+	}
+	add("network", n.GetNetwork())
+	add("nictype", n.GetNictype())
+	add("parent", n.GetParent())
+	add("name", n.GetIfname())
+	add("ipv4.address", n.GetIpv4())
+	add("hwaddr", n.GetHwaddr())
+	add("mtu", strconv.Itoa(int(n.GetMtu())))
+	return strings.Join(kv, " ")
 }
 
 func (a *app) getContainer(cmd *cobra.Command, name string) (*shoalv1.Container, error) {

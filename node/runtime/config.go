@@ -280,6 +280,9 @@ func GenerateConfig(spec Spec, h Host, lxcPath string) string {
 			if n.HWAddr != "" {
 				w(p+"hwaddr", n.HWAddr)
 			}
+			if n.MTU > 0 {
+				w(p+"mtu", strconv.Itoa(n.MTU))
+			}
 			continue
 		}
 		w(p+"type", "veth")

@@ -16,10 +16,46 @@ func (r *Runtime) HasNIC(hostName string) bool {
 	return err == nil
 }
 
+// HasNICInside reports whether a running container has an interface named
+// ifname in its network namespace.
+func (r *Runtime) HasNICInside(name, ifname string) bool {
+	h, done, err := r.netHandle(name)
+	if err != nil {
+		return false
+	}
+	defer done()
+	_, err = h.LinkByName(ifname)
+	return err == nil
+}
+
+// netHandle is a netlink handle inside a running container's network
+// namespace; done releases it.
+func (r *Runtime) netHandle(name string) (*netlink.Handle, func(), error) {
+	c, err := r.container(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	pid := c.InitPid()
+	if pid <= 0 {
+		return nil, nil, ErrNotRunning
+	}
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		ns.Close()
+		return nil, nil, err
+	}
+	return h, func() { h.Close(); ns.Close() }, nil
+}
+
 // PlugNIC adds a NIC to a running container, as LXD's hot-plug does: a veth
 // pair whose host end joins the bridge and whose other end moves into the
-// container under the NIC's name, with its MAC and MTU, set up. The
-// container's own network tools configure addresses on it.
+// container under the NIC's name, with its MAC and MTU, set up (for a
+// macvlan NIC, a macvlan in mode bridge on the parent, moved in the same
+// way). The container's own network tools configure addresses on it.
 func (r *Runtime) PlugNIC(ctx context.Context, name string, nic NIC) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -41,12 +77,19 @@ func (r *Runtime) PlugNIC(ctx context.Context, name string, nic NIC) error {
 		return fmt.Errorf("runtime: plug %s into %s: hwaddr %q: %w", nic.Name, name, nic.HWAddr, ErrInvalid)
 	}
 	peer := "vsp" + randHex(4)
-	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nic.HostName, MasterIndex: br.Attrs().Index}, PeerName: peer, PeerHardwareAddr: hw}
-	if nic.MTU > 0 {
-		v.MTU, v.PeerMTU = nic.MTU, uint32(nic.MTU)
+	var v netlink.Link
+	if nic.Macvlan {
+		v = &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: peer, ParentIndex: br.Attrs().Index, HardwareAddr: hw, MTU: nic.MTU},
+			Mode: netlink.MACVLAN_MODE_BRIDGE}
+	} else {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nic.HostName, MasterIndex: br.Attrs().Index}, PeerName: peer, PeerHardwareAddr: hw}
+		if nic.MTU > 0 {
+			veth.MTU, veth.PeerMTU = nic.MTU, uint32(nic.MTU)
+		}
+		v = veth
 	}
 	if err := netlink.LinkAdd(v); err != nil {
-		return fmt.Errorf("runtime: plug %s into %s: create veth %s: %w", nic.Name, name, nic.HostName, err)
+		return fmt.Errorf("runtime: plug %s into %s: create %s %s: %w", nic.Name, name, v.Type(), v.Attrs().Name, err)
 	}
 	ok := false
 	defer func() {
@@ -54,22 +97,19 @@ func (r *Runtime) PlugNIC(ctx context.Context, name string, nic NIC) error {
 			_ = netlink.LinkDel(v)
 		}
 	}()
-	if err := netlink.LinkSetUp(v); err != nil {
-		return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, err)
+	if !nic.Macvlan {
+		if err := netlink.LinkSetUp(v); err != nil {
+			return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, err)
+		}
 	}
 	if err := c.AttachInterface(peer, nic.Name); err != nil {
 		return fmt.Errorf("runtime: plug %s into %s: move it in: %w", nic.Name, name, err)
 	}
-	ns, err := netns.GetFromPid(pid)
+	h, done, err := r.netHandle(name)
 	if err != nil {
 		return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, err)
 	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("runtime: plug %s into %s: %w", nic.Name, name, err)
-	}
-	defer h.Close()
+	defer done()
 	link, err := h.LinkByName(nic.Name)
 	if err == nil {
 		err = h.LinkSetUp(link)
@@ -97,6 +137,49 @@ func (r *Runtime) UnplugNIC(ctx context.Context, name, hostName string) error {
 	}
 	r.log.Info("unplugged a NIC", "container", name, "host", hostName)
 	return nil
+}
+
+// UnplugNICInside removes a NIC that has no host end (a macvlan) from a
+// running container by deleting it inside the container's namespace. A
+// missing one, or a container that is not running, is not an error.
+func (r *Runtime) UnplugNICInside(ctx context.Context, name, ifname string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	h, done, err := r.netHandle(name)
+	if err != nil {
+		return nil
+	}
+	defer done()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		return nil
+	}
+	if err := h.LinkDel(l); err != nil {
+		return fmt.Errorf("runtime: unplug %s from %s: %w", ifname, name, err)
+	}
+	r.log.Info("unplugged a NIC", "container", name, "nic", ifname)
+	return nil
+}
+
+// MacvlanNICs lists the in-container names of the macvlan NICs the
+// container's definition names.
+func (r *Runtime) MacvlanNICs(name string) []string {
+	c, err := r.container(name)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for i := 0; ; i++ {
+		p := fmt.Sprintf("lxc.net.%d.", i)
+		typ := c.ConfigItem(p + "type")
+		if len(typ) == 0 || typ[0] == "" {
+			return out
+		}
+		if n := c.ConfigItem(p + "name"); typ[0] == "macvlan" && len(n) > 0 && n[0] != "" {
+			out = append(out, n[0])
+		}
+	}
 }
 
 // HostNICs lists the host-side veth names the container's definition
