@@ -114,7 +114,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	op := s.ops.Start("container-create", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
 		p.Phase("creating on " + ct.GetNode())
 		if ct.GetNode() != s.node.Name() {
-			if err := migration.WaitState(ctx, engineCluster{s.cl}, ct.GetName(), desired, p); err != nil {
+			if err := migration.WaitState(ctx, ownerAlive{engineCluster{s.cl}}, ct.GetName(), desired, p); err != nil {
 				return nil, err
 			}
 			return map[string]string{"name": ct.GetName(), "node": ct.GetNode()}, nil
@@ -160,10 +160,41 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 			}
 		}
 		err = s.propose(ctx, &shoalv1.ContainerCreateCommand{Container: ct})
+		if status.Code(err) == codes.AlreadyExists && s.isOurs(ct) {
+			// A forwarded proposal that landed but whose answer was lost
+			// (the leader died) is retried by the forwarder; the retry
+			// finds this very create recorded.
+			return nil
+		}
 		if status.Code(err) != codes.ResourceExhausted || attempt == 2 {
 			return err
 		}
 	}
+}
+
+// isOurs reports whether the recorded container is the one ct creates:
+// the same creation time and MAC, both set by this call.
+func (s *Server) isOurs(ct *shoalv1.Container) bool {
+	rec, err := s.fsm.Container(ct.GetName())
+	return err == nil && rec.GetCreatedAtUnixNano() == ct.GetCreatedAtUnixNano() && rec.GetHwaddr() == ct.GetHwaddr()
+}
+
+// ownerAlive is the cluster view a create waits on: a container whose
+// owner the cluster marks offline meanwhile will not come up there, and
+// the wait ends with that rather than at its deadline.
+type ownerAlive struct{ engineCluster }
+
+// Container returns the record, or an error naming the owner once it is
+// offline.
+func (c ownerAlive) Container(name string) (*shoalv1.Container, error) {
+	ct, err := c.engineCluster.Container(name)
+	if err != nil {
+		return nil, err
+	}
+	if n, err := c.Member(ct.GetNode()); err == nil && n.GetStatus() == cluster.StatusOffline {
+		return nil, fmt.Errorf("container %q: its member %s went offline before it came up there: %w", name, ct.GetNode(), errOwnerOffline)
+	}
+	return ct, nil
 }
 
 // undoCreate handles a failed create: a container whose volume could not be

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -76,13 +78,23 @@ func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[n.GetAddress()]; ok {
+		if c.GetState() == connectivity.TransientFailure {
+			// The member was unreachable: try it now rather than after the
+			// backoff, so a call right after it came back reaches it.
+			c.ResetConnectBackoff()
+		}
 		return c, nil
 	}
 	c, err := grpc.NewClient(n.GetAddress(), grpc.WithTransportCredentials(credentials.NewTLS(p.creds.ClientTLS())),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
 		// A member cut off mid-stream is noticed in seconds, not after
 		// TCP's retransmissions give up: a broken transfer fails fast.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}))
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}),
+		// A member that was down is redialled at least every second (gRPC's
+		// default backoff grows to two minutes, during which every call to
+		// it fails at once with the old error).
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
+			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}))
 	if err != nil {
 		return nil, fmt.Errorf("dial member %q at %s: %w", name, n.GetAddress(), err)
 	}
