@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/ha"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/network"
@@ -100,6 +101,9 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	if pool == "" {
 		pool = s.defaultPool()
 	}
+	if err := s.checkHA(req.GetConfig(), pool); err != nil {
+		return nil, err
+	}
 	ct := &shoalv1.Container{
 		Name: req.GetName(), ImageFingerprint: img.GetFingerprint(), ImageSource: req.GetImage(),
 		Config: req.GetConfig(), DesiredState: desired,
@@ -170,6 +174,22 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 			return err
 		}
 	}
+}
+
+// checkHA refuses ha.enabled on a pool whose driver cannot send
+// increments (dir): every RPO would resend the whole volume.
+func (s *Server) checkHA(cfg map[string]string, pool string) error {
+	if !ha.PolicyOf(cfg).Enabled {
+		return nil
+	}
+	p, err := s.fsm.Pool(pool)
+	if err != nil {
+		return toStatus(fmt.Errorf("pool: %w", err))
+	}
+	if p.GetDriver() != "btrfs" {
+		return invalid(ha.KeyEnabled, fmt.Sprintf("pool %s uses the %s driver, which cannot send increments: HA needs a btrfs pool", pool, p.GetDriver()))
+	}
+	return nil
 }
 
 // isOurs reports whether the recorded container is the one ct creates:
@@ -341,6 +361,9 @@ func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContain
 	}
 	if err := config.ValidateStored(cfg); err != nil {
 		return nil, toStatus(err)
+	}
+	if err := s.checkHA(cfg, ct.GetPool()); err != nil {
+		return nil, err
 	}
 	if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
 		return nil, err

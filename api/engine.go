@@ -87,3 +87,9 @@ func (s *Server) fleet() migration.Fleet {
 	}
 	return f
 }
+
+// Replicate sends an HA container's snapshot to a member as its replica
+// (cluster/ha's Sender; migration.Source.Replicate).
+func (s *Server) Replicate(ctx context.Context, ct *shoalv1.Container, member, base, snap string) (int64, error) {
+	return s.source.Replicate(ctx, ct, member, base, snap)
+}

@@ -61,6 +61,7 @@ var codeTable = []struct {
 	{migration.ErrAborted, codes.Aborted},
 	{migration.ErrUnsupported, codes.FailedPrecondition},
 	{migration.ErrConflict, codes.FailedPrecondition},
+	{migration.ErrBaseMissing, codes.FailedPrecondition},
 	{migration.ErrInvalid, codes.InvalidArgument},
 	{migration.ErrExists, codes.AlreadyExists},
 	{ipam.ErrInvalid, codes.InvalidArgument},

@@ -41,6 +41,8 @@ const (
 	CmdNetworkDelete         CommandType = 24
 	CmdContainerNicAdd       CommandType = 25
 	CmdContainerNicRemove    CommandType = 26
+	CmdContainerReplicaSet   CommandType = 27
+	CmdContainerReplicaDrop  CommandType = 28
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -81,6 +83,10 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.ContainerNicAddCommand{}, nil
 	case CmdContainerNicRemove:
 		return &shoalv1.ContainerNicRemoveCommand{}, nil
+	case CmdContainerReplicaSet:
+		return &shoalv1.ContainerReplicaSetCommand{}, nil
+	case CmdContainerReplicaDrop:
+		return &shoalv1.ContainerReplicaDropCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
 	case CmdClusterInit:
@@ -140,6 +146,10 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdContainerNicAdd, nil
 	case *shoalv1.ContainerNicRemoveCommand:
 		return CmdContainerNicRemove, nil
+	case *shoalv1.ContainerReplicaSetCommand:
+		return CmdContainerReplicaSet, nil
+	case *shoalv1.ContainerReplicaDropCommand:
+		return CmdContainerReplicaDrop, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
 	case *shoalv1.ClusterInitCommand:

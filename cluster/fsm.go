@@ -201,6 +201,38 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		ct.Nics = append(ct.Nics, nic)
 		s.index(one)
 		return Change{"container", ct.GetName()}, nil
+	case *shoalv1.ContainerReplicaSetCommand:
+		ct, err := s.container(c.GetContainer())
+		if err != nil {
+			return Change{}, err
+		}
+		r := c.GetReplica()
+		if r.GetMember() == "" || r.GetSnapshot() == "" {
+			return Change{}, fmt.Errorf("container %q: a replica needs a member and a snapshot: %w", ct.GetName(), ErrInvalidCommand)
+		}
+		if r.GetMember() == ct.GetNode() {
+			return Change{}, fmt.Errorf("container %q: its owner %s cannot hold its replica: %w", ct.GetName(), r.GetMember(), ErrInvalidCommand)
+		}
+		if _, ok := s.nodes[r.GetMember()]; !ok {
+			return Change{}, fmt.Errorf("container %q: replica member %q: %w", ct.GetName(), r.GetMember(), ErrNotFound)
+		}
+		if r.GetFrom() != ct.GetNode() {
+			// Sent by a member that no longer owns it (a move or a heal
+			// came first): stale, and refused.
+			return Change{}, fmt.Errorf("container %q: a replica from %s, but %s owns it: %w", ct.GetName(), r.GetFrom(), ct.GetNode(), ErrInUse)
+		}
+		r = proto.Clone(r).(*shoalv1.Replica)
+		ct.Replicas = slices.DeleteFunc(ct.Replicas, func(x *shoalv1.Replica) bool { return x.GetMember() == r.GetMember() })
+		ct.Replicas = append(ct.Replicas, r)
+		slices.SortFunc(ct.Replicas, func(a, b *shoalv1.Replica) int { return strings.Compare(a.GetMember(), b.GetMember()) })
+		return Change{"container", ct.GetName()}, nil
+	case *shoalv1.ContainerReplicaDropCommand:
+		ct, err := s.container(c.GetContainer())
+		if err != nil {
+			return Change{}, err
+		}
+		ct.Replicas = slices.DeleteFunc(ct.Replicas, func(x *shoalv1.Replica) bool { return x.GetMember() == c.GetMember() })
+		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerNicRemoveCommand:
 		ct, err := s.container(c.GetContainer())
 		if err != nil {
@@ -234,6 +266,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 			return Change{}, err
 		}
 		ct.Node, ct.DesiredState, ct.Status, ct.StatusMessage = c.GetNode(), c.GetDesiredState(), "", ""
+		// Replicas are increments on the old owner's snapshots, which do not
+		// travel: the new owner replicates afresh.
+		ct.Replicas = nil
 		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ContainerStatusCommand:
 		ct, err := s.container(c.GetName())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -229,5 +230,47 @@ func TestContainerMove(t *testing.T) {
 	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "big2", Node: "b", Config: map[string]string{"limits.memory": "900MiB"}}})
 	if err := apply(t, f, &shoalv1.ContainerMoveCommand{Name: "big", Node: "b", From: "a"}); err == nil {
 		t.Fatal("a move that oversubscribes its target was accepted")
+	}
+}
+
+// Replica records: only from the owner, never on the owner, only on a
+// known member; a move forgets them (they are increments on the old
+// owner's snapshots).
+func TestReplicaRecords(t *testing.T) {
+	f := NewFSM()
+	for _, n := range []string{"n1", "n2"} {
+		mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: n, Status: "online", CpuMillis: 2000, MemoryBytes: 1 << 30}})
+	}
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "db", Node: "n1"}})
+	set := func(r *shoalv1.Replica) error {
+		return apply(t, f, &shoalv1.ContainerReplicaSetCommand{Container: "db", Replica: r})
+	}
+	for _, tc := range []struct {
+		r    *shoalv1.Replica
+		is   error
+		says string
+	}{
+		{&shoalv1.Replica{Member: "n1", Snapshot: "ha-1", From: "n1"}, ErrInvalidCommand, "its owner n1 cannot hold"},
+		{&shoalv1.Replica{Member: "n9", Snapshot: "ha-1", From: "n1"}, ErrNotFound, `"n9"`},
+		{&shoalv1.Replica{Member: "n2", Snapshot: "ha-1", From: "n2"}, ErrInUse, "from n2, but n1 owns it"},
+		{&shoalv1.Replica{Member: "n2", From: "n1"}, ErrInvalidCommand, "needs a member and a snapshot"},
+	} {
+		if err := set(tc.r); !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("set %v = %v, want %v naming %q", tc.r, err, tc.is, tc.says)
+		}
+	}
+	if err := set(&shoalv1.Replica{Member: "n2", Snapshot: "ha-1", From: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := set(&shoalv1.Replica{Member: "n2", Snapshot: "ha-2", From: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	ct, _ := f.Container("db")
+	if len(ct.GetReplicas()) != 1 || ct.GetReplicas()[0].GetSnapshot() != "ha-2" {
+		t.Fatalf("replicas %v, want n2 at ha-2 only", ct.GetReplicas())
+	}
+	mustApply(t, f, &shoalv1.ContainerMoveCommand{Name: "db", Node: "n2", From: "n1", DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING})
+	if ct, _ := f.Container("db"); len(ct.GetReplicas()) != 0 {
+		t.Fatalf("replicas after a move: %v", ct.GetReplicas())
 	}
 }

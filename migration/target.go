@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/internal/config"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/storage"
 )
 
 // Restore is the target's side of a live move's downtime (see LiveMove):
@@ -223,7 +224,13 @@ func (e *Target) Receive(stream VolumeServer) error {
 	}
 	ctx := stream.Context()
 	name := h.GetContainer()
+	var d storage.Driver
+	vol := e.host.VolumeName(name)
 	switch {
+	case h.GetReplica():
+		if d, vol, err = e.receiveReplica(ctx, h); err != nil {
+			return err
+		}
 	case h.GetResume():
 		// A refresh of this node's own, stopped copy: keep its volume.
 		ct, err := e.record(ctx, name)
@@ -257,11 +264,12 @@ func (e *Target) Receive(stream VolumeServer) error {
 			return err
 		}
 	}
-	d, err := e.host.Pool(h.GetPool())
-	if err != nil {
-		return err
+	if d == nil {
+		if d, err = e.host.Pool(h.GetPool()); err != nil {
+			return err
+		}
 	}
-	r, err := NewReceiver(d, e.host.VolumeName(name), h)
+	r, err := NewReceiver(d, vol, h)
 	if err != nil {
 		return mark(ErrUnsupported, "%s", err.Error())
 	}
@@ -284,7 +292,7 @@ func (e *Target) Receive(stream VolumeServer) error {
 		return mark(ErrCorrupt, "%s", err.Error())
 	}
 	resp := &shoalv1.ReceiveVolumeResponse{Bytes: n}
-	if !h.GetCopy() {
+	if !h.GetCopy() && !h.GetReplica() {
 		if ct, err := e.cl.Container(name); err == nil {
 			resp.PostCopy = e.host.CanPostCopy(ct)
 		}

@@ -144,7 +144,10 @@ func NewReceiver(d storage.Driver, vol string, h *shoalv1.VolumeHeader) (*Receiv
 	if h.GetDropLast() {
 		drop = append(drop, h.GetSnapshots()[len(h.GetSnapshots())-1])
 	}
-	return &Receiver{d: d, vol: vol, snaps: h.GetSnapshots(), drop: drop, keep: h.GetResume()}, nil
+	// A refresh, or an increment to a replica, keeps the volume it adds to
+	// when it fails.
+	keep := h.GetResume() || h.GetReplica() && h.GetBase() != ""
+	return &Receiver{d: d, vol: vol, snaps: h.GetSnapshots(), drop: drop, keep: keep}, nil
 }
 
 // Apply consumes one part.

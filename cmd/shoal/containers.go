@@ -5,11 +5,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/api/client"
-
+	"github.com/shoal-dev/shoal/cluster/ha"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -135,6 +136,9 @@ func (a *app) infoCmd() *cobra.Command {
 				for _, sn := range ct.GetSnapshots() {
 					fmt.Printf("  %s (%s)\n", sn.GetName(), since(sn.GetCreatedAtUnixNano()))
 				}
+			}
+			if line := haLine(ct, time.Now()); line != "" {
+				fmt.Println(line)
 			}
 			return nil
 		},
@@ -307,4 +311,22 @@ func (a *app) consoleCmd() *cobra.Command {
 	}
 	cmd.Flags().Bool("show-log", true, "print the console log (the only mode for now)")
 	return cmd
+}
+
+// haLine is info's HA line: "HA: replicas n2 (lag 3.1s, last 12:00:07,
+// 48KiB sent), RPO 10s", or "" when HA is off.
+func haLine(ct *shoalv1.Container, now time.Time) string {
+	p := ha.PolicyOf(ct.GetConfig())
+	if !p.Enabled {
+		return ""
+	}
+	var reps []string
+	for _, r := range ct.GetReplicas() {
+		reps = append(reps, fmt.Sprintf("%s (lag %s, last %s, %s sent)", r.GetMember(), ha.Lag(r, now).Round(100*time.Millisecond),
+			time.Unix(0, r.GetTakenUnixNano()).Format("15:04:05"), humanBytes(r.GetLastBytes())))
+	}
+	if len(reps) == 0 {
+		reps = []string{"none yet"}
+	}
+	return fmt.Sprintf("HA: replicas %s, RPO %s (%d wanted)", strings.Join(reps, ", "), p.RPO, p.Replicas)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/api"
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/ha"
 	"github.com/shoal-dev/shoal/cluster/membership"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node"
@@ -218,6 +219,9 @@ func run() error {
 	}
 	defer l.Close()
 	go srv.EnsureTrusted(ctx, creds.Cert.Leaf)
+	rep := &ha.Replicator{Self: *name, View: cl.FSM(), Host: n, Send: srv.Replicate, Propose: cl.Propose,
+		Log: log.With("component", "ha")}
+	go rep.Run(ctx)
 	log.Info("shoald ready", "node", *name, "socket", *socket, "rest-socket", l.Addr("rest-socket"), "listen", l.Addr("listen"), "raft", cl.Addr())
 
 	select {

@@ -71,6 +71,27 @@ var keys = map[string]key{
 	"migration.incremental.memory":            {check: checkBool, live: true, help: "true or false"},
 	"migration.incremental.memory.iterations": {check: checkPositiveInt, live: true, help: "a positive integer"},
 	"migration.incremental.memory.goal":       {check: checkPercent, live: true, help: "a percentage of memory pages, 1 to 100"},
+	"ha.enabled":                              {check: checkBool, live: true, help: "true or false"},
+	"ha.replicas":                             {check: checkReplicas, live: true, help: "an integer from 1 to 4"},
+	"ha.rpo":                                  {check: checkRPO, live: true, help: "a duration from 1s to 24h (10s, 1m)"},
+}
+
+// checkReplicas accepts a replica count from 1 to 4.
+func checkReplicas(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 4 {
+		return errors.New("not an integer from 1 to 4")
+	}
+	return nil
+}
+
+// checkRPO accepts a duration from 1 s to 24 h.
+func checkRPO(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Second || d > 24*time.Hour {
+		return errors.New("not a duration from 1s to 24h")
+	}
+	return nil
 }
 
 // MigrationModes are the values of migration.mode: how a live move moves

@@ -94,7 +94,10 @@ type VolumeHeader struct {
 	Drop []string `protobuf:"bytes,8,rep,name=drop,proto3" json:"drop,omitempty"`
 	// Refresh: the receiver owns the (stopped) container and keeps its
 	// volume; the stream adds to it on base.
-	Resume        bool `protobuf:"varint,9,opt,name=resume,proto3" json:"resume,omitempty"`
+	Resume bool `protobuf:"varint,9,opt,name=resume,proto3" json:"resume,omitempty"`
+	// An HA replica: the receiver, not the owner, keeps it as the container's
+	// replica volume (replacing it when base is empty).
+	Replica       bool `protobuf:"varint,10,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -188,6 +191,13 @@ func (x *VolumeHeader) GetDrop() []string {
 func (x *VolumeHeader) GetResume() bool {
 	if x != nil {
 		return x.Resume
+	}
+	return false
+}
+
+func (x *VolumeHeader) GetReplica() bool {
+	if x != nil {
+		return x.Replica
 	}
 	return false
 }
@@ -805,7 +815,7 @@ var File_shoal_v1_migration_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoal/v1/migration.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\xe9\x01\n" +
+	"\x18shoal/v1/migration.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\x83\x02\n" +
 	"\fVolumeHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x12\n" +
@@ -815,7 +825,9 @@ const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\x04copy\x18\x06 \x01(\bR\x04copy\x12\x12\n" +
 	"\x04base\x18\a \x01(\tR\x04base\x12\x12\n" +
 	"\x04drop\x18\b \x03(\tR\x04drop\x12\x16\n" +
-	"\x06resume\x18\t \x01(\bR\x06resume\"z\n" +
+	"\x06resume\x18\t \x01(\bR\x06resume\x12\x18\n" +
+	"\areplica\x18\n" +
+	" \x01(\bR\areplica\"z\n" +
 	"\n" +
 	"VolumePart\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\tR\bsnapshot\x12\x12\n" +

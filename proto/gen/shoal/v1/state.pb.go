@@ -777,6 +777,113 @@ func (x *ContainerNicRemoveCommand) GetName() string {
 	return ""
 }
 
+// ContainerReplicaSetCommand records (or replaces, by member) a replica
+// of an HA container; only the owner replicates, so only it proposes.
+type ContainerReplicaSetCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Replica       *Replica               `protobuf:"bytes,2,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerReplicaSetCommand) Reset() {
+	*x = ContainerReplicaSetCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerReplicaSetCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerReplicaSetCommand) ProtoMessage() {}
+
+func (x *ContainerReplicaSetCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerReplicaSetCommand.ProtoReflect.Descriptor instead.
+func (*ContainerReplicaSetCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ContainerReplicaSetCommand) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ContainerReplicaSetCommand) GetReplica() *Replica {
+	if x != nil {
+		return x.Replica
+	}
+	return nil
+}
+
+// ContainerReplicaDropCommand forgets the replica a member holds.
+type ContainerReplicaDropCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Member        string                 `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerReplicaDropCommand) Reset() {
+	*x = ContainerReplicaDropCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerReplicaDropCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerReplicaDropCommand) ProtoMessage() {}
+
+func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerReplicaDropCommand.ProtoReflect.Descriptor instead.
+func (*ContainerReplicaDropCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ContainerReplicaDropCommand) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *ContainerReplicaDropCommand) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
 // NetworkDeleteCommand removes a network no container's NIC is on.
 type NetworkDeleteCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -787,7 +894,7 @@ type NetworkDeleteCommand struct {
 
 func (x *NetworkDeleteCommand) Reset() {
 	*x = NetworkDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +906,7 @@ func (x *NetworkDeleteCommand) String() string {
 func (*NetworkDeleteCommand) ProtoMessage() {}
 
 func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +919,7 @@ func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
 func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NetworkDeleteCommand) GetName() string {
@@ -832,7 +939,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +951,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +964,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -882,7 +989,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +1001,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +1014,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -957,7 +1064,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1076,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1089,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -1039,7 +1146,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1158,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1171,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -1098,7 +1205,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1217,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1230,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -1146,7 +1253,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1265,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1278,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1217,7 +1324,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1336,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1349,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1284,7 +1391,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1403,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1416,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -1329,7 +1436,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1448,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1461,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -1378,7 +1485,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1497,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1510,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -1439,7 +1546,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1558,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1571,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -1504,7 +1611,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1623,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1636,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1663,7 +1770,13 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x03nic\x18\x02 \x01(\v2\r.shoal.v1.NICR\x03nic\"M\n" +
 	"\x19ContainerNicRemoveCommand\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"*\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"g\n" +
+	"\x1aContainerReplicaSetCommand\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12+\n" +
+	"\areplica\x18\x02 \x01(\v2\x11.shoal.v1.ReplicaR\areplica\"S\n" +
+	"\x1bContainerReplicaDropCommand\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06member\x18\x02 \x01(\tR\x06member\"*\n" +
 	"\x14NetworkDeleteCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
 	"\x11NodeUpsertCommand\x12\"\n" +
@@ -1753,7 +1866,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -1770,63 +1883,67 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*NetworkCreateCommand)(nil),         // 12: shoal.v1.NetworkCreateCommand
 	(*ContainerNicAddCommand)(nil),       // 13: shoal.v1.ContainerNicAddCommand
 	(*ContainerNicRemoveCommand)(nil),    // 14: shoal.v1.ContainerNicRemoveCommand
-	(*NetworkDeleteCommand)(nil),         // 15: shoal.v1.NetworkDeleteCommand
-	(*NodeUpsertCommand)(nil),            // 16: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 17: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 18: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 19: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 20: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 21: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 22: shoal.v1.ContainerMoveCommand
-	(*ClusterConfigCommand)(nil),         // 23: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 24: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 25: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 26: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 27: shoal.v1.FSMSnapshot
-	nil,                                  // 28: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 29: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 30: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 31: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 32: shoal.v1.Container
-	(DesiredState)(0),                    // 33: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 34: shoal.v1.Snapshot
-	(*Image)(nil),                        // 35: shoal.v1.Image
-	(*StoragePool)(nil),                  // 36: shoal.v1.StoragePool
-	(*Network)(nil),                      // 37: shoal.v1.Network
-	(*NIC)(nil),                          // 38: shoal.v1.NIC
-	(*Node)(nil),                         // 39: shoal.v1.Node
-	(*Grant)(nil),                        // 40: shoal.v1.Grant
-	(*TrustEntry)(nil),                   // 41: shoal.v1.TrustEntry
+	(*ContainerReplicaSetCommand)(nil),   // 15: shoal.v1.ContainerReplicaSetCommand
+	(*ContainerReplicaDropCommand)(nil),  // 16: shoal.v1.ContainerReplicaDropCommand
+	(*NetworkDeleteCommand)(nil),         // 17: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 18: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 19: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 20: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 21: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 22: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 23: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 24: shoal.v1.ContainerMoveCommand
+	(*ClusterConfigCommand)(nil),         // 25: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 26: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 27: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 28: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 29: shoal.v1.FSMSnapshot
+	nil,                                  // 30: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 31: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 32: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 33: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 34: shoal.v1.Container
+	(DesiredState)(0),                    // 35: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 36: shoal.v1.Snapshot
+	(*Image)(nil),                        // 37: shoal.v1.Image
+	(*StoragePool)(nil),                  // 38: shoal.v1.StoragePool
+	(*Network)(nil),                      // 39: shoal.v1.Network
+	(*NIC)(nil),                          // 40: shoal.v1.NIC
+	(*Replica)(nil),                      // 41: shoal.v1.Replica
+	(*Node)(nil),                         // 42: shoal.v1.Node
+	(*Grant)(nil),                        // 43: shoal.v1.Grant
+	(*TrustEntry)(nil),                   // 44: shoal.v1.TrustEntry
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	32, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	28, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	33, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	34, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	35, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	36, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	37, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	38, // 7: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	39, // 8: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	40, // 9: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	33, // 10: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	29, // 11: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	41, // 12: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	32, // 13: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	35, // 14: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	30, // 15: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	36, // 16: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	37, // 17: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	39, // 18: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	21, // 19: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	18, // 20: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	31, // 21: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	41, // 22: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	34, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	30, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	35, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	36, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	37, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	38, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	39, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	40, // 7: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	41, // 8: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	42, // 9: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	43, // 10: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	35, // 11: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	31, // 12: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	44, // 13: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	34, // 14: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	37, // 15: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	32, // 16: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	38, // 17: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	39, // 18: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	42, // 19: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	23, // 20: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	20, // 21: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	33, // 22: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	44, // 23: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -1842,7 +1959,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -219,7 +219,9 @@ type Container struct {
 	ImageSource string `protobuf:"bytes,12,opt,name=image_source,json=imageSource,proto3" json:"image_source,omitempty"`
 	// Network interfaces, eth0 first. Empty on a container recorded before
 	// NICs were: it has eth0 on the default network with hwaddr above.
-	Nics          []*NIC `protobuf:"bytes,13,rep,name=nics,proto3" json:"nics,omitempty"`
+	Nics []*NIC `protobuf:"bytes,13,rep,name=nics,proto3" json:"nics,omitempty"`
+	// HA replicas of the container's volume on other members (ha.enabled).
+	Replicas      []*Replica `protobuf:"bytes,14,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,6 +347,97 @@ func (x *Container) GetNics() []*NIC {
 	return nil
 }
 
+func (x *Container) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// Replica is a copy of an HA container's volume on another member, as of
+// one snapshot.
+type Replica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member holding the copy.
+	Member string `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// The owner's snapshot the copy equals (the base of the next increment).
+	Snapshot string `protobuf:"bytes,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// When that snapshot was taken (the owner's clock, stamped by it as the
+	// proposer): the data a failover would keep is as of this time.
+	TakenUnixNano int64 `protobuf:"varint,3,opt,name=taken_unix_nano,json=takenUnixNano,proto3" json:"taken_unix_nano,omitempty"`
+	// Bytes the last replication sent.
+	LastBytes int64 `protobuf:"varint,4,opt,name=last_bytes,json=lastBytes,proto3" json:"last_bytes,omitempty"`
+	// Owner's member generation of the copy: the owner it came from.
+	From          string `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Replica) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *Replica) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+func (x *Replica) GetTakenUnixNano() int64 {
+	if x != nil {
+		return x.TakenUnixNano
+	}
+	return 0
+}
+
+func (x *Replica) GetLastBytes() int64 {
+	if x != nil {
+		return x.LastBytes
+	}
+	return 0
+}
+
+func (x *Replica) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
 // NIC is one network interface of a container (LXD's nic device).
 type NIC struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -375,7 +468,7 @@ type NIC struct {
 
 func (x *NIC) Reset() {
 	*x = NIC{}
-	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	mi := &file_shoal_v1_types_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +480,7 @@ func (x *NIC) String() string {
 func (*NIC) ProtoMessage() {}
 
 func (x *NIC) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	mi := &file_shoal_v1_types_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +493,7 @@ func (x *NIC) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NIC.ProtoReflect.Descriptor instead.
 func (*NIC) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NIC) GetName() string {
@@ -482,7 +575,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	mi := &file_shoal_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +587,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	mi := &file_shoal_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +600,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContainerState) GetStatus() string {
@@ -570,7 +663,7 @@ type ContainerInfo struct {
 
 func (x *ContainerInfo) Reset() {
 	*x = ContainerInfo{}
-	mi := &file_shoal_v1_types_proto_msgTypes[4]
+	mi := &file_shoal_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +675,7 @@ func (x *ContainerInfo) String() string {
 func (*ContainerInfo) ProtoMessage() {}
 
 func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[4]
+	mi := &file_shoal_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +688,7 @@ func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerInfo.ProtoReflect.Descriptor instead.
 func (*ContainerInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ContainerInfo) GetContainer() *Container {
@@ -629,7 +722,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_shoal_v1_types_proto_msgTypes[5]
+	mi := &file_shoal_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +734,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[5]
+	mi := &file_shoal_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +747,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Image) GetFingerprint() string {
@@ -720,7 +813,7 @@ type StoragePool struct {
 
 func (x *StoragePool) Reset() {
 	*x = StoragePool{}
-	mi := &file_shoal_v1_types_proto_msgTypes[6]
+	mi := &file_shoal_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +825,7 @@ func (x *StoragePool) String() string {
 func (*StoragePool) ProtoMessage() {}
 
 func (x *StoragePool) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[6]
+	mi := &file_shoal_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +838,7 @@ func (x *StoragePool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoragePool.ProtoReflect.Descriptor instead.
 func (*StoragePool) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StoragePool) GetName() string {
@@ -807,7 +900,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoal_v1_types_proto_msgTypes[7]
+	mi := &file_shoal_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +912,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[7]
+	mi := &file_shoal_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +925,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Network) GetName() string {
@@ -916,7 +1009,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_shoal_v1_types_proto_msgTypes[8]
+	mi := &file_shoal_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1021,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[8]
+	mi := &file_shoal_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1034,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Node) GetName() string {
@@ -1021,7 +1114,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_shoal_v1_types_proto_msgTypes[9]
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1126,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[9]
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1139,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Progress) GetPhase() string {
@@ -1097,7 +1190,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1202,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1215,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Operation) GetId() string {
@@ -1211,7 +1304,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_shoal_v1_types_proto_msgTypes[11]
+	mi := &file_shoal_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1316,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[11]
+	mi := &file_shoal_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1329,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Event) GetType() string {
@@ -1293,7 +1386,7 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\bstateful\x18\x04 \x01(\bR\bstateful\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x04\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x11image_fingerprint\x18\x02 \x01(\tR\x10imageFingerprint\x127\n" +
@@ -1308,10 +1401,18 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	" \x01(\tR\rstatusMessage\x12\x16\n" +
 	"\x06hwaddr\x18\v \x01(\tR\x06hwaddr\x12!\n" +
 	"\fimage_source\x18\f \x01(\tR\vimageSource\x12!\n" +
-	"\x04nics\x18\r \x03(\v2\r.shoal.v1.NICR\x04nics\x1a9\n" +
+	"\x04nics\x18\r \x03(\v2\r.shoal.v1.NICR\x04nics\x12-\n" +
+	"\breplicas\x18\x0e \x03(\v2\x11.shoal.v1.ReplicaR\breplicas\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x01\n" +
+	"\aReplica\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1a\n" +
+	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\x12&\n" +
+	"\x0ftaken_unix_nano\x18\x03 \x01(\x03R\rtakenUnixNano\x12\x1d\n" +
+	"\n" +
+	"last_bytes\x18\x04 \x01(\x03R\tlastBytes\x12\x12\n" +
+	"\x04from\x18\x05 \x01(\tR\x04from\"\xdc\x01\n" +
 	"\x03NIC\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x16\n" +
@@ -1440,53 +1541,55 @@ func file_shoal_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_shoal_v1_types_proto_goTypes = []any{
 	(DesiredState)(0),      // 0: shoal.v1.DesiredState
 	(OperationStatus)(0),   // 1: shoal.v1.OperationStatus
 	(*Snapshot)(nil),       // 2: shoal.v1.Snapshot
 	(*Container)(nil),      // 3: shoal.v1.Container
-	(*NIC)(nil),            // 4: shoal.v1.NIC
-	(*ContainerState)(nil), // 5: shoal.v1.ContainerState
-	(*ContainerInfo)(nil),  // 6: shoal.v1.ContainerInfo
-	(*Image)(nil),          // 7: shoal.v1.Image
-	(*StoragePool)(nil),    // 8: shoal.v1.StoragePool
-	(*Network)(nil),        // 9: shoal.v1.Network
-	(*Node)(nil),           // 10: shoal.v1.Node
-	(*Progress)(nil),       // 11: shoal.v1.Progress
-	(*Operation)(nil),      // 12: shoal.v1.Operation
-	(*Event)(nil),          // 13: shoal.v1.Event
-	nil,                    // 14: shoal.v1.Snapshot.ConfigEntry
-	nil,                    // 15: shoal.v1.Container.ConfigEntry
-	nil,                    // 16: shoal.v1.Image.PropertiesEntry
-	nil,                    // 17: shoal.v1.StoragePool.ConfigEntry
-	nil,                    // 18: shoal.v1.Network.ConfigEntry
-	nil,                    // 19: shoal.v1.Node.LabelsEntry
-	nil,                    // 20: shoal.v1.Node.UnenforceableKeysEntry
-	nil,                    // 21: shoal.v1.Operation.ResultEntry
+	(*Replica)(nil),        // 4: shoal.v1.Replica
+	(*NIC)(nil),            // 5: shoal.v1.NIC
+	(*ContainerState)(nil), // 6: shoal.v1.ContainerState
+	(*ContainerInfo)(nil),  // 7: shoal.v1.ContainerInfo
+	(*Image)(nil),          // 8: shoal.v1.Image
+	(*StoragePool)(nil),    // 9: shoal.v1.StoragePool
+	(*Network)(nil),        // 10: shoal.v1.Network
+	(*Node)(nil),           // 11: shoal.v1.Node
+	(*Progress)(nil),       // 12: shoal.v1.Progress
+	(*Operation)(nil),      // 13: shoal.v1.Operation
+	(*Event)(nil),          // 14: shoal.v1.Event
+	nil,                    // 15: shoal.v1.Snapshot.ConfigEntry
+	nil,                    // 16: shoal.v1.Container.ConfigEntry
+	nil,                    // 17: shoal.v1.Image.PropertiesEntry
+	nil,                    // 18: shoal.v1.StoragePool.ConfigEntry
+	nil,                    // 19: shoal.v1.Network.ConfigEntry
+	nil,                    // 20: shoal.v1.Node.LabelsEntry
+	nil,                    // 21: shoal.v1.Node.UnenforceableKeysEntry
+	nil,                    // 22: shoal.v1.Operation.ResultEntry
 }
 var file_shoal_v1_types_proto_depIdxs = []int32{
-	14, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
-	15, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
+	15, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
+	16, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
 	0,  // 2: shoal.v1.Container.desired_state:type_name -> shoal.v1.DesiredState
 	2,  // 3: shoal.v1.Container.snapshots:type_name -> shoal.v1.Snapshot
-	4,  // 4: shoal.v1.Container.nics:type_name -> shoal.v1.NIC
-	3,  // 5: shoal.v1.ContainerInfo.container:type_name -> shoal.v1.Container
-	5,  // 6: shoal.v1.ContainerInfo.state:type_name -> shoal.v1.ContainerState
-	16, // 7: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
-	17, // 8: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
-	18, // 9: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
-	19, // 10: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
-	20, // 11: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
-	1,  // 12: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
-	11, // 13: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
-	21, // 14: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
-	12, // 15: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 4: shoal.v1.Container.nics:type_name -> shoal.v1.NIC
+	4,  // 5: shoal.v1.Container.replicas:type_name -> shoal.v1.Replica
+	3,  // 6: shoal.v1.ContainerInfo.container:type_name -> shoal.v1.Container
+	6,  // 7: shoal.v1.ContainerInfo.state:type_name -> shoal.v1.ContainerState
+	17, // 8: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
+	18, // 9: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
+	19, // 10: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
+	20, // 11: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
+	21, // 12: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
+	1,  // 13: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
+	12, // 14: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
+	22, // 15: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
+	13, // 16: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_types_proto_init() }
@@ -1500,7 +1603,7 @@ func file_shoal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_types_proto_rawDesc), len(file_shoal_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,122 @@
+package ha
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// Config keys.
+const (
+	KeyEnabled  = "ha.enabled"
+	KeyReplicas = "ha.replicas"
+	KeyRPO      = "ha.rpo"
+)
+
+// Defaults for the keys a container leaves unset.
+const (
+	DefaultReplicas = 1
+	DefaultRPO      = 10 * time.Second
+)
+
+// Policy is what a container's ha.* keys ask for.
+type Policy struct {
+	// Enabled: the container is replicated (and, later, healed).
+	Enabled bool
+	// Replicas is how many members hold a copy of its volume.
+	Replicas int
+	// RPO is the most data, in time, a failover may lose: the owner
+	// replicates at least this often.
+	RPO time.Duration
+}
+
+// PolicyOf reads a container's config (validated by internal/config).
+func PolicyOf(cfg map[string]string) Policy {
+	p := Policy{Replicas: DefaultReplicas, RPO: DefaultRPO}
+	p.Enabled, _ = strconv.ParseBool(cfg[KeyEnabled])
+	if n, err := strconv.Atoi(cfg[KeyReplicas]); err == nil && n > 0 {
+		p.Replicas = n
+	}
+	if d, err := time.ParseDuration(cfg[KeyRPO]); err == nil && d > 0 {
+		p.RPO = d
+	}
+	return p
+}
+
+// ChooseReplicas returns the members that should hold ct's replicas: the
+// current ones while they stay eligible (a replica is costly to make), then
+// the eligible members holding the fewest replicas, by name on a tie.
+// Eligible: online, not the owner, and carrying every label the
+// container's scheduler.constraint asks for (a replica is where it would
+// run after a failover). It returns fewer than the policy asks when fewer
+// members are eligible.
+func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1.Container) []string {
+	p := PolicyOf(ct.GetConfig())
+	if !p.Enabled {
+		return nil
+	}
+	want := constraints(ct.GetConfig()["scheduler.constraint"])
+	eligible := map[string]bool{}
+	for _, n := range nodes {
+		if n.GetName() == ct.GetNode() || n.GetStatus() != "online" || !matches(n.GetLabels(), want) {
+			continue
+		}
+		eligible[n.GetName()] = true
+	}
+	var out []string
+	for _, r := range ct.GetReplicas() {
+		if eligible[r.GetMember()] && len(out) < p.Replicas {
+			out = append(out, r.GetMember())
+			delete(eligible, r.GetMember())
+		}
+	}
+	load := map[string]int{}
+	for _, c := range all {
+		for _, r := range c.GetReplicas() {
+			load[r.GetMember()]++
+		}
+	}
+	rest := make([]string, 0, len(eligible))
+	for name := range eligible {
+		rest = append(rest, name)
+	}
+	slices.SortFunc(rest, func(a, b string) int { return cmp.Or(cmp.Compare(load[a], load[b]), strings.Compare(a, b)) })
+	for _, name := range rest {
+		if len(out) == p.Replicas {
+			break
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// Lag is how far behind now a replica's data is.
+func Lag(r *shoalv1.Replica, now time.Time) time.Duration {
+	if r.GetTakenUnixNano() == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, r.GetTakenUnixNano()))
+}
+
+func constraints(v string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(v, ",") {
+		if k, val, ok := strings.Cut(kv, "="); ok && k != "" {
+			out[k] = val
+		}
+	}
+	return out
+}
+
+func matches(labels, want map[string]string) bool {
+	for k, v := range want {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}

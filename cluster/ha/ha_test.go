@@ -1,0 +1,59 @@
+package ha
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+func node(name, status string, labels map[string]string) *shoalv1.Node {
+	return &shoalv1.Node{Name: name, Status: status, Labels: labels}
+}
+
+func TestPolicyOf(t *testing.T) {
+	if p := PolicyOf(nil); p.Enabled || p.Replicas != 1 || p.RPO != 10*time.Second {
+		t.Fatalf("defaults: %+v", p)
+	}
+	if p := PolicyOf(map[string]string{KeyEnabled: "true", KeyReplicas: "2", KeyRPO: "3s"}); !p.Enabled || p.Replicas != 2 || p.RPO != 3*time.Second {
+		t.Fatalf("set: %+v", p)
+	}
+}
+
+// Replicas never land on the owner or an offline member, honour the
+// container's constraints, keep the members they have, and spread.
+func TestChooseReplicas(t *testing.T) {
+	nodes := []*shoalv1.Node{
+		node("n1", "online", nil), node("n2", "online", map[string]string{"zone": "b"}),
+		node("n3", "online", map[string]string{"zone": "b"}), node("n4", "offline", nil), node("n5", "online", nil),
+	}
+	ct := func(cfg map[string]string, replicas ...string) *shoalv1.Container {
+		c := &shoalv1.Container{Name: "db", Node: "n1", Config: cfg}
+		for _, r := range replicas {
+			c.Replicas = append(c.Replicas, &shoalv1.Replica{Member: r})
+		}
+		return c
+	}
+	on := map[string]string{KeyEnabled: "true"}
+	busy := &shoalv1.Container{Name: "other", Node: "n5", Replicas: []*shoalv1.Replica{{Member: "n2"}, {Member: "n3"}}}
+	for _, tc := range []struct {
+		ct   *shoalv1.Container
+		all  []*shoalv1.Container
+		want string
+	}{
+		{ct(nil), nil, "[]"},
+		{ct(on), nil, "[n2]"},
+		{ct(on), []*shoalv1.Container{busy}, "[n5]"},
+		{ct(map[string]string{KeyEnabled: "true", KeyReplicas: "3"}), nil, "[n2 n3 n5]"},
+		{ct(map[string]string{KeyEnabled: "true", KeyReplicas: "4"}), nil, "[n2 n3 n5]"},
+		{ct(on, "n3"), nil, "[n3]"},
+		{ct(on, "n4"), nil, "[n2]"},
+		{ct(map[string]string{KeyEnabled: "true", KeyReplicas: "2", "scheduler.constraint": "zone=b"}, "n5"), nil, "[n2 n3]"},
+	} {
+		all := append(tc.all, tc.ct)
+		if got := fmt.Sprint(ChooseReplicas(tc.ct, nodes, all)); got != tc.want {
+			t.Errorf("ChooseReplicas(%v, replicas %v) = %s, want %s", tc.ct.GetConfig(), tc.ct.GetReplicas(), got, tc.want)
+		}
+	}
+}

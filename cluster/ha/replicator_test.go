@@ -1,0 +1,188 @@
+package ha
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// fakeCluster is a View whose Propose applies replica commands, as the
+// FSM does.
+type fakeCluster struct {
+	mu    sync.Mutex
+	nodes []*shoalv1.Node
+	cts   map[string]*shoalv1.Container
+}
+
+func (f *fakeCluster) Containers() []*shoalv1.Container {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*shoalv1.Container
+	for _, c := range f.cts {
+		out = append(out, proto.Clone(c).(*shoalv1.Container))
+	}
+	return out
+}
+func (f *fakeCluster) Nodes() []*shoalv1.Node { return f.nodes }
+func (f *fakeCluster) Container(name string) (*shoalv1.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.cts[name]
+	if !ok {
+		return nil, errors.New("not found")
+	}
+	return proto.Clone(c).(*shoalv1.Container), nil
+}
+func (f *fakeCluster) propose(_ context.Context, m proto.Message) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch c := m.(type) {
+	case *shoalv1.ContainerReplicaSetCommand:
+		ct := f.cts[c.GetContainer()]
+		ct.Replicas = slices.DeleteFunc(ct.Replicas, func(r *shoalv1.Replica) bool { return r.GetMember() == c.GetReplica().GetMember() })
+		ct.Replicas = append(ct.Replicas, c.GetReplica())
+	case *shoalv1.ContainerReplicaDropCommand:
+		ct := f.cts[c.GetContainer()]
+		ct.Replicas = slices.DeleteFunc(ct.Replicas, func(r *shoalv1.Replica) bool { return r.GetMember() == c.GetMember() })
+	}
+	return nil
+}
+
+// fakeHost keeps snapshot names per container and the replicas it holds.
+type fakeHost struct {
+	snaps    map[string][]string
+	replicas []string
+}
+
+func (h *fakeHost) SnapshotVolume(_ context.Context, ct *shoalv1.Container, snap string) error {
+	h.snaps[ct.GetName()] = append(h.snaps[ct.GetName()], snap)
+	return nil
+}
+func (h *fakeHost) VolumeSnapshots(_ context.Context, ct *shoalv1.Container, _ string) ([]string, error) {
+	return slices.Clone(h.snaps[ct.GetName()]), nil
+}
+func (h *fakeHost) DeleteVolumeSnapshot(_ context.Context, ct *shoalv1.Container, snap string) error {
+	h.snaps[ct.GetName()] = slices.DeleteFunc(h.snaps[ct.GetName()], func(s string) bool { return s == snap })
+	return nil
+}
+func (h *fakeHost) Replicas(context.Context) ([]string, error) { return slices.Clone(h.replicas), nil }
+func (h *fakeHost) DeleteReplica(_ context.Context, name string) error {
+	h.replicas = slices.DeleteFunc(h.replicas, func(s string) bool { return s == name })
+	return nil
+}
+
+type send struct{ member, base, snap string }
+
+func rig(t *testing.T) (*Replicator, *fakeCluster, *fakeHost, *[]send, *time.Time) {
+	t.Helper()
+	cl := &fakeCluster{nodes: []*shoalv1.Node{{Name: "n1", Status: "online"}, {Name: "n2", Status: "online"}, {Name: "n3", Status: "online"}},
+		cts: map[string]*shoalv1.Container{"db": {Name: "db", Node: "n1", Status: "Running",
+			Config: map[string]string{KeyEnabled: "true", KeyRPO: "4s"}}}}
+	host := &fakeHost{snaps: map[string][]string{}}
+	var sent []send
+	now := time.Unix(1000, 0)
+	r := &Replicator{Self: "n1", View: cl, Host: host, Propose: cl.propose, Now: func() time.Time { return now },
+		Send: func(_ context.Context, ct *shoalv1.Container, member, base, snap string) (int64, error) {
+			sent = append(sent, send{member, base, snap})
+			return 100, nil
+		}}
+	return r, cl, host, &sent, &now
+}
+
+// The first round sends in full, the next on the snapshot the replica
+// holds; the owner keeps only the snapshot the replica is based on.
+func TestReplicateIncrementally(t *testing.T) {
+	r, cl, host, sent, now := rig(t)
+	ctx := context.Background()
+	if got := r.due(); len(got) != 1 {
+		t.Fatalf("due = %v, want db (no replica yet)", got)
+	}
+	if err := r.Replicate(ctx, cl.cts["db"]); err != nil {
+		t.Fatal(err)
+	}
+	first := (*sent)[0]
+	if first.member != "n2" || first.base != "" {
+		t.Fatalf("first send %+v, want a full one to n2", first)
+	}
+	if got := r.due(); len(got) != 0 {
+		t.Fatalf("due right after a round: %v", got)
+	}
+	*now = now.Add(3 * time.Second) // past RPO - RPO/4
+	if got := r.due(); len(got) != 1 {
+		t.Fatalf("due at lag 3s with RPO 4s = %v, want db", got)
+	}
+	if err := r.Replicate(ctx, cl.cts["db"]); err != nil {
+		t.Fatal(err)
+	}
+	second := (*sent)[1]
+	if second.base != first.snap {
+		t.Fatalf("second send %+v, want an increment on %s", second, first.snap)
+	}
+	if got := host.snaps["db"]; fmt.Sprint(got) != fmt.Sprint([]string{second.snap}) {
+		t.Fatalf("owner keeps %v, want only %s", got, second.snap)
+	}
+	rep := cl.cts["db"].GetReplicas()[0]
+	if rep.GetSnapshot() != second.snap || rep.GetFrom() != "n1" || rep.GetTakenUnixNano() != now.UnixNano() || rep.GetLastBytes() != 100 {
+		t.Fatalf("recorded %v", rep)
+	}
+}
+
+// A replica member that goes offline is replaced: the new one gets a full
+// copy, the old one's record is dropped.
+func TestReplicaReplacedWhenItsMemberGoesOffline(t *testing.T) {
+	r, cl, _, sent, _ := rig(t)
+	ctx := context.Background()
+	if err := r.Replicate(ctx, cl.cts["db"]); err != nil {
+		t.Fatal(err)
+	}
+	cl.nodes[1].Status = "offline"
+	if got := r.due(); len(got) != 1 {
+		t.Fatalf("due after n2 went offline = %v, want db", got)
+	}
+	if err := r.Replicate(ctx, cl.cts["db"]); err != nil {
+		t.Fatal(err)
+	}
+	if s := (*sent)[1]; s.member != "n3" || s.base != "" {
+		t.Fatalf("send %+v, want a full one to n3", s)
+	}
+	if reps := cl.cts["db"].GetReplicas(); len(reps) != 1 || reps[0].GetMember() != "n3" {
+		t.Fatalf("replicas %v, want only n3", reps)
+	}
+}
+
+// A failed send records nothing and leaves the previous base in place.
+func TestFailedSendRecordsNothing(t *testing.T) {
+	r, cl, host, _, _ := rig(t)
+	r.Send = func(context.Context, *shoalv1.Container, string, string, string) (int64, error) {
+		return 0, errors.New("link down")
+	}
+	if err := r.Replicate(context.Background(), cl.cts["db"]); err == nil {
+		t.Fatal("Replicate succeeded with every send failing")
+	}
+	if reps := cl.cts["db"].GetReplicas(); len(reps) != 0 {
+		t.Fatalf("replicas recorded after a failed send: %v", reps)
+	}
+	if len(host.snaps["db"]) != 1 {
+		t.Fatalf("owner snapshots %v", host.snaps["db"])
+	}
+}
+
+// Replicas of containers the cluster no longer has, or that this member
+// now owns, are deleted; others stay.
+func TestCollect(t *testing.T) {
+	r, cl, host, _, _ := rig(t)
+	cl.cts["theirs"] = &shoalv1.Container{Name: "theirs", Node: "n2"}
+	host.replicas = []string{"gone", "db", "theirs"}
+	r.collect(context.Background())
+	if fmt.Sprint(host.replicas) != "[theirs]" {
+		t.Fatalf("replicas after collect: %v, want [theirs]", host.replicas)
+	}
+}
