@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/ha"
 	"github.com/shoal-dev/shoal/cluster/pki"
 	"github.com/shoal-dev/shoal/internal/config"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -295,9 +296,16 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 			set[k] = v
 			continue
 		}
+		if k == ha.KeyHealingThreshold {
+			if d, err := time.ParseDuration(v); err != nil || d < 0 || d > time.Hour {
+				return nil, invalid(k, fmt.Sprintf("%q is not a duration from 0 (healing off) to 1h", v))
+			}
+			set[k] = v
+			continue
+		}
 		allowed, ok := clusterKeys[k]
 		if !ok {
-			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters, cluster.default_network)")
+			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters, cluster.default_network, cluster.healing_threshold)")
 		}
 		if !slices.Contains(allowed, v) {
 			return nil, invalid(k, fmt.Sprintf("%q is not allowed (allowed: %s)", v, strings.Join(allowed, ", ")))

@@ -43,6 +43,7 @@ const (
 	CmdContainerNicRemove    CommandType = 26
 	CmdContainerReplicaSet   CommandType = 27
 	CmdContainerReplicaDrop  CommandType = 28
+	CmdContainerHeal         CommandType = 29
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -87,6 +88,8 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.ContainerReplicaSetCommand{}, nil
 	case CmdContainerReplicaDrop:
 		return &shoalv1.ContainerReplicaDropCommand{}, nil
+	case CmdContainerHeal:
+		return &shoalv1.ContainerHealCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
 	case CmdClusterInit:
@@ -150,6 +153,8 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdContainerReplicaSet, nil
 	case *shoalv1.ContainerReplicaDropCommand:
 		return CmdContainerReplicaDrop, nil
+	case *shoalv1.ContainerHealCommand:
+		return CmdContainerHeal, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
 	case *shoalv1.ClusterInitCommand:

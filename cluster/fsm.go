@@ -226,6 +226,28 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		ct.Replicas = append(ct.Replicas, r)
 		slices.SortFunc(ct.Replicas, func(a, b *shoalv1.Replica) int { return strings.Compare(a.GetMember(), b.GetMember()) })
 		return Change{"container", ct.GetName()}, nil
+	case *shoalv1.ContainerHealCommand:
+		ct, err := s.container(c.GetName())
+		if err != nil {
+			return Change{}, err
+		}
+		if ct.GetNode() != c.GetFrom() {
+			return Change{}, fmt.Errorf("container %q is owned by %q, not %q: %w", c.GetName(), ct.GetNode(), c.GetFrom(), ErrInUse)
+		}
+		if n, ok := s.nodes[c.GetFrom()]; !ok || n.GetStatus() != StatusOffline {
+			// A member that stopped cleanly, or is back, is never healed.
+			return Change{}, fmt.Errorf("container %q: its member %s is not offline: %w", c.GetName(), c.GetFrom(), ErrInvalidCommand)
+		}
+		if n, ok := s.nodes[c.GetNode()]; !ok || n.GetStatus() != StatusOnline {
+			return Change{}, fmt.Errorf("container %q: member %s is not online: %w", c.GetName(), c.GetNode(), ErrInvalidCommand)
+		}
+		if !slices.ContainsFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == c.GetNode() }) {
+			return Change{}, fmt.Errorf("container %q: member %s holds no replica of it: %w", c.GetName(), c.GetNode(), ErrInvalidCommand)
+		}
+		ct.Node, ct.Status, ct.StatusMessage = c.GetNode(), "", ""
+		ct.Generation++
+		ct.Replicas = nil // increments on the dead owner's snapshots: the new owner starts anew
+		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerReplicaDropCommand:
 		ct, err := s.container(c.GetContainer())
 		if err != nil {

@@ -274,3 +274,39 @@ func TestReplicaRecords(t *testing.T) {
 		t.Fatalf("replicas after a move: %v", ct.GetReplicas())
 	}
 }
+
+// Healing moves an HA container off an offline member only: to an online
+// member with a replica, bumping the generation; a member that stopped
+// cleanly is never healed.
+func TestHealCommand(t *testing.T) {
+	f := NewFSM()
+	for _, n := range []string{"n1", "n2", "n3"} {
+		mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: n, Status: "online", CpuMillis: 2000, MemoryBytes: 1 << 30}})
+	}
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "db", Node: "n1"}})
+	mustApply(t, f, &shoalv1.ContainerReplicaSetCommand{Container: "db", Replica: &shoalv1.Replica{Member: "n2", Snapshot: "ha-1", From: "n1"}})
+	heal := func(to string) error {
+		return apply(t, f, &shoalv1.ContainerHealCommand{Name: "db", Node: to, From: "n1"})
+	}
+	if err := heal("n2"); !errors.Is(err, ErrInvalidCommand) || !strings.Contains(err.Error(), "not offline") {
+		t.Fatalf("heal off an online member: %v", err)
+	}
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n1", Status: StatusStopped}})
+	if err := heal("n2"); !errors.Is(err, ErrInvalidCommand) {
+		t.Fatalf("heal off a cleanly stopped member: %v", err)
+	}
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n1", Status: StatusOffline}})
+	if err := heal("n3"); !errors.Is(err, ErrInvalidCommand) || !strings.Contains(err.Error(), "holds no replica") {
+		t.Fatalf("heal to a member without a replica: %v", err)
+	}
+	if err := heal("n2"); err != nil {
+		t.Fatal(err)
+	}
+	ct, _ := f.Container("db")
+	if ct.GetNode() != "n2" || ct.GetGeneration() != 1 || len(ct.GetReplicas()) != 0 {
+		t.Fatalf("after the heal: node %s generation %d replicas %v", ct.GetNode(), ct.GetGeneration(), ct.GetReplicas())
+	}
+	if err := heal("n2"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("a second heal from n1: %v", err)
+	}
+}

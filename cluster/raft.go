@@ -64,6 +64,8 @@ type Cluster struct {
 	fsm   *FSM
 	store *raftboltdb.BoltStore
 	trans *raft.NetworkTransport
+	// started is when this member opened its log.
+	started time.Time
 
 	fwdMu     sync.Mutex
 	fwd       Forwarder
@@ -141,7 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		store.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	c := &Cluster{cfg: cfg, log: log, raft: r, fsm: fsm, store: store, trans: trans}
+	c := &Cluster{cfg: cfg, log: log, raft: r, fsm: fsm, store: store, trans: trans, started: time.Now()}
 	if has || !cfg.Join {
 		if err := c.WaitLeader(ctx); err != nil {
 			c.Close()
@@ -178,6 +180,21 @@ func (c *Cluster) Addr() string { return string(c.trans.LocalAddr()) }
 
 // IsLeader reports whether this member leads the cluster right now.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
+
+// QuorumContact is how long ago this member last knew a Raft quorum stood
+// behind it: 0 on the leader (which steps down within LeaderLeaseTimeout
+// once it cannot reach a quorum), else the time since the leader's last
+// contact (a long time when there never was one).
+func (c *Cluster) QuorumContact() time.Duration {
+	if c.IsLeader() {
+		return 0
+	}
+	last := c.raft.LastContact()
+	if last.IsZero() {
+		return time.Since(c.started)
+	}
+	return time.Since(last)
+}
 
 // Leader returns the current leader's name and Raft address ("" when none).
 func (c *Cluster) Leader() (name, addr string) {

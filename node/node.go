@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
@@ -67,6 +68,8 @@ type Events interface {
 
 // Node is the local host's side of the cluster.
 type Node struct {
+	// fenced: cut off from a Raft quorum past the fence lease (SetFenced).
+	fenced  atomic.Bool
 	cfg     Config
 	log     *slog.Logger
 	baseLog *slog.Logger
@@ -130,6 +133,9 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus Events) (*Nod
 		ovls: map[string]*overlay.Overlay{}, macvlans: map[string]string{}, netKick: make(chan struct{}, 1),
 		hints: map[string]time.Duration{}, stop: make(chan struct{}),
 	}
+	// HA containers start only once this member knows it still owns them
+	// (cluster/ha's Fencer lifts this when the leader's state is here).
+	n.fenced.Store(true)
 	for _, d := range []string{"lxc", "lxc-config", "images", "networks", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o711); err != nil {
 			return nil, fmt.Errorf("state dir: %w", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/ha"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -148,6 +149,9 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 	case shoalv1.DesiredState_DESIRED_STATE_RUNNING, shoalv1.DesiredState_DESIRED_STATE_FROZEN:
 		switch status {
 		case runtime.StatusStopped:
+			if n.Fenced() && ha.PolicyOf(ct.GetConfig()).Enabled {
+				return fmt.Errorf("start %s: this member is fenced (no Raft quorum): an HA container waits until it is back: %w", ct.GetName(), ErrConflict)
+			}
 			if err := n.define(ctx, ct); err != nil {
 				return err
 			}
@@ -201,6 +205,9 @@ func (n *Node) ensureVolume(ctx context.Context, ct *shoalv1.Container) error {
 	vol := volumeName(ct.GetName())
 	ok, err := d.VolumeExists(ctx, vol)
 	if err != nil || ok {
+		return err
+	}
+	if promoted, err := n.promoteReplica(ctx, d, ct); err != nil || promoted {
 		return err
 	}
 	src, err := n.imageVolume(ctx, d, ct.GetImageFingerprint(), config.Bool(ct.GetConfig(), "security.privileged"))

@@ -831,6 +831,70 @@ func (x *ContainerReplicaSetCommand) GetReplica() *Replica {
 	return nil
 }
 
+// ContainerHealCommand gives an HA container whose owner is offline to
+// the member holding its newest replica (the leader proposes it).
+type ContainerHealCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new owner: a member holding a replica.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// The offline owner it leaves.
+	From          string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerHealCommand) Reset() {
+	*x = ContainerHealCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerHealCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerHealCommand) ProtoMessage() {}
+
+func (x *ContainerHealCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerHealCommand.ProtoReflect.Descriptor instead.
+func (*ContainerHealCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ContainerHealCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerHealCommand) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ContainerHealCommand) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
 // ContainerReplicaDropCommand forgets the replica a member holds.
 type ContainerReplicaDropCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -842,7 +906,7 @@ type ContainerReplicaDropCommand struct {
 
 func (x *ContainerReplicaDropCommand) Reset() {
 	*x = ContainerReplicaDropCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +918,7 @@ func (x *ContainerReplicaDropCommand) String() string {
 func (*ContainerReplicaDropCommand) ProtoMessage() {}
 
 func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +931,7 @@ func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerReplicaDropCommand.ProtoReflect.Descriptor instead.
 func (*ContainerReplicaDropCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ContainerReplicaDropCommand) GetContainer() string {
@@ -894,7 +958,7 @@ type NetworkDeleteCommand struct {
 
 func (x *NetworkDeleteCommand) Reset() {
 	*x = NetworkDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +970,7 @@ func (x *NetworkDeleteCommand) String() string {
 func (*NetworkDeleteCommand) ProtoMessage() {}
 
 func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +983,7 @@ func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
 func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NetworkDeleteCommand) GetName() string {
@@ -939,7 +1003,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1015,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1028,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -989,7 +1053,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1065,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1078,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -1064,7 +1128,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1140,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1153,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -1146,7 +1210,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1222,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1235,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -1205,7 +1269,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1281,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1294,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -1253,7 +1317,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1329,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1342,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1324,7 +1388,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1400,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1413,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1391,7 +1455,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1467,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1480,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -1436,7 +1500,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1512,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1525,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -1485,7 +1549,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1561,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1574,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -1546,7 +1610,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1622,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1635,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -1611,7 +1675,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1687,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1700,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1773,7 +1837,11 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"g\n" +
 	"\x1aContainerReplicaSetCommand\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12+\n" +
-	"\areplica\x18\x02 \x01(\v2\x11.shoal.v1.ReplicaR\areplica\"S\n" +
+	"\areplica\x18\x02 \x01(\v2\x11.shoal.v1.ReplicaR\areplica\"R\n" +
+	"\x14ContainerHealCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"S\n" +
 	"\x1bContainerReplicaDropCommand\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\"*\n" +
@@ -1866,7 +1934,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -1884,61 +1952,62 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerNicAddCommand)(nil),       // 13: shoal.v1.ContainerNicAddCommand
 	(*ContainerNicRemoveCommand)(nil),    // 14: shoal.v1.ContainerNicRemoveCommand
 	(*ContainerReplicaSetCommand)(nil),   // 15: shoal.v1.ContainerReplicaSetCommand
-	(*ContainerReplicaDropCommand)(nil),  // 16: shoal.v1.ContainerReplicaDropCommand
-	(*NetworkDeleteCommand)(nil),         // 17: shoal.v1.NetworkDeleteCommand
-	(*NodeUpsertCommand)(nil),            // 18: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 19: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 20: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 21: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 22: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 23: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 24: shoal.v1.ContainerMoveCommand
-	(*ClusterConfigCommand)(nil),         // 25: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 26: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 27: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 28: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 29: shoal.v1.FSMSnapshot
-	nil,                                  // 30: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 31: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 32: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 33: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 34: shoal.v1.Container
-	(DesiredState)(0),                    // 35: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 36: shoal.v1.Snapshot
-	(*Image)(nil),                        // 37: shoal.v1.Image
-	(*StoragePool)(nil),                  // 38: shoal.v1.StoragePool
-	(*Network)(nil),                      // 39: shoal.v1.Network
-	(*NIC)(nil),                          // 40: shoal.v1.NIC
-	(*Replica)(nil),                      // 41: shoal.v1.Replica
-	(*Node)(nil),                         // 42: shoal.v1.Node
-	(*Grant)(nil),                        // 43: shoal.v1.Grant
-	(*TrustEntry)(nil),                   // 44: shoal.v1.TrustEntry
+	(*ContainerHealCommand)(nil),         // 16: shoal.v1.ContainerHealCommand
+	(*ContainerReplicaDropCommand)(nil),  // 17: shoal.v1.ContainerReplicaDropCommand
+	(*NetworkDeleteCommand)(nil),         // 18: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 19: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 20: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 21: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 22: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 23: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 24: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 25: shoal.v1.ContainerMoveCommand
+	(*ClusterConfigCommand)(nil),         // 26: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 27: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 28: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 29: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 30: shoal.v1.FSMSnapshot
+	nil,                                  // 31: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 32: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 33: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 34: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 35: shoal.v1.Container
+	(DesiredState)(0),                    // 36: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 37: shoal.v1.Snapshot
+	(*Image)(nil),                        // 38: shoal.v1.Image
+	(*StoragePool)(nil),                  // 39: shoal.v1.StoragePool
+	(*Network)(nil),                      // 40: shoal.v1.Network
+	(*NIC)(nil),                          // 41: shoal.v1.NIC
+	(*Replica)(nil),                      // 42: shoal.v1.Replica
+	(*Node)(nil),                         // 43: shoal.v1.Node
+	(*Grant)(nil),                        // 44: shoal.v1.Grant
+	(*TrustEntry)(nil),                   // 45: shoal.v1.TrustEntry
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	34, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	30, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	35, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	36, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	37, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	38, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	39, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	40, // 7: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	41, // 8: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
-	42, // 9: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	43, // 10: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	35, // 11: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	31, // 12: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	44, // 13: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	34, // 14: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	37, // 15: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	32, // 16: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	38, // 17: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	39, // 18: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	42, // 19: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	23, // 20: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	20, // 21: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	33, // 22: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	44, // 23: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	35, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	31, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	36, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	37, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	38, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	39, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	40, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	41, // 7: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	42, // 8: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	43, // 9: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	44, // 10: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	36, // 11: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	32, // 12: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	45, // 13: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	35, // 14: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	38, // 15: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	33, // 16: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	39, // 17: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	40, // 18: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	43, // 19: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	24, // 20: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	21, // 21: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	34, // 22: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	45, // 23: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
 	24, // [24:24] is the sub-list for method output_type
 	24, // [24:24] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
@@ -1959,7 +2028,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -221,7 +221,10 @@ type Container struct {
 	// NICs were: it has eth0 on the default network with hwaddr above.
 	Nics []*NIC `protobuf:"bytes,13,rep,name=nics,proto3" json:"nics,omitempty"`
 	// HA replicas of the container's volume on other members (ha.enabled).
-	Replicas      []*Replica `protobuf:"bytes,14,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Replicas []*Replica `protobuf:"bytes,14,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// Ownership generation: bumped each time healing gives the container to
+	// another member, so a member that comes back knows its copy is stale.
+	Generation    uint64 `protobuf:"varint,15,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -354,6 +357,13 @@ func (x *Container) GetReplicas() []*Replica {
 	return nil
 }
 
+func (x *Container) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // Replica is a copy of an HA container's volume on another member, as of
 // one snapshot.
 type Replica struct {
@@ -367,7 +377,7 @@ type Replica struct {
 	TakenUnixNano int64 `protobuf:"varint,3,opt,name=taken_unix_nano,json=takenUnixNano,proto3" json:"taken_unix_nano,omitempty"`
 	// Bytes the last replication sent.
 	LastBytes int64 `protobuf:"varint,4,opt,name=last_bytes,json=lastBytes,proto3" json:"last_bytes,omitempty"`
-	// Owner's member generation of the copy: the owner it came from.
+	// The owner that sent it (snapshot names are that owner's).
 	From          string `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1386,7 +1396,7 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\bstateful\x18\x04 \x01(\bR\bstateful\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\x04\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x11image_fingerprint\x18\x02 \x01(\tR\x10imageFingerprint\x127\n" +
@@ -1402,7 +1412,10 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x06hwaddr\x18\v \x01(\tR\x06hwaddr\x12!\n" +
 	"\fimage_source\x18\f \x01(\tR\vimageSource\x12!\n" +
 	"\x04nics\x18\r \x03(\v2\r.shoal.v1.NICR\x04nics\x12-\n" +
-	"\breplicas\x18\x0e \x03(\v2\x11.shoal.v1.ReplicaR\breplicas\x1a9\n" +
+	"\breplicas\x18\x0e \x03(\v2\x11.shoal.v1.ReplicaR\breplicas\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x0f \x01(\x04R\n" +
+	"generation\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x01\n" +

@@ -1,0 +1,230 @@
+package ha
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// FenceLease is how long a member may go without a Raft quorum behind it
+// before it fences itself: it stops its HA containers, because the
+// cluster may restart them elsewhere. The leader heals a member only once
+// it is offline, which takes gossip's death verdict (1–4 s after the last
+// answer) plus the offline grace (5 s by default): always past the lease.
+const FenceLease = 3 * time.Second
+
+// KeyHealingThreshold is the cluster key: how long a member stays offline
+// before its HA containers are restarted elsewhere; 0 turns healing off.
+const KeyHealingThreshold = "cluster.healing_threshold"
+
+// DefaultHealingThreshold applies when the key is unset.
+const DefaultHealingThreshold = 2 * time.Second
+
+// FenceHost is what fencing does on this member (the node).
+type FenceHost interface {
+	SetFenced(bool)
+	Fenced() bool
+	// FenceContainer freezes then stops a container.
+	FenceContainer(ctx context.Context, name string) error
+	// Reconcile brings a container back to its recorded state.
+	Reconcile(ctx context.Context, name string) error
+}
+
+// Fencer fences this member while it has no quorum behind it for longer
+// than FenceLease, and lifts the fence once it has again (the containers
+// it still owns start again; those healed elsewhere meanwhile are dropped
+// by the reconciler, as their owner moved on).
+//
+// A member starts fenced (the node's default): its HA containers start
+// only once Ready says the leader's state has reached it, so a member that
+// comes back never starts a copy the cluster gave to another member.
+type Fencer struct {
+	Self    string
+	Contact func() time.Duration // cluster.QuorumContact
+	// Ready returns nil once this member has caught up with the leader
+	// (cluster.Sync).
+	Ready func(ctx context.Context) error
+	View  View
+	Host  FenceHost
+	Event func(action, resource string)
+	Log   *slog.Logger
+
+	announced bool // member-fenced was reported for this cut
+}
+
+// Run fences and unfences until ctx ends.
+func (f *Fencer) Run(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f.Check(ctx)
+	}
+}
+
+// Check does one step: fence, keep fenced HA containers stopped, or lift.
+func (f *Fencer) Check(ctx context.Context) {
+	cut := f.Contact() > FenceLease
+	switch {
+	case cut:
+		f.Host.SetFenced(true)
+		if !f.announced {
+			f.announced = true
+			f.Log.Warn("fenced: no Raft quorum for longer than the lease; stopping this member's HA containers", "lease", FenceLease, "since", f.Contact().Round(time.Millisecond))
+			f.event("member-fenced", f.Self)
+		}
+		for _, ct := range f.mine() {
+			if err := f.Host.FenceContainer(ctx, ct.GetName()); err != nil {
+				f.Log.Error("fence a container", "container", ct.GetName(), "err", err)
+			}
+		}
+	case f.Host.Fenced():
+		if f.Ready != nil {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := f.Ready(rctx)
+			cancel()
+			if err != nil {
+				return // not caught up yet: stay fenced
+			}
+		}
+		f.announced = false
+		f.Host.SetFenced(false)
+		f.Log.Info("fence lifted: a Raft quorum is back")
+		f.event("member-unfenced", f.Self)
+		for _, ct := range f.mine() {
+			if err := f.Host.Reconcile(ctx, ct.GetName()); err != nil {
+				f.Log.Warn("reconcile after the fence", "container", ct.GetName(), "err", err)
+			}
+		}
+	}
+}
+
+func (f *Fencer) mine() []*shoalv1.Container {
+	var out []*shoalv1.Container
+	for _, ct := range f.View.Containers() {
+		if ct.GetNode() == f.Self && PolicyOf(ct.GetConfig()).Enabled {
+			out = append(out, ct)
+		}
+	}
+	return out
+}
+
+func (f *Fencer) event(action, resource string) {
+	if f.Event != nil {
+		f.Event(action, resource)
+	}
+}
+
+// ConfigView adds the cluster-wide keys to View.
+type ConfigView interface {
+	View
+	ClusterConfig() map[string]string
+}
+
+// Healer runs on every member and acts while it leads: an HA container
+// whose owner has been offline for the healing threshold goes, in one Raft
+// entry, to the online member holding its newest replica, which promotes
+// the replica and starts it. Containers without HA stay where they are.
+type Healer struct {
+	IsLeader func() bool
+	View     ConfigView
+	Propose  func(ctx context.Context, cmd proto.Message) error
+	Event    func(action, resource string)
+	Log      *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
+	since  map[string]time.Time // member → when this leader first saw it offline
+	warned map[string]bool      // containers reported as not healable
+}
+
+// Threshold is the healing threshold the cluster config sets.
+func Threshold(cfg map[string]string) time.Duration {
+	d, err := time.ParseDuration(cfg[KeyHealingThreshold])
+	if err != nil || d < 0 {
+		return DefaultHealingThreshold
+	}
+	return d
+}
+
+// Run heals until ctx ends.
+func (h *Healer) Run(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.Check(ctx)
+	}
+}
+
+// Check does one pass.
+func (h *Healer) Check(ctx context.Context) {
+	if h.since == nil {
+		h.since, h.warned = map[string]time.Time{}, map[string]bool{}
+	}
+	if !h.IsLeader() {
+		clear(h.since)
+		return
+	}
+	now := time.Now()
+	if h.Now != nil {
+		now = h.Now()
+	}
+	nodes := map[string]*shoalv1.Node{}
+	for _, n := range h.View.Nodes() {
+		nodes[n.GetName()] = n
+		if n.GetStatus() != "offline" {
+			delete(h.since, n.GetName())
+		} else if _, ok := h.since[n.GetName()]; !ok {
+			h.since[n.GetName()] = now
+		}
+	}
+	threshold := Threshold(h.View.ClusterConfig())
+	if threshold == 0 {
+		return
+	}
+	for _, ct := range h.View.Containers() {
+		since, offline := h.since[ct.GetNode()]
+		if !offline || now.Sub(since) < threshold || !PolicyOf(ct.GetConfig()).Enabled {
+			continue
+		}
+		var best *shoalv1.Replica
+		for _, r := range ct.GetReplicas() {
+			if n := nodes[r.GetMember()]; n != nil && n.GetStatus() == "online" && (best == nil || r.GetTakenUnixNano() > best.GetTakenUnixNano()) {
+				best = r
+			}
+		}
+		if best == nil {
+			if !h.warned[ct.GetName()] {
+				h.warned[ct.GetName()] = true
+				h.Log.Error("cannot heal: no online member holds a replica", "container", ct.GetName(), "member", ct.GetNode())
+			}
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := h.Propose(pctx, &shoalv1.ContainerHealCommand{Name: ct.GetName(), Node: best.GetMember(), From: ct.GetNode()})
+		cancel()
+		if err != nil {
+			h.Log.Warn("heal", "container", ct.GetName(), "to", best.GetMember(), "err", err)
+			continue
+		}
+		asOf := time.Unix(0, best.GetTakenUnixNano())
+		h.Log.Info("container-healed", "container", ct.GetName(), "from", ct.GetNode(), "to", best.GetMember(),
+			"data_as_of", asOf.Format(time.RFC3339Nano), "offline_for", now.Sub(since).Round(time.Millisecond))
+		if h.Event != nil {
+			h.Event("container-healed", ct.GetName())
+		}
+	}
+}

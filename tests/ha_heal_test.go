@@ -1,0 +1,147 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/tests/harness"
+)
+
+// TestHAHealsAfterHostDeath kills the host of an HA container outright —
+// its link cut, its shoald SIGKILLed, the container's processes killed —
+// and checks the cluster restarts the container on the member holding its
+// replica, with the file a workload appended to every 100 ms whole (records
+// 1..N in order) and N no more than what was written; the time from the
+// kill to running elsewhere and the data lost are reported. The dead host
+// comes back: its stale copy is dropped, exactly one copy runs, and it is
+// fenced meanwhile (it never starts the container itself).
+func TestHAHealsAfterHostDeath(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	m1 := ms[0]
+	m1.MustShoal("image", "build", "busybox")
+	if _, errOut, code := m1.Shoal("cluster", "config", "set", "cluster.healing_threshold=fast"); code == 0 || !strings.Contains(errOut, "cluster.healing_threshold") {
+		t.Errorf("a bad healing threshold: exit %d, %q", code, errOut)
+	}
+	// The victim is not the leader (TestHAHealsAfterLeaderDeath is).
+	var victim *harness.Member
+	for _, m := range ms {
+		if m1.Members()[m.Host.Name].Role != "leader" {
+			victim = m
+		}
+	}
+	var survivors []*harness.Member
+	for _, m := range ms {
+		if m != victim {
+			survivors = append(survivors, m)
+		}
+	}
+	healAfterDeath(t, victim, survivors)
+}
+
+// TestHAHealsAfterLeaderDeath is the same with the leader as the host
+// that dies: a new leader is elected first, then heals.
+func TestHAHealsAfterLeaderDeath(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	ms[0].MustShoal("image", "build", "busybox")
+	var victim *harness.Member
+	var survivors []*harness.Member
+	for _, m := range ms {
+		if ms[0].Members()[m.Host.Name].Role == "leader" {
+			victim = m
+		} else {
+			survivors = append(survivors, m)
+		}
+	}
+	if victim == nil {
+		t.Fatal("no leader")
+	}
+	healAfterDeath(t, victim, survivors)
+}
+
+func healAfterDeath(t *testing.T, victim *harness.Member, survivors []*harness.Member) {
+	t.Helper()
+	s := survivors[0]
+	s.MustShoal("launch", "busybox", "db1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s")
+	s.MustShoal("exec", "db1", "--", "sh", "-c",
+		`setsid sh -c 'i=0; while :; do i=$((i+1)); echo rec$i >> /root/log; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`)
+	s.WaitFor("a replica of db1", 60*time.Second, func() bool {
+		return len(containerJSON(t, s, "db1").Container.Replicas) > 0
+	})
+	time.Sleep(3 * time.Second) // a few rounds, and records after the last
+
+	// The host dies: nothing it has answers from here on.
+	killed := time.Now()
+	if err := victim.Host.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	victim.Kill()
+	lxcPath := filepath.Join(victim.StateDir, "lxc")
+	if out, err := victim.Host.Run(context.Background(), "lxc-stop", "-P", lxcPath, "-n", "db1", "-k"); err != nil {
+		t.Fatalf("kill db1's processes on %s: %v %s", victim.Host.Name, err, out)
+	}
+	written := countRecords(t, victim, filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "containers%2Fdb1", "root", "log"))
+
+	var owner string
+	s.WaitFor("db1 running on a survivor", 90*time.Second, func() bool {
+		c, ok := s.List()["db1"]
+		owner = c.Container.Node
+		return ok && owner != victim.Host.Name && strings.EqualFold(c.State.Status, "running")
+	})
+	took := time.Since(killed)
+	var om *harness.Member
+	for _, m := range survivors {
+		if m.Host.Name == owner {
+			om = m
+		}
+	}
+	out := om.MustShoal("exec", "db1", "--", "cat", "/root/log")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	for i, l := range lines {
+		if l != fmt.Sprintf("rec%d", i+1) {
+			t.Fatalf("db1's log after the heal, line %d: %q, want rec%d (torn or out of order)", i+1, l, i+1)
+		}
+	}
+	kept := len(lines)
+	if kept == 0 || kept > written {
+		t.Fatalf("db1 on %s has %d records; %d were written on %s", owner, kept, written, victim.Host.Name)
+	}
+	t.Logf("%s died; db1 ran on %s %s later with %d of %d records (lost %d, %.1f s of writes; RPO 2s)",
+		victim.Host.Name, owner, took.Round(100*time.Millisecond), kept, written, written-kept, float64(written-kept)/10)
+	if cl := s.MustShoal("cluster", "list"); !strings.Contains(strings.ToLower(cl), "offline") {
+		t.Errorf("cluster list does not show %s offline:\n%s", victim.Host.Name, cl)
+	}
+
+	// The dead host comes back: fenced until it has the leader's state, it
+	// never starts db1; its stale copy goes; db1 runs once, on the new owner.
+	if err := victim.Host.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	victim.Start()
+	victim.WaitFor(victim.Host.Name+" to drop its stale copy", 60*time.Second, func() bool {
+		_, err := victim.Host.Run(context.Background(), "test", "-e", filepath.Join(lxcPath, "db1"))
+		return err != nil
+	})
+	if c := s.List()["db1"]; c.Container.Node != owner || !strings.EqualFold(c.State.Status, "running") {
+		t.Errorf("after %s came back, db1 is %s on %s, want running on %s", victim.Host.Name, c.State.Status, c.Container.Node, owner)
+	}
+	if log := victim.Log(); strings.Contains(log, "msg=started component=runtime container=db1") && strings.Count(log, "msg=started component=runtime container=db1") > 1 {
+		t.Errorf("%s started db1 again after it came back:\n%s", victim.Host.Name, log)
+	}
+}
+
+// countRecords counts the lines of a file on a member's host (the file as
+// the dead container left it).
+func countRecords(t *testing.T, m *harness.Member, path string) int {
+	t.Helper()
+	out, err := m.Host.Run(context.Background(), "cat", path)
+	if err != nil {
+		t.Fatalf("read %s on %s: %v", path, m.Host.Name, err)
+	}
+	return strings.Count(out, "\n")
+}
