@@ -145,3 +145,102 @@ func countRecords(t *testing.T, m *harness.Member, path string) int {
 	}
 	return strings.Count(out, "\n")
 }
+
+// TestHAFencesAPartitionedHost cuts the host of an HA container off
+// without killing anything: the host stops the container by itself
+// (fencing) before the cluster starts the copy elsewhere — the two are
+// watched every 50 ms and never both run — and after the heal the cut
+// host drops its stale copy. A member whose shoald stops cleanly is never
+// healed: its HA container stays its own.
+func TestHAFencesAPartitionedHost(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	m1 := ms[0]
+	m1.MustShoal("image", "build", "busybox")
+	var victim *harness.Member
+	var survivors []*harness.Member
+	for _, m := range ms {
+		if victim == nil && m1.Members()[m.Host.Name].Role != "leader" {
+			victim = m
+		} else {
+			survivors = append(survivors, m)
+		}
+	}
+	s := survivors[0]
+	s.MustShoal("launch", "busybox", "db1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s")
+	s.WaitFor("a replica of db1", 60*time.Second, func() bool {
+		return len(containerJSON(t, s, "db1").Container.Replicas) > 0
+	})
+	lxcPath := filepath.Join(victim.StateDir, "lxc")
+	runningOnVictim := func() bool {
+		out, _ := victim.Host.Run(context.Background(), "lxc-info", "-P", lxcPath, "-n", "db1", "-s")
+		return strings.Contains(out, "RUNNING") || strings.Contains(out, "FROZEN")
+	}
+	runningElsewhere := func() (string, bool) {
+		for _, m := range survivors {
+			out, _ := m.Host.Run(context.Background(), "lxc-info", "-P", filepath.Join(m.StateDir, "lxc"), "-n", "db1", "-s")
+			if strings.Contains(out, "RUNNING") {
+				return m.Host.Name, true
+			}
+		}
+		return "", false
+	}
+	if !runningOnVictim() {
+		t.Fatalf("db1 is not running on %s before the cut", victim.Host.Name)
+	}
+	cut := time.Now()
+	if err := victim.Host.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	var fenced, healed time.Duration
+	var owner string
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) && (fenced == 0 || healed == 0) {
+		on := runningOnVictim()
+		where, elsewhere := runningElsewhere()
+		if on && elsewhere {
+			t.Fatalf("db1 runs on the cut %s and on %s at once, %s after the cut", victim.Host.Name, where, time.Since(cut))
+		}
+		if !on && fenced == 0 {
+			fenced = time.Since(cut)
+		}
+		if elsewhere && healed == 0 {
+			healed, owner = time.Since(cut), where
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if fenced == 0 || healed == 0 {
+		t.Fatalf("after 90 s: fenced after %s, running elsewhere after %s (0: never)", fenced, healed)
+	}
+	t.Logf("cut %s: it stopped db1 itself %s after the cut; db1 ran on %s %s after the cut",
+		victim.Host.Name, fenced.Round(10*time.Millisecond), owner, healed.Round(10*time.Millisecond))
+	if !strings.Contains(victim.Log(), "member-fenced") && !strings.Contains(victim.Log(), "fenced: no Raft quorum") {
+		t.Errorf("%s's log does not say it fenced itself", victim.Host.Name)
+	}
+	if err := victim.Host.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	victim.WaitFor(victim.Host.Name+" to drop its stale copy", 60*time.Second, func() bool {
+		_, err := victim.Host.Run(context.Background(), "test", "-e", filepath.Join(lxcPath, "db1"))
+		return err != nil
+	})
+	if where, ok := runningElsewhere(); !ok || where != owner || runningOnVictim() {
+		t.Errorf("after the heal: db1 running on %q (want only %s), on the victim: %v", where, owner, runningOnVictim())
+	}
+
+	// A clean shutdown never heals.
+	om := survivors[0]
+	if om.Host.Name != owner {
+		om = survivors[1]
+	}
+	om.Stop()
+	time.Sleep(15 * time.Second) // past gossip, the offline grace and the threshold
+	other := survivors[0]
+	if other == om {
+		other = survivors[1]
+	}
+	if c := other.List()["db1"]; c.Container.Node != owner {
+		t.Errorf("db1 moved to %s after %s shut down cleanly", c.Container.Node, owner)
+	}
+	om.Start()
+}
