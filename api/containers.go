@@ -261,6 +261,11 @@ func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRe
 			continue
 		}
 		out[i] = &shoalv1.ContainerInfo{Container: ct, State: &shoalv1.ContainerState{Status: ct.GetStatus()}}
+		if n, err := s.fsm.Node(ct.GetNode()); err == nil && n.GetStatus() != cluster.StatusOnline && n.GetStatus() != cluster.StatusEvacuated {
+			// Its member is offline or stopped: nobody can say it runs.
+			out[i].State.Status = "Unknown"
+			continue
+		}
 		remote[ct.GetNode()] = append(remote[ct.GetNode()], i)
 	}
 	var wg sync.WaitGroup

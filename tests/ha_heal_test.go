@@ -239,8 +239,8 @@ func TestHAFencesAPartitionedHost(t *testing.T) {
 	if other == om {
 		other = survivors[1]
 	}
-	if c := other.List()["db1"]; c.Container.Node != owner {
-		t.Errorf("db1 moved to %s after %s shut down cleanly", c.Container.Node, owner)
+	if c := other.List()["db1"]; c.Container.Node != owner || c.State.Status != "Unknown" {
+		t.Errorf("db1 is %q on %s after %s shut down cleanly; want Unknown, still on %s", c.State.Status, c.Container.Node, owner, owner)
 	}
 	om.Start()
 }
