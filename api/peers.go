@@ -93,7 +93,7 @@ func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 		// A member that was down is redialled at least every second (gRPC's
 		// default backoff grows to two minutes, during which every call to
 		// it fails at once with the old error).
-		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 2 * time.Second,
 			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}))
 	if err != nil {
 		return nil, fmt.Errorf("dial member %q at %s: %w", name, n.GetAddress(), err)

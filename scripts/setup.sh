@@ -36,6 +36,6 @@ say "shoal list"
 shoal list
 say "shoal exec $name -- sh -c 'hostname; ip -4 addr show eth0'"
 shoal exec "$name" -- sh -c 'hostname; ip -4 addr show eth0'
-say "a three-node cluster on simulated hosts, with a live move (go run ./tests/localcluster; --keep keeps it up)"
+say "a three-node cluster on simulated hosts: a live move, and an HA container surviving its host's death (go run ./tests/localcluster; --keep keeps it up)"
 go run ./tests/localcluster
 say "done: the one-node shoald is running; try 'shoal exec -t $name -- sh'"

@@ -1,7 +1,9 @@
 // Command localcluster starts a Shoal cluster of simulated hosts on this
 // machine — each node a real shoald in its own network and mount namespace
 // (tests/netns), joined with tokens — builds the busybox image, launches
-// containers across the nodes and shows where they run. With --keep it
+// containers across the nodes and shows where they run, moves one live,
+// and kills the host of an HA container to show it restart elsewhere with
+// its data. With --keep it
 // stays up until interrupted and prints how to reach each node; otherwise
 // it tears everything down. Run as root after scripts/install.sh:
 //
@@ -9,13 +11,16 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/shoal-dev/shoal/tests/harness"
 	"github.com/shoal-dev/shoal/tests/netns"
@@ -92,12 +97,58 @@ func main() {
 	after, _, _ := first.Shoal("file", "pull", "live1/root/count", "-")
 	fmt.Printf("live1 now runs on %s; its counter went on from %s to %s (the same process: no restart)\n",
 		first.List()["live1"].Container.Node, strings.TrimSpace(before), strings.TrimSpace(after))
+
+	// An HA container survives its host's death: replicated every 2 s to
+	// another node, restarted there when its host is killed outright.
+	victim := ms[len(ms)-1]
+	step("shoal launch busybox ha1 --target " + victim.Host.Name + " -c ha.enabled=true -c ha.rpo=2s")
+	first.MustShoal("launch", "busybox", "ha1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s")
+	first.MustShoal("exec", "ha1", "--", "setsid", "sh", "-c",
+		"(i=0; while :; do i=$((i+1)); echo rec$i >> /root/log; sleep 0.1; done) </dev/null >/dev/null 2>&1 &")
+	netns.WaitFor(t, "a replica of ha1", 60e9, func() bool {
+		out, _, _ := first.Shoal("info", "ha1")
+		return strings.Contains(out, "HA: replicas n")
+	})
+	time.Sleep(3 * time.Second)
+	step("shoal info ha1")
+	fmt.Print(first.MustShoal("info", "ha1"))
+	step(fmt.Sprintf("killing %s: its link cut, its shoald SIGKILLed, ha1's processes killed", victim.Host.Name))
+	killed := time.Now()
+	if err := victim.Host.Cut(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	victim.Kill()
+	lxcPath := filepath.Join(victim.StateDir, "lxc")
+	if out, err := victim.Host.Run(context.Background(), "lxc-stop", "-P", lxcPath, "-n", "ha1", "-k"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	written, _ := victim.Host.Run(context.Background(), "sh", "-c", "wc -l < "+filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "containers%2Fha1", "root", "log"))
+	netns.WaitFor(t, "ha1 running on another node", 90e9, func() bool {
+		c, ok := first.List()["ha1"]
+		return ok && c.Container.Node != victim.Host.Name && strings.EqualFold(c.State.Status, "running")
+	})
+	took := time.Since(killed)
+	kept, _, _ := first.Shoal("exec", "ha1", "--", "sh", "-c", "wc -l < /root/log")
+	step("shoal list")
+	fmt.Print(first.MustShoal("list"))
+	fmt.Printf("ha1 runs on %s %s after %s died, with %s of the %s records written (one every 100 ms)\n",
+		first.List()["ha1"].Container.Node, took.Round(100*time.Millisecond), victim.Host.Name, strings.TrimSpace(kept), strings.TrimSpace(written))
+	step(victim.Host.Name + " comes back: it drops its stale copy of ha1")
+	if err := victim.Host.Heal(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	victim.Start()
+	netns.WaitFor(t, victim.Host.Name+" back and answering", 60e9, func() bool {
+		_, _, code := first.Shoal("info", fmt.Sprintf("c%d", len(ms)))
+		return code == 0 && first.Members()[victim.Host.Name].Status == "online"
+	})
 	if !*keep {
 		step("tearing down")
 		for i := 1; i <= *nodes; i++ {
 			first.MustShoal("delete", "-f", fmt.Sprintf("c%d", i))
 		}
 		first.MustShoal("delete", "-f", "live1")
+		first.MustShoal("delete", "-f", "ha1")
 		return
 	}
 	step("the cluster is up; reach a node with:")
