@@ -142,6 +142,7 @@ var rules = map[string]rule{
 	"/shoal.v1.ClusterService/RemoveMember":        {accessAdmin, nil},
 	"/shoal.v1.ClusterService/EvacuateMember":      {accessAdmin, nil},
 	"/shoal.v1.ClusterService/RestoreMember":       {accessAdmin, nil},
+	"/shoal.v1.ClusterService/HealMember":          {accessAdmin, nil},
 	"/shoal.v1.ClusterService/ReadIndex":           {accessMember, nil},
 	"/shoal.v1.ClusterService/UpdateClusterConfig": {accessAdmin, nil},
 	"/shoal.v1.ClusterService/GetClusterConfig":    {accessRead, nil},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/ha"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/network"
@@ -51,6 +52,8 @@ var codeTable = []struct {
 	{storage.ErrNotSupported, codes.Unimplemented},
 	{cluster.ErrNotLeader, codes.Unavailable},
 	{errOwnerOffline, codes.Unavailable},
+	{ha.ErrUnknownMember, codes.NotFound},
+	{ha.ErrNotDead, codes.FailedPrecondition},
 	{scheduler.ErrNoFit, codes.ResourceExhausted},
 	{scheduler.ErrUnknownNode, codes.NotFound},
 	{scheduler.ErrInvalid, codes.InvalidArgument},

@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"strings"
 
+	"github.com/shoal-dev/shoal/cluster/ha"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -24,4 +26,18 @@ func (s *Server) EvacuateMember(ctx context.Context, req *shoalv1.EvacuateMember
 func (s *Server) RestoreMember(ctx context.Context, req *shoalv1.RestoreMemberRequest) (*shoalv1.RestoreMemberResponse, error) {
 	resp, err := s.source.RestoreMember(ctx, s.fleet(), req.GetName())
 	return resp, toStatus(err)
+}
+
+// HealMember restarts a dead member's HA containers on the members holding
+// their newest replicas now (cluster/ha.HealMember).
+func (s *Server) HealMember(ctx context.Context, req *shoalv1.HealMemberRequest) (*shoalv1.HealMemberResponse, error) {
+	healed, skipped, err := ha.HealMember(ctx, s.fsm, s.cl.Propose, s.node.Name(), req.GetName(), req.GetIKnowItIsFenced())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, h := range healed {
+		name, _, _ := strings.Cut(h, ":")
+		s.bus.Lifecycle(s.node.Name(), "container-healed", name)
+	}
+	return &shoalv1.HealMemberResponse{Healed: healed, Skipped: skipped}, nil
 }

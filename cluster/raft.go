@@ -369,8 +369,19 @@ func (c *Cluster) ProposeIndex(ctx context.Context, data []byte) (uint64, error)
 		return 0, err
 	}
 	f := c.raft.Apply(data, deadline(ctx))
-	if err := f.Error(); err != nil {
-		return 0, fmt.Errorf("replicate command: %w", leaderErr(err))
+	// f.Error has no deadline of its own, and an entry still queued when
+	// raft shuts down is never answered: wait within the caller's.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	wctx, cancel := context.WithTimeout(ctx, deadline(ctx))
+	defer cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, fmt.Errorf("replicate command: %w", leaderErr(err))
+		}
+	case <-wctx.Done():
+		return 0, fmt.Errorf("replicate command: no commit within the deadline (the entry may still apply): %w", ErrNotLeader)
 	}
 	if resp, ok := f.Response().(error); ok && resp != nil {
 		return f.Index(), resp

@@ -77,15 +77,8 @@ func healAfterDeath(t *testing.T, victim *harness.Member, survivors []*harness.M
 
 	// The host dies: nothing it has answers from here on.
 	killed := time.Now()
-	if err := victim.Host.Cut(); err != nil {
-		t.Fatal(err)
-	}
-	victim.Kill()
+	written := killHost(t, victim, "db1")
 	lxcPath := filepath.Join(victim.StateDir, "lxc")
-	if out, err := victim.Host.Run(context.Background(), "lxc-stop", "-P", lxcPath, "-n", "db1", "-k"); err != nil {
-		t.Fatalf("kill db1's processes on %s: %v %s", victim.Host.Name, err, out)
-	}
-	written := countRecords(t, victim, filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "containers%2Fdb1", "root", "log"))
 
 	var owner string
 	s.WaitFor("db1 running on a survivor", 90*time.Second, func() bool {
@@ -132,6 +125,73 @@ func healAfterDeath(t *testing.T, victim *harness.Member, survivors []*harness.M
 	}
 	if log := victim.Log(); strings.Contains(log, "msg=started component=runtime container=db1") && strings.Count(log, "msg=started component=runtime container=db1") > 1 {
 		t.Errorf("%s started db1 again after it came back:\n%s", victim.Host.Name, log)
+	}
+}
+
+// killHost kills a member's host outright: its link cut first (nothing it
+// has answers from then on), its shoald SIGKILLed, the container's
+// processes killed. It returns the records the container's log holds on
+// that host.
+func killHost(t *testing.T, victim *harness.Member, name string) int {
+	t.Helper()
+	if err := victim.Host.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	victim.Kill()
+	if out, err := victim.Host.Run(context.Background(), "lxc-stop", "-P", filepath.Join(victim.StateDir, "lxc"), "-n", name, "-k"); err != nil {
+		t.Fatalf("kill %s's processes on %s: %v %s", name, victim.Host.Name, err, out)
+	}
+	return countRecords(t, victim, filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "containers%2F"+name, "root", "log"))
+}
+
+// TestHAHealManually: with healing off (cluster.healing_threshold=0) a dead
+// member's HA container stays put; `shoal cluster heal` moves it at once;
+// healing a member the cluster sees alive is refused unless the operator
+// vouches it is fenced.
+func TestHAHealManually(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	m1 := ms[0]
+	m1.MustShoal("image", "build", "busybox")
+	m1.MustShoal("cluster", "config", "set", "cluster.healing_threshold=0")
+	victim := ms[2]
+	if m1.Members()[victim.Host.Name].Role == "leader" {
+		victim = ms[1]
+	}
+	s := ms[0]
+	if s == victim {
+		s = ms[1]
+	}
+	if _, errOut, code := s.Shoal("cluster", "heal", victim.Host.Name); code == 0 || !strings.Contains(errOut, "--i-know-it-is-fenced") {
+		t.Errorf("cluster heal of an online member: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := s.Shoal("cluster", "heal", "nosuch"); code == 0 || !strings.Contains(errOut, "nosuch") {
+		t.Errorf("cluster heal of an unknown member: exit %d, %q", code, errOut)
+	}
+	s.MustShoal("launch", "busybox", "db1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s")
+	s.MustShoal("exec", "db1", "--", "sh", "-c", "echo rec1 > /root/log")
+	s.WaitFor("a replica of db1", 60*time.Second, func() bool {
+		ct := containerJSON(t, s, "db1")
+		return len(ct.Container.Replicas) > 0 && ct.Container.Replicas[0].TakenUnixNano > 0
+	})
+	time.Sleep(3 * time.Second)
+	killHost(t, victim, "db1")
+	s.WaitFor(victim.Host.Name+" offline", 60*time.Second, func() bool { return s.Members()[victim.Host.Name].Status == "offline" })
+	time.Sleep(4 * time.Second) // past the default threshold: nothing happens
+	if c := s.List()["db1"]; c.Container.Node != victim.Host.Name {
+		t.Fatalf("with healing off, db1 moved to %s", c.Container.Node)
+	}
+	out := s.MustShoal("cluster", "heal", victim.Host.Name)
+	if !strings.Contains(out, "db1:") {
+		t.Fatalf("cluster heal printed %q, want db1 moved", out)
+	}
+	t.Logf("%s", strings.TrimSpace(out))
+	s.WaitFor("db1 running elsewhere", 60*time.Second, func() bool {
+		c := s.List()["db1"]
+		return c.Container.Node != victim.Host.Name && strings.EqualFold(c.State.Status, "running")
+	})
+	if got := s.MustShoal("exec", "db1", "--", "cat", "/root/log"); got != "rec1\n" {
+		t.Errorf("db1's log after the heal: %q", got)
 	}
 }
 

@@ -19,8 +19,9 @@ import (
 // member, from its replica volume) is whole — records 1..N in order, no
 // torn line — and advances round after round; later rounds are increments
 // far smaller than the volume; `shoal info` shows the replica and its lag;
-// bad ha.* values and HA on a dir pool are refused naming the key; after
-// the container is deleted, the replica member deletes its copy.
+// bad ha.* values and HA on a dir pool are refused naming the key; when
+// the replica's member dies a new replica is made on the third member;
+// after the container is deleted, the old replica member deletes its copy.
 func TestHAReplication(t *testing.T) {
 	requireLiveMove(t)
 	_, ms := harness.StartCluster(t, binDir, 3)
@@ -99,8 +100,33 @@ func TestHAReplication(t *testing.T) {
 		t.Errorf("info db1 has no RPO:\n%s", info)
 	}
 
+	// The replica's member dies: a new replica is made on the third
+	// member, and info shows it.
+	killed := time.Now()
+	if err := rm.Host.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	rm.Kill()
+	var third string
+	m1.WaitFor("a new replica of db1 elsewhere", 90*time.Second, func() bool {
+		for _, r := range containerJSON(t, m1, "db1").Container.Replicas {
+			if r.Member != member && r.Member != "n1" {
+				third = r.Member
+			}
+		}
+		return third != ""
+	})
+	t.Logf("%s died; db1 replicated to %s %s later", member, third, time.Since(killed).Round(100*time.Millisecond))
+	if info := m1.MustShoal("info", "db1"); !strings.Contains(info, "HA: replicas "+third+" (lag ") {
+		t.Errorf("info db1 does not show the new replica on %s:\n%s", third, info)
+	}
+	if err := rm.Host.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	rm.Start()
+
 	m1.MustShoal("delete", "db1", "--force")
-	rm.WaitFor("the replica member to delete its copy", 30*time.Second, func() bool {
+	rm.WaitFor("the old replica member to delete its copy", 60*time.Second, func() bool {
 		_, err := rm.Host.Run(context.Background(), "test", "-e", filepath.Dir(filepath.Dir(replicaLog)))
 		return err != nil
 	})

@@ -2,6 +2,8 @@ package ha
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -155,6 +157,22 @@ func Threshold(cfg map[string]string) time.Duration {
 	return d
 }
 
+// NewestReplica is the replica of ct a heal promotes: the newest (by the
+// owner's time stamp) held by an online member; nil when there is none.
+func NewestReplica(ct *shoalv1.Container, nodes []*shoalv1.Node) *shoalv1.Replica {
+	online := map[string]bool{}
+	for _, n := range nodes {
+		online[n.GetName()] = n.GetStatus() == "online"
+	}
+	var best *shoalv1.Replica
+	for _, r := range ct.GetReplicas() {
+		if online[r.GetMember()] && (best == nil || r.GetTakenUnixNano() > best.GetTakenUnixNano()) {
+			best = r
+		}
+	}
+	return best
+}
+
 // Run heals until ctx ends.
 func (h *Healer) Run(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
@@ -200,12 +218,7 @@ func (h *Healer) Check(ctx context.Context) {
 		if !offline || now.Sub(since) < threshold || !PolicyOf(ct.GetConfig()).Enabled {
 			continue
 		}
-		var best *shoalv1.Replica
-		for _, r := range ct.GetReplicas() {
-			if n := nodes[r.GetMember()]; n != nil && n.GetStatus() == "online" && (best == nil || r.GetTakenUnixNano() > best.GetTakenUnixNano()) {
-				best = r
-			}
-		}
+		best := NewestReplica(ct, h.View.Nodes())
 		if best == nil {
 			if !h.warned[ct.GetName()] {
 				h.warned[ct.GetName()] = true
@@ -227,4 +240,59 @@ func (h *Healer) Check(ctx context.Context) {
 			h.Event("container-healed", ct.GetName())
 		}
 	}
+}
+
+// Errors HealMember returns for the caller to branch on.
+var (
+	// ErrUnknownMember: no member has that name.
+	ErrUnknownMember = errors.New("unknown member")
+	// ErrNotDead: the cluster does not see the member offline, and the
+	// caller did not vouch that it is fenced.
+	ErrNotDead = errors.New("member not offline")
+)
+
+// HealMember heals a member's HA containers now (shoal cluster heal),
+// without waiting for the threshold. A member the cluster does not see
+// offline is refused unless fenced is set (the operator vouches that it
+// is dead or fenced); then it is first recorded offline. It returns the
+// containers healed ("name:member") and those it could not heal
+// ("name: why").
+func HealMember(ctx context.Context, v View, propose func(context.Context, proto.Message) error, self, name string, fenced bool) (healed, skipped []string, err error) {
+	var node *shoalv1.Node
+	for _, n := range v.Nodes() {
+		if n.GetName() == name {
+			node = proto.Clone(n).(*shoalv1.Node)
+		}
+	}
+	if node == nil {
+		return nil, nil, fmt.Errorf("member %q: %w", name, ErrUnknownMember)
+	}
+	if name == self {
+		return nil, nil, fmt.Errorf("member %s is the one answering this call: %w", name, ErrNotDead)
+	}
+	if node.GetStatus() != "offline" {
+		if !fenced {
+			return nil, nil, fmt.Errorf("member %s is %s, so it may still run its containers; if you know it is dead or fenced, pass --i-know-it-is-fenced: %w", name, node.GetStatus(), ErrNotDead)
+		}
+		node.Status = "offline"
+		if err := propose(ctx, &shoalv1.NodeUpsertCommand{Node: node}); err != nil {
+			return nil, nil, fmt.Errorf("record %s offline: %w", name, err)
+		}
+	}
+	for _, ct := range v.Containers() {
+		if ct.GetNode() != name || !PolicyOf(ct.GetConfig()).Enabled {
+			continue
+		}
+		best := NewestReplica(ct, v.Nodes())
+		if best == nil {
+			skipped = append(skipped, ct.GetName()+": no online member holds a replica")
+			continue
+		}
+		if err := propose(ctx, &shoalv1.ContainerHealCommand{Name: ct.GetName(), Node: best.GetMember(), From: name}); err != nil {
+			skipped = append(skipped, ct.GetName()+": "+err.Error())
+			continue
+		}
+		healed = append(healed, ct.GetName()+":"+best.GetMember())
+	}
+	return healed, skipped, nil
 }

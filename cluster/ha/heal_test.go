@@ -2,7 +2,9 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +104,52 @@ func TestFencer(t *testing.T) {
 	f.Check(context.Background())
 	if host.fenced || fmt.Sprint(host.started) != "[db]" {
 		t.Fatalf("quorum back: %+v, want the fence lifted and db reconciled", host)
+	}
+}
+
+// shoal cluster heal: an offline member's HA containers go now; a member
+// the cluster sees alive only with the operator's word, and then it is
+// recorded offline first; containers without a replica are reported.
+func TestHealMember(t *testing.T) {
+	cl := &fakeCluster{nodes: []*shoalv1.Node{{Name: "n1", Status: "online"}, {Name: "n2", Status: "online"}, {Name: "n3", Status: "offline"}},
+		cts: map[string]*shoalv1.Container{
+			"db":   {Name: "db", Node: "n1", Config: map[string]string{KeyEnabled: "true"}, Replicas: []*shoalv1.Replica{{Member: "n2"}}},
+			"bare": {Name: "bare", Node: "n1", Config: map[string]string{KeyEnabled: "true"}},
+			"off":  {Name: "off", Node: "n3", Config: map[string]string{KeyEnabled: "true"}, Replicas: []*shoalv1.Replica{{Member: "n2"}}},
+		}}
+	var proposed []string
+	propose := func(_ context.Context, m proto.Message) error {
+		switch c := m.(type) {
+		case *shoalv1.NodeUpsertCommand:
+			proposed = append(proposed, c.GetNode().GetName()+"="+c.GetNode().GetStatus())
+		case *shoalv1.ContainerHealCommand:
+			proposed = append(proposed, c.GetName()+"->"+c.GetNode())
+		}
+		return nil
+	}
+	ctx := context.Background()
+	if _, _, err := HealMember(ctx, cl, propose, "n2", "n9", false); !errors.Is(err, ErrUnknownMember) {
+		t.Errorf("unknown member: %v", err)
+	}
+	if _, _, err := HealMember(ctx, cl, propose, "n2", "n2", true); !errors.Is(err, ErrNotDead) {
+		t.Errorf("healing the member that answers: %v", err)
+	}
+	if _, _, err := HealMember(ctx, cl, propose, "n2", "n1", false); !errors.Is(err, ErrNotDead) || !strings.Contains(err.Error(), "--i-know-it-is-fenced") {
+		t.Errorf("an online member without the flag: %v", err)
+	}
+	if len(proposed) != 0 {
+		t.Fatalf("refused heals proposed %v", proposed)
+	}
+	healed, skipped, err := HealMember(ctx, cl, propose, "n2", "n3", false)
+	if err != nil || fmt.Sprint(healed) != "[off:n2]" || len(skipped) != 0 {
+		t.Fatalf("offline n3: %v %v %v", healed, skipped, err)
+	}
+	proposed = nil
+	healed, skipped, err = HealMember(ctx, cl, propose, "n2", "n1", true)
+	if err != nil || fmt.Sprint(healed) != "[db:n2]" || len(skipped) != 1 || !strings.Contains(skipped[0], "bare: no online member") {
+		t.Fatalf("n1 with the flag: %v %v %v", healed, skipped, err)
+	}
+	if proposed[0] != "n1=offline" {
+		t.Fatalf("proposed %v, want n1 recorded offline first", proposed)
 	}
 }

@@ -97,6 +97,22 @@ func (a *app) clusterCmd() *cobra.Command {
 		}),
 	}
 	evacuate.Flags().BoolVar(&live, "live", false, "move running containers live (CRIU) where they can; the rest move cold")
+	var fenced bool
+	heal := &cobra.Command{
+		Use: "heal NAME [--i-know-it-is-fenced]", Short: "Restart a dead member's HA containers on the members holding their replicas, now", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			resp, err := c.Cluster.HealMember(cmd.Context(), &shoalv1.HealMemberRequest{Name: args[0], IKnowItIsFenced: fenced})
+			if err != nil {
+				return convert(err)
+			}
+			fmt.Printf("Member %s healed; moved: %s\n", args[0], orNone(resp.GetHealed()))
+			if len(resp.GetSkipped()) > 0 {
+				fmt.Printf("Not healed: %s\n", strings.Join(resp.GetSkipped(), "; "))
+			}
+			return nil
+		}),
+	}
+	heal.Flags().BoolVar(&fenced, "i-know-it-is-fenced", false, "heal a member the cluster does not see offline: you vouch it is dead or fenced (otherwise two copies could run)")
 	restore := &cobra.Command{
 		Use: "restore NAME", Short: "Bring an evacuated member back, move back what the evacuation moved and restart what it stopped", Args: cobra.ExactArgs(1),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -138,6 +154,14 @@ func (a *app) clusterCmd() *cobra.Command {
 			return nil
 		}),
 	})
-	cmd.AddCommand(add, list, remove, evacuate, restore, cfg, a.trustCmd(), a.tokenCmd())
+	cmd.AddCommand(add, list, remove, evacuate, restore, heal, cfg, a.trustCmd(), a.tokenCmd())
 	return cmd
+}
+
+// orNone joins a list, or says "none".
+func orNone(items []string) string {
+	if len(items) == 0 {
+		return "none"
+	}
+	return strings.Join(items, ", ")
 }

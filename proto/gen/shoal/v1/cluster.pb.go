@@ -821,6 +821,115 @@ func (x *EvacuateMemberResponse) GetMoved() []string {
 	return nil
 }
 
+type HealMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Heal even though the cluster does not see the member offline: the
+	// operator vouches that it is dead or fenced (as LXD's docs warn, two
+	// copies could run otherwise).
+	IKnowItIsFenced bool `protobuf:"varint,2,opt,name=i_know_it_is_fenced,json=iKnowItIsFenced,proto3" json:"i_know_it_is_fenced,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HealMemberRequest) Reset() {
+	*x = HealMemberRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealMemberRequest) ProtoMessage() {}
+
+func (x *HealMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealMemberRequest.ProtoReflect.Descriptor instead.
+func (*HealMemberRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HealMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HealMemberRequest) GetIKnowItIsFenced() bool {
+	if x != nil {
+		return x.IKnowItIsFenced
+	}
+	return false
+}
+
+type HealMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Containers given to another member, as "name:member".
+	Healed []string `protobuf:"bytes,1,rep,name=healed,proto3" json:"healed,omitempty"`
+	// HA containers that could not be healed, as "name: why".
+	Skipped       []string `protobuf:"bytes,2,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealMemberResponse) Reset() {
+	*x = HealMemberResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealMemberResponse) ProtoMessage() {}
+
+func (x *HealMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealMemberResponse.ProtoReflect.Descriptor instead.
+func (*HealMemberResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HealMemberResponse) GetHealed() []string {
+	if x != nil {
+		return x.Healed
+	}
+	return nil
+}
+
+func (x *HealMemberResponse) GetSkipped() []string {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
 type RestoreMemberRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -830,7 +939,7 @@ type RestoreMemberRequest struct {
 
 func (x *RestoreMemberRequest) Reset() {
 	*x = RestoreMemberRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[13]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +951,7 @@ func (x *RestoreMemberRequest) String() string {
 func (*RestoreMemberRequest) ProtoMessage() {}
 
 func (x *RestoreMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[13]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +964,7 @@ func (x *RestoreMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMemberRequest.ProtoReflect.Descriptor instead.
 func (*RestoreMemberRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RestoreMemberRequest) GetName() string {
@@ -878,7 +987,7 @@ type RestoreMemberResponse struct {
 
 func (x *RestoreMemberResponse) Reset() {
 	*x = RestoreMemberResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[14]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +999,7 @@ func (x *RestoreMemberResponse) String() string {
 func (*RestoreMemberResponse) ProtoMessage() {}
 
 func (x *RestoreMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[14]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1012,7 @@ func (x *RestoreMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMemberResponse.ProtoReflect.Descriptor instead.
 func (*RestoreMemberResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RestoreMemberResponse) GetStarted() []string {
@@ -928,7 +1037,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[15]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1049,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[15]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1062,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{15}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{17}
 }
 
 type ReadIndexResponse struct {
@@ -965,7 +1074,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[16]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1086,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[16]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1099,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1010,7 +1119,7 @@ type UpdateClusterConfigRequest struct {
 
 func (x *UpdateClusterConfigRequest) Reset() {
 	*x = UpdateClusterConfigRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[17]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1131,7 @@ func (x *UpdateClusterConfigRequest) String() string {
 func (*UpdateClusterConfigRequest) ProtoMessage() {}
 
 func (x *UpdateClusterConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[17]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1144,7 @@ func (x *UpdateClusterConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClusterConfigRequest.ProtoReflect.Descriptor instead.
 func (*UpdateClusterConfigRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateClusterConfigRequest) GetSet() map[string]string {
@@ -1061,7 +1170,7 @@ type UpdateClusterConfigResponse struct {
 
 func (x *UpdateClusterConfigResponse) Reset() {
 	*x = UpdateClusterConfigResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[18]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1182,7 @@ func (x *UpdateClusterConfigResponse) String() string {
 func (*UpdateClusterConfigResponse) ProtoMessage() {}
 
 func (x *UpdateClusterConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[18]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1195,7 @@ func (x *UpdateClusterConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateClusterConfigResponse.ProtoReflect.Descriptor instead.
 func (*UpdateClusterConfigResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateClusterConfigResponse) GetConfig() map[string]string {
@@ -1104,7 +1213,7 @@ type GetClusterConfigRequest struct {
 
 func (x *GetClusterConfigRequest) Reset() {
 	*x = GetClusterConfigRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[19]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1225,7 @@ func (x *GetClusterConfigRequest) String() string {
 func (*GetClusterConfigRequest) ProtoMessage() {}
 
 func (x *GetClusterConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[19]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1238,7 @@ func (x *GetClusterConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterConfigRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{21}
 }
 
 type GetClusterConfigResponse struct {
@@ -1141,7 +1250,7 @@ type GetClusterConfigResponse struct {
 
 func (x *GetClusterConfigResponse) Reset() {
 	*x = GetClusterConfigResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[20]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1262,7 @@ func (x *GetClusterConfigResponse) String() string {
 func (*GetClusterConfigResponse) ProtoMessage() {}
 
 func (x *GetClusterConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[20]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1275,7 @@ func (x *GetClusterConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterConfigResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetClusterConfigResponse) GetConfig() map[string]string {
@@ -1184,7 +1293,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[21]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1305,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[21]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1318,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{23}
 }
 
 // PendingToken is a join token not yet redeemed (its secret is not kept).
@@ -1225,7 +1334,7 @@ type PendingToken struct {
 
 func (x *PendingToken) Reset() {
 	*x = PendingToken{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[22]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1346,7 @@ func (x *PendingToken) String() string {
 func (*PendingToken) ProtoMessage() {}
 
 func (x *PendingToken) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[22]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1359,7 @@ func (x *PendingToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingToken.ProtoReflect.Descriptor instead.
 func (*PendingToken) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PendingToken) GetName() string {
@@ -1290,7 +1399,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[23]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1411,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[23]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1424,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListTokensResponse) GetTokens() []*PendingToken {
@@ -1334,7 +1443,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[24]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1455,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[24]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1468,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevokeTokenRequest) GetName() string {
@@ -1377,7 +1486,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[25]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1498,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[25]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1511,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{27}
 }
 
 type ListTrustRequest struct {
@@ -1413,7 +1522,7 @@ type ListTrustRequest struct {
 
 func (x *ListTrustRequest) Reset() {
 	*x = ListTrustRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[26]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1534,7 @@ func (x *ListTrustRequest) String() string {
 func (*ListTrustRequest) ProtoMessage() {}
 
 func (x *ListTrustRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[26]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1547,7 @@ func (x *ListTrustRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTrustRequest.ProtoReflect.Descriptor instead.
 func (*ListTrustRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{28}
 }
 
 type ListTrustResponse struct {
@@ -1450,7 +1559,7 @@ type ListTrustResponse struct {
 
 func (x *ListTrustResponse) Reset() {
 	*x = ListTrustResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[27]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1571,7 @@ func (x *ListTrustResponse) String() string {
 func (*ListTrustResponse) ProtoMessage() {}
 
 func (x *ListTrustResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[27]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1584,7 @@ func (x *ListTrustResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTrustResponse.ProtoReflect.Descriptor instead.
 func (*ListTrustResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListTrustResponse) GetEntries() []*TrustEntry {
@@ -1496,7 +1605,7 @@ type RevokeTrustRequest struct {
 
 func (x *RevokeTrustRequest) Reset() {
 	*x = RevokeTrustRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[28]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1617,7 @@ func (x *RevokeTrustRequest) String() string {
 func (*RevokeTrustRequest) ProtoMessage() {}
 
 func (x *RevokeTrustRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[28]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1630,7 @@ func (x *RevokeTrustRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTrustRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTrustRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeTrustRequest) GetNameOrFingerprint() string {
@@ -1540,7 +1649,7 @@ type RevokeTrustResponse struct {
 
 func (x *RevokeTrustResponse) Reset() {
 	*x = RevokeTrustResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[29]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1661,7 @@ func (x *RevokeTrustResponse) String() string {
 func (*RevokeTrustResponse) ProtoMessage() {}
 
 func (x *RevokeTrustResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[29]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1674,7 @@ func (x *RevokeTrustResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTrustResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTrustResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeTrustResponse) GetRevoked() []*TrustEntry {
@@ -1585,7 +1694,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[30]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1706,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[30]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1719,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RenewCertificateRequest) GetCsrPem() []byte {
@@ -1632,7 +1741,7 @@ type RenewCertificateResponse struct {
 
 func (x *RenewCertificateResponse) Reset() {
 	*x = RenewCertificateResponse{}
-	mi := &file_shoal_v1_cluster_proto_msgTypes[31]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1753,7 @@ func (x *RenewCertificateResponse) String() string {
 func (*RenewCertificateResponse) ProtoMessage() {}
 
 func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_cluster_proto_msgTypes[31]
+	mi := &file_shoal_v1_cluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1766,7 @@ func (x *RenewCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RenewCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RenewCertificateResponse) GetCertPem() []byte {
@@ -1749,7 +1858,13 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\x04live\x18\x02 \x01(\bR\x04live\"H\n" +
 	"\x16EvacuateMemberResponse\x12\x18\n" +
 	"\astopped\x18\x01 \x03(\tR\astopped\x12\x14\n" +
-	"\x05moved\x18\x02 \x03(\tR\x05moved\"*\n" +
+	"\x05moved\x18\x02 \x03(\tR\x05moved\"U\n" +
+	"\x11HealMemberRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12,\n" +
+	"\x13i_know_it_is_fenced\x18\x02 \x01(\bR\x0fiKnowItIsFenced\"F\n" +
+	"\x12HealMemberResponse\x12\x16\n" +
+	"\x06healed\x18\x01 \x03(\tR\x06healed\x12\x18\n" +
+	"\askipped\x18\x02 \x03(\tR\askipped\"*\n" +
 	"\x14RestoreMemberRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"P\n" +
 	"\x15RestoreMemberResponse\x12\x18\n" +
@@ -1799,14 +1914,16 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\x18RenewCertificateResponse\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x1e\n" +
 	"\vca_cert_pem\x18\x02 \x01(\fR\tcaCertPem\x12!\n" +
-	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix2\xa2\t\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix2\xeb\t\n" +
 	"\x0eClusterService\x12V\n" +
 	"\x0fCreateJoinToken\x12 .shoal.v1.CreateJoinTokenRequest\x1a!.shoal.v1.CreateJoinTokenResponse\x125\n" +
 	"\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12J\n" +
 	"\vListMembers\x12\x1c.shoal.v1.ListMembersRequest\x1a\x1d.shoal.v1.ListMembersResponse\x12M\n" +
 	"\fRemoveMember\x12\x1d.shoal.v1.RemoveMemberRequest\x1a\x1e.shoal.v1.RemoveMemberResponse\x12S\n" +
 	"\x0eEvacuateMember\x12\x1f.shoal.v1.EvacuateMemberRequest\x1a .shoal.v1.EvacuateMemberResponse\x12P\n" +
-	"\rRestoreMember\x12\x1e.shoal.v1.RestoreMemberRequest\x1a\x1f.shoal.v1.RestoreMemberResponse\x12D\n" +
+	"\rRestoreMember\x12\x1e.shoal.v1.RestoreMemberRequest\x1a\x1f.shoal.v1.RestoreMemberResponse\x12G\n" +
+	"\n" +
+	"HealMember\x12\x1b.shoal.v1.HealMemberRequest\x1a\x1c.shoal.v1.HealMemberResponse\x12D\n" +
 	"\tReadIndex\x12\x1a.shoal.v1.ReadIndexRequest\x1a\x1b.shoal.v1.ReadIndexResponse\x12b\n" +
 	"\x13UpdateClusterConfig\x12$.shoal.v1.UpdateClusterConfigRequest\x1a%.shoal.v1.UpdateClusterConfigResponse\x12Y\n" +
 	"\x10GetClusterConfig\x12!.shoal.v1.GetClusterConfigRequest\x1a\".shoal.v1.GetClusterConfigResponse\x128\n" +
@@ -1830,7 +1947,7 @@ func file_shoal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_cluster_proto_rawDescData
 }
 
-var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*CreateJoinTokenRequest)(nil),      // 0: shoal.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil),     // 1: shoal.v1.CreateJoinTokenResponse
@@ -1845,77 +1962,81 @@ var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*ApplyResponse)(nil),               // 10: shoal.v1.ApplyResponse
 	(*EvacuateMemberRequest)(nil),       // 11: shoal.v1.EvacuateMemberRequest
 	(*EvacuateMemberResponse)(nil),      // 12: shoal.v1.EvacuateMemberResponse
-	(*RestoreMemberRequest)(nil),        // 13: shoal.v1.RestoreMemberRequest
-	(*RestoreMemberResponse)(nil),       // 14: shoal.v1.RestoreMemberResponse
-	(*ReadIndexRequest)(nil),            // 15: shoal.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),           // 16: shoal.v1.ReadIndexResponse
-	(*UpdateClusterConfigRequest)(nil),  // 17: shoal.v1.UpdateClusterConfigRequest
-	(*UpdateClusterConfigResponse)(nil), // 18: shoal.v1.UpdateClusterConfigResponse
-	(*GetClusterConfigRequest)(nil),     // 19: shoal.v1.GetClusterConfigRequest
-	(*GetClusterConfigResponse)(nil),    // 20: shoal.v1.GetClusterConfigResponse
-	(*ListTokensRequest)(nil),           // 21: shoal.v1.ListTokensRequest
-	(*PendingToken)(nil),                // 22: shoal.v1.PendingToken
-	(*ListTokensResponse)(nil),          // 23: shoal.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),          // 24: shoal.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),         // 25: shoal.v1.RevokeTokenResponse
-	(*ListTrustRequest)(nil),            // 26: shoal.v1.ListTrustRequest
-	(*ListTrustResponse)(nil),           // 27: shoal.v1.ListTrustResponse
-	(*RevokeTrustRequest)(nil),          // 28: shoal.v1.RevokeTrustRequest
-	(*RevokeTrustResponse)(nil),         // 29: shoal.v1.RevokeTrustResponse
-	(*RenewCertificateRequest)(nil),     // 30: shoal.v1.RenewCertificateRequest
-	(*RenewCertificateResponse)(nil),    // 31: shoal.v1.RenewCertificateResponse
-	nil,                                 // 32: shoal.v1.JoinRequest.LabelsEntry
-	nil,                                 // 33: shoal.v1.Member.LabelsEntry
-	nil,                                 // 34: shoal.v1.UpdateClusterConfigRequest.SetEntry
-	nil,                                 // 35: shoal.v1.UpdateClusterConfigResponse.ConfigEntry
-	nil,                                 // 36: shoal.v1.GetClusterConfigResponse.ConfigEntry
-	(*Grant)(nil),                       // 37: shoal.v1.Grant
-	(*TrustEntry)(nil),                  // 38: shoal.v1.TrustEntry
+	(*HealMemberRequest)(nil),           // 13: shoal.v1.HealMemberRequest
+	(*HealMemberResponse)(nil),          // 14: shoal.v1.HealMemberResponse
+	(*RestoreMemberRequest)(nil),        // 15: shoal.v1.RestoreMemberRequest
+	(*RestoreMemberResponse)(nil),       // 16: shoal.v1.RestoreMemberResponse
+	(*ReadIndexRequest)(nil),            // 17: shoal.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),           // 18: shoal.v1.ReadIndexResponse
+	(*UpdateClusterConfigRequest)(nil),  // 19: shoal.v1.UpdateClusterConfigRequest
+	(*UpdateClusterConfigResponse)(nil), // 20: shoal.v1.UpdateClusterConfigResponse
+	(*GetClusterConfigRequest)(nil),     // 21: shoal.v1.GetClusterConfigRequest
+	(*GetClusterConfigResponse)(nil),    // 22: shoal.v1.GetClusterConfigResponse
+	(*ListTokensRequest)(nil),           // 23: shoal.v1.ListTokensRequest
+	(*PendingToken)(nil),                // 24: shoal.v1.PendingToken
+	(*ListTokensResponse)(nil),          // 25: shoal.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),          // 26: shoal.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),         // 27: shoal.v1.RevokeTokenResponse
+	(*ListTrustRequest)(nil),            // 28: shoal.v1.ListTrustRequest
+	(*ListTrustResponse)(nil),           // 29: shoal.v1.ListTrustResponse
+	(*RevokeTrustRequest)(nil),          // 30: shoal.v1.RevokeTrustRequest
+	(*RevokeTrustResponse)(nil),         // 31: shoal.v1.RevokeTrustResponse
+	(*RenewCertificateRequest)(nil),     // 32: shoal.v1.RenewCertificateRequest
+	(*RenewCertificateResponse)(nil),    // 33: shoal.v1.RenewCertificateResponse
+	nil,                                 // 34: shoal.v1.JoinRequest.LabelsEntry
+	nil,                                 // 35: shoal.v1.Member.LabelsEntry
+	nil,                                 // 36: shoal.v1.UpdateClusterConfigRequest.SetEntry
+	nil,                                 // 37: shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	nil,                                 // 38: shoal.v1.GetClusterConfigResponse.ConfigEntry
+	(*Grant)(nil),                       // 39: shoal.v1.Grant
+	(*TrustEntry)(nil),                  // 40: shoal.v1.TrustEntry
 }
 var file_shoal_v1_cluster_proto_depIdxs = []int32{
-	37, // 0: shoal.v1.CreateJoinTokenRequest.grant:type_name -> shoal.v1.Grant
-	32, // 1: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
-	33, // 2: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
+	39, // 0: shoal.v1.CreateJoinTokenRequest.grant:type_name -> shoal.v1.Grant
+	34, // 1: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
+	35, // 2: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
 	5,  // 3: shoal.v1.ListMembersResponse.members:type_name -> shoal.v1.Member
-	34, // 4: shoal.v1.UpdateClusterConfigRequest.set:type_name -> shoal.v1.UpdateClusterConfigRequest.SetEntry
-	35, // 5: shoal.v1.UpdateClusterConfigResponse.config:type_name -> shoal.v1.UpdateClusterConfigResponse.ConfigEntry
-	36, // 6: shoal.v1.GetClusterConfigResponse.config:type_name -> shoal.v1.GetClusterConfigResponse.ConfigEntry
-	37, // 7: shoal.v1.PendingToken.grant:type_name -> shoal.v1.Grant
-	22, // 8: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.PendingToken
-	38, // 9: shoal.v1.ListTrustResponse.entries:type_name -> shoal.v1.TrustEntry
-	38, // 10: shoal.v1.RevokeTrustResponse.revoked:type_name -> shoal.v1.TrustEntry
+	36, // 4: shoal.v1.UpdateClusterConfigRequest.set:type_name -> shoal.v1.UpdateClusterConfigRequest.SetEntry
+	37, // 5: shoal.v1.UpdateClusterConfigResponse.config:type_name -> shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	38, // 6: shoal.v1.GetClusterConfigResponse.config:type_name -> shoal.v1.GetClusterConfigResponse.ConfigEntry
+	39, // 7: shoal.v1.PendingToken.grant:type_name -> shoal.v1.Grant
+	24, // 8: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.PendingToken
+	40, // 9: shoal.v1.ListTrustResponse.entries:type_name -> shoal.v1.TrustEntry
+	40, // 10: shoal.v1.RevokeTrustResponse.revoked:type_name -> shoal.v1.TrustEntry
 	0,  // 11: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
 	2,  // 12: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
 	4,  // 13: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
 	7,  // 14: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
 	11, // 15: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
-	13, // 16: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
-	15, // 17: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
-	17, // 18: shoal.v1.ClusterService.UpdateClusterConfig:input_type -> shoal.v1.UpdateClusterConfigRequest
-	19, // 19: shoal.v1.ClusterService.GetClusterConfig:input_type -> shoal.v1.GetClusterConfigRequest
-	9,  // 20: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
-	21, // 21: shoal.v1.ClusterService.ListTokens:input_type -> shoal.v1.ListTokensRequest
-	24, // 22: shoal.v1.ClusterService.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
-	26, // 23: shoal.v1.ClusterService.ListTrust:input_type -> shoal.v1.ListTrustRequest
-	28, // 24: shoal.v1.ClusterService.RevokeTrust:input_type -> shoal.v1.RevokeTrustRequest
-	30, // 25: shoal.v1.ClusterService.RenewCertificate:input_type -> shoal.v1.RenewCertificateRequest
-	1,  // 26: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
-	3,  // 27: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
-	6,  // 28: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
-	8,  // 29: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
-	12, // 30: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
-	14, // 31: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
-	16, // 32: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
-	18, // 33: shoal.v1.ClusterService.UpdateClusterConfig:output_type -> shoal.v1.UpdateClusterConfigResponse
-	20, // 34: shoal.v1.ClusterService.GetClusterConfig:output_type -> shoal.v1.GetClusterConfigResponse
-	10, // 35: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
-	23, // 36: shoal.v1.ClusterService.ListTokens:output_type -> shoal.v1.ListTokensResponse
-	25, // 37: shoal.v1.ClusterService.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
-	27, // 38: shoal.v1.ClusterService.ListTrust:output_type -> shoal.v1.ListTrustResponse
-	29, // 39: shoal.v1.ClusterService.RevokeTrust:output_type -> shoal.v1.RevokeTrustResponse
-	31, // 40: shoal.v1.ClusterService.RenewCertificate:output_type -> shoal.v1.RenewCertificateResponse
-	26, // [26:41] is the sub-list for method output_type
-	11, // [11:26] is the sub-list for method input_type
+	15, // 16: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
+	13, // 17: shoal.v1.ClusterService.HealMember:input_type -> shoal.v1.HealMemberRequest
+	17, // 18: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
+	19, // 19: shoal.v1.ClusterService.UpdateClusterConfig:input_type -> shoal.v1.UpdateClusterConfigRequest
+	21, // 20: shoal.v1.ClusterService.GetClusterConfig:input_type -> shoal.v1.GetClusterConfigRequest
+	9,  // 21: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
+	23, // 22: shoal.v1.ClusterService.ListTokens:input_type -> shoal.v1.ListTokensRequest
+	26, // 23: shoal.v1.ClusterService.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
+	28, // 24: shoal.v1.ClusterService.ListTrust:input_type -> shoal.v1.ListTrustRequest
+	30, // 25: shoal.v1.ClusterService.RevokeTrust:input_type -> shoal.v1.RevokeTrustRequest
+	32, // 26: shoal.v1.ClusterService.RenewCertificate:input_type -> shoal.v1.RenewCertificateRequest
+	1,  // 27: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
+	3,  // 28: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
+	6,  // 29: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
+	8,  // 30: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
+	12, // 31: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
+	16, // 32: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
+	14, // 33: shoal.v1.ClusterService.HealMember:output_type -> shoal.v1.HealMemberResponse
+	18, // 34: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
+	20, // 35: shoal.v1.ClusterService.UpdateClusterConfig:output_type -> shoal.v1.UpdateClusterConfigResponse
+	22, // 36: shoal.v1.ClusterService.GetClusterConfig:output_type -> shoal.v1.GetClusterConfigResponse
+	10, // 37: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
+	25, // 38: shoal.v1.ClusterService.ListTokens:output_type -> shoal.v1.ListTokensResponse
+	27, // 39: shoal.v1.ClusterService.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
+	29, // 40: shoal.v1.ClusterService.ListTrust:output_type -> shoal.v1.ListTrustResponse
+	31, // 41: shoal.v1.ClusterService.RevokeTrust:output_type -> shoal.v1.RevokeTrustResponse
+	33, // 42: shoal.v1.ClusterService.RenewCertificate:output_type -> shoal.v1.RenewCertificateResponse
+	27, // [27:43] is the sub-list for method output_type
+	11, // [11:27] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1933,7 +2054,7 @@ func file_shoal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_cluster_proto_rawDesc), len(file_shoal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	ClusterService_RemoveMember_FullMethodName        = "/shoal.v1.ClusterService/RemoveMember"
 	ClusterService_EvacuateMember_FullMethodName      = "/shoal.v1.ClusterService/EvacuateMember"
 	ClusterService_RestoreMember_FullMethodName       = "/shoal.v1.ClusterService/RestoreMember"
+	ClusterService_HealMember_FullMethodName          = "/shoal.v1.ClusterService/HealMember"
 	ClusterService_ReadIndex_FullMethodName           = "/shoal.v1.ClusterService/ReadIndex"
 	ClusterService_UpdateClusterConfig_FullMethodName = "/shoal.v1.ClusterService/UpdateClusterConfig"
 	ClusterService_GetClusterConfig_FullMethodName    = "/shoal.v1.ClusterService/GetClusterConfig"
@@ -58,6 +59,10 @@ type ClusterServiceClient interface {
 	// RestoreMember brings an evacuated member back and restarts what was
 	// stopped by the evacuation.
 	RestoreMember(ctx context.Context, in *RestoreMemberRequest, opts ...grpc.CallOption) (*RestoreMemberResponse, error)
+	// HealMember restarts a dead member's HA containers elsewhere now,
+	// without waiting for the healing threshold: for when the operator knows
+	// the member is dead.
+	HealMember(ctx context.Context, in *HealMemberRequest, opts ...grpc.CallOption) (*HealMemberResponse, error)
 	// ReadIndex returns the leader's applied index after confirming it still
 	// leads, so a member can serve a linearizable read once it has applied as
 	// far (node certificates only).
@@ -146,6 +151,16 @@ func (c *clusterServiceClient) RestoreMember(ctx context.Context, in *RestoreMem
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RestoreMemberResponse)
 	err := c.cc.Invoke(ctx, ClusterService_RestoreMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) HealMember(ctx context.Context, in *HealMemberRequest, opts ...grpc.CallOption) (*HealMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HealMemberResponse)
+	err := c.cc.Invoke(ctx, ClusterService_HealMember_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +279,10 @@ type ClusterServiceServer interface {
 	// RestoreMember brings an evacuated member back and restarts what was
 	// stopped by the evacuation.
 	RestoreMember(context.Context, *RestoreMemberRequest) (*RestoreMemberResponse, error)
+	// HealMember restarts a dead member's HA containers elsewhere now,
+	// without waiting for the healing threshold: for when the operator knows
+	// the member is dead.
+	HealMember(context.Context, *HealMemberRequest) (*HealMemberResponse, error)
 	// ReadIndex returns the leader's applied index after confirming it still
 	// leads, so a member can serve a linearizable read once it has applied as
 	// far (node certificates only).
@@ -315,6 +334,9 @@ func (UnimplementedClusterServiceServer) EvacuateMember(context.Context, *Evacua
 }
 func (UnimplementedClusterServiceServer) RestoreMember(context.Context, *RestoreMemberRequest) (*RestoreMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestoreMember not implemented")
+}
+func (UnimplementedClusterServiceServer) HealMember(context.Context, *HealMemberRequest) (*HealMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method HealMember not implemented")
 }
 func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
@@ -468,6 +490,24 @@ func _ClusterService_RestoreMember_Handler(srv interface{}, ctx context.Context,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ClusterServiceServer).RestoreMember(ctx, req.(*RestoreMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_HealMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HealMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).HealMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_HealMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).HealMember(ctx, req.(*HealMemberRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -664,6 +704,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestoreMember",
 			Handler:    _ClusterService_RestoreMember_Handler,
+		},
+		{
+			MethodName: "HealMember",
+			Handler:    _ClusterService_HealMember_Handler,
 		},
 		{
 			MethodName: "ReadIndex",
