@@ -288,9 +288,13 @@ func (s *state) apply(m proto.Message) (Change, error) {
 			return Change{}, err
 		}
 		ct.Node, ct.DesiredState, ct.Status, ct.StatusMessage = c.GetNode(), c.GetDesiredState(), "", ""
-		// Replicas are increments on the old owner's snapshots, which do not
-		// travel: the new owner replicates afresh.
-		ct.Replicas = nil
+		// The move carried the snapshot the replicas are based on: the new
+		// owner goes on from it (or, if the increment fails, sends in full).
+		// A replica on the new owner itself is no longer one.
+		ct.Replicas = slices.DeleteFunc(ct.Replicas, func(r *shoalv1.Replica) bool { return r.GetMember() == c.GetNode() })
+		for _, r := range ct.Replicas {
+			r.From = c.GetNode()
+		}
 		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ContainerStatusCommand:
 		ct, err := s.container(c.GetName())

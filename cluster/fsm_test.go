@@ -234,8 +234,8 @@ func TestContainerMove(t *testing.T) {
 }
 
 // Replica records: only from the owner, never on the owner, only on a
-// known member; a move forgets them (they are increments on the old
-// owner's snapshots).
+// known member; a move keeps them (it carries their base snapshot) but
+// the one on the new owner.
 func TestReplicaRecords(t *testing.T) {
 	f := NewFSM()
 	for _, n := range []string{"n1", "n2"} {
@@ -269,9 +269,14 @@ func TestReplicaRecords(t *testing.T) {
 	if len(ct.GetReplicas()) != 1 || ct.GetReplicas()[0].GetSnapshot() != "ha-2" {
 		t.Fatalf("replicas %v, want n2 at ha-2 only", ct.GetReplicas())
 	}
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n3", Status: "online", CpuMillis: 2000, MemoryBytes: 1 << 30}})
+	if err := set(&shoalv1.Replica{Member: "n3", Snapshot: "ha-2", From: "n1"}); err != nil {
+		t.Fatal(err)
+	}
 	mustApply(t, f, &shoalv1.ContainerMoveCommand{Name: "db", Node: "n2", From: "n1", DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING})
-	if ct, _ := f.Container("db"); len(ct.GetReplicas()) != 0 {
-		t.Fatalf("replicas after a move: %v", ct.GetReplicas())
+	ct, _ = f.Container("db")
+	if len(ct.GetReplicas()) != 1 || ct.GetReplicas()[0].GetMember() != "n3" || ct.GetReplicas()[0].GetFrom() != "n2" {
+		t.Fatalf("replicas after a move to n2: %v, want n3's, now from n2", ct.GetReplicas())
 	}
 }
 

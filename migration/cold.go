@@ -95,7 +95,7 @@ func (m *coldMove) prepare(ctx context.Context) error {
 	if err := m.takeSnapshot(ctx, d, m.vol, snap); err != nil {
 		return m.stays(err)
 	}
-	m.snaps = append(snapshotNames(m.ct), snap)
+	m.snaps = append(carried(ctx, d, m.vol, m.ct), snap)
 	return nil
 }
 

@@ -146,7 +146,7 @@ func (m *liveMove) sendVolume(ctx context.Context) error {
 			m.e.abortTarget(m.name, m.target)
 		}
 	})
-	header := &shoalv1.VolumeHeader{Version: Version, Container: m.name, Pool: m.ct.GetPool(), Snapshots: append(snapshotNames(m.ct), m.snapA)}
+	header := &shoalv1.VolumeHeader{Version: Version, Container: m.name, Pool: m.ct.GetPool(), Snapshots: append(carried(ctx, m.d, m.vol, m.ct), m.snapA)}
 	sent, resp, err := m.e.sendVolume(ctx, m.d, m.vol, header, m.target, m.p)
 	if err != nil {
 		return m.failed("sending the volume", err)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster/ha"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
 )
@@ -42,6 +44,24 @@ func (e *engine) sendVolume(ctx context.Context, d storage.Driver, vol string, h
 // transferSnapshot names a snapshot a transfer takes for itself.
 func transferSnapshot(prefix string) string {
 	return prefix + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+}
+
+// carried lists the snapshots a move takes along: the container's own
+// (oldest first), then the newest HA replication snapshot on the volume,
+// if any — the one its replicas are based on, so the new owner goes on
+// replicating with increments instead of starting over.
+func carried(ctx context.Context, d storage.Driver, vol string, ct *shoalv1.Container) []string {
+	out := snapshotNames(ct)
+	all, err := d.ListSnapshots(ctx, vol)
+	if err != nil {
+		return out
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		if strings.HasPrefix(all[i], ha.SnapshotPrefix) {
+			return append(out, all[i])
+		}
+	}
+	return out
 }
 
 // snapshotNames lists a container's snapshots, oldest first.

@@ -100,25 +100,47 @@ func TestHAReplication(t *testing.T) {
 		t.Errorf("info db1 has no RPO:\n%s", info)
 	}
 
-	// The replica's member dies: a new replica is made on the third
-	// member, and info shows it.
+	// A live move carries the snapshot the replica is based on: the new
+	// owner's first round is an increment too, not a full copy.
+	third := "n2"
+	if member == "n2" {
+		third = "n3"
+	}
+	liveMove(t, m1, "db1", third)
+	var after int64
+	m1.WaitFor("a round from the new owner "+third, 30*time.Second, func() bool {
+		ct := containerJSON(t, m1, "db1")
+		for _, r := range ct.Container.Replicas {
+			if r.From == third && r.Member == member {
+				after = r.LastBytes
+				return true
+			}
+		}
+		return false
+	})
+	if after == 0 || after >= disk/4 {
+		t.Errorf("after the move to %s, the replica round sent %d bytes of a %d-byte volume: a full copy, not an increment", third, after, disk)
+	}
+	t.Logf("after a live move to %s, its first round to %s sent %d bytes", third, member, after)
+
+	// The replica's member dies: a new replica is made on the remaining
+	// member (n1, the old owner), and info shows it.
 	killed := time.Now()
 	if err := rm.Host.Cut(); err != nil {
 		t.Fatal(err)
 	}
 	rm.Kill()
-	var third string
-	m1.WaitFor("a new replica of db1 elsewhere", 90*time.Second, func() bool {
+	m1.WaitFor("a new replica of db1 on n1", 90*time.Second, func() bool {
 		for _, r := range containerJSON(t, m1, "db1").Container.Replicas {
-			if r.Member != member && r.Member != "n1" {
-				third = r.Member
+			if r.Member == "n1" {
+				return true
 			}
 		}
-		return third != ""
+		return false
 	})
-	t.Logf("%s died; db1 replicated to %s %s later", member, third, time.Since(killed).Round(100*time.Millisecond))
-	if info := m1.MustShoal("info", "db1"); !strings.Contains(info, "HA: replicas "+third+" (lag ") {
-		t.Errorf("info db1 does not show the new replica on %s:\n%s", third, info)
+	t.Logf("%s died; db1 replicated to n1 %s later", member, time.Since(killed).Round(100*time.Millisecond))
+	if info := m1.MustShoal("info", "db1"); !strings.Contains(info, "HA: replicas n1 (lag ") {
+		t.Errorf("info db1 does not show the new replica on n1:\n%s", info)
 	}
 	if err := rm.Host.Heal(); err != nil {
 		t.Fatal(err)
@@ -138,9 +160,9 @@ type containerRecord struct {
 	Container struct {
 		Node     string
 		Replicas []struct {
-			Member, Snapshot string
-			LastBytes        int64 `json:"last_bytes,string"`
-			TakenUnixNano    int64 `json:"taken_unix_nano,string"`
+			Member, Snapshot, From string
+			LastBytes              int64 `json:"last_bytes,string"`
+			TakenUnixNano          int64 `json:"taken_unix_nano,string"`
 		}
 	}
 	State struct {

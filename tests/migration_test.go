@@ -273,10 +273,27 @@ func moveAsync(m *member, name, target string) chan string {
 }
 
 // waitLog waits until a daemon's log shows s more often than the seen
-// times it had already.
-func waitLog(t *testing.T, m *member, s string, seen int) {
+// times it had already. A move that ends meanwhile (done) fails the test
+// with its result; on a timeout every daemon dumps its goroutines first.
+func waitLog(t *testing.T, m *member, s string, seen int, done <-chan string, others ...*member) {
 	t.Helper()
-	m.WaitFor("the log to show "+s, 60*time.Second, func() bool { return strings.Count(m.Log(), s) > seen })
+	deadline := time.Now().Add(60 * time.Second)
+	for strings.Count(m.Log(), s) <= seen {
+		select {
+		case res := <-done:
+			t.Fatalf("the move ended before %s's log showed %s: %s", m.Opts.Name, s, res)
+		default:
+		}
+		if time.Now().After(deadline) {
+			// Where everything waits: each daemon's goroutines go to its log
+			// (SIGQUIT), which the harness prints for a failed test.
+			for _, d := range append(others, m) {
+				d.Quit()
+			}
+			t.Fatalf("timed out after 1m0s waiting for the log of %s to show %s", m.Opts.Name, s)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // stillOn asserts the container runs on m only, with its workload going on
@@ -347,7 +364,7 @@ func TestLiveMoveFailures(t *testing.T) {
 		if res := <-moveAsync(n1, "big", "n2"); strings.HasPrefix(res, "exit 0") {
 			t.Fatalf("move with the source killed during post-copy: %s", res)
 		}
-		waitLog(t, n2, "booting the container fresh from its volume", 0)
+		waitLog(t, n2, "booting the container fresh from its volume", 0, nil)
 		n2.WaitFor("big running on n2", 60*time.Second, func() bool {
 			row := n2.List()["big"]
 			return row.Container.Node == "n2" && row.State.Status == "Running"
@@ -382,7 +399,7 @@ func liveMoveFailures(t *testing.T, n1, n2 *member, mode string) {
 		restartWith(n2, "restore-receive=once:sleep(5s)")
 		seen := strings.Count(n2.Log(), "point=restore-receive")
 		done := moveAsync(n1, name, "n2")
-		waitLog(t, n2, "point=restore-receive", seen)
+		waitLog(t, n2, "point=restore-receive", seen, done, n1)
 		n2.Kill()
 		if res := <-done; strings.HasPrefix(res, "exit 0") || !strings.Contains(res, "keeps running on n1") {
 			t.Fatalf("move with the target killed: %s", res)
@@ -395,7 +412,7 @@ func liveMoveFailures(t *testing.T, n1, n2 *member, mode string) {
 		restartWith(n2, "restore-receive=once:sleep(3s)")
 		seen := strings.Count(n2.Log(), "point=restore-receive")
 		done := moveAsync(n1, name, "n2")
-		waitLog(t, n2, "point=restore-receive", seen)
+		waitLog(t, n2, "point=restore-receive", seen, done, n1)
 		if err := n2.Host.Cut(); err != nil {
 			t.Fatal(err)
 		}

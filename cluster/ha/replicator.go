@@ -197,7 +197,7 @@ func (r *Replicator) Replicate(ctx context.Context, ct *shoalv1.Container) error
 	var firstErr error
 	for _, m := range chosen {
 		base := ""
-		if rep, ok := held[m]; ok && rep.GetFrom() == r.Self && slices.Contains(mine, rep.GetSnapshot()) {
+		if rep, ok := held[m]; ok && slices.Contains(mine, rep.GetSnapshot()) {
 			base = rep.GetSnapshot()
 		}
 		sctx, cancel := context.WithTimeout(ctx, sendTimeout)

@@ -228,6 +228,20 @@ func (d *Daemon) Kill() {
 	d.cmd = nil
 }
 
+// Quit sends shoald SIGQUIT: Go prints every goroutine's stack to its log
+// and exits. For a test that is about to fail on something that hangs.
+func (d *Daemon) Quit() {
+	if d.cmd == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-d.done:
+	case <-time.After(5 * time.Second):
+	}
+	d.cmd = nil
+}
+
 // Stop stops shoald cleanly (its containers keep running).
 func (d *Daemon) Stop() {
 	if d.cmd == nil {
