@@ -36,8 +36,8 @@ func (s *Server) HealMember(ctx context.Context, req *shoalv1.HealMemberRequest)
 		return nil, toStatus(err)
 	}
 	for _, h := range healed {
-		name, _, _ := strings.Cut(h, ":")
-		s.bus.Lifecycle(s.node.Name(), "container-healed", name)
+		name, to, _ := strings.Cut(h, ":")
+		s.bus.LifecycleDetail(s.node.Name(), "container-healed", name, req.GetName()+" -> "+to+" (shoal cluster heal)")
 	}
 	return &shoalv1.HealMemberResponse{Healed: healed, Skipped: skipped}, nil
 }

@@ -215,17 +215,58 @@ func countRecords(t *testing.T, m *harness.Member, path string) int {
 func TestHAFencesAPartitionedHost(t *testing.T) {
 	requireLiveMove(t)
 	_, ms := harness.StartCluster(t, binDir, 3)
-	m1 := ms[0]
-	m1.MustShoal("image", "build", "busybox")
+	victim, survivors := pick(ms, false)
+	owner := fenceAfterCut(t, victim, survivors)
+
+	// A clean shutdown never heals.
+	om := survivors[0]
+	if om.Host.Name != owner {
+		om = survivors[1]
+	}
+	om.Stop()
+	time.Sleep(15 * time.Second) // past gossip, the offline grace and the threshold
+	other := survivors[0]
+	if other == om {
+		other = survivors[1]
+	}
+	if c := other.List()["db1"]; c.Container.Node != owner || c.State.Status != "Unknown" {
+		t.Errorf("db1 is %q on %s after %s shut down cleanly; want Unknown, still on %s", c.State.Status, c.Container.Node, owner, owner)
+	}
+	om.Start()
+}
+
+// TestHAFencesAPartitionedLeader is the same with the leader cut off: it
+// steps down, fences itself, and a new leader heals.
+func TestHAFencesAPartitionedLeader(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	victim, survivors := pick(ms, true)
+	fenceAfterCut(t, victim, survivors)
+}
+
+// pick returns the leader (or a member that is not the leader) and the
+// others.
+func pick(ms []*harness.Member, leader bool) (*harness.Member, []*harness.Member) {
 	var victim *harness.Member
-	var survivors []*harness.Member
+	var rest []*harness.Member
+	roles := ms[0].Members()
 	for _, m := range ms {
-		if victim == nil && m1.Members()[m.Host.Name].Role != "leader" {
+		if victim == nil && (roles[m.Host.Name].Role == "leader") == leader {
 			victim = m
 		} else {
-			survivors = append(survivors, m)
+			rest = append(rest, m)
 		}
 	}
+	return victim, rest
+}
+
+// fenceAfterCut runs an HA container on victim, cuts victim off, and checks
+// it stops the container itself before a survivor starts it, the two never
+// running at once, and that after the heal victim drops its copy. It
+// returns the new owner.
+func fenceAfterCut(t *testing.T, victim *harness.Member, survivors []*harness.Member) string {
+	t.Helper()
+	survivors[0].MustShoal("image", "build", "busybox")
 	s := survivors[0]
 	s.MustShoal("launch", "busybox", "db1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s")
 	s.WaitFor("a replica of db1", 60*time.Second, func() bool {
@@ -288,19 +329,5 @@ func TestHAFencesAPartitionedHost(t *testing.T) {
 		t.Errorf("after the heal: db1 running on %q (want only %s), on the victim: %v", where, owner, runningOnVictim())
 	}
 
-	// A clean shutdown never heals.
-	om := survivors[0]
-	if om.Host.Name != owner {
-		om = survivors[1]
-	}
-	om.Stop()
-	time.Sleep(15 * time.Second) // past gossip, the offline grace and the threshold
-	other := survivors[0]
-	if other == om {
-		other = survivors[1]
-	}
-	if c := other.List()["db1"]; c.Container.Node != owner || c.State.Status != "Unknown" {
-		t.Errorf("db1 is %q on %s after %s shut down cleanly; want Unknown, still on %s", c.State.Status, c.Container.Node, owner, owner)
-	}
-	om.Start()
+	return owner
 }

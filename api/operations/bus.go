@@ -50,3 +50,8 @@ func (b *Bus) Subscribe() (<-chan *shoalv1.Event, func()) {
 func (b *Bus) Lifecycle(node, action, resource string) {
 	b.Publish(&shoalv1.Event{Type: "lifecycle", Action: action, Resource: resource, Node: node})
 }
+
+// LifecycleDetail publishes a lifecycle event with a one-line detail.
+func (b *Bus) LifecycleDetail(node, action, resource, detail string) {
+	b.Publish(&shoalv1.Event{Type: "lifecycle", Action: action, Resource: resource, Node: node, Detail: detail})
+}

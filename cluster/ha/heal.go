@@ -139,7 +139,8 @@ type Healer struct {
 	IsLeader func() bool
 	View     ConfigView
 	Propose  func(ctx context.Context, cmd proto.Message) error
-	Event    func(action, resource string)
+	// Event publishes an event with a one-line detail.
+	Event func(action, resource, detail string)
 	Log      *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -234,10 +235,14 @@ func (h *Healer) Check(ctx context.Context) {
 			continue
 		}
 		asOf := time.Unix(0, best.GetTakenUnixNano())
+		// Its member died before it was marked offline: what the copy
+		// misses is at most what was written between the snapshot and then.
+		lost := since.Sub(asOf).Round(100 * time.Millisecond)
 		h.Log.Info("container-healed", "container", ct.GetName(), "from", ct.GetNode(), "to", best.GetMember(),
-			"data_as_of", asOf.Format(time.RFC3339Nano), "offline_for", now.Sub(since).Round(time.Millisecond))
+			"data_as_of", asOf.Format(time.RFC3339Nano), "lost_at_most", lost, "offline_for", now.Sub(since).Round(time.Millisecond))
 		if h.Event != nil {
-			h.Event("container-healed", ct.GetName())
+			h.Event("container-healed", ct.GetName(), fmt.Sprintf("%s -> %s (data as of %s, lost ≤ %s)",
+				ct.GetNode(), best.GetMember(), asOf.Format("15:04:05.000"), lost))
 		}
 	}
 }

@@ -33,10 +33,11 @@ func TestHealer(t *testing.T) {
 			"plain": {Name: "plain", Node: "n1", Replicas: []*shoalv1.Replica{{Member: "n2"}}},
 			"clean": {Name: "clean", Node: "n4", Config: map[string]string{KeyEnabled: "true"}, Replicas: []*shoalv1.Replica{{Member: "n2"}}},
 		}}
-	var heals []string
+	var heals, events []string
 	now := time.Unix(100, 0)
 	h := &Healer{IsLeader: func() bool { return true }, View: configCluster{cl, map[string]string{KeyHealingThreshold: "2s"}},
 		Log: testLog(t), Now: func() time.Time { return now },
+		Event: func(action, resource, detail string) { events = append(events, action+" "+resource+" "+detail) },
 		Propose: func(_ context.Context, m proto.Message) error {
 			c := m.(*shoalv1.ContainerHealCommand)
 			heals = append(heals, fmt.Sprintf("%s:%s->%s", c.GetName(), c.GetFrom(), c.GetNode()))
@@ -52,6 +53,11 @@ func TestHealer(t *testing.T) {
 	h.Check(context.Background())
 	if fmt.Sprint(heals) != "[db:n1->n3]" {
 		t.Fatalf("heals %v, want [db:n1->n3] (the newest replica)", heals)
+	}
+	// The replica was taken at 10 ns past the epoch, the member seen
+	// offline at 100 s: at most that much is lost.
+	if len(events) != 1 || !strings.HasPrefix(events[0], "container-healed db n1 -> n3 (data as of ") || !strings.HasSuffix(events[0], "lost ≤ 1m40s)") {
+		t.Fatalf("events %q", events)
 	}
 	heals = nil
 	h.View = configCluster{cl, map[string]string{KeyHealingThreshold: "0s"}}

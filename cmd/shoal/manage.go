@@ -465,6 +465,9 @@ func (a *app) monitorCmd() *cobra.Command {
 					continue
 				}
 				line := fmt.Sprintf("%s %s %s %s", since(e.GetTimeUnixNano()), e.GetType(), e.GetAction(), e.GetResource())
+				if d := e.GetDetail(); d != "" {
+					line += " " + d
+				}
 				if op := e.GetOperation(); op != nil {
 					line += fmt.Sprintf(" operation=%s kind=%s", op.GetId(), op.GetKind())
 					if p := op.GetProgress().GetPhase(); p != "" {

@@ -225,8 +225,9 @@ func run() error {
 	event := func(action, resource string) { bus.Lifecycle(*name, action, resource) }
 	go (&ha.Fencer{Self: *name, Contact: cl.QuorumContact, Ready: cl.Sync, View: cl.FSM(), Host: n, Event: event,
 		Log: log.With("component", "ha")}).Run(ctx)
-	go (&ha.Healer{IsLeader: cl.IsLeader, View: cl.FSM(), Propose: cl.Propose, Event: event,
-		Log: log.With("component", "ha")}).Run(ctx)
+	go (&ha.Healer{IsLeader: cl.IsLeader, View: cl.FSM(), Propose: cl.Propose,
+		Event: func(action, resource, detail string) { bus.LifecycleDetail(*name, action, resource, detail) },
+		Log:   log.With("component", "ha")}).Run(ctx)
 	log.Info("shoald ready", "node", *name, "socket", *socket, "rest-socket", l.Addr("rest-socket"), "listen", l.Addr("listen"), "raft", cl.Addr())
 
 	select {

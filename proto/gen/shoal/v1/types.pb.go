@@ -1302,12 +1302,15 @@ func (x *Operation) GetResult() map[string]string {
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "lifecycle" or "operation".
-	Type          string     `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	TimeUnixNano  int64      `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
-	Resource      string     `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
-	Action        string     `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
-	Operation     *Operation `protobuf:"bytes,5,opt,name=operation,proto3" json:"operation,omitempty"`
-	Node          string     `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	Type         string     `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	TimeUnixNano int64      `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Resource     string     `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Action       string     `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Operation    *Operation `protobuf:"bytes,5,opt,name=operation,proto3" json:"operation,omitempty"`
+	Node         string     `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	// One line about what happened, when there is more to say than the
+	// action (container-healed: "n1 -> n2 (data as of 12:00:07.123, lost ≤ 4.2s)").
+	Detail        string `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1380,6 +1383,13 @@ func (x *Event) GetOperation() *Operation {
 func (x *Event) GetNode() string {
 	if x != nil {
 		return x.Node
+	}
+	return ""
+}
+
+func (x *Event) GetDetail() string {
+	if x != nil {
+		return x.Detail
 	}
 	return ""
 }
@@ -1521,14 +1531,15 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	" \x03(\v2\x1f.shoal.v1.Operation.ResultEntryR\x06result\x1a9\n" +
 	"\vResultEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x01\n" +
 	"\x05Event\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1a\n" +
 	"\bresource\x18\x03 \x01(\tR\bresource\x12\x16\n" +
 	"\x06action\x18\x04 \x01(\tR\x06action\x121\n" +
 	"\toperation\x18\x05 \x01(\v2\x13.shoal.v1.OperationR\toperation\x12\x12\n" +
-	"\x04node\x18\x06 \x01(\tR\x04node*}\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\x12\x16\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail*}\n" +
 	"\fDesiredState\x12\x1d\n" +
 	"\x19DESIRED_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15DESIRED_STATE_RUNNING\x10\x01\x12\x19\n" +
