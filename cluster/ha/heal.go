@@ -141,7 +141,7 @@ type Healer struct {
 	Propose  func(ctx context.Context, cmd proto.Message) error
 	// Event publishes an event with a one-line detail.
 	Event func(action, resource, detail string)
-	Log      *slog.Logger
+	Log   *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
