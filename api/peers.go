@@ -63,6 +63,10 @@ func (p *peers) Healthy(ctx context.Context, name string) bool {
 	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 }
 
+// reconnectWait bounds how long a call waits for a member that was
+// unreachable to be redialled.
+const reconnectWait = time.Second
+
 // conn returns a connection to a member by node name.
 func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 	if p.creds == nil {
@@ -76,16 +80,28 @@ func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("member %q has no gRPC address", name)
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.conns[n.GetAddress()]; ok {
+	c, ok := p.conns[n.GetAddress()]
+	p.mu.Unlock()
+	if ok {
 		if c.GetState() == connectivity.TransientFailure {
 			// The member was unreachable: try it now rather than after the
-			// backoff, so a call right after it came back reaches it.
+			// backoff, and give that attempt a moment, so a call right after
+			// the member came back reaches it instead of failing with the
+			// last attempt's error.
 			c.ResetConnectBackoff()
+			ctx, cancel := context.WithTimeout(context.Background(), reconnectWait)
+			for st := c.GetState(); st != connectivity.Ready && c.WaitForStateChange(ctx, st); st = c.GetState() {
+			}
+			cancel()
 		}
 		return c, nil
 	}
-	c, err := grpc.NewClient(n.GetAddress(), grpc.WithTransportCredentials(credentials.NewTLS(p.creds.ClientTLS())),
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[n.GetAddress()]; ok {
+		return c, nil
+	}
+	c, err = grpc.NewClient(n.GetAddress(), grpc.WithTransportCredentials(credentials.NewTLS(p.creds.ClientTLS())),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
 		// A member cut off mid-stream is noticed in seconds, not after
 		// TCP's retransmissions give up: a broken transfer fails fast.

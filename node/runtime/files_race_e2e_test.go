@@ -116,6 +116,12 @@ ln -s %s /tmp/l3
 		t.Fatalf("the flipper died during the test: %s", log)
 	}
 	mustRun(t, rt, spec.Name, "killall", "flipper")
+	// killall only signals: until the flipper is gone it still swaps the
+	// names the checks below read.
+	waitFor(t, 10e9, "the flipper to exit", func() bool {
+		code, _, _ := run(t, rt, spec.Name, "pidof", "flipper")
+		return code != 0
+	})
 
 	ents, err := os.ReadDir(canary)
 	if err != nil {
@@ -154,7 +160,14 @@ ln -s %s /tmp/l3
 			b, err = os.ReadFile(filepath.Join(spec.Rootfs, name))
 		}
 		if err != nil || string(b) != name {
-			t.Errorf("push %s succeeded but is not in the container (%q, %v)", name, b, err)
+			var where []string
+			filepath.WalkDir(spec.Rootfs, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.Name() == name {
+					where = append(where, p)
+				}
+				return nil
+			})
+			t.Errorf("push %s succeeded but is not in the container's %s (%q, %v); found at %v", name, dir, b, err, where)
 		}
 	}
 }
