@@ -89,16 +89,6 @@ func (n *Node) DeleteReplica(ctx context.Context, container string) error {
 	return nil
 }
 
-// ReplicaPath is the host path of this member's replica of a container as
-// of its newest snapshot ("" when it holds none).
-func (n *Node) ReplicaPath(ctx context.Context, ct *shoalv1.Container) string {
-	d, err := n.pool(ct.GetPool())
-	if err != nil {
-		return ""
-	}
-	return d.Path(migration.ReplicaVolume(ct.GetName()))
-}
-
 // promoteReplica makes this member's replica of ct its volume, when it
 // holds one (healing gave it the container): a copy-on-write clone of the
 // replica's newest snapshot, whose data is as of when the old owner took

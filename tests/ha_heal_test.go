@@ -123,7 +123,7 @@ func healAfterDeath(t *testing.T, victim *harness.Member, survivors []*harness.M
 	if c := s.List()["db1"]; c.Container.Node != owner || !strings.EqualFold(c.State.Status, "running") {
 		t.Errorf("after %s came back, db1 is %s on %s, want running on %s", victim.Host.Name, c.State.Status, c.Container.Node, owner)
 	}
-	if log := victim.Log(); strings.Contains(log, "msg=started component=runtime container=db1") && strings.Count(log, "msg=started component=runtime container=db1") > 1 {
+	if log := victim.Log(); strings.Count(log, "msg=started component=runtime container=db1") > 1 { // once, before it died
 		t.Errorf("%s started db1 again after it came back:\n%s", victim.Host.Name, log)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -59,10 +60,13 @@ func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1
 	if !p.Enabled {
 		return nil
 	}
-	want := constraints(ct.GetConfig()["scheduler.constraint"])
+	// The constraint is parsed as placement parses it (its config was
+	// validated when it was set).
+	req, _ := cluster.PlacementRequest(ct.GetName(), ct.GetConfig(), "")
+	want := req.Constraints
 	eligible := map[string]bool{}
 	for _, n := range nodes {
-		if n.GetName() == ct.GetNode() || n.GetStatus() != "online" || !matches(n.GetLabels(), want) {
+		if n.GetName() == ct.GetNode() || n.GetStatus() != cluster.StatusOnline || !matches(n.GetLabels(), want) {
 			continue
 		}
 		eligible[n.GetName()] = true
@@ -100,16 +104,6 @@ func Lag(r *shoalv1.Replica, now time.Time) time.Duration {
 		return 0
 	}
 	return now.Sub(time.Unix(0, r.GetTakenUnixNano()))
-}
-
-func constraints(v string) map[string]string {
-	out := map[string]string{}
-	for _, kv := range strings.Split(v, ",") {
-		if k, val, ok := strings.Cut(kv, "="); ok && k != "" {
-			out[k] = val
-		}
-	}
-	return out
 }
 
 func matches(labels, want map[string]string) bool {

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/cluster"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -163,7 +164,7 @@ func Threshold(cfg map[string]string) time.Duration {
 func NewestReplica(ct *shoalv1.Container, nodes []*shoalv1.Node) *shoalv1.Replica {
 	online := map[string]bool{}
 	for _, n := range nodes {
-		online[n.GetName()] = n.GetStatus() == "online"
+		online[n.GetName()] = n.GetStatus() == cluster.StatusOnline
 	}
 	var best *shoalv1.Replica
 	for _, r := range ct.GetReplicas() {
@@ -204,7 +205,7 @@ func (h *Healer) Check(ctx context.Context) {
 	nodes := map[string]*shoalv1.Node{}
 	for _, n := range h.View.Nodes() {
 		nodes[n.GetName()] = n
-		if n.GetStatus() != "offline" {
+		if n.GetStatus() != cluster.StatusOffline {
 			delete(h.since, n.GetName())
 		} else if _, ok := h.since[n.GetName()]; !ok {
 			h.since[n.GetName()] = now
@@ -275,11 +276,11 @@ func HealMember(ctx context.Context, v View, propose func(context.Context, proto
 	if name == self {
 		return nil, nil, fmt.Errorf("member %s is the one answering this call: %w", name, ErrNotDead)
 	}
-	if node.GetStatus() != "offline" {
+	if node.GetStatus() != cluster.StatusOffline {
 		if !fenced {
 			return nil, nil, fmt.Errorf("member %s is %s, so it may still run its containers; if you know it is dead or fenced, pass --i-know-it-is-fenced: %w", name, node.GetStatus(), ErrNotDead)
 		}
-		node.Status = "offline"
+		node.Status = cluster.StatusOffline
 		if err := propose(ctx, &shoalv1.NodeUpsertCommand{Node: node}); err != nil {
 			return nil, nil, fmt.Errorf("record %s offline: %w", name, err)
 		}

@@ -165,26 +165,24 @@ func (r *Runtime) UnplugNICInside(ctx context.Context, name, ifname string) erro
 // MacvlanNICs lists the in-container names of the macvlan NICs the
 // container's definition names.
 func (r *Runtime) MacvlanNICs(name string) []string {
-	c, err := r.container(name)
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for i := 0; ; i++ {
-		p := fmt.Sprintf("lxc.net.%d.", i)
-		typ := c.ConfigItem(p + "type")
-		if len(typ) == 0 || typ[0] == "" {
-			return out
+	return r.definedNICs(name, func(item func(string) string) string {
+		if item("type") == "macvlan" {
+			return item("name")
 		}
-		if n := c.ConfigItem(p + "name"); typ[0] == "macvlan" && len(n) > 0 && n[0] != "" {
-			out = append(out, n[0])
-		}
-	}
+		return ""
+	})
 }
 
 // HostNICs lists the host-side veth names the container's definition
 // names (lxc.net.N.veth.pair).
 func (r *Runtime) HostNICs(name string) []string {
+	return r.definedNICs(name, func(item func(string) string) string { return item("veth.pair") })
+}
+
+// definedNICs walks the lxc.net.N entries of a container's definition and
+// collects what pick returns for each (nothing for ""); pick reads the
+// entry's items by key (type, name, veth.pair...).
+func (r *Runtime) definedNICs(name string, pick func(item func(string) string) string) []string {
 	c, err := r.container(name)
 	if err != nil {
 		return nil
@@ -192,12 +190,17 @@ func (r *Runtime) HostNICs(name string) []string {
 	var out []string
 	for i := 0; ; i++ {
 		p := fmt.Sprintf("lxc.net.%d.", i)
-		typ := c.ConfigItem(p + "type")
-		if len(typ) == 0 || typ[0] == "" {
+		item := func(key string) string {
+			if v := c.ConfigItem(p + key); len(v) > 0 {
+				return v[0]
+			}
+			return ""
+		}
+		if item("type") == "" {
 			return out
 		}
-		if pair := c.ConfigItem(p + "veth.pair"); len(pair) > 0 && pair[0] != "" {
-			out = append(out, pair[0])
+		if v := pick(item); v != "" {
+			out = append(out, v)
 		}
 	}
 }
