@@ -272,7 +272,7 @@ func (s *Server) ReadIndex(ctx context.Context, _ *shoalv1.ReadIndexRequest) (*s
 
 // Apply applies a command forwarded by another member.
 func (s *Server) Apply(ctx context.Context, req *shoalv1.ApplyRequest) (*shoalv1.ApplyResponse, error) {
-	idx, err := s.cl.ProposeIndex(ctx, req.GetCommand())
+	idx, err := s.cl.ApplyForwarded(ctx, req.GetCommand())
 	if err != nil {
 		return nil, toStatus(err)
 	}

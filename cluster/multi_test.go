@@ -251,4 +251,17 @@ func TestFollowerReadsItsOwnWrite(t *testing.T) {
 			t.Fatalf("write %d: Propose through %s returned, but its FSM has no %s: %v", i, follower.NodeName(), name, err)
 		}
 	}
+	// A write forwarded to a member that does not lead is refused at once,
+	// not forwarded on (two members each taking the other for the leader
+	// would wait on each other).
+	data, err := Encode(&shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "fwd", Node: "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := follower.ApplyForwarded(ctx, data); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("ApplyForwarded on a follower: %v, want ErrNotLeader", err)
+	}
+	if _, err := follower.FSM().Container("fwd"); err == nil {
+		t.Fatal("the refused forwarded write was applied")
+	}
 }

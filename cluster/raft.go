@@ -389,6 +389,18 @@ func (c *Cluster) ProposeIndex(ctx context.Context, data []byte) (uint64, error)
 	return f.Index(), nil
 }
 
+// ApplyForwarded applies a command another member forwarded here as to
+// the leader. A member that does not lead refuses it at once rather than
+// forwarding it on: two members that each take the other for the leader
+// (one restarting, its API not up yet) would otherwise wait on each other
+// until the caller's deadline. The caller looks up the leader again.
+func (c *Cluster) ApplyForwarded(ctx context.Context, data []byte) (uint64, error) {
+	if c.raft.State() != raft.Leader {
+		return 0, fmt.Errorf("member %s does not lead (any more): %w", c.cfg.NodeName, ErrNotLeader)
+	}
+	return c.ProposeIndex(ctx, data)
+}
+
 // forward sends a write to the leader, waiting briefly for one to be
 // known, then waits until this member has applied it.
 func (c *Cluster) forward(ctx context.Context, data []byte) (uint64, error) {
