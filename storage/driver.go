@@ -41,6 +41,11 @@ type Driver interface {
 	// DeleteVolume deletes the volume and all its snapshots; ErrNotFound if
 	// the volume does not exist.
 	DeleteVolume(ctx context.Context, vol string) error
+	// RenameVolume gives volume vol, with its snapshots, the name dst
+	// (ErrNotFound if vol does not exist, ErrExists if dst does). The
+	// snapshots stay the same snapshots: an incremental stream based on
+	// one, by either name, still applies.
+	RenameVolume(ctx context.Context, vol, dst string) error
 	// VolumeExists reports whether the volume exists.
 	VolumeExists(ctx context.Context, vol string) (bool, error)
 	// ListVolumes lists the volumes whose names start with prefix, sorted;

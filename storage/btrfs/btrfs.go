@@ -269,6 +269,22 @@ func (d *Driver) subvolumesIn(dir string) ([]string, error) {
 	return out, nil
 }
 
+// RenameVolume moves the volume and its snapshots to the name dst.
+func (d *Driver) RenameVolume(ctx context.Context, vol, dst string) error {
+	p, err := d.volume(vol, true)
+	if err != nil {
+		return fmt.Errorf("rename volume: %w", err)
+	}
+	dp, err := d.volume(dst, false)
+	if err != nil {
+		return fmt.Errorf("rename volume %s: %w", vol, err)
+	}
+	if err := fsutil.RenameVolume(p, dp, d.snapDir(vol), d.snapDir(dst)); err != nil {
+		return fmt.Errorf("rename volume %s to %s: %w", vol, dst, err)
+	}
+	return nil
+}
+
 // VolumeExists reports whether the volume exists.
 func (d *Driver) VolumeExists(ctx context.Context, vol string) (bool, error) {
 	if err := storage.ValidateVolumeName(vol); err != nil {

@@ -243,6 +243,25 @@ func (d *Driver) DeleteVolume(ctx context.Context, vol string) error {
 	return nil
 }
 
+// RenameVolume moves the volume and its snapshots to the name dst.
+func (d *Driver) RenameVolume(ctx context.Context, vol, dst string) error {
+	p, err := d.volume(vol, true)
+	if err != nil {
+		return fmt.Errorf("rename volume: %w", err)
+	}
+	dp, err := d.volume(dst, false)
+	if err != nil {
+		return fmt.Errorf("rename volume %s: %w", vol, err)
+	}
+	d.mu.Lock()
+	err = fsutil.RenameVolume(p, dp, d.snapDir(vol), d.snapDir(dst))
+	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("rename volume %s to %s: %w", vol, dst, err)
+	}
+	return nil
+}
+
 // VolumeExists reports whether the volume exists.
 func (d *Driver) VolumeExists(ctx context.Context, vol string) (bool, error) {
 	if err := storage.ValidateVolumeName(vol); err != nil {

@@ -35,6 +35,8 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"SpecialFiles", testSpecialFiles},
 		{"SendReceive", testSendReceive},
 		{"SendReceiveIncremental", testSendReceiveIncremental},
+		{"Rename", testRename},
+		{"IncrementalBackAfterRenames", testIncrementalBack},
 		{"Usage", testUsage},
 		{"Quota", testQuota},
 	}
@@ -162,6 +164,7 @@ func testNotFound(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 	wantErr(t, d.DeleteSnapshot(ctx, "v", "missing"), nf, "DeleteSnapshot of missing")
 	wantErr(t, d.DeleteSnapshot(ctx, "missing", "s"), nf, "DeleteSnapshot of missing volume")
 	wantErr(t, d.RestoreSnapshot(ctx, "v", "missing"), nf, "RestoreSnapshot of missing")
+	wantErr(t, d.RenameVolume(ctx, "missing", "x"), nf, "RenameVolume of missing")
 	_, err := d.ListSnapshots(ctx, "missing")
 	wantErr(t, err, nf, "ListSnapshots of missing volume")
 	_, err = d.Usage(ctx, "missing")
@@ -478,4 +481,73 @@ func writeSynced(p string, size int) error {
 		err = cerr
 	}
 	return err
+}
+
+func testRename(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
+	ctx := context.Background()
+	d := newDriver(t)
+	const from, to = "containers/c1", "replicas/c1"
+	ok(t, d.CreateVolume(ctx, from))
+	populate(t, d.Path(from), 4096)
+	ok(t, d.CreateSnapshot(ctx, from, "zeta"))
+	ok(t, os.WriteFile(filepath.Join(d.Path(from), "later"), []byte("later\n"), 0o644))
+	ok(t, d.CreateSnapshot(ctx, from, "alpha"))
+	ok(t, d.CreateVolume(ctx, "other"))
+	wantErr(t, d.RenameVolume(ctx, from, "other"), storage.ErrExists, "RenameVolume onto an existing volume")
+	wantErr(t, d.RenameVolume(ctx, from, "bad name"), storage.ErrInvalidName, "RenameVolume to a bad name")
+
+	ok(t, d.RenameVolume(ctx, from, to))
+	if there, err := d.VolumeExists(ctx, from); err != nil || there {
+		t.Fatalf("after the rename, %s exists: %v %v", from, there, err)
+	}
+	wantList(t, res(d.ListVolumes(ctx, "containers/")))
+	wantList(t, res(d.ListVolumes(ctx, "replicas/")), to)
+	checkSpecial(t, d.Path(to))
+	if b, err := os.ReadFile(filepath.Join(d.Path(to), "later")); err != nil || string(b) != "later\n" {
+		t.Fatalf("the renamed volume's file: %q %v", b, err)
+	}
+	// The snapshots came along, in their order, with their content.
+	wantList(t, res(d.ListSnapshots(ctx, to)), "zeta", "alpha")
+	if _, err := os.Lstat(filepath.Join(d.SnapshotPath(to, "zeta"), "later")); err == nil {
+		t.Fatal("snapshot zeta has a file written after it was taken")
+	}
+	// The old name is free again and starts empty.
+	ok(t, d.CreateVolume(ctx, from))
+	wantList(t, res(d.ListSnapshots(ctx, from)))
+	ok(t, d.DeleteVolume(ctx, to))
+	wantList(t, res(d.ListVolumes(ctx, "replicas/")))
+}
+
+// testIncrementalBack is a failover and a return as HA does them: a volume
+// sent to another pool under a second name is renamed there to the first
+// name (promoted) and changed; the sender renames its own copy to the
+// second name (demoted), and an increment on their common snapshot, sent
+// back, applies to it.
+func testIncrementalBack(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
+	ctx := context.Background()
+	a, b := newDriver(t), newDriver(t)
+	const vol, rep = "containers/c1", "replicas/c1"
+	ok(t, a.CreateVolume(ctx, vol))
+	populate(t, a.Path(vol), bigSize)
+	ok(t, a.CreateSnapshot(ctx, vol, "s1"))
+	var full bytes.Buffer
+	ok(t, a.Send(ctx, vol, "s1", "", &full))
+	fullSize := full.Len()
+	ok(t, b.Receive(ctx, rep, "s1", &full))
+
+	ok(t, b.RenameVolume(ctx, rep, vol))
+	ok(t, os.WriteFile(filepath.Join(b.Path(vol), "after"), []byte("after the failover\n"), 0o644))
+	ok(t, b.CreateSnapshot(ctx, vol, "s2"))
+	ok(t, os.WriteFile(filepath.Join(a.Path(vol), "stale"), []byte("written before the old owner died\n"), 0o644))
+	ok(t, a.RenameVolume(ctx, vol, rep))
+
+	var inc bytes.Buffer
+	ok(t, b.Send(ctx, vol, "s2", "s1", &inc))
+	t.Logf("%s: full stream %d bytes, the increment back %d bytes", a.Info().Name, fullSize, inc.Len())
+	if a.Info().OptimizedSend && inc.Len() >= fullSize/4 {
+		t.Fatalf("the increment back is %d bytes, the full stream %d: want far smaller", inc.Len(), fullSize)
+	}
+	ok(t, a.Receive(ctx, rep, "s2", &inc))
+	sameTree(t, "the demoted copy after the increment", a.Path(rep), b.SnapshotPath(vol, "s2"))
+	wantList(t, res(a.ListSnapshots(ctx, rep)), "s1", "s2")
 }

@@ -1,12 +1,15 @@
 // Package fsutil holds small file-tree helpers shared by Shoal's storage
-// drivers: disk usage of a tree and a full-fidelity tree copy.
+// drivers: disk usage of a tree, a full-fidelity tree copy, running their
+// tools, and moving a volume with its snapshots.
 package fsutil
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -80,4 +83,24 @@ func CmdError(cmd *exec.Cmd, err error, stderr []byte) error {
 		return fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err)
 	}
 	return fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, msg)
+}
+
+// RenameVolume moves a volume's root directory and its snapshot directory
+// (which may not exist) to their new places, on the same filesystem. The
+// caller has checked that the source exists and the target does not. When
+// the snapshots cannot follow, the volume is moved back.
+func RenameVolume(volPath, newVolPath, snapDir, newSnapDir string) error {
+	if err := os.MkdirAll(filepath.Dir(newVolPath), 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(volPath, newVolPath); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(newSnapDir), 0o700); err != nil {
+		return errors.Join(err, os.Rename(newVolPath, volPath))
+	}
+	if err := os.Rename(snapDir, newSnapDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return errors.Join(err, os.Rename(newVolPath, volPath))
+	}
+	return nil
 }
