@@ -241,12 +241,13 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if n, ok := s.nodes[c.GetNode()]; !ok || n.GetStatus() != StatusOnline {
 			return Change{}, fmt.Errorf("container %q: member %s is not online: %w", c.GetName(), c.GetNode(), ErrInvalidCommand)
 		}
-		if !slices.ContainsFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == c.GetNode() }) {
+		i := slices.IndexFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == c.GetNode() })
+		if i < 0 {
 			return Change{}, fmt.Errorf("container %q: member %s holds no replica of it: %w", c.GetName(), c.GetNode(), ErrInvalidCommand)
 		}
+		ct.Replicas = healedReplicas(ct.GetReplicas(), i, c.GetFrom(), c.GetNode())
 		ct.Node, ct.Status, ct.StatusMessage = c.GetNode(), "", ""
 		ct.Generation++
-		ct.Replicas = nil // increments on the dead owner's snapshots: the new owner starts anew
 		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerReplicaDropCommand:
 		ct, err := s.container(c.GetContainer())
@@ -624,4 +625,26 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// healedReplicas is a healed container's replica records. The new owner
+// promotes its replica, snapshot and all, so it holds the snapshot that
+// replica was at: the other members' replicas stay, now from the new owner
+// (an increment goes on from a snapshot both hold; the owner sends in full
+// where it lacks theirs), and the old owner, whose stale copy still has
+// that snapshot, is recorded as holding it, so that it comes back a
+// replica that an increment brings up to date.
+func healedReplicas(reps []*shoalv1.Replica, promoted int, oldOwner, newOwner string) []*shoalv1.Replica {
+	p := reps[promoted]
+	out := []*shoalv1.Replica{{Member: oldOwner, Snapshot: p.GetSnapshot(), TakenUnixNano: p.GetTakenUnixNano(), From: newOwner}}
+	for i, r := range reps {
+		if i == promoted || r.GetMember() == oldOwner {
+			continue
+		}
+		r = proto.Clone(r).(*shoalv1.Replica)
+		r.From = newOwner
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *shoalv1.Replica) int { return strings.Compare(a.GetMember(), b.GetMember()) })
+	return out
 }

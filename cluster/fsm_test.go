@@ -285,11 +285,12 @@ func TestReplicaRecords(t *testing.T) {
 // cleanly is never healed.
 func TestHealCommand(t *testing.T) {
 	f := NewFSM()
-	for _, n := range []string{"n1", "n2", "n3"} {
+	for _, n := range []string{"n1", "n2", "n3", "n4"} {
 		mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: n, Status: "online", CpuMillis: 2000, MemoryBytes: 1 << 30}})
 	}
 	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "db", Node: "n1"}})
-	mustApply(t, f, &shoalv1.ContainerReplicaSetCommand{Container: "db", Replica: &shoalv1.Replica{Member: "n2", Snapshot: "ha-1", From: "n1"}})
+	mustApply(t, f, &shoalv1.ContainerReplicaSetCommand{Container: "db", Replica: &shoalv1.Replica{Member: "n4", Snapshot: "ha-0", From: "n1"}})
+	mustApply(t, f, &shoalv1.ContainerReplicaSetCommand{Container: "db", Replica: &shoalv1.Replica{Member: "n2", Snapshot: "ha-1", From: "n1", TakenUnixNano: 7}})
 	heal := func(to string) error {
 		return apply(t, f, &shoalv1.ContainerHealCommand{Name: "db", Node: to, From: "n1"})
 	}
@@ -308,8 +309,16 @@ func TestHealCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	ct, _ := f.Container("db")
-	if ct.GetNode() != "n2" || ct.GetGeneration() != 1 || len(ct.GetReplicas()) != 0 {
-		t.Fatalf("after the heal: node %s generation %d replicas %v", ct.GetNode(), ct.GetGeneration(), ct.GetReplicas())
+	if ct.GetNode() != "n2" || ct.GetGeneration() != 1 {
+		t.Fatalf("after the heal: node %s generation %d", ct.GetNode(), ct.GetGeneration())
+	}
+	// The old owner's stale copy holds the snapshot n2 promoted: it is
+	// recorded as n2's replica, to be brought up to date by an increment.
+	// n4's replica stays, now from n2 (which sends in full if it lacks ha-0).
+	r := ct.GetReplicas()
+	if len(r) != 2 || r[0].GetMember() != "n1" || r[0].GetSnapshot() != "ha-1" || r[0].GetFrom() != "n2" || r[0].GetTakenUnixNano() != 7 ||
+		r[1].GetMember() != "n4" || r[1].GetSnapshot() != "ha-0" || r[1].GetFrom() != "n2" {
+		t.Fatalf("after the heal, replicas %v: want n1's stale copy at ha-1 and n4's at ha-0, both from n2", r)
 	}
 	if err := heal("n2"); !errors.Is(err, ErrInUse) {
 		t.Fatalf("a second heal from n1: %v", err)

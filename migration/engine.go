@@ -61,6 +61,10 @@ type Volumes interface {
 	// DropLocal removes this host's copy of a container (definition and
 	// volume) unless this host owns it.
 	DropLocal(ctx context.Context, name string) error
+	// KeepAsReplica turns this host's stale copy of a container healed
+	// elsewhere into its replica when the cluster records this host as
+	// holding one; otherwise it does nothing.
+	KeepAsReplica(ctx context.Context, name string) error
 	// Reconcile makes this host match the cluster's record of a container.
 	Reconcile(ctx context.Context, name string) error
 }

@@ -240,6 +240,8 @@ func (h *fakeHost) drop(ctx context.Context, name string) error {
 	return nil
 }
 
+func (h *fakeHost) KeepAsReplica(context.Context, string) error { return nil }
+
 func (h *fakeHost) DropLocal(ctx context.Context, name string) error {
 	h.call("drop-local")
 	if ct, err := h.cl.Container(name); err == nil && ct.GetNode() == h.name {

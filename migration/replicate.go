@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
@@ -76,13 +77,21 @@ func (e *Target) receiveReplica(ctx context.Context, h *shoalv1.VolumeHeader) (s
 		}
 		return d, vol, nil
 	}
-	snaps, err := d.ListSnapshots(ctx, vol)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, "", err
-	}
-	for _, s := range snaps {
-		if s == h.GetBase() {
+	for try := 0; try < 2; try++ {
+		snaps, err := d.ListSnapshots(ctx, vol)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, "", err
+		}
+		if slices.Contains(snaps, h.GetBase()) {
 			return d, vol, nil
+		}
+		// The base may be in this member's stale copy of a container
+		// healed elsewhere, not yet made a replica (the owner's first
+		// round can come before this member's resync).
+		if try == 0 {
+			if err := e.host.KeepAsReplica(ctx, name); err != nil {
+				return nil, "", err
+			}
 		}
 	}
 	return nil, "", mark(ErrBaseMissing, "container %q: this member holds no replica snapshot %s", name, h.GetBase())

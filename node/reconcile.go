@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +79,14 @@ func (n *Node) resync(ctx context.Context) {
 		// A copy of a container another member owns: the source side of a
 		// move that committed while this daemon was down or cut off.
 		if ct, err := n.fsm.Container(name); err == nil && ct.GetNode() != n.cfg.Name {
+			if slices.ContainsFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == n.cfg.Name }) {
+				// Healed elsewhere while this member was away, and its copy
+				// recorded as a replica to be.
+				if err := n.KeepAsReplica(ctx, name); err != nil {
+					n.log.Warn("keep a stale copy as a replica", "container", name, "err", err)
+				}
+				continue
+			}
 			n.log.Warn("removing the copy a committed move left here", "container", name, "owner", ct.GetNode())
 			if err := n.DropLocal(ctx, name); err != nil {
 				n.log.Warn("remove stale copy", "container", name, "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/shoal-dev/shoal/migration"
@@ -90,9 +91,11 @@ func (n *Node) DeleteReplica(ctx context.Context, container string) error {
 }
 
 // promoteReplica makes this member's replica of ct its volume, when it
-// holds one (healing gave it the container): a copy-on-write clone of the
-// replica's newest snapshot, whose data is as of when the old owner took
-// it. The replica volume itself goes (the owner holds none of its own).
+// holds one (healing gave it the container): the replica volume is
+// renamed to the container's, keeping its snapshot — the one the old
+// owner took, which other replicas, and the old owner's stale copy, hold
+// too, so increments go on from it — and its content is reset to that
+// snapshot's (a demoted stale copy holds newer, divergent writes).
 func (n *Node) promoteReplica(ctx context.Context, d storage.Driver, ct *shoalv1.Container) (bool, error) {
 	rep := migration.ReplicaVolume(ct.GetName())
 	snaps, err := d.ListSnapshots(ctx, rep)
@@ -103,15 +106,76 @@ func (n *Node) promoteReplica(ctx context.Context, d storage.Driver, ct *shoalv1
 		return false, err
 	}
 	snap := snaps[len(snaps)-1]
-	if err := d.CloneSnapshot(ctx, rep, snap, volumeName(ct.GetName())); err != nil {
+	vol := volumeName(ct.GetName())
+	if err := d.RenameVolume(ctx, rep, vol); err != nil {
 		return false, fmt.Errorf("promote the replica of %s (snapshot %s): %w", ct.GetName(), snap, err)
 	}
-	if err := d.DeleteVolume(ctx, rep); err != nil {
-		n.log.Warn("delete the promoted replica", "container", ct.GetName(), "err", err)
+	if err := d.RestoreSnapshot(ctx, vol, snap); err != nil {
+		return false, fmt.Errorf("promote the replica of %s: restore snapshot %s: %w", ct.GetName(), snap, err)
 	}
 	n.log.Info("promoted this member's replica to the container's volume", "container", ct.GetName(), "snapshot", snap)
 	n.bus.Lifecycle(n.cfg.Name, "container-promoted", ct.GetName())
 	return true, nil
+}
+
+// KeepAsReplica turns this member's stale copy of a container healed
+// elsewhere into its replica, when the cluster records this member as
+// holding one (at the snapshot the new owner promoted): the container is
+// undefined here and its volume renamed to the replica's with only that
+// snapshot kept, so the new owner's next round is an increment on it
+// rather than the whole volume. Without that snapshot the copy is
+// dropped. With no record, or no stale volume, it does nothing.
+func (n *Node) KeepAsReplica(ctx context.Context, name string) error {
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	ct, err := n.fsm.Container(name)
+	if err != nil || ct.GetNode() == n.cfg.Name {
+		return nil
+	}
+	i := slices.IndexFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == n.cfg.Name })
+	if i < 0 {
+		return nil
+	}
+	snap := ct.GetReplicas()[i].GetSnapshot()
+	d, err := n.pool(ct.GetPool())
+	if err != nil {
+		return err
+	}
+	if ok, err := d.VolumeExists(ctx, volumeName(name)); err != nil || !ok {
+		return err
+	}
+	if err := n.rt.Disconnect(ctx, name); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		n.log.Warn("disconnect a stale copy", "container", name, "err", err)
+	}
+	if st, err := n.rt.State(ctx, name); err == nil && st.Status != runtime.StatusStopped {
+		if err := n.rt.Stop(ctx, name, 0); err != nil {
+			return fmt.Errorf("stop the stale copy of %s: %w", name, err)
+		}
+	}
+	vol, rep := volumeName(name), migration.ReplicaVolume(name)
+	snaps, err := d.ListSnapshots(ctx, vol)
+	if err == nil && slices.Contains(snaps, snap) {
+		if err := d.DeleteVolume(ctx, rep); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		for _, s := range snaps {
+			if s != snap {
+				if err := d.DeleteSnapshot(ctx, vol, s); err != nil {
+					return fmt.Errorf("stale copy of %s: %w", name, err)
+				}
+			}
+		}
+		if err := d.RenameVolume(ctx, vol, rep); err != nil {
+			return fmt.Errorf("keep the stale copy of %s as its replica: %w", name, err)
+		}
+		n.log.Warn("kept the stale copy of a container healed elsewhere as its replica; the owner's next round brings it up to date",
+			"container", name, "owner", ct.GetNode(), "snapshot", snap)
+		n.bus.Lifecycle(n.cfg.Name, "container-stale-kept", name)
+	} else {
+		n.log.Warn("dropping the stale copy of a container healed elsewhere: it lacks the snapshot its replica would be based on",
+			"container", name, "owner", ct.GetNode(), "snapshot", snap, "err", err)
+	}
+	return n.removeLocal(ctx, name)
 }
 
 // SetFenced marks this member fenced (cut off from a Raft quorum for

@@ -17,8 +17,9 @@ import (
 // replica, with the file a workload appended to every 100 ms whole (records
 // 1..N in order) and N no more than what was written; the time from the
 // kill to running elsewhere and the data lost are reported. The dead host
-// comes back: its stale copy is dropped, exactly one copy runs, and it is
-// fenced meanwhile (it never starts the container itself).
+// comes back: fenced meanwhile (it never starts the container itself),
+// its stale copy is kept as a replica and brought up to date by an
+// increment, and exactly one copy runs.
 func TestHAHealsAfterHostDeath(t *testing.T) {
 	requireLiveMove(t)
 	_, ms := harness.StartCluster(t, binDir, 3)
@@ -67,11 +68,13 @@ func TestHAHealsAfterLeaderDeath(t *testing.T) {
 func healAfterDeath(t *testing.T, victim *harness.Member, survivors []*harness.Member) {
 	t.Helper()
 	s := survivors[0]
-	s.MustShoal("launch", "busybox", "db1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s")
+	// Two replicas: one on each survivor, so the returning host finds a
+	// slot free and comes back a replica.
+	s.MustShoal("launch", "busybox", "db1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s", "-c", "ha.replicas=2")
 	s.MustShoal("exec", "db1", "--", "sh", "-c",
 		`setsid sh -c 'i=0; while :; do i=$((i+1)); echo rec$i >> /root/log; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`)
-	s.WaitFor("a replica of db1", 60*time.Second, func() bool {
-		return len(containerJSON(t, s, "db1").Container.Replicas) > 0
+	s.WaitFor("replicas of db1 on both survivors", 60*time.Second, func() bool {
+		return len(containerJSON(t, s, "db1").Container.Replicas) == 2
 	})
 	time.Sleep(3 * time.Second) // a few rounds, and records after the last
 
@@ -110,16 +113,58 @@ func healAfterDeath(t *testing.T, victim *harness.Member, survivors []*harness.M
 		t.Errorf("cluster list does not show %s offline:\n%s", victim.Host.Name, cl)
 	}
 
+	// The heal recorded the dead host as holding the snapshot the new
+	// owner promoted; info says it is away.
+	seed := ""
+	for _, r := range containerJSON(t, s, "db1").Container.Replicas {
+		if r.Member == victim.Host.Name {
+			seed = r.Snapshot
+		}
+	}
+	if seed == "" {
+		t.Fatalf("after the heal, db1 has no replica record for %s, its old owner", victim.Host.Name)
+	}
+	if info := s.MustShoal("info", "db1"); !strings.Contains(info, victim.Host.Name+" (offline, holds ") {
+		t.Errorf("info db1 does not show %s's copy as away:\n%s", victim.Host.Name, info)
+	}
+
 	// The dead host comes back: fenced until it has the leader's state, it
-	// never starts db1; its stale copy goes; db1 runs once, on the new owner.
+	// never starts db1; its stale copy is kept as a replica, which the new
+	// owner brings up to date with an increment, not the whole volume; db1
+	// runs once, on the new owner.
 	if err := victim.Host.Heal(); err != nil {
 		t.Fatal(err)
 	}
 	victim.Start()
-	victim.WaitFor(victim.Host.Name+" to drop its stale copy", 60*time.Second, func() bool {
+	victim.WaitFor(victim.Host.Name+" to undefine its stale copy", 60*time.Second, func() bool {
 		_, err := victim.Host.Run(context.Background(), "test", "-e", filepath.Join(lxcPath, "db1"))
 		return err != nil
 	})
+	var back int64
+	s.WaitFor(victim.Host.Name+" a replica of db1 again, from "+owner, 60*time.Second, func() bool {
+		for _, r := range containerJSON(t, s, "db1").Container.Replicas {
+			if r.Member == victim.Host.Name && r.From == owner && r.Snapshot != seed {
+				back = r.LastBytes
+				return true
+			}
+		}
+		return false
+	})
+	disk := containerJSON(t, s, "db1").State.DiskBytes
+	for _, l := range strings.Split(om.Log(), "\n") {
+		if strings.Contains(l, "member="+victim.Host.Name) && (strings.Contains(l, "replicated in full") || strings.Contains(l, "incremental replication failed")) {
+			t.Errorf("%s sent db1 to the returning %s in full: %s", owner, victim.Host.Name, l)
+		}
+	}
+	if disk == 0 || back >= disk/4 {
+		t.Errorf("a round to the returning %s sent %d bytes of a %d-byte volume: want an increment", victim.Host.Name, back, disk)
+	}
+	if _, err := victim.Host.Run(context.Background(), "test", "-d",
+		filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "replicas%2Fdb1")); err != nil {
+		t.Errorf("%s holds no replica volume of db1 after coming back", victim.Host.Name)
+	}
+	t.Logf("%s came back a replica of db1: its stale copy kept, brought up to date by increments (%d bytes, volume %d)",
+		victim.Host.Name, back, disk)
 	if c := s.List()["db1"]; c.Container.Node != owner || !strings.EqualFold(c.State.Status, "running") {
 		t.Errorf("after %s came back, db1 is %s on %s, want running on %s", victim.Host.Name, c.State.Status, c.Container.Node, owner)
 	}

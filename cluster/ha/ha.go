@@ -49,7 +49,8 @@ func PolicyOf(cfg map[string]string) Policy {
 }
 
 // ChooseReplicas returns the members that should hold ct's replicas: the
-// current ones while they stay eligible (a replica is costly to make), then
+// current ones while they stay eligible (a replica is costly to make; the
+// newest first), then
 // the eligible members holding the fewest replicas, by name on a tie.
 // Eligible: online, not the owner, and carrying every label the
 // container's scheduler.constraint asks for (a replica is where it would
@@ -72,7 +73,11 @@ func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1
 		eligible[n.GetName()] = true
 	}
 	var out []string
-	for _, r := range ct.GetReplicas() {
+	// The newest first: a member back from the dead holds an older copy
+	// than the one that replaced it meanwhile.
+	current := slices.Clone(ct.GetReplicas())
+	slices.SortStableFunc(current, func(a, b *shoalv1.Replica) int { return cmp.Compare(b.GetTakenUnixNano(), a.GetTakenUnixNano()) })
+	for _, r := range current {
 		if eligible[r.GetMember()] && len(out) < p.Replicas {
 			out = append(out, r.GetMember())
 			delete(eligible, r.GetMember())
@@ -96,6 +101,20 @@ func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1
 		out = append(out, name)
 	}
 	return out
+}
+
+// Parked reports whether a replica record is kept although its member is
+// not chosen: the member is in the cluster but not online (dead, cut off
+// or shut down). Its copy is useless for a failover meanwhile, and the
+// slot is filled elsewhere, but when it comes back an increment on the
+// snapshot it holds brings it up to date: the owner keeps that snapshot.
+func Parked(r *shoalv1.Replica, nodes []*shoalv1.Node) bool {
+	for _, n := range nodes {
+		if n.GetName() == r.GetMember() {
+			return n.GetStatus() != cluster.StatusOnline
+		}
+	}
+	return false
 }
 
 // Lag is how far behind now a replica's data is.

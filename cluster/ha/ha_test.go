@@ -50,6 +50,9 @@ func TestChooseReplicas(t *testing.T) {
 		{ct(on, "n3"), nil, "[n3]"},
 		{ct(on, "n4"), nil, "[n2]"},
 		{ct(map[string]string{KeyEnabled: "true", KeyReplicas: "2", "scheduler.constraint": "zone=b"}, "n5"), nil, "[n2 n3]"},
+		// Of two current replicas the newer keeps the one slot.
+		{&shoalv1.Container{Name: "db", Node: "n1", Config: on, Replicas: []*shoalv1.Replica{
+			{Member: "n2", TakenUnixNano: 1}, {Member: "n5", TakenUnixNano: 2}}}, nil, "[n5]"},
 	} {
 		all := append(tc.all, tc.ct)
 		if got := fmt.Sprint(ChooseReplicas(tc.ct, nodes, all)); got != tc.want {

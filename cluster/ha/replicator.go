@@ -65,6 +65,9 @@ type Replicator struct {
 	mu      sync.Mutex
 	running map[string]bool
 	failed  map[string]time.Time // last failure per container: back off
+	// unrecorded: replicas held here that no record named at the last
+	// collect (deleted if still so at the next).
+	unrecorded map[string]bool
 }
 
 // sendTimeout bounds one replication to one member.
@@ -145,7 +148,7 @@ func (r *Replicator) due() []*shoalv1.Container {
 		if f, ok := r.failed[ct.GetName()]; ok && now.Sub(f) < min(p.RPO, 5*time.Second) {
 			continue
 		}
-		if Due(ct, ChooseReplicas(ct, nodes, all), p, now) {
+		if Due(ct, ChooseReplicas(ct, nodes, all), nodes, p, now) {
 			out = append(out, ct)
 		}
 	}
@@ -155,8 +158,9 @@ func (r *Replicator) due() []*shoalv1.Container {
 // Due reports whether a container needs replicating now: a chosen member
 // holds no replica from this owner, or one older than the RPO less the
 // time a replication takes (a quarter of the RPO, so the newest copy
-// stays within it), or a replica is held by a member no longer chosen.
-func Due(ct *shoalv1.Container, chosen []string, p Policy, now time.Time) bool {
+// stays within it), or a replica is held by a member no longer chosen
+// (but not Parked).
+func Due(ct *shoalv1.Container, chosen []string, nodes []*shoalv1.Node, p Policy, now time.Time) bool {
 	have := map[string]*shoalv1.Replica{}
 	for _, r := range ct.GetReplicas() {
 		have[r.GetMember()] = r
@@ -168,7 +172,12 @@ func Due(ct *shoalv1.Container, chosen []string, p Policy, now time.Time) bool {
 		}
 		delete(have, m)
 	}
-	return len(have) > 0
+	for _, rep := range have {
+		if !Parked(rep, nodes) {
+			return true
+		}
+	}
+	return false
 }
 
 // Replicate makes one round for ct: a snapshot, sent to each chosen
@@ -179,7 +188,8 @@ func (r *Replicator) Replicate(ctx context.Context, ct *shoalv1.Container) error
 	if err != nil || ct.GetNode() != r.Self {
 		return err
 	}
-	chosen := ChooseReplicas(ct, r.View.Nodes(), r.View.Containers())
+	nodes := r.View.Nodes()
+	chosen := ChooseReplicas(ct, nodes, r.View.Containers())
 	taken := r.now()
 	snap := SnapshotPrefix + strconv.FormatInt(taken.UnixNano(), 36)
 	if err := r.Host.SnapshotVolume(ctx, ct, snap); err != nil {
@@ -219,11 +229,17 @@ func (r *Replicator) Replicate(ctx context.Context, ct *shoalv1.Container) error
 			continue
 		}
 		held[m] = rep
-		r.log().Debug("replicated", "container", ct.GetName(), "member", m, "snapshot", snap, "base", base,
-			"bytes", n, "took", time.Since(start))
+		if base == "" {
+			// Rare (a new replica, or one that lost its base): worth a line.
+			r.log().Info("replicated in full", "container", ct.GetName(), "member", m, "snapshot", snap,
+				"bytes", n, "took", time.Since(start))
+		} else {
+			r.log().Debug("replicated", "container", ct.GetName(), "member", m, "snapshot", snap, "base", base,
+				"bytes", n, "took", time.Since(start))
+		}
 	}
-	for m := range held {
-		if !slices.Contains(chosen, m) {
+	for m, rep := range held {
+		if !slices.Contains(chosen, m) && !Parked(rep, nodes) {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if err := r.Propose(pctx, &shoalv1.ContainerReplicaDropCommand{Container: ct.GetName(), Member: m}); err == nil {
 				delete(held, m)
@@ -250,20 +266,41 @@ func (r *Replicator) Replicate(ctx context.Context, ct *shoalv1.Container) error
 
 // collect deletes the replicas this member holds of containers the
 // cluster no longer has, or that this member now owns (a move brought the
-// container here; the owner never holds its own replica).
+// container here; the owner never holds its own replica), or whose record
+// names this member no more (the owner chose another member), the last
+// only when two collects in a row found it so: a new replica's record
+// follows its stream.
 func (r *Replicator) collect(ctx context.Context) {
 	names, err := r.Host.Replicas(ctx)
 	if err != nil {
 		r.log().Warn("list replicas", "err", err)
 		return
 	}
-	known := map[string]bool{}
+	const (
+		keep = iota + 1
+		unrecorded
+	)
+	known := map[string]int{}
 	for _, ct := range r.View.Containers() {
-		known[ct.GetName()] = ct.GetNode() != r.Self
+		switch {
+		case ct.GetNode() == r.Self:
+		case slices.ContainsFunc(ct.GetReplicas(), func(rep *shoalv1.Replica) bool { return rep.GetMember() == r.Self }):
+			known[ct.GetName()] = keep
+		default:
+			known[ct.GetName()] = unrecorded
+		}
 	}
+	seen := r.unrecorded
+	r.unrecorded = map[string]bool{}
 	for _, name := range names {
-		if known[name] {
+		switch known[name] {
+		case keep:
 			continue
+		case unrecorded:
+			if !seen[name] {
+				r.unrecorded[name] = true
+				continue
+			}
 		}
 		if err := r.Host.DeleteReplica(ctx, name); err != nil {
 			r.log().Warn("delete replica", "container", name, "err", err)

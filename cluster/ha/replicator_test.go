@@ -137,25 +137,85 @@ func TestReplicateIncrementally(t *testing.T) {
 }
 
 // A replica member that goes offline is replaced: the new one gets a full
-// copy, the old one's record is dropped.
+// copy; the old one's record is parked, and the owner keeps its base
+// snapshot, until it is back online and not chosen (the newer replica
+// keeps the slot): then its record and that snapshot go.
 func TestReplicaReplacedWhenItsMemberGoesOffline(t *testing.T) {
-	r, cl, _, sent, _ := rig(t)
+	r, cl, host, sent, now := rig(t)
 	ctx := context.Background()
 	if err := r.Replicate(ctx, cl.cts["db"]); err != nil {
 		t.Fatal(err)
 	}
+	base := (*sent)[0].snap
 	cl.nodes[1].Status = "offline"
 	if got := r.due(); len(got) != 1 {
 		t.Fatalf("due after n2 went offline = %v, want db", got)
 	}
+	*now = now.Add(time.Second)
 	if err := r.Replicate(ctx, cl.cts["db"]); err != nil {
 		t.Fatal(err)
 	}
 	if s := (*sent)[1]; s.member != "n3" || s.base != "" {
 		t.Fatalf("send %+v, want a full one to n3", s)
 	}
+	if reps := cl.cts["db"].GetReplicas(); len(reps) != 2 || !slices.ContainsFunc(reps, func(r *shoalv1.Replica) bool { return r.GetMember() == "n2" && r.GetSnapshot() == base }) {
+		t.Fatalf("replicas %v, want n3's and n2's parked at %s", reps, base)
+	}
+	if !slices.Contains(host.snaps["db"], base) {
+		t.Fatalf("the owner deleted %s, the base of n2's parked replica: %v", base, host.snaps["db"])
+	}
+	if got := r.due(); len(got) != 0 {
+		t.Fatalf("due with n2's replica parked = %v, want nothing", got)
+	}
+
+	cl.nodes[1].Status = "online"
+	if got := r.due(); len(got) != 1 {
+		t.Fatalf("due with n2 back and not chosen = %v, want db (to drop its record)", got)
+	}
+	if err := r.Replicate(ctx, cl.cts["db"]); err != nil {
+		t.Fatal(err)
+	}
 	if reps := cl.cts["db"].GetReplicas(); len(reps) != 1 || reps[0].GetMember() != "n3" {
 		t.Fatalf("replicas %v, want only n3", reps)
+	}
+	if slices.Contains(host.snaps["db"], base) {
+		t.Fatalf("the owner still keeps %s: %v", base, host.snaps["db"])
+	}
+}
+
+// A container healed here keeps its old owner's record, parked on the
+// snapshot this member promoted; when that member is back, it is sent an
+// increment on that snapshot, not the whole volume.
+func TestReturningMemberGetsAnIncrement(t *testing.T) {
+	r, cl, host, sent, now := rig(t)
+	ctx := context.Background()
+	ct := cl.cts["db"]
+	ct.Config[KeyReplicas] = "2"
+	ct.Replicas = []*shoalv1.Replica{{Member: "n2", Snapshot: "ha-promoted", TakenUnixNano: now.Add(-time.Minute).UnixNano(), From: "n1"}}
+	host.snaps["db"] = []string{"ha-promoted"}
+	cl.nodes[1].Status = "offline"
+	if err := r.Replicate(ctx, ct); err != nil {
+		t.Fatal(err)
+	}
+	if len(*sent) != 1 || (*sent)[0].member != "n3" {
+		t.Fatalf("with n2 away, sent %+v, want one send to n3", *sent)
+	}
+	cl.nodes[1].Status = "online"
+	*now = now.Add(100 * time.Millisecond)
+	if got := r.due(); len(got) != 1 {
+		t.Fatalf("due with n2 back = %v, want db", got)
+	}
+	if err := r.Replicate(ctx, ct); err != nil {
+		t.Fatal(err)
+	}
+	var toN2 []send
+	for _, s := range *sent {
+		if s.member == "n2" {
+			toN2 = append(toN2, s)
+		}
+	}
+	if len(toN2) != 1 || toN2[0].base != "ha-promoted" {
+		t.Fatalf("sends to n2: %+v, want one increment on ha-promoted", toN2)
 	}
 }
 
@@ -177,14 +237,20 @@ func TestFailedSendRecordsNothing(t *testing.T) {
 }
 
 // Replicas of containers the cluster no longer has, or that this member
-// now owns, are deleted; others stay.
+// now owns, are deleted; one no record names is deleted at the second
+// collect that finds it so; one recorded stays.
 func TestCollect(t *testing.T) {
 	r, cl, host, _, _ := rig(t)
-	cl.cts["theirs"] = &shoalv1.Container{Name: "theirs", Node: "n2"}
-	host.replicas = []string{"gone", "db", "theirs"}
+	cl.cts["theirs"] = &shoalv1.Container{Name: "theirs", Node: "n2", Replicas: []*shoalv1.Replica{{Member: "n1"}}}
+	cl.cts["unwanted"] = &shoalv1.Container{Name: "unwanted", Node: "n2", Replicas: []*shoalv1.Replica{{Member: "n3"}}}
+	host.replicas = []string{"gone", "db", "theirs", "unwanted"}
+	r.collect(context.Background())
+	if fmt.Sprint(host.replicas) != "[theirs unwanted]" {
+		t.Fatalf("replicas after a collect: %v, want [theirs unwanted]", host.replicas)
+	}
 	r.collect(context.Background())
 	if fmt.Sprint(host.replicas) != "[theirs]" {
-		t.Fatalf("replicas after collect: %v, want [theirs]", host.replicas)
+		t.Fatalf("replicas after a second collect: %v, want [theirs]", host.replicas)
 	}
 }
 

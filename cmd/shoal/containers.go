@@ -137,8 +137,18 @@ func (a *app) infoCmd() *cobra.Command {
 					fmt.Printf("  %s (%s)\n", sn.GetName(), since(sn.GetCreatedAtUnixNano()))
 				}
 			}
-			if line := haLine(ct, time.Now()); line != "" {
-				fmt.Println(line)
+			if ha.PolicyOf(ct.GetConfig()).Enabled {
+				// Which replicas' members are away (a failure here only
+				// loses that remark).
+				away := map[string]string{}
+				if ms, err := c.Cluster.ListMembers(cmd.Context(), &shoalv1.ListMembersRequest{}); err == nil {
+					for _, m := range ms.GetMembers() {
+						if m.GetStatus() != "online" {
+							away[m.GetName()] = m.GetStatus()
+						}
+					}
+				}
+				fmt.Println(haLine(ct, away, time.Now()))
 			}
 			return nil
 		},
@@ -314,14 +324,16 @@ func (a *app) consoleCmd() *cobra.Command {
 }
 
 // haLine is info's HA line: "HA: replicas n2 (lag 3.1s, last 12:00:07,
-// 48KiB sent), RPO 10s", or "" when HA is off.
-func haLine(ct *shoalv1.Container, now time.Time) string {
+// 48KiB sent), RPO 10s". A replica whose member is away (status in away)
+// is kept for an increment when it returns: "n1 (offline, holds 12:00:07)".
+func haLine(ct *shoalv1.Container, away map[string]string, now time.Time) string {
 	p := ha.PolicyOf(ct.GetConfig())
-	if !p.Enabled {
-		return ""
-	}
 	var reps []string
 	for _, r := range ct.GetReplicas() {
+		if st, ok := away[r.GetMember()]; ok {
+			reps = append(reps, fmt.Sprintf("%s (%s, holds %s)", r.GetMember(), st, time.Unix(0, r.GetTakenUnixNano()).Format("15:04:05")))
+			continue
+		}
 		reps = append(reps, fmt.Sprintf("%s (lag %s, last %s, %s sent)", r.GetMember(), ha.Lag(r, now).Round(100*time.Millisecond),
 			time.Unix(0, r.GetTakenUnixNano()).Format("15:04:05"), humanBytes(r.GetLastBytes())))
 	}
