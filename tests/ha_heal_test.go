@@ -1,10 +1,14 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,8 +258,9 @@ func countRecords(t *testing.T, m *harness.Member, path string) int {
 // TestHAFencesAPartitionedHost cuts the host of an HA container off
 // without killing anything: the host stops the container by itself
 // (fencing) before the cluster starts the copy elsewhere — the two are
-// watched every 50 ms and never both run — and after the heal the cut
-// host drops its stale copy. A member whose shoald stops cleanly is never
+// watched every 50 ms and never both run, and probers pinging its address
+// from every host 20 times a second never hear the old copy after the new
+// one — and after the heal the cut host drops its stale copy. A member whose shoald stops cleanly is never
 // healed: its HA container stays its own.
 func TestHAFencesAPartitionedHost(t *testing.T) {
 	requireLiveMove(t)
@@ -334,6 +339,14 @@ func fenceAfterCut(t *testing.T, victim *harness.Member, survivors []*harness.Me
 	if !runningOnVictim() {
 		t.Fatalf("db1 is not running on %s before the cut", victim.Host.Name)
 	}
+	// Probers on every host ping db1's address 20 times a second through
+	// the cut and the heal: after the cut, the cut host can reach only its
+	// own copy, the others only the new one.
+	ip := s.WaitAddress("db1", 60*time.Second)
+	probes := startProbers(t, append([]*harness.Member{victim}, survivors...), ip)
+	victim.WaitFor("the prober on "+victim.Host.Name+" to hear db1", 10*time.Second, func() bool {
+		return len(probes.answers(victim.Host.Name)) > 0
+	})
 	cut := time.Now()
 	if err := victim.Host.Cut(); err != nil {
 		t.Fatal(err)
@@ -360,6 +373,34 @@ func fenceAfterCut(t *testing.T, victim *harness.Member, survivors []*harness.Me
 	}
 	t.Logf("cut %s: it stopped db1 itself %s after the cut; db1 ran on %s %s after the cut",
 		victim.Host.Name, fenced.Round(10*time.Millisecond), owner, healed.Round(10*time.Millisecond))
+	// Until db1 answers on the overlay elsewhere (its network comes up
+	// after it runs).
+	survivors[0].WaitFor("the probers to hear db1's new copy", 30*time.Second, func() bool {
+		for _, m := range survivors {
+			if a := probes.answers(m.Host.Name); len(a) > 0 && a[len(a)-1].After(cut) {
+				return true
+			}
+		}
+		return false
+	})
+	probes.stop()
+	var lastOld, firstNew time.Time
+	for _, a := range probes.answers(victim.Host.Name) {
+		lastOld = a
+	}
+	for _, m := range survivors {
+		for _, a := range probes.answers(m.Host.Name) {
+			if a.After(cut) && (firstNew.IsZero() || a.Before(firstNew)) {
+				firstNew = a
+			}
+		}
+	}
+	if !lastOld.Before(firstNew) {
+		t.Errorf("two copies of db1 answered on the overlay at once: the cut %s's copy answered %s after the cut, the new copy already %s after it",
+			victim.Host.Name, lastOld.Sub(cut).Round(time.Millisecond), firstNew.Sub(cut).Round(time.Millisecond))
+	}
+	t.Logf("probers on %s: the cut copy answered last %s after the cut, the new one first %s after it",
+		ip, lastOld.Sub(cut).Round(time.Millisecond), firstNew.Sub(cut).Round(time.Millisecond))
 	if !strings.Contains(victim.Log(), "member-fenced") && !strings.Contains(victim.Log(), "fenced: no Raft quorum") {
 		t.Errorf("%s's log does not say it fenced itself", victim.Host.Name)
 	}
@@ -375,4 +416,64 @@ func fenceAfterCut(t *testing.T, victim *harness.Member, survivors []*harness.Me
 	}
 
 	return owner
+}
+
+// probers ping one address from several hosts, 20 times a second each,
+// and keep when each answer came back.
+type probers struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	heard  map[string][]time.Time
+}
+
+// startProbers starts a ping on each member's host; it stops with the test
+// at the latest.
+func startProbers(t *testing.T, ms []*harness.Member, ip string) *probers {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &probers{cancel: cancel, heard: map[string][]time.Time{}}
+	for _, m := range ms {
+		cmd := m.Host.Command(ctx, "ping", "-D", "-n", "-i", "0.05", "-W", "1", ip)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("ping %s on %s: %v", ip, m.Host.Name, err)
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				// [1765090000.123456] 64 bytes from 10.0.0.5: icmp_seq=5 ttl=64 time=0.1 ms
+				l := sc.Text()
+				ts, rest, ok := strings.Cut(strings.TrimPrefix(l, "["), "] ")
+				f, err := strconv.ParseFloat(ts, 64)
+				if !ok || err != nil || !strings.Contains(rest, "bytes from "+ip+":") {
+					continue
+				}
+				p.mu.Lock()
+				p.heard[m.Host.Name] = append(p.heard[m.Host.Name], time.Unix(0, int64(f*1e9)))
+				p.mu.Unlock()
+			}
+			_ = cmd.Wait()
+		}()
+	}
+	t.Cleanup(p.stop)
+	return p
+}
+
+// answers returns when the prober on a host heard answers, in order.
+func (p *probers) answers(host string) []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.heard[host])
+}
+
+// stop ends every ping.
+func (p *probers) stop() {
+	p.cancel()
+	p.wg.Wait()
 }
