@@ -324,3 +324,24 @@ func TestHealCommand(t *testing.T) {
 		t.Fatalf("a second heal from n1: %v", err)
 	}
 }
+
+// Fits weighs a container against a member as if it ran nowhere yet: its
+// own reservation does not count against it.
+func TestFits(t *testing.T) {
+	f := NewFSM()
+	for _, n := range []string{"n1", "n2", "n3"} {
+		mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: n, Status: "online", CpuMillis: 2000, MemoryBytes: 1 << 30}})
+	}
+	two := map[string]string{"limits.cpu": "2"}
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "db", Node: "n1", Config: two}})
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "busy", Node: "n2", Config: two}})
+	db, _ := f.Container("db")
+	if err := f.Fits(db, "n2"); err == nil {
+		t.Error("db fits on n2, whose CPUs busy holds")
+	}
+	for _, n := range []string{"n1", "n3"} {
+		if err := f.Fits(db, n); err != nil {
+			t.Errorf("db on %s: %v", n, err)
+		}
+	}
+}

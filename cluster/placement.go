@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -126,4 +127,24 @@ func (s *state) checkPlacement(ct *shoalv1.Container) error {
 		return err
 	}
 	return scheduler.Check(snap, ct.GetNode(), req)
+}
+
+// Fits says why ct could not run on node beside what node already runs
+// (scheduler.Check with ct's own reservation taken out wherever it is), or
+// nil when it can: a heal's check of where a container may go.
+func (f *FSM) Fits(ct *shoalv1.Container, node string) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	snap, err := f.s.snapshotLocked()
+	if err != nil {
+		return err
+	}
+	if err := snap.Remove(ct.GetName()); err != nil && !errors.Is(err, scheduler.ErrUnknownContainer) {
+		return err
+	}
+	req, err := PlacementRequest(ct.GetName(), ct.GetConfig(), "")
+	if err != nil {
+		return err
+	}
+	return scheduler.Check(snap, node, req)
 }

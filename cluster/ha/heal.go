@@ -1,10 +1,12 @@
 package ha
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -126,10 +128,15 @@ func (f *Fencer) event(action, resource string) {
 	}
 }
 
-// ConfigView adds the cluster-wide keys to View.
+// ConfigView adds the cluster-wide keys, and the scheduler's verdict, to
+// View.
 type ConfigView interface {
 	View
 	ClusterConfig() map[string]string
+	// Fits says why ct could not run on member beside what the member
+	// already runs (its CPU and memory reservations, constraints, the keys
+	// its host cannot enforce), or nil when it can.
+	Fits(ct *shoalv1.Container, member string) error
 }
 
 // Healer runs on every member and acts while it leads: an HA container
@@ -159,20 +166,33 @@ func Threshold(cfg map[string]string) time.Duration {
 	return d
 }
 
-// NewestReplica is the replica of ct a heal promotes: the newest (by the
-// owner's time stamp) held by an online member; nil when there is none.
-func NewestReplica(ct *shoalv1.Container, nodes []*shoalv1.Node) *shoalv1.Replica {
+// HealTarget is the replica of ct a heal promotes: the newest held by an
+// online member where ct fits; when it fits nowhere, the newest held by an
+// online member all the same, with why it does not fit there (an HA
+// container running beyond a member's reservations beats one that is
+// down; the caller says so). nil when no online member holds a replica.
+func HealTarget(ct *shoalv1.Container, v ConfigView) (*shoalv1.Replica, error) {
 	online := map[string]bool{}
-	for _, n := range nodes {
+	for _, n := range v.Nodes() {
 		online[n.GetName()] = n.GetStatus() == cluster.StatusOnline
 	}
-	var best *shoalv1.Replica
-	for _, r := range ct.GetReplicas() {
-		if online[r.GetMember()] && (best == nil || r.GetTakenUnixNano() > best.GetTakenUnixNano()) {
-			best = r
+	reps := slices.Clone(ct.GetReplicas())
+	slices.SortStableFunc(reps, func(a, b *shoalv1.Replica) int { return cmp.Compare(b.GetTakenUnixNano(), a.GetTakenUnixNano()) })
+	var newest *shoalv1.Replica
+	var why error
+	for _, r := range reps {
+		if !online[r.GetMember()] {
+			continue
+		}
+		err := v.Fits(ct, r.GetMember())
+		if err == nil {
+			return r, nil
+		}
+		if newest == nil {
+			newest, why = r, err
 		}
 	}
-	return best
+	return newest, why
 }
 
 // Run heals until ctx ends.
@@ -220,7 +240,7 @@ func (h *Healer) Check(ctx context.Context) {
 		if !offline || now.Sub(since) < threshold || !PolicyOf(ct.GetConfig()).Enabled {
 			continue
 		}
-		best := NewestReplica(ct, h.View.Nodes())
+		best, beyond := HealTarget(ct, h.View)
 		if best == nil {
 			if !h.warned[ct.GetName()] {
 				h.warned[ct.GetName()] = true
@@ -241,9 +261,14 @@ func (h *Healer) Check(ctx context.Context) {
 		lost := since.Sub(asOf).Round(100 * time.Millisecond)
 		h.Log.Info("container-healed", "container", ct.GetName(), "from", ct.GetNode(), "to", best.GetMember(),
 			"data_as_of", asOf.Format(time.RFC3339Nano), "lost_at_most", lost, "offline_for", now.Sub(since).Round(time.Millisecond))
+		detail := fmt.Sprintf("%s -> %s (data as of %s, lost ≤ %s)", ct.GetNode(), best.GetMember(), asOf.Format("15:04:05.000"), lost)
+		if beyond != nil {
+			h.Log.Warn("healed beyond the member's reservations: no member holding a replica has room", "container", ct.GetName(),
+				"to", best.GetMember(), "why", beyond)
+			detail += "; beyond its reservations: " + beyond.Error()
+		}
 		if h.Event != nil {
-			h.Event("container-healed", ct.GetName(), fmt.Sprintf("%s -> %s (data as of %s, lost ≤ %s)",
-				ct.GetNode(), best.GetMember(), asOf.Format("15:04:05.000"), lost))
+			h.Event("container-healed", ct.GetName(), detail)
 		}
 	}
 }
@@ -263,7 +288,7 @@ var (
 // is dead or fenced); then it is first recorded offline. It returns the
 // containers healed ("name:member") and those it could not heal
 // ("name: why").
-func HealMember(ctx context.Context, v View, propose func(context.Context, proto.Message) error, self, name string, fenced bool) (healed, skipped []string, err error) {
+func HealMember(ctx context.Context, v ConfigView, propose func(context.Context, proto.Message) error, self, name string, fenced bool) (healed, skipped []string, err error) {
 	var node *shoalv1.Node
 	for _, n := range v.Nodes() {
 		if n.GetName() == name {
@@ -289,7 +314,7 @@ func HealMember(ctx context.Context, v View, propose func(context.Context, proto
 		if ct.GetNode() != name || !PolicyOf(ct.GetConfig()).Enabled {
 			continue
 		}
-		best := NewestReplica(ct, v.Nodes())
+		best, beyond := HealTarget(ct, v)
 		if best == nil {
 			skipped = append(skipped, ct.GetName()+": no online member holds a replica")
 			continue
@@ -298,7 +323,11 @@ func HealMember(ctx context.Context, v View, propose func(context.Context, proto
 			skipped = append(skipped, ct.GetName()+": "+err.Error())
 			continue
 		}
-		healed = append(healed, ct.GetName()+":"+best.GetMember())
+		h := ct.GetName() + ":" + best.GetMember()
+		if beyond != nil {
+			h += " (beyond its reservations: " + beyond.Error() + ")"
+		}
+		healed = append(healed, h)
 	}
 	return healed, skipped, nil
 }

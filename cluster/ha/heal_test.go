@@ -15,10 +15,41 @@ import (
 
 type configCluster struct {
 	*fakeCluster
-	cfg map[string]string
+	cfg    map[string]string
+	noRoom map[string]error // member → why nothing more fits there
 }
 
 func (c configCluster) ClusterConfig() map[string]string { return c.cfg }
+func (c configCluster) Fits(_ *shoalv1.Container, member string) error {
+	return c.noRoom[member]
+}
+
+// A heal goes to the newest replica on a member with room; when none has
+// room, to the newest all the same, saying why it does not fit.
+func TestHealTarget(t *testing.T) {
+	cl := &fakeCluster{nodes: []*shoalv1.Node{{Name: "n1", Status: "offline"}, {Name: "n2", Status: "online"},
+		{Name: "n3", Status: "online"}, {Name: "n4", Status: "offline"}}}
+	ct := &shoalv1.Container{Name: "db", Node: "n1", Replicas: []*shoalv1.Replica{
+		{Member: "n2", TakenUnixNano: 10}, {Member: "n3", TakenUnixNano: 20}, {Member: "n4", TakenUnixNano: 30}}}
+	full := errors.New("memory: 1GiB free, 2GiB asked")
+	for _, tc := range []struct {
+		noRoom     map[string]error
+		want       string
+		wantBeyond error
+	}{
+		{nil, "n3", nil},
+		{map[string]error{"n3": full}, "n2", nil},
+		{map[string]error{"n2": full, "n3": full}, "n3", full},
+	} {
+		got, beyond := HealTarget(ct, configCluster{cl, nil, tc.noRoom})
+		if got.GetMember() != tc.want || beyond != tc.wantBeyond {
+			t.Errorf("no room on %v: HealTarget = %s, %v; want %s, %v", tc.noRoom, got.GetMember(), beyond, tc.want, tc.wantBeyond)
+		}
+	}
+	if got, _ := HealTarget(&shoalv1.Container{Name: "x", Replicas: []*shoalv1.Replica{{Member: "n4"}}}, configCluster{cl, nil, nil}); got != nil {
+		t.Errorf("HealTarget with the only replica offline = %v, want none", got)
+	}
+}
 
 // The leader heals an HA container only once its member has been offline
 // for the threshold, to the online member with the newest replica; a
@@ -35,7 +66,7 @@ func TestHealer(t *testing.T) {
 		}}
 	var heals, events []string
 	now := time.Unix(100, 0)
-	h := &Healer{IsLeader: func() bool { return true }, View: configCluster{cl, map[string]string{KeyHealingThreshold: "2s"}},
+	h := &Healer{IsLeader: func() bool { return true }, View: configCluster{cl, map[string]string{KeyHealingThreshold: "2s"}, nil},
 		Log: testLog(t), Now: func() time.Time { return now },
 		Event: func(action, resource, detail string) { events = append(events, action+" "+resource+" "+detail) },
 		Propose: func(_ context.Context, m proto.Message) error {
@@ -60,7 +91,7 @@ func TestHealer(t *testing.T) {
 		t.Fatalf("events %q", events)
 	}
 	heals = nil
-	h.View = configCluster{cl, map[string]string{KeyHealingThreshold: "0s"}}
+	h.View = configCluster{cl, map[string]string{KeyHealingThreshold: "0s"}, nil}
 	now = now.Add(time.Minute)
 	h.Check(context.Background())
 	if len(heals) != 0 {
@@ -134,24 +165,27 @@ func TestHealMember(t *testing.T) {
 		return nil
 	}
 	ctx := context.Background()
-	if _, _, err := HealMember(ctx, cl, propose, "n2", "n9", false); !errors.Is(err, ErrUnknownMember) {
+	v := configCluster{cl, nil, nil}
+	if _, _, err := HealMember(ctx, v, propose, "n2", "n9", false); !errors.Is(err, ErrUnknownMember) {
 		t.Errorf("unknown member: %v", err)
 	}
-	if _, _, err := HealMember(ctx, cl, propose, "n2", "n2", true); !errors.Is(err, ErrNotDead) {
+	if _, _, err := HealMember(ctx, v, propose, "n2", "n2", true); !errors.Is(err, ErrNotDead) {
 		t.Errorf("healing the member that answers: %v", err)
 	}
-	if _, _, err := HealMember(ctx, cl, propose, "n2", "n1", false); !errors.Is(err, ErrNotDead) || !strings.Contains(err.Error(), "--i-know-it-is-fenced") {
+	if _, _, err := HealMember(ctx, v, propose, "n2", "n1", false); !errors.Is(err, ErrNotDead) || !strings.Contains(err.Error(), "--i-know-it-is-fenced") {
 		t.Errorf("an online member without the flag: %v", err)
 	}
 	if len(proposed) != 0 {
 		t.Fatalf("refused heals proposed %v", proposed)
 	}
-	healed, skipped, err := HealMember(ctx, cl, propose, "n2", "n3", false)
-	if err != nil || fmt.Sprint(healed) != "[off:n2]" || len(skipped) != 0 {
+	v.noRoom = map[string]error{"n2": errors.New("cpu: 0 free")}
+	healed, skipped, err := HealMember(ctx, v, propose, "n2", "n3", false)
+	if err != nil || fmt.Sprint(healed) != "[off:n2 (beyond its reservations: cpu: 0 free)]" || len(skipped) != 0 {
 		t.Fatalf("offline n3: %v %v %v", healed, skipped, err)
 	}
 	proposed = nil
-	healed, skipped, err = HealMember(ctx, cl, propose, "n2", "n1", true)
+	v.noRoom = nil
+	healed, skipped, err = HealMember(ctx, v, propose, "n2", "n1", true)
 	if err != nil || fmt.Sprint(healed) != "[db:n2]" || len(skipped) != 1 || !strings.Contains(skipped[0], "bare: no online member") {
 		t.Fatalf("n1 with the flag: %v %v %v", healed, skipped, err)
 	}
