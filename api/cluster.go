@@ -283,7 +283,11 @@ func (s *Server) Apply(ctx context.Context, req *shoalv1.ApplyRequest) (*shoalv1
 var clusterKeys = map[string][]string{
 	"cluster.scheduler":  {"spread", "binpack"},
 	"cluster.max_voters": {"3", "5"},
+	cluster.ShutdownKey:  {cluster.ShutdownStay, cluster.ShutdownEvacuate},
 }
+
+// knownClusterKeys names every cluster key, for errors.
+const knownClusterKeys = "cluster.scheduler, cluster.max_voters, cluster.default_network, cluster.healing_threshold, cluster.shutdown"
 
 // UpdateClusterConfig sets and unsets cluster-wide keys.
 func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClusterConfigRequest) (*shoalv1.UpdateClusterConfigResponse, error) {
@@ -305,7 +309,7 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 		}
 		allowed, ok := clusterKeys[k]
 		if !ok {
-			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters, cluster.default_network, cluster.healing_threshold)")
+			return nil, invalid(k, "unknown cluster key (known: "+knownClusterKeys+")")
 		}
 		if !slices.Contains(allowed, v) {
 			return nil, invalid(k, fmt.Sprintf("%q is not allowed (allowed: %s)", v, strings.Join(allowed, ", ")))
@@ -313,8 +317,8 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 		set[k] = v
 	}
 	for _, k := range req.GetUnset() {
-		if _, ok := clusterKeys[k]; !ok && k != cluster.DefaultNetworkKey {
-			return nil, invalid(k, "unknown cluster key (known: cluster.scheduler, cluster.max_voters, cluster.default_network)")
+		if _, ok := clusterKeys[k]; !ok && k != cluster.DefaultNetworkKey && k != ha.KeyHealingThreshold {
+			return nil, invalid(k, "unknown cluster key (known: "+knownClusterKeys+")")
 		}
 		set[k] = ""
 	}

@@ -186,6 +186,18 @@ func (s *state) assignAddresses(ct *shoalv1.Container) error {
 // container's eth0 joins when the user names none.
 const DefaultNetworkKey = "cluster.default_network"
 
+// ShutdownKey is the cluster config key saying what a member's clean
+// shutdown does with its containers: ShutdownStay (the default: they keep
+// running) or ShutdownEvacuate (moved to other members first, live where
+// CRIU can).
+const ShutdownKey = "cluster.shutdown"
+
+// Values of ShutdownKey.
+const (
+	ShutdownStay     = "stay"
+	ShutdownEvacuate = "evacuate"
+)
+
 // MaxVNI is the largest VXLAN network identifier.
 const MaxVNI = 1<<24 - 1
 

@@ -396,7 +396,11 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		s.addrs.drop(c.GetName())
 		return Change{"network", c.GetName()}, nil
 	case *shoalv1.NodeUpsertCommand:
-		s.nodes[c.GetNode().GetName()] = proto.Clone(c.GetNode()).(*shoalv1.Node)
+		n := proto.Clone(c.GetNode()).(*shoalv1.Node)
+		if old, ok := s.nodes[n.GetName()]; ok && c.GetKeepEvacuated() && old.GetStatus() == StatusEvacuated {
+			n.Status = StatusEvacuated
+		}
+		s.nodes[n.GetName()] = n
 		return Change{"node", c.GetNode().GetName()}, nil
 	case *shoalv1.NodeRemoveCommand:
 		if _, ok := s.nodes[c.GetName()]; !ok {

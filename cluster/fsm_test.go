@@ -345,3 +345,18 @@ func TestFits(t *testing.T) {
 		}
 	}
 }
+
+// A member's own record at start keeps an evacuation its view may not have
+// caught up with; any other upsert (a restore) sets the status it carries.
+func TestNodeUpsertKeepsEvacuated(t *testing.T) {
+	f := NewFSM()
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n1", Status: StatusEvacuated}})
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n1", Status: StatusOnline, CpuMillis: 4000}, KeepEvacuated: true})
+	if n, _ := f.Node("n1"); n.GetStatus() != StatusEvacuated || n.GetCpuMillis() != 4000 {
+		t.Fatalf("after the member's own record: %v, want evacuated with the new capacity", n)
+	}
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n1", Status: StatusOnline}})
+	if n, _ := f.Node("n1"); n.GetStatus() != StatusOnline {
+		t.Fatalf("after a restore: %v", n)
+	}
+}

@@ -173,10 +173,9 @@ func (n *Node) recordNode(ctx context.Context) error {
 		CpuMillis: int64(goruntime.NumCPU()) * 1000, MemoryBytes: config.HostMemory(), Labels: n.cfg.Labels, Status: "online",
 		UnenforceableKeys: n.rt.Host().Unenforceable(),
 	}
-	if old, err := n.fsm.Node(n.cfg.Name); err == nil && old.GetStatus() == "evacuated" {
-		rec.Status = old.GetStatus()
-	}
-	if err := n.cl.Propose(ctx, &shoalv1.NodeUpsertCommand{Node: rec}); err != nil {
+	// This member's FSM may not have caught up with its evacuation yet:
+	// the entry keeps the cluster's status then.
+	if err := n.cl.Propose(ctx, &shoalv1.NodeUpsertCommand{Node: rec, KeepEvacuated: true}); err != nil {
 		return fmt.Errorf("record node: %w", err)
 	}
 	return nil

@@ -477,3 +477,49 @@ func (p *probers) stop() {
 	p.cancel()
 	p.wg.Wait()
 }
+
+// TestShutdownEvacuates: with cluster.shutdown=evacuate, a member's clean
+// shutdown first moves its containers live to the others — an HA
+// container's process goes on there — and the member is left evacuated
+// (the scheduler places nothing there; it is never healed) until `shoal
+// cluster restore` brings the container back.
+func TestShutdownEvacuates(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	m1, victim := ms[0], ms[2]
+	m1.MustShoal("image", "build", "busybox")
+	if _, errOut, code := m1.Shoal("cluster", "config", "set", "cluster.shutdown=later"); code == 0 || !strings.Contains(errOut, "cluster.shutdown") || !strings.Contains(errOut, "stay, evacuate") {
+		t.Errorf("cluster.shutdown=later: exit %d, %q; want a refusal naming the key and its values", code, errOut)
+	}
+	m1.MustShoal("cluster", "config", "set", "cluster.shutdown=evacuate")
+	m1.MustShoal("launch", "busybox", "db1", "--target", victim.Host.Name, "-c", "ha.enabled=true", "-c", "ha.rpo=2s")
+	m1.MustShoal("exec", "db1", "--", "sh", "-c",
+		`setsid sh -c 'echo $$ > /root/pid; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &`)
+	var pid string
+	m1.WaitFor("db1's loop to start", 10*time.Second, func() bool {
+		pid, _, _ = m1.Shoal("exec", "db1", "--", "cat", "/root/pid")
+		pid = strings.TrimSpace(pid)
+		return pid != ""
+	})
+
+	victim.Stop()
+	c := m1.List()["db1"]
+	if c.Container.Node == victim.Host.Name || !strings.EqualFold(c.State.Status, "running") {
+		t.Fatalf("after %s shut down with cluster.shutdown=evacuate, db1 is %s on %s", victim.Host.Name, c.State.Status, c.Container.Node)
+	}
+	if _, _, code := m1.Shoal("exec", "db1", "--", "test", "-e", "/proc/"+pid); code != 0 {
+		t.Errorf("db1's process %s did not survive the move to %s (not moved live)", pid, c.Container.Node)
+	}
+	if st := m1.Members()[victim.Host.Name].Status; st != "evacuated" {
+		t.Errorf("%s is %q after its evacuating shutdown, want evacuated", victim.Host.Name, st)
+	}
+	t.Logf("%s shut down: db1 moved live to %s first", victim.Host.Name, c.Container.Node)
+
+	victim.Start()
+	if out := m1.MustShoal("cluster", "restore", victim.Host.Name); !strings.Contains(out, "db1:") {
+		t.Errorf("cluster restore %s: %q, want db1 moved back", victim.Host.Name, out)
+	}
+	if c := m1.List()["db1"]; c.Container.Node != victim.Host.Name || !strings.EqualFold(c.State.Status, "running") {
+		t.Errorf("after the restore, db1 is %s on %s, want running on %s", c.State.Status, c.Container.Node, victim.Host.Name)
+	}
+}

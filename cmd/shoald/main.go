@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
@@ -136,8 +138,26 @@ func run() error {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// SIGINT or SIGTERM stops the daemon; once the API is up, beforeStop
+	// runs first (cluster.shutdown=evacuate), unless a second signal comes.
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	var beforeStop atomic.Pointer[func()]
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		if f := beforeStop.Load(); f != nil {
+			done := make(chan struct{})
+			go func() { (*f)(); close(done) }()
+			select {
+			case <-done:
+			case <-sigs:
+				log.Warn("a second signal: stopping without waiting for the evacuation")
+			}
+		}
+		stop()
+	}()
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 
@@ -228,6 +248,8 @@ func run() error {
 	go (&ha.Healer{IsLeader: cl.IsLeader, View: cl.FSM(), Propose: cl.Propose,
 		Event: func(action, resource, detail string) { bus.LifecycleDetail(*name, action, resource, detail) },
 		Log:   log.With("component", "ha")}).Run(ctx)
+	evacuate := func() { evacuateOnShutdown(cl, srv, *name, log) }
+	beforeStop.Store(&evacuate)
 	log.Info("shoald ready", "node", *name, "socket", *socket, "rest-socket", l.Addr("rest-socket"), "listen", l.Addr("listen"), "raft", cl.Addr())
 
 	select {
@@ -347,4 +369,36 @@ func readJoinToken(join *string, log *slog.Logger) error {
 		log.Warn("the join token is on the command line, where every local user can read it until it is redeemed; pass --join @FILE, --join - or SHOAL_JOIN_TOKEN")
 	}
 	return nil
+}
+
+// evacuateOnShutdown moves this member's containers to the others, live
+// where CRIU can, when cluster.shutdown=evacuate (as shoal cluster
+// evacuate does; shoal cluster restore brings them back). With no other
+// member online it leaves them be: they keep running, as on any
+// shutdown.
+func evacuateOnShutdown(cl *cluster.Cluster, srv *api.Server, self string, log *slog.Logger) {
+	if cl.FSM().ClusterConfig()[cluster.ShutdownKey] != cluster.ShutdownEvacuate {
+		return
+	}
+	others := 0
+	for _, n := range cl.FSM().Nodes() {
+		if n.GetName() != self && n.GetStatus() == cluster.StatusOnline {
+			others++
+		}
+	}
+	if others == 0 {
+		log.Warn("cluster.shutdown=evacuate, but no other member is online: the containers stay here")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	log.Info("cluster.shutdown=evacuate: moving this member's containers to other members before stopping", "node", self)
+	start := time.Now()
+	resp, err := srv.EvacuateMember(ctx, &shoalv1.EvacuateMemberRequest{Name: self, Live: true})
+	if err != nil {
+		log.Error("evacuation before shutdown", "err", err)
+		return
+	}
+	log.Info("evacuated before shutdown", "moved", strings.Join(resp.GetMoved(), " "), "stopped", strings.Join(resp.GetStopped(), " "),
+		"took", time.Since(start).Round(time.Millisecond))
 }

@@ -995,8 +995,12 @@ func (x *NetworkDeleteCommand) GetName() string {
 
 // NodeUpsertCommand records a node.
 type NodeUpsertCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// A member's own record as it starts: if the cluster has it evacuated,
+	// it stays evacuated (only a restore brings it back online), whatever
+	// the member's possibly stale view said.
+	KeepEvacuated bool `protobuf:"varint,2,opt,name=keep_evacuated,json=keepEvacuated,proto3" json:"keep_evacuated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1036,6 +1040,13 @@ func (x *NodeUpsertCommand) GetNode() *Node {
 		return x.Node
 	}
 	return nil
+}
+
+func (x *NodeUpsertCommand) GetKeepEvacuated() bool {
+	if x != nil {
+		return x.KeepEvacuated
+	}
+	return false
 }
 
 // ClusterInitCommand records the cluster's identity at bootstrap: its CA
@@ -1846,9 +1857,10 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\"*\n" +
 	"\x14NetworkDeleteCommand\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"7\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"^\n" +
 	"\x11NodeUpsertCommand\x12\"\n" +
-	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\"\x85\x01\n" +
+	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\x12%\n" +
+	"\x0ekeep_evacuated\x18\x02 \x01(\bR\rkeepEvacuated\"\x85\x01\n" +
 	"\x12ClusterInitCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\vca_cert_pem\x18\x02 \x01(\fR\tcaCertPem\x12\x1c\n" +
