@@ -55,8 +55,11 @@ func PolicyOf(cfg map[string]string) Policy {
 // Eligible: online, not the owner, and carrying every label the
 // container's scheduler.constraint asks for (a replica is where it would
 // run after a failover). It returns fewer than the policy asks when fewer
-// members are eligible.
-func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1.Container) []string {
+// members are eligible. With fits set, new replicas go first to members
+// where the container itself would fit (fits(member) == nil: a replica is
+// where it runs after a failover), though a replica reserves none of its
+// CPU or memory.
+func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1.Container, fits func(member string) error) []string {
 	p := PolicyOf(ct.GetConfig())
 	if !p.Enabled {
 		return nil
@@ -83,6 +86,9 @@ func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1
 			delete(eligible, r.GetMember())
 		}
 	}
+	if len(out) == p.Replicas {
+		return out // the usual case: nothing new to place
+	}
 	load := map[string]int{}
 	for _, c := range all {
 		for _, r := range c.GetReplicas() {
@@ -93,7 +99,13 @@ func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1
 	for name := range eligible {
 		rest = append(rest, name)
 	}
-	slices.SortFunc(rest, func(a, b string) int { return cmp.Or(cmp.Compare(load[a], load[b]), strings.Compare(a, b)) })
+	room := map[string]bool{}
+	for _, name := range rest {
+		room[name] = fits == nil || fits(name) == nil
+	}
+	slices.SortFunc(rest, func(a, b string) int {
+		return cmp.Or(boolCompare(room[b], room[a]), cmp.Compare(load[a], load[b]), strings.Compare(a, b))
+	})
 	for _, name := range rest {
 		if len(out) == p.Replicas {
 			break
@@ -132,4 +144,15 @@ func matches(labels, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// boolCompare orders false before true.
+func boolCompare(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

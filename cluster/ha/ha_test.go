@@ -1,6 +1,7 @@
 package ha
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -55,8 +56,22 @@ func TestChooseReplicas(t *testing.T) {
 			{Member: "n2", TakenUnixNano: 1}, {Member: "n5", TakenUnixNano: 2}}}, nil, "[n5]"},
 	} {
 		all := append(tc.all, tc.ct)
-		if got := fmt.Sprint(ChooseReplicas(tc.ct, nodes, all)); got != tc.want {
+		if got := fmt.Sprint(ChooseReplicas(tc.ct, nodes, all, nil)); got != tc.want {
 			t.Errorf("ChooseReplicas(%v, replicas %v) = %s, want %s", tc.ct.GetConfig(), tc.ct.GetReplicas(), got, tc.want)
 		}
+	}
+	// Members where the container would not fit come last; a current
+	// replica stays where it is all the same.
+	full := func(m string) error {
+		if m == "n2" || m == "n3" {
+			return errors.New("no room")
+		}
+		return nil
+	}
+	if got := fmt.Sprint(ChooseReplicas(ct(on), nodes, nil, full)); got != "[n5]" {
+		t.Errorf("with no room on n2 and n3: %s, want [n5]", got)
+	}
+	if got := fmt.Sprint(ChooseReplicas(ct(map[string]string{KeyEnabled: "true", KeyReplicas: "2"}, "n3"), nodes, nil, full)); got != "[n3 n5]" {
+		t.Errorf("with no room on n2 and n3, n3 holding a replica: %s, want [n3 n5]", got)
 	}
 }

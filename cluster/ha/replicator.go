@@ -61,6 +61,9 @@ type Replicator struct {
 	Parallel int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Fits, when set, says why a container would not fit on a member
+	// (FSM.Fits); new replicas prefer members where it would.
+	Fits func(ct *shoalv1.Container, member string) error
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -148,11 +151,20 @@ func (r *Replicator) due() []*shoalv1.Container {
 		if f, ok := r.failed[ct.GetName()]; ok && now.Sub(f) < min(p.RPO, 5*time.Second) {
 			continue
 		}
-		if Due(ct, ChooseReplicas(ct, nodes, all), nodes, p, now) {
+		if Due(ct, r.choose(ct, nodes, all), nodes, p, now) {
 			out = append(out, ct)
 		}
 	}
 	return out
+}
+
+// choose is ChooseReplicas with this replicator's Fits.
+func (r *Replicator) choose(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1.Container) []string {
+	var fits func(string) error
+	if r.Fits != nil {
+		fits = func(member string) error { return r.Fits(ct, member) }
+	}
+	return ChooseReplicas(ct, nodes, all, fits)
 }
 
 // Due reports whether a container needs replicating now: a chosen member
@@ -189,7 +201,7 @@ func (r *Replicator) Replicate(ctx context.Context, ct *shoalv1.Container) error
 		return err
 	}
 	nodes := r.View.Nodes()
-	chosen := ChooseReplicas(ct, nodes, r.View.Containers())
+	chosen := r.choose(ct, nodes, r.View.Containers())
 	taken := r.now()
 	snap := SnapshotPrefix + strconv.FormatInt(taken.UnixNano(), 36)
 	if err := r.Host.SnapshotVolume(ctx, ct, snap); err != nil {

@@ -240,7 +240,7 @@ func run() error {
 	defer l.Close()
 	go srv.EnsureTrusted(ctx, creds.Cert.Leaf)
 	rep := &ha.Replicator{Self: *name, View: cl.FSM(), Host: n, Send: srv.Replicate, Propose: cl.Propose,
-		Log: log.With("component", "ha")}
+		Fits: cl.FSM().Fits, Log: log.With("component", "ha")}
 	go rep.Run(ctx)
 	event := func(action, resource string) { bus.Lifecycle(*name, action, resource) }
 	go (&ha.Fencer{Self: *name, Contact: cl.QuorumContact, Ready: cl.Sync, View: cl.FSM(), Host: n, Event: event,
