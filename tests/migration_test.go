@@ -251,7 +251,12 @@ func TestLiveMove(t *testing.T) {
 }
 
 // restartWith restarts a member's daemon (killed, as a crash) with the
-// given failpoints armed (none: plain restart).
+// given failpoints armed (none: plain restart), and waits until the
+// cluster records every member online again: a member the leader marked
+// offline while the link was cut stays so until the leader's liveness
+// check sees it alive, and a restarted leader runs that check only after
+// its election (a move right after a quick series of restarts found the
+// target still "offline").
 func restartWith(m *member, failpoints string) {
 	m.Kill()
 	m.Opts.Env = nil
@@ -259,6 +264,15 @@ func restartWith(m *member, failpoints string) {
 		m.Opts.Env = []string{"SHOAL_FAILPOINTS=" + failpoints}
 	}
 	m.Start()
+	m.WaitFor("every member online", 30*time.Second, func() bool {
+		ms := m.Members()
+		for _, x := range ms {
+			if x.Status != "online" {
+				return false
+			}
+		}
+		return len(ms) > 0
+	})
 }
 
 // moveAsync runs a live move in the background; the channel yields the
