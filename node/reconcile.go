@@ -8,7 +8,6 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,10 +78,10 @@ func (n *Node) resync(ctx context.Context) {
 		// A copy of a container another member owns: the source side of a
 		// move that committed while this daemon was down or cut off.
 		if ct, err := n.fsm.Container(name); err == nil && ct.GetNode() != n.cfg.Name {
-			if slices.ContainsFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == n.cfg.Name }) {
-				// Healed elsewhere while this member was away, and its copy
-				// recorded as a replica to be.
-				if err := n.KeepAsReplica(ctx, name); err != nil {
+			// Healed elsewhere while this member was away, its copy
+			// recorded as a replica to be?
+			if kept, err := n.keepAsReplica(ctx, name); err != nil || kept {
+				if err != nil {
 					n.log.Warn("keep a stale copy as a replica", "container", name, "err", err)
 				}
 				continue

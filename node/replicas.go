@@ -126,47 +126,54 @@ func (n *Node) promoteReplica(ctx context.Context, d storage.Driver, ct *shoalv1
 // rather than the whole volume. Without that snapshot the copy is
 // dropped. With no record, or no stale volume, it does nothing.
 func (n *Node) KeepAsReplica(ctx context.Context, name string) error {
+	_, err := n.keepAsReplica(ctx, name)
+	return err
+}
+
+// keepAsReplica is KeepAsReplica, reporting whether it dealt with the
+// stale copy (false: no record names this member, or no volume is here).
+func (n *Node) keepAsReplica(ctx context.Context, name string) (bool, error) {
 	unlock := n.locks.lock("ct/" + name)
 	defer unlock()
 	ct, err := n.fsm.Container(name)
 	if err != nil || ct.GetNode() == n.cfg.Name {
-		return nil
+		return false, nil
 	}
 	i := slices.IndexFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == n.cfg.Name })
 	if i < 0 {
-		return nil
+		return false, nil
 	}
 	snap := ct.GetReplicas()[i].GetSnapshot()
 	d, err := n.pool(ct.GetPool())
 	if err != nil {
-		return err
+		return false, err
 	}
 	if ok, err := d.VolumeExists(ctx, volumeName(name)); err != nil || !ok {
-		return err
+		return false, err
 	}
 	if err := n.rt.Disconnect(ctx, name); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		n.log.Warn("disconnect a stale copy", "container", name, "err", err)
 	}
 	if st, err := n.rt.State(ctx, name); err == nil && st.Status != runtime.StatusStopped {
 		if err := n.rt.Stop(ctx, name, 0); err != nil {
-			return fmt.Errorf("stop the stale copy of %s: %w", name, err)
+			return true, fmt.Errorf("stop the stale copy of %s: %w", name, err)
 		}
 	}
 	vol, rep := volumeName(name), migration.ReplicaVolume(name)
 	snaps, err := d.ListSnapshots(ctx, vol)
 	if err == nil && slices.Contains(snaps, snap) {
 		if err := d.DeleteVolume(ctx, rep); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			return err
+			return true, err
 		}
 		for _, s := range snaps {
 			if s != snap {
 				if err := d.DeleteSnapshot(ctx, vol, s); err != nil {
-					return fmt.Errorf("stale copy of %s: %w", name, err)
+					return true, fmt.Errorf("stale copy of %s: %w", name, err)
 				}
 			}
 		}
 		if err := d.RenameVolume(ctx, vol, rep); err != nil {
-			return fmt.Errorf("keep the stale copy of %s as its replica: %w", name, err)
+			return true, fmt.Errorf("keep the stale copy of %s as its replica: %w", name, err)
 		}
 		n.log.Warn("kept the stale copy of a container healed elsewhere as its replica; the owner's next round brings it up to date",
 			"container", name, "owner", ct.GetNode(), "snapshot", snap)
@@ -175,7 +182,7 @@ func (n *Node) KeepAsReplica(ctx context.Context, name string) error {
 		n.log.Warn("dropping the stale copy of a container healed elsewhere: it lacks the snapshot its replica would be based on",
 			"container", name, "owner", ct.GetNode(), "snapshot", snap, "err", err)
 	}
-	return n.removeLocal(ctx, name)
+	return true, n.removeLocal(ctx, name)
 }
 
 // SetFenced marks this member fenced (cut off from a Raft quorum for
