@@ -110,6 +110,13 @@ var rules = map[string]rule{
 	"/shoal.v1.ContainerService/ListSnapshots":   {accessRead, field("container")},
 	"/shoal.v1.ContainerService/RestoreSnapshot": {accessWrite, field("container")},
 	"/shoal.v1.ContainerService/DeleteSnapshot":  {accessWrite, field("container")},
+	// Profiles: restricted clients may read them.
+	"/shoal.v1.ProfileService/CreateProfile": {accessAdmin, nil},
+	"/shoal.v1.ProfileService/ListProfiles":  {accessRead, nil},
+	"/shoal.v1.ProfileService/GetProfile":    {accessRead, nil},
+	"/shoal.v1.ProfileService/UpdateProfile": {accessAdmin, nil},
+	"/shoal.v1.ProfileService/RenameProfile": {accessAdmin, nil},
+	"/shoal.v1.ProfileService/DeleteProfile": {accessAdmin, nil},
 	// Images: restricted clients may read the catalogue.
 	"/shoal.v1.ImageService/BuildImage":       {accessAdmin, nil},
 	"/shoal.v1.ImageService/ImportImage":      {accessAdmin, nil},
@@ -356,6 +363,12 @@ func (s *Server) authorize(id identity, method string, req proto.Message) error 
 		}
 	}
 	if cr, ok := req.(*shoalv1.CreateContainerRequest); ok {
+		if len(cr.GetDevices()) > 0 {
+			return status.Errorf(codes.PermissionDenied, "%s may not add devices (they reach the host's files and devices)", id)
+		}
+		if p := cr.GetProfiles(); len(p) > 1 || len(p) == 1 && p[0] != "default" {
+			return status.Errorf(codes.PermissionDenied, "%s may only apply the default profile", id)
+		}
 		for _, k := range restrictedPrivileges {
 			if v := cr.GetConfig()[k]; v != "" && v != "false" {
 				return status.Errorf(codes.PermissionDenied, "%s may not set %s", id, k)
@@ -363,6 +376,12 @@ func (s *Server) authorize(id identity, method string, req proto.Message) error 
 		}
 	}
 	if ur, ok := req.(*shoalv1.UpdateContainerRequest); ok {
+		if len(ur.GetSetDevices()) > 0 || len(ur.GetRemoveDevices()) > 0 {
+			return status.Errorf(codes.PermissionDenied, "%s may not change devices (they reach the host's files and devices)", id)
+		}
+		if ur.GetSetProfiles() {
+			return status.Errorf(codes.PermissionDenied, "%s may not change a container's profiles", id)
+		}
 		for _, k := range restrictedPrivileges {
 			if v, set := ur.GetSet()[k]; set && v != "false" {
 				return status.Errorf(codes.PermissionDenied, "%s may not set %s", id, k)

@@ -101,13 +101,30 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	if pool == "" {
 		pool = s.defaultPool()
 	}
-	if err := s.checkHA(req.GetConfig(), pool); err != nil {
+	profiles, err := createProfiles(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateDevices(req.GetDevices()); err != nil {
+		return nil, err
+	}
+	expCfg, expDevs, err := s.fsm.Expand(profiles, req.GetConfig(), req.GetDevices())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkExpanded(expCfg, expDevs); err != nil {
+		return nil, err
+	}
+	if err := s.checkHA(expCfg, pool); err != nil {
 		return nil, err
 	}
 	ct := &shoalv1.Container{
 		Name: req.GetName(), ImageFingerprint: img.GetFingerprint(), ImageSource: req.GetImage(),
 		Config: req.GetConfig(), DesiredState: desired,
 		CreatedAtUnixNano: now(), Pool: pool, Hwaddr: network.RandomMAC(),
+		Profiles: profiles, Devices: req.GetDevices(),
+		// For placement; the cluster expands it again as it records it.
+		ExpandedConfig: expCfg, ExpandedDevices: expDevs,
 	}
 	// eth0's address is allocated by the cluster in the entry that records
 	// the container.
@@ -138,7 +155,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 // applies the entry; if a concurrent create took the room first, placement
 // runs again on the newer state.
 func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, target string) error {
-	req, err := cluster.PlacementRequest(ct.GetName(), ct.GetConfig(), target)
+	req, err := cluster.PlacementRequest(ct.GetName(), cluster.ExpandedConfig(ct), target)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -364,13 +381,38 @@ func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContain
 		}
 		delete(cfg, k)
 	}
-	if err := config.ValidateStored(cfg); err != nil {
-		return nil, toStatus(err)
+	profiles := ct.GetProfiles()
+	if req.GetSetProfiles() {
+		profiles = req.GetProfiles()
 	}
-	if err := s.checkHA(cfg, ct.GetPool()); err != nil {
+	if err := validateDevices(req.GetSetDevices()); err != nil {
 		return nil, err
 	}
-	if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
+	devs, err := updatedDevices(ct, req.GetSetDevices(), req.GetRemoveDevices())
+	if err != nil {
+		return nil, err
+	}
+	expCfg, expDevs, err := s.fsm.Expand(profiles, cfg, devs)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := checkExpanded(expCfg, expDevs); err != nil {
+		return nil, err
+	}
+	if k := changedCreationOnly(cluster.ExpandedConfig(ct), expCfg); k != "" {
+		return nil, precondition(k + ": can only be set when the container is created")
+	}
+	if err := s.checkHA(expCfg, ct.GetPool()); err != nil {
+		return nil, err
+	}
+	setDevices := len(req.GetSetDevices()) > 0 || len(req.GetRemoveDevices()) > 0
+	if setDevices && ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED {
+		if err := s.node.CheckDevices(expDevs); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg,
+		SetProfiles: req.GetSetProfiles(), Profiles: profiles, SetDevices: setDevices, Devices: devs}); err != nil {
 		return nil, err
 	}
 	if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
@@ -514,7 +556,11 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 			return nil, precondition("this node is not in a cluster")
 		}
 	}
-	if err := s.node.CheckEnforceable(cmp.Or(target, s.node.Name()), cfg); err != nil {
+	expCfg, _, err := s.fsm.Expand(src.GetProfiles(), cfg, src.GetDevices())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := s.node.CheckEnforceable(cmp.Or(target, s.node.Name()), expCfg); err != nil {
 		return nil, precondition(err.Error())
 	}
 	var records []*shoalv1.Snapshot
@@ -527,6 +573,7 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 		Name: req.GetName(), ImageFingerprint: src.GetImageFingerprint(), ImageSource: src.GetImageSource(),
 		Config: cfg, Node: cmp.Or(target, s.node.Name()), DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED,
 		Pool: src.GetPool(), Hwaddr: network.RandomMAC(), Snapshots: records,
+		Profiles: src.GetProfiles(), Devices: src.GetDevices(),
 	}}
 	// The copy joins the same networks with new MACs and new addresses.
 	for i, nic := range src.GetNics() {

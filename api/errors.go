@@ -48,6 +48,7 @@ var codeTable = []struct {
 	{cluster.ErrInUse, codes.FailedPrecondition},
 	{runtime.ErrNotRunning, codes.FailedPrecondition},
 	{runtime.ErrUnenforceable, codes.FailedPrecondition},
+	{runtime.ErrDeviceSource, codes.FailedPrecondition},
 	{node.ErrConflict, codes.FailedPrecondition},
 	{storage.ErrNotSupported, codes.Unimplemented},
 	{cluster.ErrNotLeader, codes.Unavailable},
@@ -104,3 +105,17 @@ func precondition(msg string) error {
 }
 
 func init() { operations.ToStatus = toStatus }
+
+func notFound(msg string) error {
+	return status.Error(codes.NotFound, msg)
+}
+
+// about prefixes a status error's message with what it is about, keeping
+// its code.
+func about(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(toStatus(err))
+	return status.Error(st.Code(), what+": "+st.Message())
+}

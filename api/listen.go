@@ -257,6 +257,7 @@ func restGateway(ctx context.Context, pipe *pipeListener) (http.Handler, error) 
 		shoalv1.RegisterOperationServiceHandlerFromEndpoint,
 		shoalv1.RegisterEventServiceHandlerFromEndpoint,
 		shoalv1.RegisterClusterServiceHandlerFromEndpoint,
+		shoalv1.RegisterProfileServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, mux, "passthrough:///gateway", opts); err != nil {
 			return nil, fmt.Errorf("register REST gateway: %w", err)

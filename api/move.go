@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-dev/shoal/api/operations"
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/migration"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/scheduler"
 )
@@ -32,11 +33,14 @@ func (s *Server) MoveContainer(ctx context.Context, req *shoalv1.MoveContainerRe
 	}
 	// As in LXD, migration.stateful=true makes a running container's moves
 	// live by default.
-	live := (req.GetLive() || config.Bool(ct.GetConfig(), "migration.stateful")) &&
+	live := (req.GetLive() || config.Bool(cluster.ExpandedConfig(ct), "migration.stateful")) &&
 		ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED
 	if live {
 		if ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_FROZEN {
 			return nil, precondition(fmt.Sprintf("container %q is paused: resume it, or move it without --live", ct.GetName()))
+		}
+		if err := migration.CheckLive(ct); err != nil {
+			return nil, precondition(err.Error())
 		}
 		if err := s.node.CanCheckpoint(ctx); err != nil {
 			return nil, precondition(err.Error() + " (move it without --live)")
@@ -66,7 +70,7 @@ func (s *Server) moveTarget(ct *shoalv1.Container, target string) (string, error
 		return "", toStatus(err)
 	}
 	_ = snap.SetStatus(ct.GetNode(), scheduler.StatusEvacuated) // never back onto the owner
-	req, err := cluster.PlacementRequest(ct.GetName(), ct.GetConfig(), target)
+	req, err := cluster.PlacementRequest(ct.GetName(), cluster.ExpandedConfig(ct), target)
 	if err != nil {
 		return "", toStatus(err)
 	}

@@ -26,6 +26,7 @@ type Server struct {
 	shoalv1.UnimplementedEventServiceServer
 	shoalv1.UnimplementedClusterServiceServer
 	shoalv1.UnimplementedMigrationServiceServer
+	shoalv1.UnimplementedProfileServiceServer
 
 	cl    *cluster.Cluster
 	fsm   *cluster.FSM
@@ -52,6 +53,7 @@ var (
 	_ shoalv1.OperationServiceServer = (*Server)(nil)
 	_ shoalv1.EventServiceServer     = (*Server)(nil)
 	_ shoalv1.ClusterServiceServer   = (*Server)(nil)
+	_ shoalv1.ProfileServiceServer   = (*Server)(nil)
 )
 
 // NewServer returns the API over a cluster member and its node; peers (may
@@ -75,6 +77,7 @@ func (s *Server) Register(g *grpc.Server) {
 	shoalv1.RegisterEventServiceServer(g, s)
 	shoalv1.RegisterClusterServiceServer(g, s)
 	shoalv1.RegisterMigrationServiceServer(g, s)
+	shoalv1.RegisterProfileServiceServer(g, s)
 }
 
 // propose writes a command through Raft and converts its verdict.

@@ -44,6 +44,10 @@ const (
 	CmdContainerReplicaSet   CommandType = 27
 	CmdContainerReplicaDrop  CommandType = 28
 	CmdContainerHeal         CommandType = 29
+	CmdProfileCreate         CommandType = 30
+	CmdProfileUpdate         CommandType = 31
+	CmdProfileRename         CommandType = 32
+	CmdProfileDelete         CommandType = 33
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -90,6 +94,14 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.ContainerReplicaDropCommand{}, nil
 	case CmdContainerHeal:
 		return &shoalv1.ContainerHealCommand{}, nil
+	case CmdProfileCreate:
+		return &shoalv1.ProfileCreateCommand{}, nil
+	case CmdProfileUpdate:
+		return &shoalv1.ProfileUpdateCommand{}, nil
+	case CmdProfileRename:
+		return &shoalv1.ProfileRenameCommand{}, nil
+	case CmdProfileDelete:
+		return &shoalv1.ProfileDeleteCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
 	case CmdClusterInit:
@@ -155,6 +167,14 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdContainerReplicaDrop, nil
 	case *shoalv1.ContainerHealCommand:
 		return CmdContainerHeal, nil
+	case *shoalv1.ProfileCreateCommand:
+		return CmdProfileCreate, nil
+	case *shoalv1.ProfileUpdateCommand:
+		return CmdProfileUpdate, nil
+	case *shoalv1.ProfileRenameCommand:
+		return CmdProfileRename, nil
+	case *shoalv1.ProfileDeleteCommand:
+		return CmdProfileDelete, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
 	case *shoalv1.ClusterInitCommand:

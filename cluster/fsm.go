@@ -54,7 +54,8 @@ type state struct {
 	tokens     map[string]*shoalv1.TokenAddCommand // by name
 	config     map[string]string                   // cluster-wide keys
 	trust      map[string]*shoalv1.TrustEntry      // by fingerprint
-	addrs      addresses                           // derived from containers
+	profiles   map[string]*shoalv1.Profile
+	addrs      addresses // derived from containers
 }
 
 func newState() *state {
@@ -68,6 +69,7 @@ func newState() *state {
 		tokens:     map[string]*shoalv1.TokenAddCommand{},
 		config:     map[string]string{},
 		trust:      map[string]*shoalv1.TrustEntry{},
+		profiles:   map[string]*shoalv1.Profile{DefaultProfile: {Name: DefaultProfile, Description: "Default profile"}},
 		addrs:      newAddresses(),
 	}
 }
@@ -143,10 +145,17 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if _, ok := s.containers[ct.GetName()]; ok {
 			return Change{}, fmt.Errorf("container %q: %w", ct.GetName(), ErrExists)
 		}
-		if err := s.checkPlacement(ct); err != nil {
+		rec := proto.Clone(ct).(*shoalv1.Container)
+		if err := checkProfiles(rec.GetName(), rec.GetProfiles()); err != nil {
 			return Change{}, err
 		}
-		rec := proto.Clone(ct).(*shoalv1.Container)
+		// Expanded here, never taken from the proposer.
+		if err := s.expandContainer(rec); err != nil {
+			return Change{}, err
+		}
+		if err := s.checkPlacement(rec); err != nil {
+			return Change{}, err
+		}
 		if err := s.assignAddresses(rec); err != nil {
 			return Change{}, err
 		}
@@ -158,8 +167,30 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if err != nil {
 			return Change{}, err
 		}
-		ct.Config = cloneMap(c.GetConfig())
+		next := proto.Clone(ct).(*shoalv1.Container)
+		if !c.GetKeepConfig() {
+			next.Config = cloneMap(c.GetConfig())
+		}
+		if c.GetSetProfiles() {
+			if err := checkProfiles(ct.GetName(), c.GetProfiles()); err != nil {
+				return Change{}, err
+			}
+			next.Profiles = slices.Clone(c.GetProfiles())
+		}
+		if c.GetSetDevices() {
+			next.Devices = map[string]*shoalv1.Device{}
+			for k, d := range c.GetDevices() {
+				next.Devices[k] = proto.Clone(d).(*shoalv1.Device)
+			}
+		}
+		if err := s.expandContainer(next); err != nil {
+			return Change{}, err
+		}
+		ct.Config, ct.Profiles, ct.Devices = next.Config, next.Profiles, next.Devices
+		ct.ExpandedConfig, ct.ExpandedDevices = next.ExpandedConfig, next.ExpandedDevices
 		return Change{"container", c.GetName()}, nil
+	case *shoalv1.ProfileCreateCommand, *shoalv1.ProfileUpdateCommand, *shoalv1.ProfileRenameCommand, *shoalv1.ProfileDeleteCommand:
+		return s.applyProfile(m)
 	case *shoalv1.ContainerDesiredStateCommand:
 		ct, err := s.container(c.GetName())
 		if err != nil {
@@ -549,6 +580,9 @@ func (s *state) export() *shoalv1.FSMSnapshot {
 	for _, k := range sortedKeys(s.trust) {
 		out.Trust = append(out.Trust, proto.Clone(s.trust[k]).(*shoalv1.TrustEntry))
 	}
+	for _, k := range sortedKeys(s.profiles) {
+		out.Profiles = append(out.Profiles, proto.Clone(s.profiles[k]).(*shoalv1.Profile))
+	}
 	return out
 }
 
@@ -597,6 +631,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	for _, e := range snap.GetTrust() {
 		s.trust[e.GetFingerprint()] = e
+	}
+	// A snapshot from before profiles has none: the default stays.
+	for _, p := range snap.GetProfiles() {
+		s.profiles[p.GetName()] = p
+	}
+	for _, name := range sortedKeys(s.containers) {
+		if err := s.expandContainer(s.containers[name]); err != nil {
+			return fmt.Errorf("restore snapshot: %w", err)
+		}
 	}
 	f.mu.Lock()
 	f.s = s

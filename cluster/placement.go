@@ -92,7 +92,7 @@ func (s *state) snapshotLocked() (*scheduler.Snapshot, error) {
 		if _, ok := s.nodes[ct.GetNode()]; !ok {
 			continue
 		}
-		req, err := PlacementRequest(ct.GetName(), ct.GetConfig(), "")
+		req, err := PlacementRequest(ct.GetName(), ExpandedConfig(ct), "")
 		if err != nil {
 			continue
 		}
@@ -122,7 +122,7 @@ func (s *state) checkPlacement(ct *shoalv1.Container) error {
 	if err != nil {
 		return err
 	}
-	req, err := PlacementRequest(ct.GetName(), ct.GetConfig(), "")
+	req, err := PlacementRequest(ct.GetName(), ExpandedConfig(ct), "")
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func (f *FSM) Fits(ct *shoalv1.Container, node string) error {
 	if err := snap.Remove(ct.GetName()); err != nil && !errors.Is(err, scheduler.ErrUnknownContainer) {
 		return err
 	}
-	req, err := PlacementRequest(ct.GetName(), ct.GetConfig(), "")
+	req, err := PlacementRequest(ct.GetName(), ExpandedConfig(ct), "")
 	if err != nil {
 		return err
 	}

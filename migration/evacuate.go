@@ -68,7 +68,7 @@ func (e *Source) Evacuate(ctx context.Context, f Fleet, member string, live bool
 			target, err := f.Place(ct)
 			if err == nil {
 				var how string
-				live := live || config.Bool(ct.GetConfig(), "migration.stateful")
+				live := live || config.Bool(cluster.ExpandedConfig(ct), "migration.stateful")
 				if how, err = e.evacuateOne(ctx, f, ct, target, live); err == nil {
 					resp.Moved = append(resp.Moved, ct.GetName()+":"+target+how)
 					continue

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
@@ -87,9 +90,26 @@ type liveMove struct {
 	res           Result
 }
 
+// CheckLive refuses a live move of a container with a device that cannot
+// go with its processes: a host path (disk) or a host device node would
+// vanish under them; the error names the device. Cold moves take them
+// (the target must have the source too).
+func CheckLive(ct *shoalv1.Container) error {
+	devs := cluster.ExpandedDevices(ct)
+	for _, name := range slices.Sorted(maps.Keys(devs)) {
+		d := devs[name]
+		return fmt.Errorf("container %s: device %s (%s, source %s) is on this host and cannot move live with the container: remove it, or move the container cold: %w",
+			ct.GetName(), name, d.GetType(), d.GetConfig()["source"], ErrUnsupported)
+	}
+	return nil
+}
+
 // LiveMove moves a running container this member owns to target with its
 // processes' state (CRIU), as migration.mode asks.
 func (e *Source) LiveMove(ctx context.Context, ct *shoalv1.Container, target string, p Progress) (Result, error) {
+	if err := CheckLive(ct); err != nil {
+		return nil, err
+	}
 	m := e.liveMove(ct, target, orNop(p))
 	if err := m.run(ctx); err != nil {
 		return nil, err
@@ -390,7 +410,7 @@ func (m *liveMove) result(stats DumpStats) Result {
 // tracking, which these kernels lack: asked for, it is refused with the
 // reason; migration.incremental.memory falls back with a note.
 func (e *engine) liveMode(ctx context.Context, ct *shoalv1.Container, targetPostCopy bool) (mode, note string, err error) {
-	cfg := ct.GetConfig()
+	cfg := cluster.ExpandedConfig(ct)
 	want := cfg["migration.mode"]
 	if want == "" {
 		want = ModeAuto

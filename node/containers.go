@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -128,7 +129,7 @@ func (n *Node) Restart(ctx context.Context, name string, timeout time.Duration) 
 	if err := n.rt.Start(ctx, name); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	n.applied.Store(name, configKey(ct.GetConfig()))
+	n.applied.Store(name, configKey(cluster.ExpandedConfig(ct)))
 	n.bus.Lifecycle(n.cfg.Name, "container-restarted", name)
 	return nil
 }
@@ -139,7 +140,7 @@ func (n *Node) Exec(ctx context.Context, name string, req runtime.ExecRequest) (
 	if err != nil {
 		return -1, err
 	}
-	for k, v := range ct.GetConfig() {
+	for k, v := range cluster.ExpandedConfig(ct) {
 		if len(k) > len("environment.") && k[:len("environment.")] == "environment." {
 			req.Env = append([]string{k[len("environment."):] + "=" + v}, req.Env...)
 		}
@@ -181,7 +182,7 @@ func (n *Node) FileOwner(name string, fi os.FileInfo) (int, int) {
 		return 0, 0
 	}
 	uid, gid := st.Uid, st.Gid
-	if ct, err := n.fsm.Container(name); err == nil && !config.Bool(ct.GetConfig(), "security.privileged") {
+	if ct, err := n.fsm.Container(name); err == nil && !config.Bool(cluster.ExpandedConfig(ct), "security.privileged") {
 		uid, gid = n.idmap.ToContainer(uid, gid)
 	}
 	return int(uid), int(gid)

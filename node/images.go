@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node/idmap"
 	"github.com/shoal-dev/shoal/node/images"
@@ -215,7 +216,7 @@ func (n *Node) PublishImage(ctx context.Context, ct *shoalv1.Container, snap str
 		return images.Image{}, fmt.Errorf("copy %s/%s: %w", ct.GetName(), snap, err)
 	}
 	defer d.DeleteVolume(context.Background(), work)
-	if !config.Bool(ct.GetConfig(), "security.privileged") {
+	if !config.Bool(cluster.ExpandedConfig(ct), "security.privileged") {
 		if err := idmap.Unshift(ctx, d.Path(work), n.idmap); err != nil {
 			return images.Image{}, fmt.Errorf("unshift %s: %w", ct.GetName(), err)
 		}

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/pki"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -133,7 +134,7 @@ func (n *Node) CanPostCopy(ct *shoalv1.Container) bool {
 	if n.criuErr != nil || !n.uffd {
 		return false
 	}
-	if config.Bool(ct.GetConfig(), "security.privileged") {
+	if config.Bool(cluster.ExpandedConfig(ct), "security.privileged") {
 		return true
 	}
 	b, err := os.ReadFile("/proc/sys/vm/unprivileged_userfaultfd")
@@ -230,7 +231,7 @@ func (n *Node) RestoreIncoming(ctx context.Context, ct *shoalv1.Container, dir s
 	if err := n.define(ctx, ct); err != nil {
 		return err
 	}
-	if !config.Bool(ct.GetConfig(), "security.privileged") && !n.idmap.IsZero() {
+	if !config.Bool(cluster.ExpandedConfig(ct), "security.privileged") && !n.idmap.IsZero() {
 		if err := runtime.ChownCheckpoint(dir, int(n.idmap.HostUID), int(n.idmap.HostGID)); err != nil {
 			return fmt.Errorf("restore %s: %w", name, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,9 @@ type Node struct {
 	// appliedNICs remembers the NICs last plugged into each running
 	// container.
 	appliedNICs sync.Map
+	// appliedDevices remembers the disk and unix devices last applied to
+	// each running container (their fmt.Sprint).
+	appliedDevices sync.Map
 	// incoming marks containers restored here by a live move not yet
 	// committed (name → true): resync leaves them alone.
 	incoming sync.Map
@@ -229,6 +233,18 @@ func (n *Node) Run(ctx context.Context) {
 							n.log.Warn("reconcile", "container", name, "err", err)
 						}
 					})
+				case "profile":
+					// Its users follow the change (live where the key allows).
+					for _, ct := range n.fsm.Containers() {
+						if ct.GetNode() == n.cfg.Name && slices.Contains(ct.GetProfiles(), c.Name) {
+							name := ct.GetName()
+							time.AfterFunc(20*time.Millisecond, func() {
+								if err := n.Reconcile(ctx, name); err != nil {
+									n.log.Warn("reconcile", "container", name, "err", err)
+								}
+							})
+						}
+					}
 				case "resync":
 					n.resync(ctx)
 				}

@@ -157,7 +157,7 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 	case shoalv1.DesiredState_DESIRED_STATE_RUNNING, shoalv1.DesiredState_DESIRED_STATE_FROZEN:
 		switch status {
 		case runtime.StatusStopped:
-			if n.Fenced() && ha.PolicyOf(ct.GetConfig()).Enabled {
+			if n.Fenced() && ha.PolicyOf(cluster.ExpandedConfig(ct)).Enabled {
 				return fmt.Errorf("start %s: this member is fenced (no Raft quorum): an HA container waits until it is back: %w", ct.GetName(), ErrConflict)
 			}
 			if err := n.define(ctx, ct); err != nil {
@@ -166,8 +166,9 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 			if err := n.rt.Start(ctx, ct.GetName()); err != nil {
 				return fmt.Errorf("start %s: %w", ct.GetName(), err)
 			}
-			n.applied.Store(ct.GetName(), configKey(ct.GetConfig()))
+			n.applied.Store(ct.GetName(), configKey(cluster.ExpandedConfig(ct)))
 			n.appliedNICs.Delete(ct.GetName())
+			n.appliedDevices.Store(ct.GetName(), fmt.Sprint(runtimeDevices(cluster.ExpandedDevices(ct))))
 			n.bus.Lifecycle(n.cfg.Name, "container-started", ct.GetName())
 			status = runtime.StatusRunning
 		default:
@@ -175,6 +176,9 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 				return err
 			}
 			if err := n.applyNICs(ctx, ct); err != nil {
+				return err
+			}
+			if err := n.applyDevices(ctx, ct); err != nil {
 				return err
 			}
 		}
@@ -218,7 +222,7 @@ func (n *Node) ensureVolume(ctx context.Context, ct *shoalv1.Container) error {
 	if promoted, err := n.promoteReplica(ctx, d, ct); err != nil || promoted {
 		return err
 	}
-	src, err := n.imageVolume(ctx, d, ct.GetImageFingerprint(), config.Bool(ct.GetConfig(), "security.privileged"))
+	src, err := n.imageVolume(ctx, d, ct.GetImageFingerprint(), config.Bool(cluster.ExpandedConfig(ct), "security.privileged"))
 	if err != nil {
 		return err
 	}
@@ -250,7 +254,7 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 	if err != nil {
 		return runtime.Spec{}, err
 	}
-	lim, err := config.ParseLimits(ct.GetConfig())
+	lim, err := config.ParseLimits(cluster.ExpandedConfig(ct))
 	if err != nil {
 		return runtime.Spec{}, err
 	}
@@ -258,7 +262,7 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 	if err != nil {
 		return runtime.Spec{}, err
 	}
-	cfg := ct.GetConfig()
+	cfg := cluster.ExpandedConfig(ct)
 	return runtime.Spec{
 		Name:       ct.GetName(),
 		Hostname:   ct.GetName(),
@@ -269,6 +273,7 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 		Limits:     runtimeLimits(lim),
 		NICs:       nics,
 		Autostart:  config.Bool(cfg, "boot.autostart"),
+		Devices:    runtimeDevices(cluster.ExpandedDevices(ct)),
 	}, nil
 }
 
@@ -410,11 +415,11 @@ func runtimeLimits(l config.Limits) runtime.Limits {
 
 // applyLimits applies changed limits to a running container.
 func (n *Node) applyLimits(ctx context.Context, ct *shoalv1.Container) error {
-	key := configKey(ct.GetConfig())
+	key := configKey(cluster.ExpandedConfig(ct))
 	if prev, ok := n.applied.Load(ct.GetName()); ok && prev == key {
 		return nil
 	}
-	lim, err := config.ParseLimits(ct.GetConfig())
+	lim, err := config.ParseLimits(cluster.ExpandedConfig(ct))
 	if err != nil {
 		return err
 	}

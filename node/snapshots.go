@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -132,7 +133,7 @@ func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap 
 		if err := n.rt.Start(ctx, ct.GetName()); err != nil {
 			return fmt.Errorf("start %s: %w", ct.GetName(), err)
 		}
-		n.applied.Store(ct.GetName(), configKey(cur.GetConfig()))
+		n.applied.Store(ct.GetName(), configKey(cluster.ExpandedConfig(cur)))
 	}
 	n.bus.Lifecycle(n.cfg.Name, "container-snapshot-restored", ct.GetName()+"/"+snap)
 	return nil
@@ -157,7 +158,7 @@ func (n *Node) resumeSnapshot(ctx context.Context, name, snap string) error {
 	if out, err := exec.CommandContext(ctx, "cp", "-a", n.snapshotStateDir(name, snap), tmp).CombinedOutput(); err != nil {
 		return fmt.Errorf("restore %s/%s: copy the process state: %v: %s", name, snap, err, out)
 	}
-	if !config.Bool(cur.GetConfig(), "security.privileged") && !n.idmap.IsZero() {
+	if !config.Bool(cluster.ExpandedConfig(cur), "security.privileged") && !n.idmap.IsZero() {
 		if err := runtime.ChownCheckpoint(tmp, int(n.idmap.HostUID), int(n.idmap.HostGID)); err != nil {
 			return fmt.Errorf("restore %s/%s: %w", name, snap, err)
 		}

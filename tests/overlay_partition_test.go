@@ -91,10 +91,11 @@ type pingErr struct{ from, to, out string }
 
 func (e *pingErr) Error() string { return "ping " + e.to + " from " + e.from + ": " + e.out }
 
-// grepLine returns the first line of s that starts with prefix.
+// grepLine returns the first line of s that starts with prefix (after
+// its indentation), unindented.
 func grepLine(s, prefix string) string {
 	for _, l := range strings.Split(s, "\n") {
-		if strings.HasPrefix(l, prefix) {
+		if l = strings.TrimLeft(l, " "); strings.HasPrefix(l, prefix) {
 			return l
 		}
 	}

@@ -188,7 +188,7 @@ func TestSession(t *testing.T) {
 
 	// Config: set a live limit and read it back, and from the host cgroup.
 	d.MustShoal("config", "set", c1, "limits.processes=200")
-	if show := d.MustShoal("config", "show", c1); !strings.Contains(show, "limits.processes: 200") || !strings.Contains(show, "limits.memory: 256MiB") {
+	if show := d.MustShoal("config", "show", c1); !strings.Contains(show, "limits.processes: \"200\"") || !strings.Contains(show, "limits.memory: 256MiB") {
 		t.Fatalf("config show: %q", show)
 	}
 	if got := hostCgroup(t, pidOf(t, d, c1), "pids", "pids.max"); got != "200" {

@@ -37,6 +37,7 @@ type Client struct {
 	Images     shoalv1.ImageServiceClient
 	Storage    shoalv1.StorageServiceClient
 	Networks   shoalv1.NetworkServiceClient
+	Profiles   shoalv1.ProfileServiceClient
 	Operations shoalv1.OperationServiceClient
 	Events     shoalv1.EventServiceClient
 	Cluster    shoalv1.ClusterServiceClient
@@ -70,6 +71,7 @@ func dial(target string, creds credentials.TransportCredentials) (*Client, error
 		Images:     shoalv1.NewImageServiceClient(conn),
 		Storage:    shoalv1.NewStorageServiceClient(conn),
 		Networks:   shoalv1.NewNetworkServiceClient(conn),
+		Profiles:   shoalv1.NewProfileServiceClient(conn),
 		Operations: shoalv1.NewOperationServiceClient(conn),
 		Events:     shoalv1.NewEventServiceClient(conn),
 		Cluster:    shoalv1.NewClusterServiceClient(conn),

@@ -60,13 +60,13 @@ func PolicyOf(cfg map[string]string) Policy {
 // where it runs after a failover), though a replica reserves none of its
 // CPU or memory.
 func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1.Container, fits func(member string) error) []string {
-	p := PolicyOf(ct.GetConfig())
+	p := PolicyOf(cluster.ExpandedConfig(ct))
 	if !p.Enabled {
 		return nil
 	}
 	// The constraint is parsed as placement parses it (its config was
 	// validated when it was set).
-	req, _ := cluster.PlacementRequest(ct.GetName(), ct.GetConfig(), "")
+	req, _ := cluster.PlacementRequest(ct.GetName(), cluster.ExpandedConfig(ct), "")
 	want := req.Constraints
 	eligible := map[string]bool{}
 	for _, n := range nodes {

@@ -115,7 +115,7 @@ func (f *Fencer) Check(ctx context.Context) {
 func (f *Fencer) mine() []*shoalv1.Container {
 	var out []*shoalv1.Container
 	for _, ct := range f.View.Containers() {
-		if ct.GetNode() == f.Self && PolicyOf(ct.GetConfig()).Enabled {
+		if ct.GetNode() == f.Self && PolicyOf(cluster.ExpandedConfig(ct)).Enabled {
 			out = append(out, ct)
 		}
 	}
@@ -237,7 +237,7 @@ func (h *Healer) Check(ctx context.Context) {
 	}
 	for _, ct := range h.View.Containers() {
 		since, offline := h.since[ct.GetNode()]
-		if !offline || now.Sub(since) < threshold || !PolicyOf(ct.GetConfig()).Enabled {
+		if !offline || now.Sub(since) < threshold || !PolicyOf(cluster.ExpandedConfig(ct)).Enabled {
 			continue
 		}
 		best, beyond := HealTarget(ct, h.View)
@@ -311,7 +311,7 @@ func HealMember(ctx context.Context, v ConfigView, propose func(context.Context,
 		}
 	}
 	for _, ct := range v.Containers() {
-		if ct.GetNode() != name || !PolicyOf(ct.GetConfig()).Enabled {
+		if ct.GetNode() != name || !PolicyOf(cluster.ExpandedConfig(ct)).Enabled {
 			continue
 		}
 		best, beyond := HealTarget(ct, v)

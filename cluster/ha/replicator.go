@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/cluster"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
@@ -141,7 +142,7 @@ func (r *Replicator) due() []*shoalv1.Container {
 	defer r.mu.Unlock()
 	var out []*shoalv1.Container
 	for _, ct := range all {
-		p := PolicyOf(ct.GetConfig())
+		p := PolicyOf(cluster.ExpandedConfig(ct))
 		if !p.Enabled || ct.GetNode() != r.Self || r.running[ct.GetName()] {
 			continue
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/api/client"
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/ha"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
@@ -30,6 +31,8 @@ func parseKV(field string, kvs []string) (map[string]string, error) {
 func (a *app) launchCmd(start bool) *cobra.Command {
 	var cfg []string
 	var pool, target, netName string
+	var profiles []string
+	var noProfiles bool
 	use, short := "launch IMAGE NAME", "Create and start a container"
 	if !start {
 		use, short = "init IMAGE NAME", "Create a container without starting it"
@@ -43,6 +46,7 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 			}
 			resp, err := c.Containers.CreateContainer(cmd.Context(), &shoalv1.CreateContainerRequest{
 				Name: args[1], Image: args[0], Config: conf, NoStart: !start, Pool: pool, Target: target, Network: netName,
+				Profiles: profiles, NoProfiles: noProfiles,
 			})
 			if err != nil {
 				return convert(err)
@@ -55,6 +59,8 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 	cmd.Flags().StringVarP(&pool, "storage", "s", "", "storage pool")
 	cmd.Flags().StringVar(&target, "target", "", "cluster member to run it on (default: the scheduler picks)")
 	cmd.Flags().StringVarP(&netName, "network", "n", "", "network eth0 joins (default: the default network)")
+	cmd.Flags().StringArrayVarP(&profiles, "profile", "p", nil, "profile to apply (repeatable, in order; default: default)")
+	cmd.Flags().BoolVar(&noProfiles, "no-profiles", false, "apply no profile")
 	return cmd
 }
 
@@ -137,7 +143,7 @@ func (a *app) infoCmd() *cobra.Command {
 					fmt.Printf("  %s (%s)\n", sn.GetName(), since(sn.GetCreatedAtUnixNano()))
 				}
 			}
-			if ha.PolicyOf(ct.GetConfig()).Enabled {
+			if ha.PolicyOf(cluster.ExpandedConfig(ct)).Enabled {
 				// Which replicas' members are away (a failure here only
 				// loses that remark).
 				away := map[string]string{}
@@ -327,7 +333,7 @@ func (a *app) consoleCmd() *cobra.Command {
 // 48KiB sent), RPO 10s". A replica whose member is away (status in away)
 // is kept for an increment when it returns: "n1 (offline, holds 12:00:07)".
 func haLine(ct *shoalv1.Container, away map[string]string, now time.Time) string {
-	p := ha.PolicyOf(ct.GetConfig())
+	p := ha.PolicyOf(cluster.ExpandedConfig(ct))
 	var reps []string
 	for _, r := range ct.GetReplicas() {
 		if st, ok := away[r.GetMember()]; ok {

@@ -47,6 +47,32 @@ func run(ctx context.Context, args []string) int {
 	return 1
 }
 
+// requireSubcommands makes every command that only groups others fail,
+// with a one-line error naming its subcommands, when called without a
+// known one (cobra prints the help and exits 0, so a script would take
+// 'shoal storage volume create ...' for a success).
+func requireSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		requireSubcommands(sub)
+	}
+	if !c.HasSubCommands() || c.Runnable() || c == c.Root() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		var names []string
+		for _, sub := range cmd.Commands() {
+			if sub.IsAvailableCommand() {
+				names = append(names, sub.Name())
+			}
+		}
+		if len(args) == 0 {
+			return fmt.Errorf("%s: missing subcommand (one of: %s)", cmd.CommandPath(), strings.Join(names, ", "))
+		}
+		return fmt.Errorf("%s: unknown subcommand %q (one of: %s)", cmd.CommandPath(), args[0], strings.Join(names, ", "))
+	}
+}
+
 type app struct {
 	socket string
 	remote string
@@ -118,7 +144,8 @@ func newRoot() *cobra.Command {
 		a.stateCmd("restart", "Restart containers"), a.stateCmd("freeze", "Freeze containers"),
 		a.stateCmd("unfreeze", "Unfreeze containers"),
 		a.deleteCmd(), a.consoleCmd(), a.storageCmd(), a.networkCmd(), a.operationCmd(), a.monitorCmd(),
-		a.clusterCmd(), a.remoteCmd(), a.moveCmd(),
+		a.clusterCmd(), a.remoteCmd(), a.moveCmd(), a.profileCmd(),
 	)
+	requireSubcommands(root)
 	return root
 }

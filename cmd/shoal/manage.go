@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/api/client"
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
@@ -107,23 +110,19 @@ func (a *app) configCmd() *cobra.Command {
 			return convert(err)
 		}),
 	}
+	var expanded bool
 	show := &cobra.Command{
-		Use: "show NAME", Short: "Show a container's config", Args: cobra.ExactArgs(1),
+		Use: "show NAME", Short: "Show a container's config (YAML: profiles, config, devices)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ct, err := a.getContainer(cmd, args[0])
 			if err != nil {
 				return err
 			}
-			for _, k := range sortedMapKeys(ct.GetConfig()) {
-				fmt.Printf("%s: %s\n", k, ct.GetConfig()[k])
-			}
-			fmt.Printf("volatile.eth0.hwaddr: %s\n", ct.GetHwaddr())
-			for _, n := range ct.GetNics() {
-				fmt.Printf("devices.%s: nic %s\n", n.GetName(), nicKV(n))
-			}
-			return nil
+			return printYAML(containerDoc(ct, expanded))
 		},
 	}
+	show.Flags().BoolVar(&expanded, "expanded", false, "show the effective config and devices: the profiles' in order, then the container's")
+	var expandedGet bool
 	get := &cobra.Command{
 		Use: "get NAME KEY", Short: "Print one config key", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -131,27 +130,84 @@ func (a *app) configCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println(ct.GetConfig()[args[1]])
+			cfg := ct.GetConfig()
+			if expandedGet {
+				cfg = cluster.ExpandedConfig(ct)
+			}
+			fmt.Println(cfg[args[1]])
 			return nil
 		},
 	}
+	get.Flags().BoolVar(&expandedGet, "expanded", false, "the effective value (profiles included)")
 	cmd.AddCommand(set, unset, show, get, a.deviceCmd())
 	return cmd
 }
 
+// containerDocT is a container's config as `config show` prints it.
+type containerDocT struct {
+	Profiles []string                     `yaml:"profiles"`
+	Config   map[string]string            `yaml:"config"`
+	Devices  map[string]map[string]string `yaml:"devices"`
+}
+
+// containerDoc lays a container's config out as LXD does, its NICs among
+// its devices; expanded shows the effective config and devices.
+func containerDoc(ct *shoalv1.Container, expanded bool) containerDocT {
+	cfg, devs := ct.GetConfig(), ct.GetDevices()
+	if expanded {
+		cfg, devs = cluster.ExpandedConfig(ct), cluster.ExpandedDevices(ct)
+	}
+	doc := containerDocT{Profiles: ct.GetProfiles(), Config: map[string]string{}, Devices: devicesDoc(devs)}
+	if doc.Profiles == nil {
+		doc.Profiles = []string{}
+	}
+	for k, v := range cfg {
+		doc.Config[k] = v
+	}
+	doc.Config["volatile.eth0.hwaddr"] = ct.GetHwaddr()
+	for _, n := range ct.GetNics() {
+		m := map[string]string{"type": "nic"}
+		for _, kv := range strings.Fields(nicKV(n)) {
+			k, v, _ := strings.Cut(kv, "=")
+			m[k] = v
+		}
+		doc.Devices[n.GetName()] = m
+	}
+	return doc
+}
+
 // deviceCmd manages a container's NICs as LXD's nic devices.
 func (a *app) deviceCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "device", Short: "Manage a container's network interfaces (nic devices)"}
+	cmd := &cobra.Command{Use: "device", Short: "Manage a container's devices (nic, disk, unix-char, unix-block)"}
 	add := &cobra.Command{
-		Use:   "add NAME DEVICE nic {network=NET | nictype=macvlan parent=IFACE} [ipv4.address=IP] [hwaddr=MAC] [mtu=N] [name=IFNAME]",
-		Short: "Add a network interface; a running container gets it at once", Args: cobra.MinimumNArgs(3),
+		Use: "add NAME DEVICE TYPE KEY=VALUE...",
+		Long: "Add a device; a running container gets it at once.\n" +
+			"  nic: {network=NET | nictype=macvlan parent=IFACE} [ipv4.address=IP] [hwaddr=MAC] [mtu=N] [name=IFNAME]\n" +
+			"  disk: source=HOSTPATH path=PATH [readonly=true] [required=false]\n" +
+			"  unix-char, unix-block: source=/dev/NODE [path=PATH] [uid=N] [gid=N] [mode=0660]",
+		Short: "Add a device; a running container gets it at once", Args: cobra.MinimumNArgs(3),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			if args[2] != "nic" {
-				return fmt.Errorf("device type %q: want nic", args[2])
-			}
 			kv, err := parseKV("device", args[3:])
 			if err != nil {
 				return err
+			}
+			if args[2] != "nic" {
+				d, err := deviceFromKV(args[1], args[2], kv)
+				if err != nil {
+					return err
+				}
+				ct, err := a.getContainer(cmd, args[0])
+				if err != nil {
+					return err
+				}
+				if _, ok := ct.GetDevices()[args[1]]; ok {
+					return fmt.Errorf("device: container %s already has a device %s (change it with 'config device set')", args[0], args[1])
+				}
+				if _, err := c.Containers.UpdateContainer(cmd.Context(), &shoalv1.UpdateContainerRequest{Name: args[0], SetDevices: map[string]*shoalv1.Device{args[1]: d}}); err != nil {
+					return convert(err)
+				}
+				fmt.Printf("Device %s added to %s\n", args[1], args[0])
+				return nil
 			}
 			resp, err := c.Containers.AddNIC(cmd.Context(), &shoalv1.AddNICRequest{Container: args[0], Name: args[1], Config: kv})
 			if err != nil {
@@ -163,8 +219,19 @@ func (a *app) deviceCmd() *cobra.Command {
 		}),
 	}
 	remove := &cobra.Command{
-		Use: "remove NAME DEVICE", Aliases: []string{"rm"}, Short: "Remove a network interface (not eth0)", Args: cobra.ExactArgs(2),
+		Use: "remove NAME DEVICE", Aliases: []string{"rm"}, Short: "Remove a device (a nic other than eth0, or any other)", Args: cobra.ExactArgs(2),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			ct, err := a.getContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			if _, ok := cluster.ExpandedDevices(ct)[args[1]]; ok {
+				if _, err := c.Containers.UpdateContainer(cmd.Context(), &shoalv1.UpdateContainerRequest{Name: args[0], RemoveDevices: []string{args[1]}}); err != nil {
+					return convert(err)
+				}
+				fmt.Printf("Device %s removed from %s\n", args[1], args[0])
+				return nil
+			}
 			if _, err := c.Containers.RemoveNIC(cmd.Context(), &shoalv1.RemoveNICRequest{Container: args[0], Name: args[1]}); err != nil {
 				return convert(err)
 			}
@@ -196,10 +263,58 @@ func (a *app) deviceCmd() *cobra.Command {
 				rows = append(rows, []string{n.GetName(), "nic", cmp.Or(n.GetIfname(), n.GetName()), attach, n.GetIpv4(), kind, mtu, n.GetHwaddr()})
 			}
 			table(os.Stdout, []string{"DEVICE", "TYPE", "NAME", "NETWORK", "IPV4", "ADDRESS", "MTU", "HWADDR"}, rows)
+			devs := cluster.ExpandedDevices(ct)
+			if len(devs) > 0 {
+				fmt.Println()
+				rows = nil
+				for _, name := range slices.Sorted(maps.Keys(devs)) {
+					d := devs[name]
+					from := "container"
+					if _, own := ct.GetDevices()[name]; !own {
+						from = "profile"
+					}
+					var kv []string
+					for _, k := range sortedMapKeys(d.GetConfig()) {
+						kv = append(kv, k+"="+d.GetConfig()[k])
+					}
+					rows = append(rows, []string{name, d.GetType(), strings.Join(kv, " "), from})
+				}
+				table(os.Stdout, []string{"DEVICE", "TYPE", "KEYS", "FROM"}, rows)
+			}
 			return nil
 		},
 	}
-	cmd.AddCommand(add, remove, list)
+	show := &cobra.Command{
+		Use: "show NAME", Short: "Show a container's own devices (YAML)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ct, err := a.getContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			return printYAML(containerDoc(ct, false).Devices)
+		},
+	}
+	set := &cobra.Command{
+		Use: "set NAME DEVICE KEY=VALUE...", Short: "Change a device's keys (a profile's device becomes the container's own)", Args: cobra.MinimumNArgs(3),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			kv, err := parseKV("device", args[2:])
+			if err != nil {
+				return err
+			}
+			ct, err := a.getContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			d, ok := cluster.ExpandedDevices(ct)[args[1]]
+			if !ok {
+				return fmt.Errorf("device: container %s has no device %s (nic keys cannot change: remove and add it)", args[0], args[1])
+			}
+			_, err = c.Containers.UpdateContainer(cmd.Context(), &shoalv1.UpdateContainerRequest{Name: args[0],
+				SetDevices: map[string]*shoalv1.Device{args[1]: mergeDevice(d, kv)}})
+			return convert(err)
+		}),
+	}
+	cmd.AddCommand(add, remove, list, show, set)
 	return cmd
 }
 

@@ -100,6 +100,9 @@ func (r *Runtime) Restore(ctx context.Context, name, dir string, o RestoreOption
 	if c.State() != lxc.STOPPED {
 		return fmt.Errorf("runtime: restore %s: %w", name, ErrRunning)
 	}
+	if err := r.stageMounts(name); err != nil {
+		return fmt.Errorf("runtime: restore %s: %w", name, err)
+	}
 	if !r.host.CgroupV2 {
 		if err := removeMonitorCgroups(name); err != nil {
 			r.log.Warn("stale monitor cgroups", "container", name, "err", err)

@@ -40,6 +40,9 @@ func (r *Runtime) Start(ctx context.Context, name string) error {
 			r.log.Warn("stale monitor cgroups", "container", name, "err", err)
 		}
 	}
+	if err := r.stageMounts(name); err != nil {
+		return fmt.Errorf("runtime: start %s: %w", name, err)
+	}
 	t0 := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
@@ -57,6 +60,9 @@ func (r *Runtime) Start(ctx context.Context, name string) error {
 		return fmt.Errorf("runtime: start %s: no init pid", name)
 	}
 	r.reapMonitor(name, pid)
+	if err := r.recordStarted(name); err != nil {
+		r.log.Warn("record the devices it started with", "container", name, "err", err)
+	}
 	r.log.Info("started", "container", name, "pid", pid, "took", time.Since(t0))
 	return nil
 }
@@ -119,6 +125,7 @@ func (r *Runtime) Stop(ctx context.Context, name string, timeout time.Duration) 
 		}
 		if err := c.Shutdown(timeout); err == nil {
 			r.log.Info("stopped cleanly", "container", name)
+			r.unstage(name)
 			return nil
 		}
 		r.log.Warn("clean shutdown timed out, killing", "container", name, "timeout", timeout)
@@ -136,6 +143,7 @@ func (r *Runtime) Stop(ctx context.Context, name string, timeout time.Duration) 
 		return fmt.Errorf("runtime: stop %s: still %s after kill", name, c.State())
 	}
 	r.log.Info("killed", "container", name)
+	r.unstage(name)
 	return nil
 }
 

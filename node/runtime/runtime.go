@@ -101,6 +101,8 @@ type Spec struct {
 	NICs []NIC
 	// Autostart marks the container to start with the host.
 	Autostart bool
+	// Devices are its disk and unix devices.
+	Devices Devices
 }
 
 // State is a container's observed state.
@@ -208,7 +210,20 @@ func (r *Runtime) Define(ctx context.Context, spec Spec) error {
 	if err := os.MkdirAll(filepath.Join(r.lxcPath, spec.Name), 0o711); err != nil {
 		return fmt.Errorf("runtime: define %s: %w", spec.Name, err)
 	}
+	if err := spec.Devices.validate(); err != nil {
+		return err
+	}
+	devs, err := r.deviceConfig(spec, r.devicesDir(spec.Name))
+	if err != nil {
+		return fmt.Errorf("runtime: define %s: %w", spec.Name, err)
+	}
 	conf := GenerateConfig(spec, r.host, r.lxcPath)
+	if len(devs) > 0 {
+		conf += "# devices\n" + strings.Join(devs, "\n") + "\n"
+	}
+	if err := writeDevices(r.definedPath(spec.Name), spec.Devices); err != nil {
+		return fmt.Errorf("runtime: define %s: %w", spec.Name, err)
+	}
 	if err := writeFileAtomic(r.ConfigPath(spec.Name), []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("runtime: define %s: %w", spec.Name, err)
 	}
@@ -272,6 +287,11 @@ func (r *Runtime) Undefine(ctx context.Context, name string) error {
 		if err := r.Stop(ctx, name, 0); err != nil && !errors.Is(err, ErrNotRunning) {
 			return fmt.Errorf("runtime: undefine %s: %w", name, err)
 		}
+	}
+	// Staged disk sources are unmounted first: removing the directory
+	// through a mount would delete the host's files.
+	if err := r.unstageMounts(name); err != nil {
+		return fmt.Errorf("runtime: undefine %s: %w", name, err)
 	}
 	r.mu.Lock()
 	delete(r.cache, name)

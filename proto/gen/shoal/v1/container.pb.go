@@ -92,7 +92,13 @@ type CreateContainerRequest struct {
 	// Pin the container to this node (it must still pass the scheduler's filters).
 	Target string `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
 	// Managed network eth0 joins (empty: the default network).
-	Network       string `protobuf:"bytes,7,opt,name=network,proto3" json:"network,omitempty"`
+	Network string `protobuf:"bytes,7,opt,name=network,proto3" json:"network,omitempty"`
+	// Profiles to apply, in order (empty: default, unless no_profiles).
+	Profiles []string `protobuf:"bytes,8,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	// Apply no profile at all.
+	NoProfiles bool `protobuf:"varint,9,opt,name=no_profiles,json=noProfiles,proto3" json:"no_profiles,omitempty"`
+	// The container's own devices.
+	Devices       map[string]*Device `protobuf:"bytes,10,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,6 +180,27 @@ func (x *CreateContainerRequest) GetNetwork() string {
 		return x.Network
 	}
 	return ""
+}
+
+func (x *CreateContainerRequest) GetProfiles() []string {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
+func (x *CreateContainerRequest) GetNoProfiles() bool {
+	if x != nil {
+		return x.NoProfiles
+	}
+	return false
+}
+
+func (x *CreateContainerRequest) GetDevices() map[string]*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
 }
 
 type CreateContainerResponse struct {
@@ -389,10 +416,18 @@ func (x *GetContainerResponse) GetContainer() *ContainerInfo {
 }
 
 type UpdateContainerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Set           map[string]string      `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Unset         []string               `protobuf:"bytes,3,rep,name=unset,proto3" json:"unset,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Set   map[string]string      `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Unset []string               `protobuf:"bytes,3,rep,name=unset,proto3" json:"unset,omitempty"`
+	// With set_profiles, the profile list becomes profiles (in order).
+	Profiles    []string `protobuf:"bytes,4,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	SetProfiles bool     `protobuf:"varint,5,opt,name=set_profiles,json=setProfiles,proto3" json:"set_profiles,omitempty"`
+	// Devices to add (or replace, by name); a running container gets them
+	// at once where the type allows.
+	SetDevices map[string]*Device `protobuf:"bytes,6,rep,name=set_devices,json=setDevices,proto3" json:"set_devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Devices to remove, by name.
+	RemoveDevices []string `protobuf:"bytes,7,rep,name=remove_devices,json=removeDevices,proto3" json:"remove_devices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -444,6 +479,34 @@ func (x *UpdateContainerRequest) GetSet() map[string]string {
 func (x *UpdateContainerRequest) GetUnset() []string {
 	if x != nil {
 		return x.Unset
+	}
+	return nil
+}
+
+func (x *UpdateContainerRequest) GetProfiles() []string {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
+func (x *UpdateContainerRequest) GetSetProfiles() bool {
+	if x != nil {
+		return x.SetProfiles
+	}
+	return false
+}
+
+func (x *UpdateContainerRequest) GetSetDevices() map[string]*Device {
+	if x != nil {
+		return x.SetDevices
+	}
+	return nil
+}
+
+func (x *UpdateContainerRequest) GetRemoveDevices() []string {
+	if x != nil {
+		return x.RemoveDevices
 	}
 	return nil
 }
@@ -2314,7 +2377,7 @@ var File_shoal_v1_container_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_container_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoal/v1/container.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\xa4\x02\n" +
+	"\x18shoal/v1/container.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\xf8\x03\n" +
 	"\x16CreateContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12D\n" +
@@ -2322,10 +2385,18 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\bno_start\x18\x04 \x01(\bR\anoStart\x12\x12\n" +
 	"\x04pool\x18\x05 \x01(\tR\x04pool\x12\x16\n" +
 	"\x06target\x18\x06 \x01(\tR\x06target\x12\x18\n" +
-	"\anetwork\x18\a \x01(\tR\anetwork\x1a9\n" +
+	"\anetwork\x18\a \x01(\tR\anetwork\x12\x1a\n" +
+	"\bprofiles\x18\b \x03(\tR\bprofiles\x12\x1f\n" +
+	"\vno_profiles\x18\t \x01(\bR\n" +
+	"noProfiles\x12G\n" +
+	"\adevices\x18\n" +
+	" \x03(\v2-.shoal.v1.CreateContainerRequest.DevicesEntryR\adevices\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"L\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aL\n" +
+	"\fDevicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\"L\n" +
 	"\x17CreateContainerResponse\x121\n" +
 	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"\x17\n" +
 	"\x15ListContainersRequest\"Q\n" +
@@ -2336,14 +2407,22 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x13GetContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"M\n" +
 	"\x14GetContainerResponse\x125\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\"\xb7\x01\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\"\xc1\x03\n" +
 	"\x16UpdateContainerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\x03set\x18\x02 \x03(\v2).shoal.v1.UpdateContainerRequest.SetEntryR\x03set\x12\x14\n" +
-	"\x05unset\x18\x03 \x03(\tR\x05unset\x1a6\n" +
+	"\x05unset\x18\x03 \x03(\tR\x05unset\x12\x1a\n" +
+	"\bprofiles\x18\x04 \x03(\tR\bprofiles\x12!\n" +
+	"\fset_profiles\x18\x05 \x01(\bR\vsetProfiles\x12Q\n" +
+	"\vset_devices\x18\x06 \x03(\v20.shoal.v1.UpdateContainerRequest.SetDevicesEntryR\n" +
+	"setDevices\x12%\n" +
+	"\x0eremove_devices\x18\a \x03(\tR\rremoveDevices\x1a6\n" +
 	"\bSetEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aO\n" +
+	"\x0fSetDevicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\"P\n" +
 	"\x17UpdateContainerResponse\x125\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\"B\n" +
 	"\x16DeleteContainerRequest\x12\x12\n" +
@@ -2495,7 +2574,7 @@ func file_shoal_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_shoal_v1_container_proto_goTypes = []any{
 	(StateAction)(0),                     // 0: shoal.v1.StateAction
 	(*CreateContainerRequest)(nil),       // 1: shoal.v1.CreateContainerRequest
@@ -2538,75 +2617,82 @@ var file_shoal_v1_container_proto_goTypes = []any{
 	(*RemoveNICRequest)(nil),             // 38: shoal.v1.RemoveNICRequest
 	(*RemoveNICResponse)(nil),            // 39: shoal.v1.RemoveNICResponse
 	nil,                                  // 40: shoal.v1.CreateContainerRequest.ConfigEntry
-	nil,                                  // 41: shoal.v1.UpdateContainerRequest.SetEntry
-	nil,                                  // 42: shoal.v1.CopyContainerRequest.ConfigEntry
-	nil,                                  // 43: shoal.v1.AddNICRequest.ConfigEntry
-	(*Operation)(nil),                    // 44: shoal.v1.Operation
-	(*ContainerInfo)(nil),                // 45: shoal.v1.ContainerInfo
-	(*Snapshot)(nil),                     // 46: shoal.v1.Snapshot
-	(*NIC)(nil),                          // 47: shoal.v1.NIC
+	nil,                                  // 41: shoal.v1.CreateContainerRequest.DevicesEntry
+	nil,                                  // 42: shoal.v1.UpdateContainerRequest.SetEntry
+	nil,                                  // 43: shoal.v1.UpdateContainerRequest.SetDevicesEntry
+	nil,                                  // 44: shoal.v1.CopyContainerRequest.ConfigEntry
+	nil,                                  // 45: shoal.v1.AddNICRequest.ConfigEntry
+	(*Operation)(nil),                    // 46: shoal.v1.Operation
+	(*ContainerInfo)(nil),                // 47: shoal.v1.ContainerInfo
+	(*Snapshot)(nil),                     // 48: shoal.v1.Snapshot
+	(*NIC)(nil),                          // 49: shoal.v1.NIC
+	(*Device)(nil),                       // 50: shoal.v1.Device
 }
 var file_shoal_v1_container_proto_depIdxs = []int32{
 	40, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
-	44, // 1: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
-	45, // 2: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
-	45, // 3: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
-	41, // 4: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
-	45, // 5: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
-	0,  // 6: shoal.v1.ChangeContainerStateRequest.action:type_name -> shoal.v1.StateAction
-	45, // 7: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
-	13, // 8: shoal.v1.ExecRequest.start:type_name -> shoal.v1.ExecStart
-	15, // 9: shoal.v1.ExecRequest.resize:type_name -> shoal.v1.WindowSize
-	17, // 10: shoal.v1.PushFileRequest.header:type_name -> shoal.v1.FileHeader
-	17, // 11: shoal.v1.PullFileResponse.header:type_name -> shoal.v1.FileHeader
-	42, // 12: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
-	44, // 13: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
-	44, // 14: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
-	46, // 15: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
-	46, // 16: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
-	43, // 17: shoal.v1.AddNICRequest.config:type_name -> shoal.v1.AddNICRequest.ConfigEntry
-	47, // 18: shoal.v1.AddNICResponse.nic:type_name -> shoal.v1.NIC
-	1,  // 19: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
-	3,  // 20: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
-	5,  // 21: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
-	7,  // 22: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
-	9,  // 23: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
-	11, // 24: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
-	14, // 25: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
-	18, // 26: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
-	20, // 27: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
-	22, // 28: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
-	24, // 29: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
-	26, // 30: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
-	36, // 31: shoal.v1.ContainerService.AddNIC:input_type -> shoal.v1.AddNICRequest
-	38, // 32: shoal.v1.ContainerService.RemoveNIC:input_type -> shoal.v1.RemoveNICRequest
-	28, // 33: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
-	30, // 34: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
-	32, // 35: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
-	34, // 36: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
-	2,  // 37: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
-	4,  // 38: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
-	6,  // 39: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
-	8,  // 40: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
-	10, // 41: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
-	12, // 42: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
-	16, // 43: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
-	19, // 44: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
-	21, // 45: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
-	23, // 46: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
-	25, // 47: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
-	27, // 48: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
-	37, // 49: shoal.v1.ContainerService.AddNIC:output_type -> shoal.v1.AddNICResponse
-	39, // 50: shoal.v1.ContainerService.RemoveNIC:output_type -> shoal.v1.RemoveNICResponse
-	29, // 51: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
-	31, // 52: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
-	33, // 53: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
-	35, // 54: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
-	37, // [37:55] is the sub-list for method output_type
-	19, // [19:37] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	41, // 1: shoal.v1.CreateContainerRequest.devices:type_name -> shoal.v1.CreateContainerRequest.DevicesEntry
+	46, // 2: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
+	47, // 3: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
+	47, // 4: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	42, // 5: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
+	43, // 6: shoal.v1.UpdateContainerRequest.set_devices:type_name -> shoal.v1.UpdateContainerRequest.SetDevicesEntry
+	47, // 7: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	0,  // 8: shoal.v1.ChangeContainerStateRequest.action:type_name -> shoal.v1.StateAction
+	47, // 9: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
+	13, // 10: shoal.v1.ExecRequest.start:type_name -> shoal.v1.ExecStart
+	15, // 11: shoal.v1.ExecRequest.resize:type_name -> shoal.v1.WindowSize
+	17, // 12: shoal.v1.PushFileRequest.header:type_name -> shoal.v1.FileHeader
+	17, // 13: shoal.v1.PullFileResponse.header:type_name -> shoal.v1.FileHeader
+	44, // 14: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
+	46, // 15: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
+	46, // 16: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
+	48, // 17: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	48, // 18: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
+	45, // 19: shoal.v1.AddNICRequest.config:type_name -> shoal.v1.AddNICRequest.ConfigEntry
+	49, // 20: shoal.v1.AddNICResponse.nic:type_name -> shoal.v1.NIC
+	50, // 21: shoal.v1.CreateContainerRequest.DevicesEntry.value:type_name -> shoal.v1.Device
+	50, // 22: shoal.v1.UpdateContainerRequest.SetDevicesEntry.value:type_name -> shoal.v1.Device
+	1,  // 23: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
+	3,  // 24: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
+	5,  // 25: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
+	7,  // 26: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
+	9,  // 27: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
+	11, // 28: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
+	14, // 29: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
+	18, // 30: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
+	20, // 31: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
+	22, // 32: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
+	24, // 33: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
+	26, // 34: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
+	36, // 35: shoal.v1.ContainerService.AddNIC:input_type -> shoal.v1.AddNICRequest
+	38, // 36: shoal.v1.ContainerService.RemoveNIC:input_type -> shoal.v1.RemoveNICRequest
+	28, // 37: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
+	30, // 38: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
+	32, // 39: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
+	34, // 40: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
+	2,  // 41: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
+	4,  // 42: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
+	6,  // 43: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
+	8,  // 44: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
+	10, // 45: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
+	12, // 46: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
+	16, // 47: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
+	19, // 48: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
+	21, // 49: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
+	23, // 50: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
+	25, // 51: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
+	27, // 52: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
+	37, // 53: shoal.v1.ContainerService.AddNIC:output_type -> shoal.v1.AddNICResponse
+	39, // 54: shoal.v1.ContainerService.RemoveNIC:output_type -> shoal.v1.RemoveNICResponse
+	29, // 55: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
+	31, // 56: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
+	33, // 57: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
+	35, // 58: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
+	41, // [41:59] is the sub-list for method output_type
+	23, // [23:41] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_container_proto_init() }
@@ -2641,7 +2727,7 @@ func file_shoal_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_container_proto_rawDesc), len(file_shoal_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   43,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -68,9 +68,17 @@ func (x *ContainerCreateCommand) GetContainer() *Container {
 
 // ContainerUpdateCommand replaces a container's config.
 type ContainerUpdateCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Config        map[string]string      `protobuf:"bytes,2,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Config map[string]string      `protobuf:"bytes,2,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// With set_profiles, the container's profile list becomes profiles.
+	Profiles    []string `protobuf:"bytes,3,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	SetProfiles bool     `protobuf:"varint,4,opt,name=set_profiles,json=setProfiles,proto3" json:"set_profiles,omitempty"`
+	// With set_devices, the container's own devices become devices.
+	Devices    map[string]*Device `protobuf:"bytes,5,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SetDevices bool               `protobuf:"varint,6,opt,name=set_devices,json=setDevices,proto3" json:"set_devices,omitempty"`
+	// Without keep_config the config above replaces the container's.
+	KeepConfig    bool `protobuf:"varint,7,opt,name=keep_config,json=keepConfig,proto3" json:"keep_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +127,231 @@ func (x *ContainerUpdateCommand) GetConfig() map[string]string {
 	return nil
 }
 
+func (x *ContainerUpdateCommand) GetProfiles() []string {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
+func (x *ContainerUpdateCommand) GetSetProfiles() bool {
+	if x != nil {
+		return x.SetProfiles
+	}
+	return false
+}
+
+func (x *ContainerUpdateCommand) GetDevices() map[string]*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *ContainerUpdateCommand) GetSetDevices() bool {
+	if x != nil {
+		return x.SetDevices
+	}
+	return false
+}
+
+func (x *ContainerUpdateCommand) GetKeepConfig() bool {
+	if x != nil {
+		return x.KeepConfig
+	}
+	return false
+}
+
+// ProfileCreateCommand records a new profile.
+type ProfileCreateCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Profile       *Profile               `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfileCreateCommand) Reset() {
+	*x = ProfileCreateCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileCreateCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileCreateCommand) ProtoMessage() {}
+
+func (x *ProfileCreateCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileCreateCommand.ProtoReflect.Descriptor instead.
+func (*ProfileCreateCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProfileCreateCommand) GetProfile() *Profile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+// ProfileUpdateCommand replaces a profile's description, config and
+// devices; the containers that apply it are expanded again in the entry.
+type ProfileUpdateCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Profile       *Profile               `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfileUpdateCommand) Reset() {
+	*x = ProfileUpdateCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileUpdateCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileUpdateCommand) ProtoMessage() {}
+
+func (x *ProfileUpdateCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileUpdateCommand.ProtoReflect.Descriptor instead.
+func (*ProfileUpdateCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ProfileUpdateCommand) GetProfile() *Profile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+// ProfileRenameCommand renames a profile and every container's reference
+// to it.
+type ProfileRenameCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	NewName       string                 `protobuf:"bytes,2,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfileRenameCommand) Reset() {
+	*x = ProfileRenameCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileRenameCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileRenameCommand) ProtoMessage() {}
+
+func (x *ProfileRenameCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileRenameCommand.ProtoReflect.Descriptor instead.
+func (*ProfileRenameCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ProfileRenameCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProfileRenameCommand) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+// ProfileDeleteCommand removes a profile no container applies.
+type ProfileDeleteCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProfileDeleteCommand) Reset() {
+	*x = ProfileDeleteCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileDeleteCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileDeleteCommand) ProtoMessage() {}
+
+func (x *ProfileDeleteCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileDeleteCommand.ProtoReflect.Descriptor instead.
+func (*ProfileDeleteCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ProfileDeleteCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // ContainerDesiredStateCommand sets a container's desired power state.
 type ContainerDesiredStateCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -130,7 +363,7 @@ type ContainerDesiredStateCommand struct {
 
 func (x *ContainerDesiredStateCommand) Reset() {
 	*x = ContainerDesiredStateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[2]
+	mi := &file_shoal_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +375,7 @@ func (x *ContainerDesiredStateCommand) String() string {
 func (*ContainerDesiredStateCommand) ProtoMessage() {}
 
 func (x *ContainerDesiredStateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[2]
+	mi := &file_shoal_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +388,7 @@ func (x *ContainerDesiredStateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerDesiredStateCommand.ProtoReflect.Descriptor instead.
 func (*ContainerDesiredStateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{2}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContainerDesiredStateCommand) GetName() string {
@@ -182,7 +415,7 @@ type ContainerDeleteCommand struct {
 
 func (x *ContainerDeleteCommand) Reset() {
 	*x = ContainerDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[3]
+	mi := &file_shoal_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +427,7 @@ func (x *ContainerDeleteCommand) String() string {
 func (*ContainerDeleteCommand) ProtoMessage() {}
 
 func (x *ContainerDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[3]
+	mi := &file_shoal_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +440,7 @@ func (x *ContainerDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerDeleteCommand.ProtoReflect.Descriptor instead.
 func (*ContainerDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContainerDeleteCommand) GetName() string {
@@ -230,7 +463,7 @@ type ContainerStatusCommand struct {
 
 func (x *ContainerStatusCommand) Reset() {
 	*x = ContainerStatusCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[4]
+	mi := &file_shoal_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +475,7 @@ func (x *ContainerStatusCommand) String() string {
 func (*ContainerStatusCommand) ProtoMessage() {}
 
 func (x *ContainerStatusCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[4]
+	mi := &file_shoal_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +488,7 @@ func (x *ContainerStatusCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatusCommand.ProtoReflect.Descriptor instead.
 func (*ContainerStatusCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContainerStatusCommand) GetName() string {
@@ -297,7 +530,7 @@ type SnapshotCreateCommand struct {
 
 func (x *SnapshotCreateCommand) Reset() {
 	*x = SnapshotCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[5]
+	mi := &file_shoal_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +542,7 @@ func (x *SnapshotCreateCommand) String() string {
 func (*SnapshotCreateCommand) ProtoMessage() {}
 
 func (x *SnapshotCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[5]
+	mi := &file_shoal_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +555,7 @@ func (x *SnapshotCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotCreateCommand.ProtoReflect.Descriptor instead.
 func (*SnapshotCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SnapshotCreateCommand) GetContainer() string {
@@ -350,7 +583,7 @@ type SnapshotDeleteCommand struct {
 
 func (x *SnapshotDeleteCommand) Reset() {
 	*x = SnapshotDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[6]
+	mi := &file_shoal_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +595,7 @@ func (x *SnapshotDeleteCommand) String() string {
 func (*SnapshotDeleteCommand) ProtoMessage() {}
 
 func (x *SnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[6]
+	mi := &file_shoal_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +608,7 @@ func (x *SnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDeleteCommand.ProtoReflect.Descriptor instead.
 func (*SnapshotDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SnapshotDeleteCommand) GetContainer() string {
@@ -402,7 +635,7 @@ type ImageAddCommand struct {
 
 func (x *ImageAddCommand) Reset() {
 	*x = ImageAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[7]
+	mi := &file_shoal_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +647,7 @@ func (x *ImageAddCommand) String() string {
 func (*ImageAddCommand) ProtoMessage() {}
 
 func (x *ImageAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[7]
+	mi := &file_shoal_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +660,7 @@ func (x *ImageAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageAddCommand.ProtoReflect.Descriptor instead.
 func (*ImageAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ImageAddCommand) GetImage() *Image {
@@ -447,7 +680,7 @@ type ImageDeleteCommand struct {
 
 func (x *ImageDeleteCommand) Reset() {
 	*x = ImageDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[8]
+	mi := &file_shoal_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +692,7 @@ func (x *ImageDeleteCommand) String() string {
 func (*ImageDeleteCommand) ProtoMessage() {}
 
 func (x *ImageDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[8]
+	mi := &file_shoal_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +705,7 @@ func (x *ImageDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageDeleteCommand.ProtoReflect.Descriptor instead.
 func (*ImageDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ImageDeleteCommand) GetFingerprint() string {
@@ -493,7 +726,7 @@ type AliasSetCommand struct {
 
 func (x *AliasSetCommand) Reset() {
 	*x = AliasSetCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[9]
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +738,7 @@ func (x *AliasSetCommand) String() string {
 func (*AliasSetCommand) ProtoMessage() {}
 
 func (x *AliasSetCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[9]
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +751,7 @@ func (x *AliasSetCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetCommand.ProtoReflect.Descriptor instead.
 func (*AliasSetCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AliasSetCommand) GetAlias() string {
@@ -545,7 +778,7 @@ type AliasDeleteCommand struct {
 
 func (x *AliasDeleteCommand) Reset() {
 	*x = AliasDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[10]
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +790,7 @@ func (x *AliasDeleteCommand) String() string {
 func (*AliasDeleteCommand) ProtoMessage() {}
 
 func (x *AliasDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[10]
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +803,7 @@ func (x *AliasDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasDeleteCommand.ProtoReflect.Descriptor instead.
 func (*AliasDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AliasDeleteCommand) GetAlias() string {
@@ -590,7 +823,7 @@ type PoolCreateCommand struct {
 
 func (x *PoolCreateCommand) Reset() {
 	*x = PoolCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[11]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +835,7 @@ func (x *PoolCreateCommand) String() string {
 func (*PoolCreateCommand) ProtoMessage() {}
 
 func (x *PoolCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[11]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +848,7 @@ func (x *PoolCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolCreateCommand.ProtoReflect.Descriptor instead.
 func (*PoolCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PoolCreateCommand) GetPool() *StoragePool {
@@ -635,7 +868,7 @@ type NetworkCreateCommand struct {
 
 func (x *NetworkCreateCommand) Reset() {
 	*x = NetworkCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[12]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +880,7 @@ func (x *NetworkCreateCommand) String() string {
 func (*NetworkCreateCommand) ProtoMessage() {}
 
 func (x *NetworkCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[12]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +893,7 @@ func (x *NetworkCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkCreateCommand.ProtoReflect.Descriptor instead.
 func (*NetworkCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NetworkCreateCommand) GetNetwork() *Network {
@@ -682,7 +915,7 @@ type ContainerNicAddCommand struct {
 
 func (x *ContainerNicAddCommand) Reset() {
 	*x = ContainerNicAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +927,7 @@ func (x *ContainerNicAddCommand) String() string {
 func (*ContainerNicAddCommand) ProtoMessage() {}
 
 func (x *ContainerNicAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +940,7 @@ func (x *ContainerNicAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerNicAddCommand.ProtoReflect.Descriptor instead.
 func (*ContainerNicAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ContainerNicAddCommand) GetContainer() string {
@@ -735,7 +968,7 @@ type ContainerNicRemoveCommand struct {
 
 func (x *ContainerNicRemoveCommand) Reset() {
 	*x = ContainerNicRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +980,7 @@ func (x *ContainerNicRemoveCommand) String() string {
 func (*ContainerNicRemoveCommand) ProtoMessage() {}
 
 func (x *ContainerNicRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +993,7 @@ func (x *ContainerNicRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerNicRemoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerNicRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ContainerNicRemoveCommand) GetContainer() string {
@@ -789,7 +1022,7 @@ type ContainerReplicaSetCommand struct {
 
 func (x *ContainerReplicaSetCommand) Reset() {
 	*x = ContainerReplicaSetCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1034,7 @@ func (x *ContainerReplicaSetCommand) String() string {
 func (*ContainerReplicaSetCommand) ProtoMessage() {}
 
 func (x *ContainerReplicaSetCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1047,7 @@ func (x *ContainerReplicaSetCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerReplicaSetCommand.ProtoReflect.Descriptor instead.
 func (*ContainerReplicaSetCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ContainerReplicaSetCommand) GetContainer() string {
@@ -846,7 +1079,7 @@ type ContainerHealCommand struct {
 
 func (x *ContainerHealCommand) Reset() {
 	*x = ContainerHealCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +1091,7 @@ func (x *ContainerHealCommand) String() string {
 func (*ContainerHealCommand) ProtoMessage() {}
 
 func (x *ContainerHealCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1104,7 @@ func (x *ContainerHealCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerHealCommand.ProtoReflect.Descriptor instead.
 func (*ContainerHealCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerHealCommand) GetName() string {
@@ -906,7 +1139,7 @@ type ContainerReplicaDropCommand struct {
 
 func (x *ContainerReplicaDropCommand) Reset() {
 	*x = ContainerReplicaDropCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1151,7 @@ func (x *ContainerReplicaDropCommand) String() string {
 func (*ContainerReplicaDropCommand) ProtoMessage() {}
 
 func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1164,7 @@ func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerReplicaDropCommand.ProtoReflect.Descriptor instead.
 func (*ContainerReplicaDropCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ContainerReplicaDropCommand) GetContainer() string {
@@ -958,7 +1191,7 @@ type NetworkDeleteCommand struct {
 
 func (x *NetworkDeleteCommand) Reset() {
 	*x = NetworkDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1203,7 @@ func (x *NetworkDeleteCommand) String() string {
 func (*NetworkDeleteCommand) ProtoMessage() {}
 
 func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1216,7 @@ func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
 func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NetworkDeleteCommand) GetName() string {
@@ -1007,7 +1240,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1252,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1265,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -1064,7 +1297,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1309,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1322,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -1139,7 +1372,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1384,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1397,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -1221,7 +1454,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1466,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1479,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -1280,7 +1513,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1525,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1538,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -1328,7 +1561,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1573,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1586,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1399,7 +1632,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1644,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1657,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1466,7 +1699,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +1711,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +1724,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -1511,7 +1744,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1756,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1769,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -1560,7 +1793,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1805,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1818,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -1621,7 +1854,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1633,7 +1866,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1646,7 +1879,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -1679,14 +1912,15 @@ type FSMSnapshot struct {
 	Trust         []*TrustEntry          `protobuf:"bytes,11,rep,name=trust,proto3" json:"trust,omitempty"`
 	// Raft index of the last entry the FSM had applied when the snapshot was
 	// taken (raft's own applied index runs ahead of the FSM).
-	AppliedIndex  uint64 `protobuf:"varint,12,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex  uint64     `protobuf:"varint,12,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Profiles      []*Profile `protobuf:"bytes,13,rep,name=profiles,proto3" json:"profiles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1932,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1945,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -1798,19 +2032,45 @@ func (x *FSMSnapshot) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *FSMSnapshot) GetProfiles() []*Profile {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
 var File_shoal_v1_state_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"\x14shoal/v1/state.proto\x12\bshoal.v1\x1a\x14shoal/v1/trust.proto\x1a\x14shoal/v1/types.proto\"K\n" +
 	"\x16ContainerCreateCommand\x121\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\"\xad\x01\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\"\xc5\x03\n" +
 	"\x16ContainerUpdateCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
-	"\x06config\x18\x02 \x03(\v2,.shoal.v1.ContainerUpdateCommand.ConfigEntryR\x06config\x1a9\n" +
+	"\x06config\x18\x02 \x03(\v2,.shoal.v1.ContainerUpdateCommand.ConfigEntryR\x06config\x12\x1a\n" +
+	"\bprofiles\x18\x03 \x03(\tR\bprofiles\x12!\n" +
+	"\fset_profiles\x18\x04 \x01(\bR\vsetProfiles\x12G\n" +
+	"\adevices\x18\x05 \x03(\v2-.shoal.v1.ContainerUpdateCommand.DevicesEntryR\adevices\x12\x1f\n" +
+	"\vset_devices\x18\x06 \x01(\bR\n" +
+	"setDevices\x12\x1f\n" +
+	"\vkeep_config\x18\a \x01(\bR\n" +
+	"keepConfig\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"o\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aL\n" +
+	"\fDevicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\"C\n" +
+	"\x14ProfileCreateCommand\x12+\n" +
+	"\aprofile\x18\x01 \x01(\v2\x11.shoal.v1.ProfileR\aprofile\"C\n" +
+	"\x14ProfileUpdateCommand\x12+\n" +
+	"\aprofile\x18\x01 \x01(\v2\x11.shoal.v1.ProfileR\aprofile\"E\n" +
+	"\x14ProfileRenameCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x02 \x01(\tR\anewName\"*\n" +
+	"\x14ProfileDeleteCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"o\n" +
 	"\x1cContainerDesiredStateCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\rdesired_state\x18\x02 \x01(\x0e2\x16.shoal.v1.DesiredStateR\fdesiredState\",\n" +
@@ -1910,7 +2170,7 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\bnow_unix\x18\x03 \x01(\x03R\anowUnix\"S\n" +
 	"\x12TrustRevokeCommand\x12\"\n" +
 	"\ffingerprints\x18\x01 \x03(\tR\ffingerprints\x12\x19\n" +
-	"\bnow_unix\x18\x02 \x01(\x03R\anowUnix\"\xcf\x05\n" +
+	"\bnow_unix\x18\x02 \x01(\x03R\anowUnix\"\xfe\x05\n" +
 	"\vFSMSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\n" +
@@ -1926,7 +2186,8 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x0ecluster_config\x18\n" +
 	" \x03(\v2(.shoal.v1.FSMSnapshot.ClusterConfigEntryR\rclusterConfig\x12*\n" +
 	"\x05trust\x18\v \x03(\v2\x14.shoal.v1.TrustEntryR\x05trust\x12#\n" +
-	"\rapplied_index\x18\f \x01(\x04R\fappliedIndex\x1a:\n" +
+	"\rapplied_index\x18\f \x01(\x04R\fappliedIndex\x12-\n" +
+	"\bprofiles\x18\r \x03(\v2\x11.shoal.v1.ProfileR\bprofiles\x1a:\n" +
 	"\fAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +
@@ -1946,85 +2207,97 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
-	(*ContainerDesiredStateCommand)(nil), // 2: shoal.v1.ContainerDesiredStateCommand
-	(*ContainerDeleteCommand)(nil),       // 3: shoal.v1.ContainerDeleteCommand
-	(*ContainerStatusCommand)(nil),       // 4: shoal.v1.ContainerStatusCommand
-	(*SnapshotCreateCommand)(nil),        // 5: shoal.v1.SnapshotCreateCommand
-	(*SnapshotDeleteCommand)(nil),        // 6: shoal.v1.SnapshotDeleteCommand
-	(*ImageAddCommand)(nil),              // 7: shoal.v1.ImageAddCommand
-	(*ImageDeleteCommand)(nil),           // 8: shoal.v1.ImageDeleteCommand
-	(*AliasSetCommand)(nil),              // 9: shoal.v1.AliasSetCommand
-	(*AliasDeleteCommand)(nil),           // 10: shoal.v1.AliasDeleteCommand
-	(*PoolCreateCommand)(nil),            // 11: shoal.v1.PoolCreateCommand
-	(*NetworkCreateCommand)(nil),         // 12: shoal.v1.NetworkCreateCommand
-	(*ContainerNicAddCommand)(nil),       // 13: shoal.v1.ContainerNicAddCommand
-	(*ContainerNicRemoveCommand)(nil),    // 14: shoal.v1.ContainerNicRemoveCommand
-	(*ContainerReplicaSetCommand)(nil),   // 15: shoal.v1.ContainerReplicaSetCommand
-	(*ContainerHealCommand)(nil),         // 16: shoal.v1.ContainerHealCommand
-	(*ContainerReplicaDropCommand)(nil),  // 17: shoal.v1.ContainerReplicaDropCommand
-	(*NetworkDeleteCommand)(nil),         // 18: shoal.v1.NetworkDeleteCommand
-	(*NodeUpsertCommand)(nil),            // 19: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 20: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 21: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 22: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 23: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 24: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 25: shoal.v1.ContainerMoveCommand
-	(*ClusterConfigCommand)(nil),         // 26: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 27: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 28: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 29: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 30: shoal.v1.FSMSnapshot
-	nil,                                  // 31: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 32: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 33: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 34: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 35: shoal.v1.Container
-	(DesiredState)(0),                    // 36: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 37: shoal.v1.Snapshot
-	(*Image)(nil),                        // 38: shoal.v1.Image
-	(*StoragePool)(nil),                  // 39: shoal.v1.StoragePool
-	(*Network)(nil),                      // 40: shoal.v1.Network
-	(*NIC)(nil),                          // 41: shoal.v1.NIC
-	(*Replica)(nil),                      // 42: shoal.v1.Replica
-	(*Node)(nil),                         // 43: shoal.v1.Node
-	(*Grant)(nil),                        // 44: shoal.v1.Grant
-	(*TrustEntry)(nil),                   // 45: shoal.v1.TrustEntry
+	(*ProfileCreateCommand)(nil),         // 2: shoal.v1.ProfileCreateCommand
+	(*ProfileUpdateCommand)(nil),         // 3: shoal.v1.ProfileUpdateCommand
+	(*ProfileRenameCommand)(nil),         // 4: shoal.v1.ProfileRenameCommand
+	(*ProfileDeleteCommand)(nil),         // 5: shoal.v1.ProfileDeleteCommand
+	(*ContainerDesiredStateCommand)(nil), // 6: shoal.v1.ContainerDesiredStateCommand
+	(*ContainerDeleteCommand)(nil),       // 7: shoal.v1.ContainerDeleteCommand
+	(*ContainerStatusCommand)(nil),       // 8: shoal.v1.ContainerStatusCommand
+	(*SnapshotCreateCommand)(nil),        // 9: shoal.v1.SnapshotCreateCommand
+	(*SnapshotDeleteCommand)(nil),        // 10: shoal.v1.SnapshotDeleteCommand
+	(*ImageAddCommand)(nil),              // 11: shoal.v1.ImageAddCommand
+	(*ImageDeleteCommand)(nil),           // 12: shoal.v1.ImageDeleteCommand
+	(*AliasSetCommand)(nil),              // 13: shoal.v1.AliasSetCommand
+	(*AliasDeleteCommand)(nil),           // 14: shoal.v1.AliasDeleteCommand
+	(*PoolCreateCommand)(nil),            // 15: shoal.v1.PoolCreateCommand
+	(*NetworkCreateCommand)(nil),         // 16: shoal.v1.NetworkCreateCommand
+	(*ContainerNicAddCommand)(nil),       // 17: shoal.v1.ContainerNicAddCommand
+	(*ContainerNicRemoveCommand)(nil),    // 18: shoal.v1.ContainerNicRemoveCommand
+	(*ContainerReplicaSetCommand)(nil),   // 19: shoal.v1.ContainerReplicaSetCommand
+	(*ContainerHealCommand)(nil),         // 20: shoal.v1.ContainerHealCommand
+	(*ContainerReplicaDropCommand)(nil),  // 21: shoal.v1.ContainerReplicaDropCommand
+	(*NetworkDeleteCommand)(nil),         // 22: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 23: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 24: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 25: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 26: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 27: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 28: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 29: shoal.v1.ContainerMoveCommand
+	(*ClusterConfigCommand)(nil),         // 30: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 31: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 32: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 33: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 34: shoal.v1.FSMSnapshot
+	nil,                                  // 35: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 36: shoal.v1.ContainerUpdateCommand.DevicesEntry
+	nil,                                  // 37: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 38: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 39: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 40: shoal.v1.Container
+	(*Profile)(nil),                      // 41: shoal.v1.Profile
+	(DesiredState)(0),                    // 42: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 43: shoal.v1.Snapshot
+	(*Image)(nil),                        // 44: shoal.v1.Image
+	(*StoragePool)(nil),                  // 45: shoal.v1.StoragePool
+	(*Network)(nil),                      // 46: shoal.v1.Network
+	(*NIC)(nil),                          // 47: shoal.v1.NIC
+	(*Replica)(nil),                      // 48: shoal.v1.Replica
+	(*Node)(nil),                         // 49: shoal.v1.Node
+	(*Grant)(nil),                        // 50: shoal.v1.Grant
+	(*TrustEntry)(nil),                   // 51: shoal.v1.TrustEntry
+	(*Device)(nil),                       // 52: shoal.v1.Device
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	35, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	31, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	36, // 2: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	37, // 3: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	38, // 4: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	39, // 5: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	40, // 6: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	41, // 7: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	42, // 8: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
-	43, // 9: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	44, // 10: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	36, // 11: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	32, // 12: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	45, // 13: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	35, // 14: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	38, // 15: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	33, // 16: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	39, // 17: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	40, // 18: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	43, // 19: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	24, // 20: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	21, // 21: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	34, // 22: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	45, // 23: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	40, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	35, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	36, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
+	41, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
+	41, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
+	42, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	43, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	44, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	45, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	46, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	47, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	48, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	49, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	50, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	42, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	37, // 15: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	51, // 16: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	40, // 17: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	44, // 18: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	38, // 19: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	45, // 20: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	46, // 21: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	49, // 22: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	28, // 23: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	25, // 24: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	39, // 25: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	51, // 26: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	41, // 27: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
+	52, // 28: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -2040,7 +2313,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

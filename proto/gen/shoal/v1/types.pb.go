@@ -224,9 +224,20 @@ type Container struct {
 	Replicas []*Replica `protobuf:"bytes,14,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// Ownership generation: bumped each time healing gives the container to
 	// another member, so a member that comes back knows its copy is stale.
-	Generation    uint64 `protobuf:"varint,15,opt,name=generation,proto3" json:"generation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Generation uint64 `protobuf:"varint,15,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Profiles applied in order (LXD's profiles); the container's own
+	// config and devices come after them.
+	Profiles []string `protobuf:"bytes,16,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	// The container's own devices (disk, proxy, unix-char, unix-block), by
+	// name; its NICs are in nics.
+	Devices map[string]*Device `protobuf:"bytes,17,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The effective config: the profiles' keys in order, then config. The
+	// cluster computes it; it is what the container runs with.
+	ExpandedConfig map[string]string `protobuf:"bytes,18,rep,name=expanded_config,json=expandedConfig,proto3" json:"expanded_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The effective devices: the profiles' in order, then devices.
+	ExpandedDevices map[string]*Device `protobuf:"bytes,19,rep,name=expanded_devices,json=expandedDevices,proto3" json:"expanded_devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -364,6 +375,170 @@ func (x *Container) GetGeneration() uint64 {
 	return 0
 }
 
+func (x *Container) GetProfiles() []string {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
+func (x *Container) GetDevices() map[string]*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *Container) GetExpandedConfig() map[string]string {
+	if x != nil {
+		return x.ExpandedConfig
+	}
+	return nil
+}
+
+func (x *Container) GetExpandedDevices() map[string]*Device {
+	if x != nil {
+		return x.ExpandedDevices
+	}
+	return nil
+}
+
+// Device is one entry of a devices map, as in LXD: a type and its keys.
+type Device struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// disk, proxy, unix-char or unix-block.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// The type's keys (disk: source, path, readonly; proxy: listen,
+	// connect, bind; unix-char/unix-block: source, path, major, minor, uid,
+	// gid, mode).
+	Config        map[string]string `protobuf:"bytes,2,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Device) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Device) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// Profile is a named set of config keys and devices that containers
+// apply in order before their own.
+type Profile struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Config      map[string]string      `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Devices     map[string]*Device     `protobuf:"bytes,4,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Containers that apply it (filled by the server when it answers).
+	UsedBy        []string `protobuf:"bytes,5,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Profile) Reset() {
+	*x = Profile{}
+	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Profile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Profile) ProtoMessage() {}
+
+func (x *Profile) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Profile.ProtoReflect.Descriptor instead.
+func (*Profile) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Profile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Profile) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Profile) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *Profile) GetDevices() map[string]*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *Profile) GetUsedBy() []string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return nil
+}
+
 // Replica is a copy of an HA container's volume on another member, as of
 // one snapshot.
 type Replica struct {
@@ -385,7 +560,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	mi := &file_shoal_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +572,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[2]
+	mi := &file_shoal_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +585,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Replica) GetMember() string {
@@ -478,7 +653,7 @@ type NIC struct {
 
 func (x *NIC) Reset() {
 	*x = NIC{}
-	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	mi := &file_shoal_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +665,7 @@ func (x *NIC) String() string {
 func (*NIC) ProtoMessage() {}
 
 func (x *NIC) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[3]
+	mi := &file_shoal_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +678,7 @@ func (x *NIC) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NIC.ProtoReflect.Descriptor instead.
 func (*NIC) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NIC) GetName() string {
@@ -585,7 +760,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_shoal_v1_types_proto_msgTypes[4]
+	mi := &file_shoal_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +772,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[4]
+	mi := &file_shoal_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +785,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContainerState) GetStatus() string {
@@ -673,7 +848,7 @@ type ContainerInfo struct {
 
 func (x *ContainerInfo) Reset() {
 	*x = ContainerInfo{}
-	mi := &file_shoal_v1_types_proto_msgTypes[5]
+	mi := &file_shoal_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +860,7 @@ func (x *ContainerInfo) String() string {
 func (*ContainerInfo) ProtoMessage() {}
 
 func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[5]
+	mi := &file_shoal_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +873,7 @@ func (x *ContainerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerInfo.ProtoReflect.Descriptor instead.
 func (*ContainerInfo) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContainerInfo) GetContainer() *Container {
@@ -732,7 +907,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_shoal_v1_types_proto_msgTypes[6]
+	mi := &file_shoal_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +919,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[6]
+	mi := &file_shoal_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +932,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Image) GetFingerprint() string {
@@ -823,7 +998,7 @@ type StoragePool struct {
 
 func (x *StoragePool) Reset() {
 	*x = StoragePool{}
-	mi := &file_shoal_v1_types_proto_msgTypes[7]
+	mi := &file_shoal_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1010,7 @@ func (x *StoragePool) String() string {
 func (*StoragePool) ProtoMessage() {}
 
 func (x *StoragePool) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[7]
+	mi := &file_shoal_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1023,7 @@ func (x *StoragePool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoragePool.ProtoReflect.Descriptor instead.
 func (*StoragePool) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StoragePool) GetName() string {
@@ -910,7 +1085,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoal_v1_types_proto_msgTypes[8]
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1097,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[8]
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1110,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Network) GetName() string {
@@ -1019,7 +1194,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_shoal_v1_types_proto_msgTypes[9]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1206,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[9]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1219,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Node) GetName() string {
@@ -1124,7 +1299,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1311,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1324,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Progress) GetPhase() string {
@@ -1200,7 +1375,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_shoal_v1_types_proto_msgTypes[11]
+	mi := &file_shoal_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1387,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[11]
+	mi := &file_shoal_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1400,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Operation) GetId() string {
@@ -1317,7 +1492,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_shoal_v1_types_proto_msgTypes[12]
+	mi := &file_shoal_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1504,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[12]
+	mi := &file_shoal_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1517,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Event) GetType() string {
@@ -1406,7 +1581,7 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\bstateful\x18\x04 \x01(\bR\bstateful\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\b\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x11image_fingerprint\x18\x02 \x01(\tR\x10imageFingerprint\x127\n" +
@@ -1425,10 +1600,41 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\breplicas\x18\x0e \x03(\v2\x11.shoal.v1.ReplicaR\breplicas\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x0f \x01(\x04R\n" +
-	"generation\x1a9\n" +
+	"generation\x12\x1a\n" +
+	"\bprofiles\x18\x10 \x03(\tR\bprofiles\x12:\n" +
+	"\adevices\x18\x11 \x03(\v2 .shoal.v1.Container.DevicesEntryR\adevices\x12P\n" +
+	"\x0fexpanded_config\x18\x12 \x03(\v2'.shoal.v1.Container.ExpandedConfigEntryR\x0eexpandedConfig\x12S\n" +
+	"\x10expanded_devices\x18\x13 \x03(\v2(.shoal.v1.Container.ExpandedDevicesEntryR\x0fexpandedDevices\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aL\n" +
+	"\fDevicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\x1aA\n" +
+	"\x13ExpandedConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aT\n" +
+	"\x14ExpandedDevicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\"\x8d\x01\n" +
+	"\x06Device\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x124\n" +
+	"\x06config\x18\x02 \x03(\v2\x1c.shoal.v1.Device.ConfigEntryR\x06config\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd2\x02\n" +
+	"\aProfile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x125\n" +
+	"\x06config\x18\x03 \x03(\v2\x1d.shoal.v1.Profile.ConfigEntryR\x06config\x128\n" +
+	"\adevices\x18\x04 \x03(\v2\x1e.shoal.v1.Profile.DevicesEntryR\adevices\x12\x17\n" +
+	"\aused_by\x18\x05 \x03(\tR\x06usedBy\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aL\n" +
+	"\fDevicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\"\x98\x01\n" +
 	"\aReplica\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\x12&\n" +
@@ -1565,55 +1771,72 @@ func file_shoal_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_shoal_v1_types_proto_goTypes = []any{
 	(DesiredState)(0),      // 0: shoal.v1.DesiredState
 	(OperationStatus)(0),   // 1: shoal.v1.OperationStatus
 	(*Snapshot)(nil),       // 2: shoal.v1.Snapshot
 	(*Container)(nil),      // 3: shoal.v1.Container
-	(*Replica)(nil),        // 4: shoal.v1.Replica
-	(*NIC)(nil),            // 5: shoal.v1.NIC
-	(*ContainerState)(nil), // 6: shoal.v1.ContainerState
-	(*ContainerInfo)(nil),  // 7: shoal.v1.ContainerInfo
-	(*Image)(nil),          // 8: shoal.v1.Image
-	(*StoragePool)(nil),    // 9: shoal.v1.StoragePool
-	(*Network)(nil),        // 10: shoal.v1.Network
-	(*Node)(nil),           // 11: shoal.v1.Node
-	(*Progress)(nil),       // 12: shoal.v1.Progress
-	(*Operation)(nil),      // 13: shoal.v1.Operation
-	(*Event)(nil),          // 14: shoal.v1.Event
-	nil,                    // 15: shoal.v1.Snapshot.ConfigEntry
-	nil,                    // 16: shoal.v1.Container.ConfigEntry
-	nil,                    // 17: shoal.v1.Image.PropertiesEntry
-	nil,                    // 18: shoal.v1.StoragePool.ConfigEntry
-	nil,                    // 19: shoal.v1.Network.ConfigEntry
-	nil,                    // 20: shoal.v1.Node.LabelsEntry
-	nil,                    // 21: shoal.v1.Node.UnenforceableKeysEntry
-	nil,                    // 22: shoal.v1.Operation.ResultEntry
+	(*Device)(nil),         // 4: shoal.v1.Device
+	(*Profile)(nil),        // 5: shoal.v1.Profile
+	(*Replica)(nil),        // 6: shoal.v1.Replica
+	(*NIC)(nil),            // 7: shoal.v1.NIC
+	(*ContainerState)(nil), // 8: shoal.v1.ContainerState
+	(*ContainerInfo)(nil),  // 9: shoal.v1.ContainerInfo
+	(*Image)(nil),          // 10: shoal.v1.Image
+	(*StoragePool)(nil),    // 11: shoal.v1.StoragePool
+	(*Network)(nil),        // 12: shoal.v1.Network
+	(*Node)(nil),           // 13: shoal.v1.Node
+	(*Progress)(nil),       // 14: shoal.v1.Progress
+	(*Operation)(nil),      // 15: shoal.v1.Operation
+	(*Event)(nil),          // 16: shoal.v1.Event
+	nil,                    // 17: shoal.v1.Snapshot.ConfigEntry
+	nil,                    // 18: shoal.v1.Container.ConfigEntry
+	nil,                    // 19: shoal.v1.Container.DevicesEntry
+	nil,                    // 20: shoal.v1.Container.ExpandedConfigEntry
+	nil,                    // 21: shoal.v1.Container.ExpandedDevicesEntry
+	nil,                    // 22: shoal.v1.Device.ConfigEntry
+	nil,                    // 23: shoal.v1.Profile.ConfigEntry
+	nil,                    // 24: shoal.v1.Profile.DevicesEntry
+	nil,                    // 25: shoal.v1.Image.PropertiesEntry
+	nil,                    // 26: shoal.v1.StoragePool.ConfigEntry
+	nil,                    // 27: shoal.v1.Network.ConfigEntry
+	nil,                    // 28: shoal.v1.Node.LabelsEntry
+	nil,                    // 29: shoal.v1.Node.UnenforceableKeysEntry
+	nil,                    // 30: shoal.v1.Operation.ResultEntry
 }
 var file_shoal_v1_types_proto_depIdxs = []int32{
-	15, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
-	16, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
+	17, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
+	18, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
 	0,  // 2: shoal.v1.Container.desired_state:type_name -> shoal.v1.DesiredState
 	2,  // 3: shoal.v1.Container.snapshots:type_name -> shoal.v1.Snapshot
-	5,  // 4: shoal.v1.Container.nics:type_name -> shoal.v1.NIC
-	4,  // 5: shoal.v1.Container.replicas:type_name -> shoal.v1.Replica
-	3,  // 6: shoal.v1.ContainerInfo.container:type_name -> shoal.v1.Container
-	6,  // 7: shoal.v1.ContainerInfo.state:type_name -> shoal.v1.ContainerState
-	17, // 8: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
-	18, // 9: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
-	19, // 10: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
-	20, // 11: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
-	21, // 12: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
-	1,  // 13: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
-	12, // 14: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
-	22, // 15: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
-	13, // 16: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	7,  // 4: shoal.v1.Container.nics:type_name -> shoal.v1.NIC
+	6,  // 5: shoal.v1.Container.replicas:type_name -> shoal.v1.Replica
+	19, // 6: shoal.v1.Container.devices:type_name -> shoal.v1.Container.DevicesEntry
+	20, // 7: shoal.v1.Container.expanded_config:type_name -> shoal.v1.Container.ExpandedConfigEntry
+	21, // 8: shoal.v1.Container.expanded_devices:type_name -> shoal.v1.Container.ExpandedDevicesEntry
+	22, // 9: shoal.v1.Device.config:type_name -> shoal.v1.Device.ConfigEntry
+	23, // 10: shoal.v1.Profile.config:type_name -> shoal.v1.Profile.ConfigEntry
+	24, // 11: shoal.v1.Profile.devices:type_name -> shoal.v1.Profile.DevicesEntry
+	3,  // 12: shoal.v1.ContainerInfo.container:type_name -> shoal.v1.Container
+	8,  // 13: shoal.v1.ContainerInfo.state:type_name -> shoal.v1.ContainerState
+	25, // 14: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
+	26, // 15: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
+	27, // 16: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
+	28, // 17: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
+	29, // 18: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
+	1,  // 19: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
+	14, // 20: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
+	30, // 21: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
+	15, // 22: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
+	4,  // 23: shoal.v1.Container.DevicesEntry.value:type_name -> shoal.v1.Device
+	4,  // 24: shoal.v1.Container.ExpandedDevicesEntry.value:type_name -> shoal.v1.Device
+	4,  // 25: shoal.v1.Profile.DevicesEntry.value:type_name -> shoal.v1.Device
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_types_proto_init() }
@@ -1627,7 +1850,7 @@ func file_shoal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_types_proto_rawDesc), len(file_shoal_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

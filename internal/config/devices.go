@@ -1,0 +1,160 @@
+package config
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Device types the devices map accepts (nic devices are a container's
+// NICs, managed with their own calls).
+const (
+	DeviceDisk      = "disk"
+	DeviceUnixChar  = "unix-char"
+	DeviceUnixBlock = "unix-block"
+)
+
+// DeviceTypes lists the device types, sorted.
+var DeviceTypes = []string{DeviceDisk, DeviceUnixBlock, DeviceUnixChar}
+
+// deviceKeys are each type's keys, with what each takes.
+var deviceKeys = map[string]map[string]string{
+	DeviceDisk: {
+		"source":   "an absolute host path to bind into the container",
+		"path":     "an absolute path inside the container (not /)",
+		"readonly": "true or false",
+		"required": "true or false (false: a missing source is skipped)",
+	},
+	DeviceUnixChar: {
+		"source": "the host's device node (/dev/fuse)",
+		"path":   "where it appears in the container (default: source)",
+		"uid":    "owner inside the container (default 0)",
+		"gid":    "group inside the container (default 0)",
+		"mode":   "octal permissions (default 0660)",
+	},
+}
+
+func init() { deviceKeys[DeviceUnixBlock] = deviceKeys[DeviceUnixChar] }
+
+var deviceNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+// ValidateDevice checks one device of a devices map: its name, type and
+// keys. The message names the field (devices.NAME.KEY) and what it takes.
+func ValidateDevice(name, typ string, cfg map[string]string) error {
+	field := "devices." + name
+	if !deviceNameRe.MatchString(name) {
+		return invalid(field, "%q is not a valid device name (1-63 letters, digits, '.', '_' and '-', starting with a letter or digit)", name)
+	}
+	if typ == "nic" {
+		return invalid(field+".type", "nic devices are network interfaces: add them with 'shoal config device add NAME DEVICE nic network=NET'")
+	}
+	keys, ok := deviceKeys[typ]
+	if !ok {
+		return invalid(field+".type", "%q is not a device type (want %s)", typ, strings.Join(DeviceTypes, ", "))
+	}
+	ks := make([]string, 0, len(cfg))
+	for k := range cfg {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	for _, k := range ks {
+		if _, ok := keys[k]; !ok {
+			known := make([]string, 0, len(keys))
+			for x := range keys {
+				known = append(known, x)
+			}
+			sort.Strings(known)
+			return invalid(field+"."+k, "unknown key for a %s device (known: %s)", typ, strings.Join(known, ", "))
+		}
+	}
+	switch typ {
+	case DeviceDisk:
+		return validateDisk(field, cfg)
+	default:
+		return validateUnix(field, cfg)
+	}
+}
+
+func validateDisk(field string, cfg map[string]string) error {
+	p := cfg["path"]
+	if p == "" {
+		return invalid(field+".path", "a disk device needs path: %s", deviceKeys[DeviceDisk]["path"])
+	}
+	if err := checkAbs(p); err != nil || path.Clean(p) == "/" {
+		return invalid(field+".path", "%q: want %s", p, deviceKeys[DeviceDisk]["path"])
+	}
+	src := cfg["source"]
+	if src == "" {
+		return invalid(field+".source", "a disk device needs source: %s", deviceKeys[DeviceDisk]["source"])
+	}
+	if err := checkAbs(src); err != nil {
+		return invalid(field+".source", "%q: want %s", src, deviceKeys[DeviceDisk]["source"])
+	}
+	for _, k := range []string{"readonly", "required"} {
+		if v, ok := cfg[k]; ok {
+			if _, err := ParseBool(v); err != nil {
+				return invalid(field+"."+k, "%q: want true or false", v)
+			}
+		}
+	}
+	return nil
+}
+
+func validateUnix(field string, cfg map[string]string) error {
+	src := cfg["source"]
+	if src == "" {
+		return invalid(field+".source", "a unix device needs source: the host's device node (/dev/fuse)")
+	}
+	if err := checkAbs(src); err != nil || !strings.HasPrefix(path.Clean(src), "/dev/") {
+		return invalid(field+".source", "%q: want a device node under /dev", src)
+	}
+	if p := cfg["path"]; p != "" {
+		if err := checkAbs(p); err != nil || path.Clean(p) == "/" {
+			return invalid(field+".path", "%q: want an absolute path inside the container", p)
+		}
+	}
+	for _, k := range []string{"uid", "gid"} {
+		if v, ok := cfg[k]; ok {
+			if n, err := strconv.ParseUint(v, 10, 32); err != nil || n > 65535 {
+				return invalid(field+"."+k, "%q: want an id from 0 to 65535", v)
+			}
+		}
+	}
+	if v, ok := cfg["mode"]; ok {
+		if n, err := strconv.ParseUint(v, 8, 32); err != nil || n > 0o777 {
+			return invalid(field+".mode", "%q: want octal permissions such as 0660", v)
+		}
+	}
+	return nil
+}
+
+// checkAbs accepts a clean-able absolute path with no '..' component.
+func checkAbs(p string) error {
+	if !strings.HasPrefix(p, "/") || slices.Contains(strings.Split(p, "/"), "..") || strings.ContainsAny(p, " \t\n\r\\\x00") {
+		return fmt.Errorf("not an absolute path")
+	}
+	return nil
+}
+
+// DevicePaths checks that no two devices of one expanded map mount at the
+// same path inside the container.
+func DevicePaths(devs map[string]string) error {
+	seen := map[string]string{}
+	names := make([]string, 0, len(devs))
+	for n := range devs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := path.Clean(devs[n])
+		if other, ok := seen[p]; ok {
+			return invalid("devices."+n+".path", "%q is also the path of device %s", p, other)
+		}
+		seen[p] = n
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+
+	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/node/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+)
+
+// runtimeDevices turns a container's expanded disk and unix devices into
+// the runtime's, in name order.
+func runtimeDevices(devs map[string]*shoalv1.Device) runtime.Devices {
+	var out runtime.Devices
+	for _, name := range slices.Sorted(maps.Keys(devs)) {
+		d := devs[name]
+		c := d.GetConfig()
+		switch d.GetType() {
+		case config.DeviceDisk:
+			required := c["required"] == "" || config.Bool(c, "required")
+			out.Mounts = append(out.Mounts, runtime.Mount{Name: name, Source: c["source"], Path: c["path"],
+				ReadOnly: config.Bool(c, "readonly"), Optional: !required})
+		case config.DeviceUnixChar, config.DeviceUnixBlock:
+			uid, _ := strconv.ParseUint(c["uid"], 10, 32)
+			gid, _ := strconv.ParseUint(c["gid"], 10, 32)
+			mode, err := strconv.ParseUint(c["mode"], 8, 32)
+			if err != nil {
+				mode = 0o660
+			}
+			out.DevNodes = append(out.DevNodes, runtime.DevNode{Name: name, Source: c["source"], Path: c["path"],
+				UID: uint32(uid), GID: uint32(gid), Mode: uint32(mode)})
+		}
+	}
+	return out
+}
+
+// CheckDevices says whether this member can give a container these
+// devices now: every required disk source exists, and every unix device's
+// source is a node of its type. The error names the device and the member.
+func (n *Node) CheckDevices(devs map[string]*shoalv1.Device) error {
+	for _, name := range slices.Sorted(maps.Keys(devs)) {
+		d := devs[name]
+		src := d.GetConfig()["source"]
+		st, err := os.Stat(src)
+		switch d.GetType() {
+		case config.DeviceDisk:
+			if err != nil && (config.Bool(d.GetConfig(), "required") || d.GetConfig()["required"] == "") {
+				return fmt.Errorf("device %s: source %s does not exist on member %s: %w", name, src, n.cfg.Name, runtime.ErrDeviceSource)
+			}
+		case config.DeviceUnixChar, config.DeviceUnixBlock:
+			want := os.ModeCharDevice | os.ModeDevice
+			if d.GetType() == config.DeviceUnixBlock {
+				want = os.ModeDevice
+			}
+			if err != nil || st.Mode()&(os.ModeDevice|os.ModeCharDevice) != want {
+				return fmt.Errorf("device %s: source %s is not a %s node on member %s: %w", name, src, d.GetType(), n.cfg.Name, runtime.ErrDeviceSource)
+			}
+		}
+	}
+	return nil
+}
+
+// applyDevices makes a running container's disk and unix devices match its
+// record: the definition is rewritten and the difference hot-plugged.
+func (n *Node) applyDevices(ctx context.Context, ct *shoalv1.Container) error {
+	want := runtimeDevices(cluster.ExpandedDevices(ct))
+	key := fmt.Sprint(want)
+	if prev, ok := n.appliedDevices.Load(ct.GetName()); ok && prev == key {
+		return nil
+	}
+	if err := n.define(ctx, ct); err != nil {
+		return err
+	}
+	spec, err := n.spec(ct)
+	if err != nil {
+		return err
+	}
+	if err := n.rt.SetDevices(ctx, ct.GetName(), spec); err != nil {
+		return err
+	}
+	n.appliedDevices.Store(ct.GetName(), key)
+	return nil
+}
