@@ -407,7 +407,7 @@ func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContain
 	}
 	setDevices := len(req.GetSetDevices()) > 0 || len(req.GetRemoveDevices()) > 0
 	if setDevices && ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_STOPPED {
-		if err := s.node.CheckDevices(expDevs); err != nil {
+		if err := s.node.CheckDevices(ct.GetName(), expDevs); err != nil {
 			return nil, toStatus(err)
 		}
 	}

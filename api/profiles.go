@@ -34,6 +34,9 @@ func checkExpanded(cfg map[string]string, devs map[string]*shoalv1.Device) error
 	}
 	paths := map[string]string{}
 	for name, d := range devs {
+		if d.GetType() == config.DeviceProxy {
+			continue
+		}
 		p := d.GetConfig()["path"]
 		if p == "" {
 			p = d.GetConfig()["source"]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -43,9 +44,15 @@ func runtimeDevices(devs map[string]*shoalv1.Device) runtime.Devices {
 // CheckDevices says whether this member can give a container these
 // devices now: every required disk source exists, and every unix device's
 // source is a node of its type. The error names the device and the member.
-func (n *Node) CheckDevices(devs map[string]*shoalv1.Device) error {
+func (n *Node) CheckDevices(container string, devs map[string]*shoalv1.Device) error {
 	for _, name := range slices.Sorted(maps.Keys(devs)) {
 		d := devs[name]
+		if d.GetType() == config.DeviceProxy {
+			if err := n.checkProxy(container, name, d); err != nil {
+				return err
+			}
+			continue
+		}
 		src := d.GetConfig()["source"]
 		st, err := os.Stat(src)
 		switch d.GetType() {
@@ -64,6 +71,23 @@ func (n *Node) CheckDevices(devs map[string]*shoalv1.Device) error {
 		}
 	}
 	return nil
+}
+
+// checkProxy says whether a proxy device could listen here: one this
+// member runs already can; another must find its address free.
+func (n *Node) checkProxy(container, dev string, d *shoalv1.Device) error {
+	if n.proxies.active(container, dev, proxyKey(d)) {
+		return nil
+	}
+	network, addr, err := config.ParseProxyAddr(d.GetConfig()["listen"])
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return fmt.Errorf("device %s: cannot listen on %s on member %s: %v: %w", dev, addr, n.cfg.Name, err, runtime.ErrDeviceSource)
+	}
+	return ln.Close()
 }
 
 // applyDevices makes a running container's disk and unix devices match its

@@ -107,6 +107,8 @@ type Node struct {
 	// appliedDevices remembers the disk and unix devices last applied to
 	// each running container (their fmt.Sprint).
 	appliedDevices sync.Map
+	// proxies are the proxy devices this member runs (proxy.go).
+	proxies proxies
 	// incoming marks containers restored here by a live move not yet
 	// committed (name → true): resync leaves them alone.
 	incoming sync.Map

@@ -127,6 +127,7 @@ func (n *Node) Reconcile(ctx context.Context, name string) error {
 		return err
 	}
 	if ct.GetNode() != n.cfg.Name {
+		n.stopProxies(name) // moved or healed away: the owner listens now
 		return nil
 	}
 	if _, held := n.outgoing.Load(name); held {
@@ -182,6 +183,9 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 				return err
 			}
 		}
+		if err := n.applyProxies(ct); err != nil {
+			return err
+		}
 		if ct.GetDesiredState() == shoalv1.DesiredState_DESIRED_STATE_FROZEN && status == runtime.StatusRunning {
 			if err := n.rt.Freeze(ctx, ct.GetName()); err != nil {
 				return fmt.Errorf("freeze %s: %w", ct.GetName(), err)
@@ -195,6 +199,7 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 			n.bus.Lifecycle(n.cfg.Name, "container-resumed", ct.GetName())
 		}
 	default: // STOPPED
+		n.stopProxies(ct.GetName())
 		if status != runtime.StatusStopped {
 			if err := n.rt.Stop(ctx, ct.GetName(), n.stopTimeout(ct.GetName())); err != nil {
 				return fmt.Errorf("stop %s: %w", ct.GetName(), err)
@@ -456,6 +461,7 @@ func (n *Node) RemoveStale(ctx context.Context, name string) error {
 
 // removeLocal deletes a container the cluster no longer has from this host.
 func (n *Node) removeLocal(ctx context.Context, name string) error {
+	n.stopProxies(name)
 	// An address pinned when it moved here live is released with it.
 	if mac := n.rt.HWAddr(name); mac != "" {
 		if nw, err := n.defaultNetwork(); err == nil {

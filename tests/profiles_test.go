@@ -1,8 +1,12 @@
 package tests
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +30,8 @@ func mustFail(t *testing.T, d *harness.Daemon, want string, args ...string) {
 // TestProfilesAndDevices walks through LXD's everyday model on one member:
 // the default profile, a profile with a limit and a disk device applied at
 // launch, a profile change reaching the running container live, disk and
-// unix-char devices hot-plugged and unplugged, read-only binds, the
+// unix-char devices hot-plugged and unplugged, read-only binds, a proxy
+// device forwarding a host port into the container, the
 // definition keeping devices across a restart, and bad input refused with
 // nothing changed.
 func TestProfilesAndDevices(t *testing.T) {
@@ -106,6 +111,22 @@ func TestProfilesAndDevices(t *testing.T) {
 		t.Fatalf("/mnt/ro/x still there after the device was removed: %q", out)
 	}
 
+	// A proxy device: a port on the member forwarded to a server on the
+	// container's loopback (dialled inside its network namespace).
+	d.MustShoal("exec", c1, "--", "sh", "-c", "mkdir -p /tmp/www && echo proxied > /tmp/www/index.html && httpd -p 127.0.0.1:8080 -h /tmp/www")
+	port := freePort(t)
+	d.MustShoal("config", "device", "add", c1, "web", "proxy", "listen=tcp:127.0.0.1:"+port, "connect=tcp:127.0.0.1:8080")
+	if got := httpGet(t, "http://127.0.0.1:"+port+"/index.html"); got != "proxied\n" {
+		t.Fatalf("through the proxy device: %q", got)
+	}
+	mustFail(t, d, "cannot listen on 127.0.0.1:"+port, "config", "device", "add", c1, "web2", "proxy", "listen=tcp:127.0.0.1:"+port, "connect=tcp:127.0.0.1:8080")
+	mustFail(t, d, "devices.web3.connect", "config", "device", "add", c1, "web3", "proxy", "listen=tcp:127.0.0.1:1", "connect=udp:127.0.0.1:53")
+	d.MustShoal("config", "device", "remove", c1, "web")
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("port %s still open after the proxy device was removed", port)
+	}
+
 	// Bad input: one line naming the field; nothing changes.
 	before := d.MustShoal("config", "show", c1)
 	mustFail(t, d, "devices.x.type", "config", "device", "add", c1, "x", "floppy", "path=/x")
@@ -167,4 +188,28 @@ func TestProfilesAndDevices(t *testing.T) {
 	if show := d.MustShoal("config", "show", c2); !strings.Contains(show, "profiles: []") {
 		t.Fatalf("--no-profiles:\n%s", show)
 	}
+}
+
+// freePort returns a TCP port free on the host's loopback now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// httpGet returns a URL's body (fatal on an error).
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

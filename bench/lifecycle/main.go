@@ -27,6 +27,7 @@ import (
 func main() {
 	n := flag.Int("n", 20, "samples per figure (median reported)")
 	many := flag.Int("many", 100, "containers for the list and memory figures")
+	withProfiles := flag.Bool("profiles", true, "the many containers apply default and two profiles (config keys, a disk device)")
 	flag.Parse()
 	t := &harness.Program{}
 	defer t.Close()
@@ -136,7 +137,20 @@ func main() {
 	report("copy --instance-only (API)", tCopy)
 	del("ref")
 
-	// Memory and list with many running containers.
+	// Memory and list with many running containers, each applying two
+	// profiles besides default (config keys and a disk device).
+	var profiles []string
+	if *withProfiles {
+		dataDir, err := os.MkdirTemp("", "shoal-bench-data-")
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		defer os.RemoveAll(dataDir)
+		d.MustShoal("profile", "create", "bench-limits", "limits.processes=500", "user.bench=1")
+		d.MustShoal("profile", "create", "bench-data")
+		d.MustShoal("profile", "device", "add", "bench-data", "data", "disk", "source="+dataDir, "path=/data", "readonly=true")
+		profiles = []string{"default", "bench-limits", "bench-data"}
+	}
 	pid := daemonPID(t, d)
 	rss0 := rssKiB(pid)
 	used0 := memUsedKiB()
@@ -147,7 +161,9 @@ func main() {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			launch(fmt.Sprintf("m%d", i))
+			name := fmt.Sprintf("m%d", i)
+			r, err := c.Containers.CreateContainer(ctx, &shoalv1.CreateContainerRequest{Name: name, Image: "busybox", Profiles: profiles})
+			wait(r.GetOperation(), err)
 		}()
 	}
 	wg.Wait()
@@ -164,8 +180,12 @@ func main() {
 		}))
 		tCLIList = append(tCLIList, timeIt(func() { d.MustShoal("list") }))
 	}
-	report(fmt.Sprintf("list with %d running (API)", *many), tList)
-	report(fmt.Sprintf("list with %d running (CLI)", *many), tCLIList)
+	what := fmt.Sprintf("list with %d running", *many)
+	if *withProfiles {
+		what += ", 3 profiles each"
+	}
+	report(what+" (API)", tList)
+	report(what+" (CLI)", tCLIList)
 	fmt.Printf("%-52s %8.1f MiB\n", "daemon RSS, 0 containers", float64(rss0)/1024)
 	fmt.Printf("%-52s %8.1f MiB\n", fmt.Sprintf("daemon RSS, %d running", *many), float64(rss1)/1024)
 	fmt.Printf("%-52s %8.2f MiB\n", "host memory per idle container", float64(used1-used0)/1024/float64(*many))

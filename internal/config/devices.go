@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"path"
 	"regexp"
 	"slices"
@@ -16,10 +17,11 @@ const (
 	DeviceDisk      = "disk"
 	DeviceUnixChar  = "unix-char"
 	DeviceUnixBlock = "unix-block"
+	DeviceProxy     = "proxy"
 )
 
 // DeviceTypes lists the device types, sorted.
-var DeviceTypes = []string{DeviceDisk, DeviceUnixBlock, DeviceUnixChar}
+var DeviceTypes = []string{DeviceDisk, DeviceProxy, DeviceUnixBlock, DeviceUnixChar}
 
 // deviceKeys are each type's keys, with what each takes.
 var deviceKeys = map[string]map[string]string{
@@ -38,7 +40,14 @@ var deviceKeys = map[string]map[string]string{
 	},
 }
 
-func init() { deviceKeys[DeviceUnixBlock] = deviceKeys[DeviceUnixChar] }
+func init() {
+	deviceKeys[DeviceUnixBlock] = deviceKeys[DeviceUnixChar]
+	deviceKeys[DeviceProxy] = map[string]string{
+		"listen":  "tcp:ADDRESS:PORT on the host (tcp:0.0.0.0:8080)",
+		"connect": "tcp:ADDRESS:PORT inside the container (tcp:127.0.0.1:80)",
+		"bind":    "host (the member listens; the default)",
+	}
+}
 
 var deviceNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
@@ -74,6 +83,8 @@ func ValidateDevice(name, typ string, cfg map[string]string) error {
 	switch typ {
 	case DeviceDisk:
 		return validateDisk(field, cfg)
+	case DeviceProxy:
+		return validateProxy(field, cfg)
 	default:
 		return validateUnix(field, cfg)
 	}
@@ -102,6 +113,45 @@ func validateDisk(field string, cfg map[string]string) error {
 		}
 	}
 	return nil
+}
+
+func validateProxy(field string, cfg map[string]string) error {
+	for _, k := range []string{"listen", "connect"} {
+		v := cfg[k]
+		if v == "" {
+			return invalid(field+"."+k, "a proxy device needs %s: %s", k, deviceKeys[DeviceProxy][k])
+		}
+		if _, _, err := ParseProxyAddr(v); err != nil {
+			return invalid(field+"."+k, "%q: %v (want %s)", v, err, deviceKeys[DeviceProxy][k])
+		}
+	}
+	if b := cfg["bind"]; b != "" && b != "host" {
+		return invalid(field+".bind", "%q: only host is supported (the member listens and connects inside the container)", b)
+	}
+	return nil
+}
+
+// ParseProxyAddr splits a proxy address (tcp:ADDRESS:PORT) into its
+// network and host:port.
+func ParseProxyAddr(v string) (network, addr string, err error) {
+	network, addr, ok := strings.Cut(v, ":")
+	if !ok {
+		return "", "", fmt.Errorf("not PROTOCOL:ADDRESS:PORT")
+	}
+	if network != "tcp" {
+		return "", "", fmt.Errorf("protocol %q: only tcp is supported", network)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("not ADDRESS:PORT")
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		return "", "", fmt.Errorf("address %q is not an IP address", host)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("port %q is not 1-65535", port)
+	}
+	return network, addr, nil
 }
 
 func validateUnix(field string, cfg map[string]string) error {

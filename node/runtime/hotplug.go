@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	goruntime "runtime"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -203,4 +204,45 @@ func (r *Runtime) definedNICs(name string, pick func(item func(string) string) s
 			out = append(out, v)
 		}
 	}
+}
+
+// DialInside connects to addr from inside a running container's network
+// namespace (a proxy device's connect side): the socket is made on a
+// thread that joined the namespace, and that thread is never handed back
+// to other goroutines.
+func (r *Runtime) DialInside(ctx context.Context, name, network, addr string) (net.Conn, error) {
+	c, err := r.container(name)
+	if err != nil {
+		return nil, err
+	}
+	pid := c.InitPid()
+	if pid <= 0 {
+		return nil, fmt.Errorf("runtime: connect inside %s: %w", name, ErrNotRunning)
+	}
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		goruntime.LockOSThread()
+		ns, err := netns.GetFromPid(pid)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			ch <- result{nil, err}
+			return
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, network, addr)
+		ch <- result{conn, err}
+	}()
+	res := <-ch
+	if res.err != nil {
+		return nil, fmt.Errorf("runtime: connect to %s inside %s: %w", addr, name, res.err)
+	}
+	return res.conn, nil
 }
