@@ -49,7 +49,8 @@ func checkExpanded(cfg map[string]string, devs map[string]*shoalv1.Device) error
 // changedCreationOnly names a creation-only key whose effective value an
 // update would change ("" if none).
 func changedCreationOnly(before, after map[string]string) string {
-	keys := maps.Clone(before)
+	keys := map[string]string{}
+	maps.Copy(keys, before)
 	maps.Copy(keys, after)
 	for _, k := range slices.Sorted(maps.Keys(keys)) {
 		if config.CreationOnly(k) && before[k] != after[k] {

@@ -172,7 +172,6 @@ func TestProfilesAndDevices(t *testing.T) {
 	// edit replaces a profile from YAML; --no-profiles applies none.
 	p3 := uniq("prof")
 	d.MustShoal("profile", "create", p3)
-	defer d.Shoal("profile", "delete", p3)
 	if _, errOut, code := d.ShoalIn(strings.NewReader("description: edited\nconfig:\n  user.note: hi\ndevices: {}\n"), "profile", "edit", p3); code != 0 {
 		t.Fatalf("profile edit: %s", errOut)
 	}
@@ -184,9 +183,23 @@ func TestProfilesAndDevices(t *testing.T) {
 	}
 	c2 := uniq("np")
 	d.MustShoal("init", "busybox", c2, "--no-profiles")
-	defer d.Shoal("delete", "-f", c2)
-	if show := d.MustShoal("config", "show", c2); !strings.Contains(show, "profiles: []") {
+	t.Cleanup(func() { d.Shoal("delete", "-f", c2); d.Shoal("profile", "delete", p3) })
+	show := d.MustShoal("config", "show", c2)
+	if !strings.Contains(show, "profiles: []") {
 		t.Fatalf("--no-profiles:\n%s", show)
+	}
+	// config edit: the shown YAML, changed, read back (stdin is not a
+	// terminal: no editor).
+	edited := strings.Replace(strings.Replace(show, "profiles: []", "profiles:\n  - default\n  - "+p3, 1),
+		"config:\n", "config:\n  user.edited: \"yes\"\n", 1)
+	if _, errOut, code := d.ShoalIn(strings.NewReader(edited), "config", "edit", c2); code != 0 {
+		t.Fatalf("config edit: %s\n%s", errOut, edited)
+	}
+	if exp := d.MustShoal("config", "show", c2, "--expanded"); !strings.Contains(exp, "user.edited: \"yes\"") || !strings.Contains(exp, "user.note: hi") {
+		t.Fatalf("after config edit:\n%s", exp)
+	}
+	if _, errOut, code := d.ShoalIn(strings.NewReader(strings.Replace(show, "type: nic", "type: nic\n    mtu: \"1280\"", 1)), "config", "edit", c2); code == 0 || !strings.Contains(errOut, "devices.eth0") {
+		t.Fatalf("config edit of a nic: code %d %q", code, errOut)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/shoal-dev/shoal/api/client"
 	"github.com/shoal-dev/shoal/cluster"
@@ -139,7 +140,31 @@ func (a *app) configCmd() *cobra.Command {
 		},
 	}
 	get.Flags().BoolVar(&expandedGet, "expanded", false, "the effective value (profiles included)")
-	cmd.AddCommand(set, unset, show, get, a.deviceCmd())
+	edit := &cobra.Command{
+		Use: "edit NAME", Short: "Edit a container's profiles, config and devices as YAML in $EDITOR (or read them from stdin)", Args: cobra.ExactArgs(1),
+		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			ct, err := a.getContainer(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			cur := containerDoc(ct, false)
+			text, err := yaml.Marshal(cur)
+			if err != nil {
+				return err
+			}
+			next, err := editText(text)
+			if err != nil {
+				return err
+			}
+			req, err := editRequest(ct, cur, next)
+			if err != nil {
+				return err
+			}
+			_, err = c.Containers.UpdateContainer(cmd.Context(), req)
+			return convert(err)
+		}),
+	}
+	cmd.AddCommand(set, unset, show, get, edit, a.deviceCmd())
 	return cmd
 }
 
@@ -596,4 +621,61 @@ func (a *app) monitorCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&types, "type", nil, "event types to show: lifecycle, operation (repeatable)")
 	cmd.Flags().StringVarP(&format, "format", "f", "text", "text or json")
 	return cmd
+}
+
+// editRequest turns an edited container document into the update that
+// makes it so: keys set and unset, the profile list, devices set and
+// removed. NICs (and volatile keys) cannot change through it.
+func editRequest(ct *shoalv1.Container, cur containerDocT, text []byte) (*shoalv1.UpdateContainerRequest, error) {
+	var doc containerDocT
+	dec := yaml.NewDecoder(strings.NewReader(string(text)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("container YAML: %v", err)
+	}
+	req := &shoalv1.UpdateContainerRequest{Name: ct.GetName(), Set: map[string]string{}, SetDevices: map[string]*shoalv1.Device{}}
+	for k, v := range doc.Config {
+		if strings.HasPrefix(k, "volatile.") {
+			if cur.Config[k] != v {
+				return nil, fmt.Errorf("%s: volatile keys cannot be changed", k)
+			}
+			continue
+		}
+		if old, ok := ct.GetConfig()[k]; !ok || old != v {
+			req.Set[k] = v
+		}
+	}
+	for k := range ct.GetConfig() {
+		if _, ok := doc.Config[k]; !ok {
+			req.Unset = append(req.Unset, k)
+		}
+	}
+	if !slices.Equal(doc.Profiles, cur.Profiles) {
+		req.SetProfiles, req.Profiles = true, doc.Profiles
+	}
+	for name, m := range doc.Devices {
+		if old, ok := cur.Devices[name]; ok && old["type"] == "nic" || m["type"] == "nic" {
+			if !maps.Equal(old, m) {
+				return nil, fmt.Errorf("devices.%s: a nic cannot be changed here (remove and add it with 'config device')", name)
+			}
+			continue
+		}
+		if old, ok := cur.Devices[name]; ok && maps.Equal(old, m) {
+			continue
+		}
+		d, err := deviceFromKV(name, m["type"], m)
+		if err != nil {
+			return nil, err
+		}
+		req.SetDevices[name] = d
+	}
+	for name, old := range cur.Devices {
+		if _, ok := doc.Devices[name]; !ok {
+			if old["type"] == "nic" {
+				return nil, fmt.Errorf("devices.%s: a nic cannot be removed here (use 'config device remove')", name)
+			}
+			req.RemoveDevices = append(req.RemoveDevices, name)
+		}
+	}
+	return req, nil
 }
