@@ -98,7 +98,7 @@ func CheckLive(ct *shoalv1.Container) error {
 	devs := cluster.ExpandedDevices(ct)
 	for _, name := range slices.Sorted(maps.Keys(devs)) {
 		d := devs[name]
-		if d.GetType() == "proxy" {
+		if d.GetType() == config.DeviceProxy {
 			continue // the target listens once it runs the container
 		}
 		return fmt.Errorf("container %s: device %s (%s, source %s) is on this host and cannot move live with the container: remove it, or move the container cold: %w",

@@ -24,9 +24,8 @@ func runtimeDevices(devs map[string]*shoalv1.Device) runtime.Devices {
 		c := d.GetConfig()
 		switch d.GetType() {
 		case config.DeviceDisk:
-			required := c["required"] == "" || config.Bool(c, "required")
 			out.Mounts = append(out.Mounts, runtime.Mount{Name: name, Source: c["source"], Path: c["path"],
-				ReadOnly: config.Bool(c, "readonly"), Optional: !required})
+				ReadOnly: config.Bool(c, "readonly"), Optional: !required(c)})
 		case config.DeviceUnixChar, config.DeviceUnixBlock:
 			uid, _ := strconv.ParseUint(c["uid"], 10, 32)
 			gid, _ := strconv.ParseUint(c["gid"], 10, 32)
@@ -40,6 +39,10 @@ func runtimeDevices(devs map[string]*shoalv1.Device) runtime.Devices {
 	}
 	return out
 }
+
+// required reports whether a disk device's source must exist (the
+// default), or may be skipped (required=false).
+func required(c map[string]string) bool { return c["required"] == "" || config.Bool(c, "required") }
 
 // CheckDevices says whether this member can give a container these
 // devices now: every required disk source exists, and every unix device's
@@ -57,7 +60,7 @@ func (n *Node) CheckDevices(container string, devs map[string]*shoalv1.Device) e
 		st, err := os.Stat(src)
 		switch d.GetType() {
 		case config.DeviceDisk:
-			if err != nil && (config.Bool(d.GetConfig(), "required") || d.GetConfig()["required"] == "") {
+			if err != nil && required(d.GetConfig()) {
 				return fmt.Errorf("device %s: source %s does not exist on member %s: %w", name, src, n.cfg.Name, runtime.ErrDeviceSource)
 			}
 		case config.DeviceUnixChar, config.DeviceUnixBlock:

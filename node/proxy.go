@@ -24,9 +24,8 @@ import (
 
 // proxy is one running proxy device.
 type proxy struct {
-	key  string // listen → connect
-	ln   net.Listener
-	done chan struct{}
+	key string // listen → connect
+	ln  net.Listener
 }
 
 // proxies are the running proxy devices of this member, by "ct/device".
@@ -112,11 +111,10 @@ func (n *Node) startProxy(container, dev string, d *shoalv1.Device) (*proxy, err
 	if err != nil {
 		return nil, fmt.Errorf("device %s: listen on %s on member %s: %w", dev, laddr, n.cfg.Name, err)
 	}
-	p := &proxy{key: proxyKey(d), ln: ln, done: make(chan struct{})}
+	p := &proxy{key: proxyKey(d), ln: ln}
 	log := n.log.With("container", container, "device", dev)
 	log.Info("proxy device listening", "listen", ln.Addr().String(), "connect", caddr)
 	go func() {
-		defer close(p.done)
 		var wg sync.WaitGroup
 		defer wg.Wait()
 		for {
