@@ -26,8 +26,11 @@ import (
 func TestAddressesUniqueUnderConcurrentCreates(t *testing.T) {
 	requireLiveMove(t)
 	_, ms := harness.StartCluster(t, binDir, 3)
-	const def = "ipam" // a /16: room for all of them
-	ms[0].MustShoal("network", "create", def, "--type", "overlay", "ipv4.address=10.77.0.1/16")
+	// A /16: room for all of them. Outside 10/8, where each member's
+	// default bridge takes a /24 derived from its random name (10.77.0.0/16
+	// once met one: 1 run in 256).
+	const def = "ipam"
+	ms[0].MustShoal("network", "create", def, "--type", "overlay", "ipv4.address=172.29.0.1/16")
 	ms[0].MustShoal("image", "build", "busybox")
 	for _, m := range ms { // every member has the image before the rush
 		ms[0].MustShoal("init", "busybox", "warm-"+m.Host.Name, "--target", m.Host.Name, "--network", def)
