@@ -64,51 +64,6 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 	return cmd
 }
 
-func stateLine(ct *shoalv1.ContainerInfo) []string {
-	st := ct.GetState()
-	c := ct.GetContainer()
-	img := c.GetImageSource()
-	if img == "" || len(img) >= 12 && strings.HasPrefix(c.GetImageFingerprint(), img) {
-		img = c.GetImageFingerprint()
-	}
-	if len(img) > 12 && strings.HasPrefix(c.GetImageFingerprint(), img) {
-		img = img[:12]
-	}
-	return []string{c.GetName(), strings.ToUpper(st.GetStatus()), strings.Join(st.GetIpv4(), ","), img,
-		fmt.Sprint(len(c.GetSnapshots())), c.GetNode()}
-}
-
-func (a *app) listCmd() *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use: "list", Aliases: []string{"ls"}, Short: "List containers", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkFormat(format); err != nil {
-				return err
-			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Containers.ListContainers(cmd.Context(), &shoalv1.ListContainersRequest{})
-			if err != nil {
-				return convert(err)
-			}
-			if format != "table" {
-				return printData(os.Stdout, format, resp)
-			}
-			var rows [][]string
-			for _, ct := range resp.GetContainers() {
-				rows = append(rows, stateLine(ct))
-			}
-			table(os.Stdout, []string{"NAME", "STATE", "IPV4", "IMAGE", "SNAPSHOTS", "NODE"}, rows)
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
-	return cmd
-}
-
 func (a *app) infoCmd() *cobra.Command {
 	var format string
 	cmd := &cobra.Command{

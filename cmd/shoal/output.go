@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +29,36 @@ func checkFormat(f string) error {
 		return nil
 	}
 	return fmt.Errorf("--format: %q is not a format (allowed: %s)", f, formats)
+}
+
+// tableFormats are the values --format takes where the command prints
+// through printTable (LXD's: csv has no header; compact is LXD's table
+// without borders, which is what Shoal's table already is).
+const tableFormats = "table, compact, csv, json, yaml"
+
+func checkTableFormat(f string) error {
+	switch f {
+	case "table", "compact", "csv", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("--format: %q is not a format (allowed: %s)", f, tableFormats)
+}
+
+// printTable prints rows as format says: table and compact aligned under
+// a header, csv as RFC 4180 records without one.
+func printTable(w io.Writer, format string, header []string, rows [][]string) error {
+	switch format {
+	case "table", "compact":
+		table(w, header, rows)
+		return nil
+	case "csv":
+		cw := csv.NewWriter(w)
+		if err := cw.WriteAll(rows); err != nil {
+			return err
+		}
+		return cw.Error()
+	}
+	return fmt.Errorf("--format: %q cannot print a table (allowed: table, compact, csv)", format)
 }
 
 // printData prints proto messages as JSON or YAML.
