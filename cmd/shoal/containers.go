@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -124,28 +125,84 @@ var actions = map[string]shoalv1.StateAction{
 	"unfreeze": shoalv1.StateAction_STATE_ACTION_UNFREEZE,
 }
 
+// allWants is the status a container has for action --all to act on it.
+var allWants = map[string][]string{
+	"start": {"Stopped"}, "stop": {"Running", "Frozen"}, "restart": {"Running"},
+	"freeze": {"Running"}, "unfreeze": {"Frozen"},
+}
+
 func (a *app) stateCmd(action, short string) *cobra.Command {
-	var force bool
+	var force, all bool
 	var timeout int
 	cmd := &cobra.Command{
-		Use: action + " NAME...", Short: short, Args: cobra.MinimumNArgs(1),
+		Use: action + " NAME... | --all", Short: short, Args: cobra.ArbitraryArgs,
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			for _, name := range args {
-				_, err := c.Containers.ChangeContainerState(cmd.Context(), &shoalv1.ChangeContainerStateRequest{
-					Name: name, Action: actions[action], Force: force, TimeoutSeconds: int32(timeout),
-				})
+			if all && len(args) > 0 {
+				return fmt.Errorf("--all and container names: give one or the other")
+			}
+			if !all && len(args) == 0 {
+				return fmt.Errorf("%s: give container names, or --all", action)
+			}
+			names := args
+			if all {
+				resp, err := c.Containers.ListContainers(cmd.Context(), &shoalv1.ListContainersRequest{})
 				if err != nil {
 					return convert(err)
 				}
+				for _, ct := range resp.GetContainers() {
+					if slices.Contains(allWants[action], ct.GetState().GetStatus()) {
+						names = append(names, ct.GetContainer().GetName())
+					}
+				}
 			}
-			return nil
+			return eachContainer(action, names, func(name string) error {
+				_, err := c.Containers.ChangeContainerState(cmd.Context(), &shoalv1.ChangeContainerStateRequest{
+					Name: name, Action: actions[action], Force: force, TimeoutSeconds: int32(timeout),
+				})
+				return convert(err)
+			})
 		}),
 	}
+	cmd.Flags().BoolVar(&all, "all", false, fmt.Sprintf("every container whose state is %s", strings.ToLower(strings.Join(allWants[action], " or "))))
 	if action == "stop" || action == "restart" {
 		cmd.Flags().BoolVarP(&force, "force", "f", false, "kill instead of a clean shutdown")
 		cmd.Flags().IntVar(&timeout, "timeout", 30, "seconds to wait for a clean shutdown before killing")
 	}
 	return cmd
+}
+
+// eachContainer runs do for every name, going on after a failure. One
+// failure is returned as it is; several are printed one a line on stderr
+// and summed up in the error.
+func eachContainer(action string, names []string, do func(name string) error) error {
+	var failed []string
+	var errs []error
+	for _, name := range names {
+		if err := do(name); err != nil {
+			failed, errs = append(failed, name), append(errs, err)
+		}
+	}
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		if len(names) == 1 {
+			return errs[0]
+		}
+		return fmt.Errorf("%s %s: %w", action, failed[0], errs[0])
+	}
+	for i, err := range errs {
+		fmt.Fprintf(os.Stderr, "%s %s: %v\n", action, failed[i], firstLine(err))
+	}
+	return fmt.Errorf("%s: %d of %d containers failed (%s)", action, len(errs), len(names), strings.Join(failed, ", "))
+}
+
+func firstLine(err error) string {
+	msg := strings.TrimSpace(err.Error())
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
 }
 
 func (a *app) deleteCmd() *cobra.Command {
