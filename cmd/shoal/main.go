@@ -84,13 +84,7 @@ func (a *app) client() (*client.Client, error) {
 	if a.c != nil {
 		return a.c, nil
 	}
-	remote := a.remote
-	if remote == "" {
-		remote = os.Getenv("SHOAL_REMOTE")
-	}
-	if remote == "" && os.Getenv("SHOAL_SOCKET") == "" {
-		remote = defaultRemote()
-	}
+	remote := a.remoteName()
 	var c *client.Client
 	var err error
 	if remote != "" && remote != "local" {
@@ -103,6 +97,20 @@ func (a *app) client() (*client.Client, error) {
 	}
 	a.c = c
 	return c, nil
+}
+
+// remoteName is the remote the client uses: --remote, $SHOAL_REMOTE, or
+// the default remote unless $SHOAL_SOCKET is set ("" or "local": the
+// socket).
+func (a *app) remoteName() string {
+	remote := a.remote
+	if remote == "" {
+		remote = os.Getenv("SHOAL_REMOTE")
+	}
+	if remote == "" && os.Getenv("SHOAL_SOCKET") == "" {
+		remote = defaultRemote()
+	}
+	return remote
 }
 
 // withClient adapts a command body that needs a daemon connection.
@@ -144,7 +152,7 @@ func newRoot() *cobra.Command {
 		a.stateCmd("restart", "Restart containers"), a.stateCmd("freeze", "Freeze containers"),
 		a.stateCmd("unfreeze", "Unfreeze containers"),
 		a.deleteCmd(), a.consoleCmd(), a.storageCmd(), a.networkCmd(), a.operationCmd(), a.monitorCmd(),
-		a.clusterCmd(), a.remoteCmd(), a.moveCmd(), a.profileCmd(),
+		a.clusterCmd(), a.remoteCmd(), a.moveCmd(), a.profileCmd(), a.versionCmd(),
 	)
 	requireSubcommands(root)
 	return root
