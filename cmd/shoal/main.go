@@ -154,6 +154,10 @@ func newRoot() *cobra.Command {
 		a.deleteCmd(), a.consoleCmd(), a.storageCmd(), a.networkCmd(), a.operationCmd(), a.monitorCmd(),
 		a.clusterCmd(), a.remoteCmd(), a.moveCmd(), a.profileCmd(), a.versionCmd(),
 	)
+	// The completion command now rather than at Execute, so that
+	// requireSubcommands makes a bare "shoal completion" an error too.
+	root.InitDefaultCompletionCmd()
+	a.addNameCompletion(root)
 	requireSubcommands(root)
 	return root
 }
