@@ -115,8 +115,20 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	if err := checkExpanded(expCfg, expDevs); err != nil {
 		return nil, err
 	}
-	if err := s.checkHA(expCfg, pool); err != nil {
+	if err := s.checkHA(expCfg, expDevs, pool); err != nil {
 		return nil, err
+	}
+	// A container attaching custom volumes goes where they are.
+	target := req.GetTarget()
+	at, err := s.volumeMember(expDevs)
+	if err != nil {
+		return nil, err
+	}
+	if at != "" {
+		if target != "" && target != at {
+			return nil, precondition(fmt.Sprintf("target: the storage volumes the container attaches are on %s, not %s", at, target))
+		}
+		target = at
 	}
 	ct := &shoalv1.Container{
 		Name: req.GetName(), ImageFingerprint: img.GetFingerprint(), ImageSource: req.GetImage(),
@@ -129,7 +141,7 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 	// eth0's address is allocated by the cluster in the entry that records
 	// the container.
 	ct.Nics = []*shoalv1.NIC{{Name: "eth0", Network: cmp.Or(req.GetNetwork(), s.node.DefaultNetwork()), Hwaddr: ct.GetHwaddr()}}
-	if err := s.placeAndCreate(ctx, ct, req.GetTarget()); err != nil {
+	if err := s.placeAndCreate(ctx, ct, target); err != nil {
 		return nil, err
 	}
 	op := s.ops.Start("container-create", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
@@ -194,10 +206,14 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 }
 
 // checkHA refuses ha.enabled on a pool whose driver cannot send
-// increments (dir): every RPO would resend the whole volume.
-func (s *Server) checkHA(cfg map[string]string, pool string) error {
+// increments (dir): every RPO would resend the whole volume; and on a
+// container attaching custom volumes, which replication does not carry.
+func (s *Server) checkHA(cfg map[string]string, devs map[string]*shoalv1.Device, pool string) error {
 	if !ha.PolicyOf(cfg).Enabled {
 		return nil
+	}
+	if vols := cluster.VolumeDevices(devs); len(vols) > 0 {
+		return precondition(fmt.Sprintf("%s: HA does not replicate custom storage volumes yet, and the container attaches %s", ha.KeyEnabled, strings.Join(vols, ", ")))
 	}
 	p, err := s.fsm.Pool(pool)
 	if err != nil {
@@ -402,7 +418,10 @@ func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContain
 	if k := changedCreationOnly(cluster.ExpandedConfig(ct), expCfg); k != "" {
 		return nil, precondition(k + ": can only be set when the container is created")
 	}
-	if err := s.checkHA(expCfg, ct.GetPool()); err != nil {
+	if err := s.checkHA(expCfg, expDevs, ct.GetPool()); err != nil {
+		return nil, err
+	}
+	if err := s.checkVolumesOn(ct.GetName(), ct.GetNode(), expDevs); err != nil {
 		return nil, err
 	}
 	setDevices := len(req.GetSetDevices()) > 0 || len(req.GetRemoveDevices()) > 0
@@ -556,9 +575,12 @@ func (s *Server) CopyContainer(ctx context.Context, req *shoalv1.CopyContainerRe
 			return nil, precondition("this node is not in a cluster")
 		}
 	}
-	expCfg, _, err := s.fsm.Expand(src.GetProfiles(), cfg, src.GetDevices())
+	expCfg, expDevs, err := s.fsm.Expand(src.GetProfiles(), cfg, src.GetDevices())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if err := s.checkVolumesOn(req.GetName(), cmp.Or(target, s.node.Name()), expDevs); err != nil {
+		return nil, err
 	}
 	if err := s.node.CheckEnforceable(cmp.Or(target, s.node.Name()), expCfg); err != nil {
 		return nil, precondition(err.Error())

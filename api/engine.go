@@ -27,6 +27,8 @@ type engineHost struct{ *node.Node }
 
 func (h engineHost) VolumeName(name string) string { return node.VolumeName(name) }
 
+func (h engineHost) CustomVolumeName(name string) string { return node.CustomVolumeName(name) }
+
 func (h engineHost) MemoryBytes(ctx context.Context, ct *shoalv1.Container) int64 {
 	return h.State(ctx, ct, false).GetMemoryBytes()
 }
@@ -52,6 +54,10 @@ type engineCluster struct{ *cluster.Cluster }
 
 func (c engineCluster) Container(name string) (*shoalv1.Container, error) {
 	return c.FSM().Container(name)
+}
+
+func (c engineCluster) Volume(pool, name string) (*shoalv1.StorageVolume, error) {
+	return c.FSM().Volume(pool, name)
 }
 
 // Member and Containers serve evacuations.

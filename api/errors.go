@@ -119,3 +119,7 @@ func about(what string, err error) error {
 	st := status.Convert(toStatus(err))
 	return status.Error(st.Code(), what+": "+st.Message())
 }
+
+func alreadyExists(msg string) error {
+	return status.Error(codes.AlreadyExists, msg)
+}

@@ -34,6 +34,25 @@ var containerField = map[string]protoreflect.Name{
 	"/shoal.v1.ImageService/PublishImage":             "container",
 }
 
+// volumeFields names, per forwarded method, the request fields that hold a
+// custom volume's pool and name: those calls run on the volume's member.
+var volumeFields = map[string][2]protoreflect.Name{
+	"/shoal.v1.StorageService/GetStorageVolume":             {"pool", "name"},
+	"/shoal.v1.StorageService/UpdateStorageVolume":          {"pool", "name"},
+	"/shoal.v1.StorageService/DeleteStorageVolume":          {"pool", "name"},
+	"/shoal.v1.StorageService/CreateStorageVolumeSnapshot":  {"pool", "name"},
+	"/shoal.v1.StorageService/DeleteStorageVolumeSnapshot":  {"pool", "name"},
+	"/shoal.v1.StorageService/RestoreStorageVolumeSnapshot": {"pool", "name"},
+	"/shoal.v1.StorageService/CopyStorageVolume":            {"pool", "name"},
+	"/shoal.v1.StorageService/MoveStorageVolume":            {"pool", "name"},
+}
+
+// targetField names, per forwarded method, the request field naming the
+// member that must run it (a create on another member).
+var targetField = map[string]protoreflect.Name{
+	"/shoal.v1.StorageService/CreateStorageVolume": "target",
+}
+
 // forwardedKey marks a forwarded call, so it is never forwarded twice.
 const forwardedKey = "shoal-forwarded-by"
 
@@ -56,6 +75,62 @@ func (s *Server) ownerOf(ctx context.Context, name string) string {
 	return ct.GetNode()
 }
 
+// volumeOwner returns the member holding a custom volume when it is not
+// this one ("" to handle the call here).
+func (s *Server) volumeOwner(ctx context.Context, pool, name string) string {
+	if s.peers == nil || forwarded(ctx) {
+		return ""
+	}
+	s.catchUp(ctx)
+	v, err := s.fsm.Volume(pool, name)
+	if err != nil || v.GetNode() == s.node.Name() {
+		return ""
+	}
+	return v.GetNode()
+}
+
+// targetOwner returns the member a request names as its target when it is
+// another known member ("" to handle the call here).
+func (s *Server) targetOwner(ctx context.Context, target string) string {
+	if s.peers == nil || forwarded(ctx) || target == "" || target == s.node.Name() {
+		return ""
+	}
+	if _, err := s.fsm.Node(target); err != nil {
+		return "" // the handler names the unknown member
+	}
+	return target
+}
+
+// routeOf says which member must run a unary call ("" for this one).
+func (s *Server) routeOf(ctx context.Context, method string, req any) string {
+	msg := req.(proto.Message).ProtoReflect()
+	get := func(field protoreflect.Name) (string, bool) {
+		fd := msg.Descriptor().Fields().ByName(field)
+		if fd == nil {
+			return "", false
+		}
+		return msg.Get(fd).String(), true
+	}
+	if field, ok := containerField[method]; ok {
+		if name, ok := get(field); ok {
+			return s.ownerOf(ctx, name)
+		}
+	}
+	if fields, ok := volumeFields[method]; ok {
+		pool, ok1 := get(fields[0])
+		name, ok2 := get(fields[1])
+		if ok1 && ok2 {
+			return s.volumeOwner(ctx, pool, name)
+		}
+	}
+	if field, ok := targetField[method]; ok {
+		if target, ok := get(field); ok {
+			return s.targetOwner(ctx, target)
+		}
+	}
+	return ""
+}
+
 // outgoing is the context for a call forwarded to another member.
 func (s *Server) outgoing(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, forwardedKey, s.node.Name())
@@ -64,16 +139,7 @@ func (s *Server) outgoing(ctx context.Context) context.Context {
 // forwardUnary is a unary interceptor that sends container-scoped calls to
 // the owner node.
 func (s *Server) forwardUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	field, ok := containerField[info.FullMethod]
-	if !ok {
-		return h(ctx, req)
-	}
-	msg := req.(proto.Message).ProtoReflect()
-	fd := msg.Descriptor().Fields().ByName(field)
-	if fd == nil {
-		return h(ctx, req)
-	}
-	owner := s.ownerOf(ctx, msg.Get(fd).String())
+	owner := s.routeOf(ctx, info.FullMethod, req)
 	if owner == "" {
 		return h(ctx, req)
 	}

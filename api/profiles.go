@@ -158,7 +158,10 @@ func (s *Server) UpdateProfile(ctx context.Context, req *shoalv1.UpdateProfileRe
 		if k := changedCreationOnly(cluster.ExpandedConfig(ct), cfg); k != "" {
 			return nil, precondition(fmt.Sprintf("%s: can only be set when a container is created, and container %s uses profile %q", k, name, cur.GetName()))
 		}
-		if err := s.checkHA(cfg, ct.GetPool()); err != nil {
+		if err := s.checkHA(cfg, devs, ct.GetPool()); err != nil {
+			return nil, about("container "+name, err)
+		}
+		if err := s.checkVolumesOn(name, ct.GetNode(), devs); err != nil {
 			return nil, err
 		}
 	}

@@ -48,6 +48,13 @@ const (
 	CmdProfileUpdate         CommandType = 31
 	CmdProfileRename         CommandType = 32
 	CmdProfileDelete         CommandType = 33
+	CmdVolumeCreate          CommandType = 34
+	CmdVolumeUpdate          CommandType = 35
+	CmdVolumeDelete          CommandType = 36
+	CmdVolumeRename          CommandType = 37
+	CmdVolumeMove            CommandType = 38
+	CmdVolumeSnapshotCreate  CommandType = 39
+	CmdVolumeSnapshotDelete  CommandType = 40
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -102,6 +109,20 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.ProfileRenameCommand{}, nil
 	case CmdProfileDelete:
 		return &shoalv1.ProfileDeleteCommand{}, nil
+	case CmdVolumeCreate:
+		return &shoalv1.VolumeCreateCommand{}, nil
+	case CmdVolumeUpdate:
+		return &shoalv1.VolumeUpdateCommand{}, nil
+	case CmdVolumeDelete:
+		return &shoalv1.VolumeDeleteCommand{}, nil
+	case CmdVolumeRename:
+		return &shoalv1.VolumeRenameCommand{}, nil
+	case CmdVolumeMove:
+		return &shoalv1.VolumeMoveCommand{}, nil
+	case CmdVolumeSnapshotCreate:
+		return &shoalv1.VolumeSnapshotCreateCommand{}, nil
+	case CmdVolumeSnapshotDelete:
+		return &shoalv1.VolumeSnapshotDeleteCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
 	case CmdClusterInit:
@@ -175,6 +196,20 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdProfileRename, nil
 	case *shoalv1.ProfileDeleteCommand:
 		return CmdProfileDelete, nil
+	case *shoalv1.VolumeCreateCommand:
+		return CmdVolumeCreate, nil
+	case *shoalv1.VolumeUpdateCommand:
+		return CmdVolumeUpdate, nil
+	case *shoalv1.VolumeDeleteCommand:
+		return CmdVolumeDelete, nil
+	case *shoalv1.VolumeRenameCommand:
+		return CmdVolumeRename, nil
+	case *shoalv1.VolumeMoveCommand:
+		return CmdVolumeMove, nil
+	case *shoalv1.VolumeSnapshotCreateCommand:
+		return CmdVolumeSnapshotCreate, nil
+	case *shoalv1.VolumeSnapshotDeleteCommand:
+		return CmdVolumeSnapshotDelete, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
 	case *shoalv1.ClusterInitCommand:

@@ -37,7 +37,8 @@ const snapshotVersion = 1
 type Change struct {
 	// "container", "image", "alias", "pool", "network", "node", "token",
 	// "trust" (Name: the fingerprint), "trust-revoked" (Name: the
-	// fingerprints, comma-separated), "resync" (a snapshot was restored).
+	// fingerprints, comma-separated), "profile", "volume" (Name:
+	// POOL/NAME), "resync" (a snapshot was restored).
 	Kind string
 	Name string
 }
@@ -55,7 +56,8 @@ type state struct {
 	config     map[string]string                   // cluster-wide keys
 	trust      map[string]*shoalv1.TrustEntry      // by fingerprint
 	profiles   map[string]*shoalv1.Profile
-	addrs      addresses // derived from containers
+	volumes    map[string]*shoalv1.StorageVolume // by VolumeKey
+	addrs      addresses                         // derived from containers
 }
 
 func newState() *state {
@@ -70,6 +72,7 @@ func newState() *state {
 		config:     map[string]string{},
 		trust:      map[string]*shoalv1.TrustEntry{},
 		profiles:   map[string]*shoalv1.Profile{DefaultProfile: {Name: DefaultProfile, Description: "Default profile"}},
+		volumes:    map[string]*shoalv1.StorageVolume{},
 		addrs:      newAddresses(),
 	}
 }
@@ -156,6 +159,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if err := s.checkPlacement(rec); err != nil {
 			return Change{}, err
 		}
+		if err := s.checkVolumes(rec); err != nil {
+			return Change{}, err
+		}
 		if err := s.assignAddresses(rec); err != nil {
 			return Change{}, err
 		}
@@ -186,11 +192,17 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if err := s.expandContainer(next); err != nil {
 			return Change{}, err
 		}
+		if err := s.checkVolumes(next); err != nil {
+			return Change{}, err
+		}
 		ct.Config, ct.Profiles, ct.Devices = next.Config, next.Profiles, next.Devices
 		ct.ExpandedConfig, ct.ExpandedDevices = next.ExpandedConfig, next.ExpandedDevices
 		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ProfileCreateCommand, *shoalv1.ProfileUpdateCommand, *shoalv1.ProfileRenameCommand, *shoalv1.ProfileDeleteCommand:
 		return s.applyProfile(m)
+	case *shoalv1.VolumeCreateCommand, *shoalv1.VolumeUpdateCommand, *shoalv1.VolumeDeleteCommand, *shoalv1.VolumeRenameCommand,
+		*shoalv1.VolumeMoveCommand, *shoalv1.VolumeSnapshotCreateCommand, *shoalv1.VolumeSnapshotDeleteCommand:
+		return s.applyVolume(m)
 	case *shoalv1.ContainerDesiredStateCommand:
 		ct, err := s.container(c.GetName())
 		if err != nil {
@@ -317,6 +329,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 			return Change{}, fmt.Errorf("node %q: %w", c.GetNode(), ErrNotFound)
 		}
 		if err := s.checkPlacement(moved); err != nil {
+			return Change{}, err
+		}
+		if err := s.moveVolumes(ct, c.GetVolumes(), c.GetFrom(), c.GetNode()); err != nil {
 			return Change{}, err
 		}
 		ct.Node, ct.DesiredState, ct.Status, ct.StatusMessage = c.GetNode(), c.GetDesiredState(), "", ""
@@ -583,6 +598,9 @@ func (s *state) export() *shoalv1.FSMSnapshot {
 	for _, k := range sortedKeys(s.profiles) {
 		out.Profiles = append(out.Profiles, proto.Clone(s.profiles[k]).(*shoalv1.Profile))
 	}
+	for _, k := range sortedKeys(s.volumes) {
+		out.Volumes = append(out.Volumes, proto.Clone(s.volumes[k]).(*shoalv1.StorageVolume))
+	}
 	return out
 }
 
@@ -635,6 +653,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	// A snapshot from before profiles has none: the default stays.
 	for _, p := range snap.GetProfiles() {
 		s.profiles[p.GetName()] = p
+	}
+	for _, v := range snap.GetVolumes() {
+		s.volumes[VolumeKey(v.GetPool(), v.GetName())] = v
 	}
 	for _, name := range sortedKeys(s.containers) {
 		if err := s.expandContainer(s.containers[name]); err != nil {

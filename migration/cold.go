@@ -29,6 +29,8 @@ type coldMove struct {
 	vol        string
 	snaps      []string
 	sent       int64
+	// vols are the custom volumes it attaches: they travel with it.
+	vols []carriedVolume
 }
 
 // Move moves a container this member owns to target, cold: it is stopped
@@ -96,6 +98,13 @@ func (m *coldMove) prepare(ctx context.Context) error {
 		return m.stays(err)
 	}
 	m.snaps = append(carried(ctx, d, m.vol, m.ct), snap)
+	for _, key := range attached(m.ct) {
+		cv, err := m.prepareCustom(ctx, key, "move", false)
+		if err != nil {
+			return m.stays(err)
+		}
+		m.vols = append(m.vols, cv)
+	}
 	return nil
 }
 
@@ -106,12 +115,29 @@ func (m *coldMove) sendVolume(ctx context.Context) error {
 		return m.stays(err)
 	}
 	m.sent = sent
+	for _, cv := range m.vols {
+		n, err := m.sendCustom(ctx, cv, cv.name, m.target, false, m.p)
+		m.sent += n
+		if err != nil {
+			return m.stays(err)
+		}
+	}
 	return nil
+}
+
+// volumeKeys are the custom volumes the move carries (POOL/NAME).
+func volumeKeys(vols []carriedVolume) []string {
+	out := make([]string, len(vols))
+	for i, v := range vols {
+		out[i] = v.key()
+	}
+	return out
 }
 
 // commit is the one entry that moves it.
 func (m *coldMove) commit(ctx context.Context) error {
-	if err := m.e.cl.Propose(ctx, &shoalv1.ContainerMoveCommand{Name: m.ct.GetName(), Node: m.target, From: m.ct.GetNode(), DesiredState: m.desired}); err != nil {
+	cmd := &shoalv1.ContainerMoveCommand{Name: m.ct.GetName(), Node: m.target, From: m.ct.GetNode(), DesiredState: m.desired, Volumes: volumeKeys(m.vols)}
+	if err := m.e.cl.Propose(ctx, cmd); err != nil {
 		return m.stays(err)
 	}
 	return nil
@@ -122,6 +148,11 @@ func (m *coldMove) dropSource(ctx context.Context) error {
 	m.p.Phase("starting on " + m.target)
 	if err := m.e.host.DropLocal(ctx, m.ct.GetName()); err != nil {
 		m.e.log.Warn("drop the source copy after a move", "container", m.ct.GetName(), "err", err)
+	}
+	for _, cv := range m.vols {
+		if err := m.e.host.DropCustomVolume(ctx, cv.pool, cv.name); err != nil {
+			m.e.log.Warn("drop the source copy of a volume after a move", "volume", cv.key(), "err", err)
+		}
 	}
 	return nil
 }

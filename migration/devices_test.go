@@ -20,3 +20,12 @@ func TestCheckLive(t *testing.T) {
 		t.Fatalf("host path disk: %v", err)
 	}
 }
+
+func TestCheckLiveCustomVolume(t *testing.T) {
+	ct := &shoalv1.Container{Name: "c1", ExpandedDevices: map[string]*shoalv1.Device{
+		"data": {Type: "disk", Config: map[string]string{"pool": "default", "source": "v1", "path": "/data"}}}}
+	err := CheckLive(ct)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "default/v1") || !strings.Contains(err.Error(), "without --live") {
+		t.Fatalf("custom volume: %v", err)
+	}
+}

@@ -67,6 +67,11 @@ type Volumes interface {
 	KeepAsReplica(ctx context.Context, name string) error
 	// Reconcile makes this host match the cluster's record of a container.
 	Reconcile(ctx context.Context, name string) error
+	// CustomVolumeName is the volume a custom storage volume lives on.
+	CustomVolumeName(name string) string
+	// DropCustomVolume deletes this host's copy of a custom volume unless
+	// the cluster places it on this host.
+	DropCustomVolume(ctx context.Context, pool, name string) error
 }
 
 // Checkpointer is the host's process-state side of a live move's source.
@@ -143,6 +148,8 @@ type Cluster interface {
 	Sync(ctx context.Context) error
 	// Container reads a container's record from this member's view.
 	Container(name string) (*shoalv1.Container, error)
+	// Volume reads a custom volume's record (with its users).
+	Volume(pool, name string) (*shoalv1.StorageVolume, error)
 }
 
 // RestoreClient is the source's end of a RestoreContainer stream.

@@ -433,10 +433,12 @@ func TestPlansMatchMachines(t *testing.T) {
 	local := CopySpec{Source: ct, Copy: &shoalv1.Container{Name: "d", Node: "n1"}}
 	remote := CopySpec{Source: ct, Copy: &shoalv1.Container{Name: "d", Node: "n2"}}
 	for kind, m := range map[Kind]*machine{
-		KindColdMove:  r.e1.coldMove(ct, "n2", noProgress{}).machine,
-		KindLiveMove:  r.e1.liveMove(ct, "n2", noProgress{}).machine,
-		KindCopyLocal: r.e1.copyRun(local, noProgress{}).machine,
-		KindCopy:      r.e1.copyRun(remote, noProgress{}).machine,
+		KindColdMove:   r.e1.coldMove(ct, "n2", noProgress{}).machine,
+		KindLiveMove:   r.e1.liveMove(ct, "n2", noProgress{}).machine,
+		KindCopyLocal:  r.e1.copyRun(local, noProgress{}).machine,
+		KindCopy:       r.e1.copyRun(remote, noProgress{}).machine,
+		KindVolumeCopy: r.e1.volumeCopyRun(VolumeCopySpec{Source: &shoalv1.StorageVolume{}}, noProgress{}).machine,
+		KindVolumeMove: r.e1.volumeMoveRun(&shoalv1.StorageVolume{}, "n2", noProgress{}).machine,
 	} {
 		if !reflect.DeepEqual(m.phases(), Plans[kind]) || m.kind != kind {
 			t.Errorf("%s: machine runs %v, Plans says %v", kind, m.phases(), Plans[kind])

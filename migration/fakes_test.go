@@ -28,6 +28,7 @@ type fakeCluster struct {
 	mu         sync.Mutex
 	containers map[string]*shoalv1.Container
 	nodes      map[string]*shoalv1.Node
+	volumes    map[string]*shoalv1.StorageVolume // by POOL/NAME
 	hosts      []*fakeHost
 	// failPropose, when it returns an error for a command, fails the
 	// proposal; applied says whether the command landed anyway.
@@ -35,7 +36,7 @@ type fakeCluster struct {
 }
 
 func newCluster() *fakeCluster {
-	return &fakeCluster{containers: map[string]*shoalv1.Container{}, nodes: map[string]*shoalv1.Node{
+	return &fakeCluster{containers: map[string]*shoalv1.Container{}, volumes: map[string]*shoalv1.StorageVolume{}, nodes: map[string]*shoalv1.Node{
 		"n1": {Name: "n1", Status: "online"}, "n2": {Name: "n2", Status: "online"},
 	}}
 }
@@ -50,6 +51,16 @@ func (c *fakeCluster) Container(name string) (*shoalv1.Container, error) {
 		return nil, fmt.Errorf("container %q not found", name)
 	}
 	return proto.Clone(ct).(*shoalv1.Container), nil
+}
+
+func (c *fakeCluster) Volume(pool, name string) (*shoalv1.StorageVolume, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.volumes[pool+"/"+name]
+	if !ok {
+		return nil, fmt.Errorf("storage volume %s/%s not found", pool, name)
+	}
+	return proto.Clone(v).(*shoalv1.StorageVolume), nil
 }
 
 func (c *fakeCluster) Member(name string) (*shoalv1.Node, error) {
@@ -110,7 +121,17 @@ func (c *fakeCluster) apply(cmd proto.Message) string {
 	case *shoalv1.ContainerMoveCommand:
 		ct := c.containers[m.GetName()]
 		ct.Node, ct.DesiredState, ct.Status = m.GetNode(), m.GetDesiredState(), status(m.GetDesiredState())
+		for _, k := range m.GetVolumes() {
+			c.volumes[k].Node = m.GetNode()
+		}
 		return ct.GetName()
+	case *shoalv1.VolumeCreateCommand:
+		v := proto.Clone(m.GetVolume()).(*shoalv1.StorageVolume)
+		c.volumes[v.GetPool()+"/"+v.GetName()] = v
+		return ""
+	case *shoalv1.VolumeMoveCommand:
+		c.volumes[m.GetPool()+"/"+m.GetName()].Node = m.GetNode()
+		return ""
 	case *shoalv1.ContainerDesiredStateCommand:
 		ct := c.containers[m.GetName()]
 		ct.DesiredState, ct.Status = m.GetDesiredState(), status(m.GetDesiredState())
@@ -236,6 +257,18 @@ func (h *fakeHost) drop(ctx context.Context, name string) error {
 	h.mu.Unlock()
 	if h.hasVolume(name) {
 		return h.pool.DeleteVolume(ctx, h.VolumeName(name))
+	}
+	return nil
+}
+
+func (h *fakeHost) CustomVolumeName(name string) string { return "custom/" + name }
+
+func (h *fakeHost) DropCustomVolume(ctx context.Context, pool, name string) error {
+	if v, err := h.cl.Volume(pool, name); err == nil && v.GetNode() == h.name {
+		return fmt.Errorf("storage volume %s/%s is on %s", pool, name, h.name)
+	}
+	if ok, _ := h.pool.VolumeExists(ctx, h.CustomVolumeName(name)); ok {
+		return h.pool.DeleteVolume(ctx, h.CustomVolumeName(name))
 	}
 	return nil
 }

@@ -101,6 +101,10 @@ func CheckLive(ct *shoalv1.Container) error {
 		if d.GetType() == config.DeviceProxy {
 			continue // the target listens once it runs the container
 		}
+		if pool := d.GetConfig()["pool"]; pool != "" {
+			return fmt.Errorf("container %s: device %s attaches storage volume %s/%s, which moves with the container only cold for now: move it without --live: %w",
+				ct.GetName(), name, pool, d.GetConfig()["source"], ErrUnsupported)
+		}
 		return fmt.Errorf("container %s: device %s (%s, source %s) is on this host and cannot move live with the container: remove it, or move the container cold: %w",
 			ct.GetName(), name, d.GetType(), d.GetConfig()["source"], ErrUnsupported)
 	}

@@ -55,16 +55,23 @@ const (
 	// incrementally on the newest snapshot both hold: the shape continuous
 	// replication reuses.
 	KindRefresh Kind = "refresh"
+	// KindVolumeCopy copies a custom storage volume to another member.
+	KindVolumeCopy Kind = "volume-copy"
+	// KindVolumeMove moves a custom storage volume no container uses to
+	// another member.
+	KindVolumeMove Kind = "volume-move"
 )
 
 // Plans are the phases of each kind, in order (docs/ARCHITECTURE.md has
 // what is true on each side at each, and what a failure there undoes).
 var Plans = map[Kind][]Phase{
-	KindColdMove:  {PhasePrepare, PhaseSendVolume, PhaseCommit, PhaseCleanup, PhaseStart},
-	KindLiveMove:  {PhasePrepare, PhaseSendVolume, PhaseFreeze, PhaseDump, PhaseSendState, PhaseRestore, PhaseCommit, PhaseThaw, PhaseCleanup},
-	KindCopyLocal: {PhasePrepare, PhaseSendVolume, PhaseCommit, PhaseStart},
-	KindCopy:      {PhasePrepare, PhaseSendVolume, PhaseCommit, PhaseStart},
-	KindRefresh:   {PhasePrepare, PhaseSendVolume, PhaseCommit},
+	KindColdMove:   {PhasePrepare, PhaseSendVolume, PhaseCommit, PhaseCleanup, PhaseStart},
+	KindLiveMove:   {PhasePrepare, PhaseSendVolume, PhaseFreeze, PhaseDump, PhaseSendState, PhaseRestore, PhaseCommit, PhaseThaw, PhaseCleanup},
+	KindCopyLocal:  {PhasePrepare, PhaseSendVolume, PhaseCommit, PhaseStart},
+	KindCopy:       {PhasePrepare, PhaseSendVolume, PhaseCommit, PhaseStart},
+	KindRefresh:    {PhasePrepare, PhaseSendVolume, PhaseCommit},
+	KindVolumeCopy: {PhasePrepare, PhaseSendVolume, PhaseCommit},
+	KindVolumeMove: {PhasePrepare, PhaseSendVolume, PhaseCommit, PhaseCleanup},
 }
 
 // step is one phase of a transfer: its failpoint, hit on entering it, and

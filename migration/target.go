@@ -227,6 +227,10 @@ func (e *Target) Receive(stream VolumeServer) error {
 	var d storage.Driver
 	vol := e.host.VolumeName(name)
 	switch {
+	case h.GetCustomVolume() != "":
+		if d, vol, err = e.receiveCustom(ctx, h); err != nil {
+			return err
+		}
 	case h.GetReplica():
 		if d, vol, err = e.receiveReplica(ctx, h); err != nil {
 			return err
@@ -292,7 +296,7 @@ func (e *Target) Receive(stream VolumeServer) error {
 		return mark(ErrCorrupt, "%s", err.Error())
 	}
 	resp := &shoalv1.ReceiveVolumeResponse{Bytes: n}
-	if !h.GetCopy() && !h.GetReplica() {
+	if !h.GetCopy() && !h.GetReplica() && h.GetCustomVolume() == "" {
 		if ct, err := e.cl.Container(name); err == nil {
 			resp.PostCopy = e.host.CanPostCopy(ct)
 		}

@@ -16,15 +16,20 @@ import (
 )
 
 // runtimeDevices turns a container's expanded disk and unix devices into
-// the runtime's, in name order.
-func runtimeDevices(devs map[string]*shoalv1.Device) runtime.Devices {
+// the runtime's, in name order. A custom volume's disk binds the volume's
+// directory in this host's pool.
+func (n *Node) runtimeDevices(devs map[string]*shoalv1.Device) runtime.Devices {
 	var out runtime.Devices
 	for _, name := range slices.Sorted(maps.Keys(devs)) {
 		d := devs[name]
 		c := d.GetConfig()
 		switch d.GetType() {
 		case config.DeviceDisk:
-			out.Mounts = append(out.Mounts, runtime.Mount{Name: name, Source: c["source"], Path: c["path"],
+			src := c["source"]
+			if pool := c["pool"]; pool != "" {
+				src = n.customVolumePath(pool, src)
+			}
+			out.Mounts = append(out.Mounts, runtime.Mount{Name: name, Source: src, Path: c["path"],
 				ReadOnly: config.Bool(c, "readonly"), Optional: !required(c)})
 		case config.DeviceUnixChar, config.DeviceUnixBlock:
 			uid, _ := strconv.ParseUint(c["uid"], 10, 32)
@@ -38,6 +43,16 @@ func runtimeDevices(devs map[string]*shoalv1.Device) runtime.Devices {
 		}
 	}
 	return out
+}
+
+// checkVolumeHere says whether a custom volume a device attaches is on
+// this member, in its pool.
+func (n *Node) checkVolumeHere(dev, pool, name string) error {
+	p := n.customVolumePath(pool, name)
+	if _, err := os.Stat(p); p == "" || err != nil {
+		return fmt.Errorf("device %s: storage volume %s is not on member %s: %w", dev, cluster.VolumeKey(pool, name), n.cfg.Name, runtime.ErrDeviceSource)
+	}
+	return nil
 }
 
 // required reports whether a disk device's source must exist (the
@@ -57,6 +72,12 @@ func (n *Node) CheckDevices(container string, devs map[string]*shoalv1.Device) e
 			continue
 		}
 		src := d.GetConfig()["source"]
+		if pool := d.GetConfig()["pool"]; pool != "" {
+			if err := n.checkVolumeHere(name, pool, src); err != nil {
+				return err
+			}
+			continue
+		}
 		st, err := os.Stat(src)
 		switch d.GetType() {
 		case config.DeviceDisk:
@@ -96,7 +117,7 @@ func (n *Node) checkProxy(container, dev string, d *shoalv1.Device) error {
 // applyDevices makes a running container's disk and unix devices match its
 // record: the definition is rewritten and the difference hot-plugged.
 func (n *Node) applyDevices(ctx context.Context, ct *shoalv1.Container) error {
-	want := runtimeDevices(cluster.ExpandedDevices(ct))
+	want := n.runtimeDevices(cluster.ExpandedDevices(ct))
 	key := fmt.Sprint(want)
 	if prev, ok := n.appliedDevices.Load(ct.GetName()); ok && prev == key {
 		return nil

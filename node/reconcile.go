@@ -169,7 +169,7 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 			}
 			n.applied.Store(ct.GetName(), configKey(cluster.ExpandedConfig(ct)))
 			n.appliedNICs.Delete(ct.GetName())
-			n.appliedDevices.Store(ct.GetName(), fmt.Sprint(runtimeDevices(cluster.ExpandedDevices(ct))))
+			n.appliedDevices.Store(ct.GetName(), fmt.Sprint(n.runtimeDevices(cluster.ExpandedDevices(ct))))
 			n.bus.Lifecycle(n.cfg.Name, "container-started", ct.GetName())
 			status = runtime.StatusRunning
 		default:
@@ -278,7 +278,7 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 		Limits:     runtimeLimits(lim),
 		NICs:       nics,
 		Autostart:  config.Bool(cfg, "boot.autostart"),
-		Devices:    runtimeDevices(cluster.ExpandedDevices(ct)),
+		Devices:    n.runtimeDevices(cluster.ExpandedDevices(ct)),
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
@@ -182,23 +183,28 @@ func (n *Node) CopyVolume(ctx context.Context, src *shoalv1.Container, dst strin
 	if err != nil {
 		return err
 	}
-	from, to := volumeName(src.GetName()), volumeName(dst)
-	if len(snaps) == 0 {
-		if err := d.CloneVolume(ctx, from, to); err != nil {
-			return fmt.Errorf("copy %s to %s: %w", src.GetName(), dst, err)
-		}
-		return nil
+	if err := copyVolume(ctx, d, volumeName(src.GetName()), volumeName(dst), snaps); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src.GetName(), dst, err)
 	}
-	tmp := "copy-" + dst
+	return nil
+}
+
+// copyVolume makes volume to a copy of volume from in one pool (see
+// CopyVolume); a failure leaves no partial copy.
+func copyVolume(ctx context.Context, d storage.Driver, from, to string, snaps []string) error {
+	if len(snaps) == 0 {
+		return d.CloneVolume(ctx, from, to)
+	}
+	tmp := "copy-" + strings.ReplaceAll(to, "/", "-")
 	if err := d.CreateSnapshot(ctx, from, tmp); err != nil {
-		return fmt.Errorf("copy %s: %w", src.GetName(), err)
+		return err
 	}
 	defer d.DeleteSnapshot(context.Background(), from, tmp)
 	parent := ""
 	for _, s := range append(append([]string{}, snaps...), tmp) {
 		if err := transfer(ctx, d, from, s, parent, d, to); err != nil {
 			_ = d.DeleteVolume(context.Background(), to)
-			return fmt.Errorf("copy %s to %s: %w", src.GetName(), dst, err)
+			return err
 		}
 		parent = s
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"path"
 	"regexp"
@@ -26,7 +27,8 @@ var DeviceTypes = []string{DeviceDisk, DeviceProxy, DeviceUnixBlock, DeviceUnixC
 // deviceKeys are each type's keys, with what each takes.
 var deviceKeys = map[string]map[string]string{
 	DeviceDisk: {
-		"source":   "an absolute host path to bind into the container",
+		"source":   "an absolute host path to bind into the container, or with pool a custom volume's name",
+		"pool":     "the storage pool of the custom volume named by source",
 		"path":     "an absolute path inside the container (not /)",
 		"readonly": "true or false",
 		"required": "true or false (false: a missing source is skipped)",
@@ -102,7 +104,17 @@ func validateDisk(field string, cfg map[string]string) error {
 	if src == "" {
 		return invalid(field+".source", "a disk device needs source: %s", deviceKeys[DeviceDisk]["source"])
 	}
-	if err := checkAbs(src); err != nil {
+	if pool, ok := cfg["pool"]; ok {
+		if err := ValidateName(field+".pool", pool); err != nil {
+			return err
+		}
+		if err := ValidateName(field+".source", src); err != nil {
+			return invalid(field+".source", "%q: with pool, source is a custom volume's name (1-63 letters, digits and '-')", src)
+		}
+		if _, ok := cfg["required"]; ok {
+			return invalid(field+".required", "a custom volume is always required")
+		}
+	} else if err := checkAbs(src); err != nil {
 		return invalid(field+".source", "%q: want %s", src, deviceKeys[DeviceDisk]["source"])
 	}
 	for _, k := range []string{"readonly", "required"} {
@@ -205,6 +217,29 @@ func DevicePaths(devs map[string]string) error {
 			return invalid("devices."+n+".path", "%q is also the path of device %s", p, other)
 		}
 		seen[p] = n
+	}
+	return nil
+}
+
+// volumeKeys are the keys a custom storage volume takes.
+var volumeKeys = map[string]string{
+	"size": "a size (10GiB, 500MB): the volume's quota, where its pool's driver has quotas",
+}
+
+// ValidateVolumeConfig checks a custom storage volume's config: size and
+// user.* keys. The message names the field (config.KEY).
+func ValidateVolumeConfig(cfg map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(cfg)) {
+		v := cfg[k]
+		switch {
+		case strings.HasPrefix(k, "user.") && len(k) > len("user."):
+		case k == "size":
+			if _, err := ParseSize(v); err != nil {
+				return invalid("config.size", "%q: %v (want %s)", v, err, volumeKeys["size"])
+			}
+		default:
+			return invalid("config."+k, "unknown key for a storage volume (known: size, user.*)")
+		}
 	}
 	return nil
 }

@@ -97,7 +97,11 @@ type VolumeHeader struct {
 	Resume bool `protobuf:"varint,9,opt,name=resume,proto3" json:"resume,omitempty"`
 	// An HA replica: the receiver, not the owner, keeps it as the container's
 	// replica volume (replacing it when base is empty).
-	Replica       bool `protobuf:"varint,10,opt,name=replica,proto3" json:"replica,omitempty"`
+	Replica bool `protobuf:"varint,10,opt,name=replica,proto3" json:"replica,omitempty"`
+	// A custom volume of pool (its name), not a container's volume; container
+	// is empty. With copy it is a new volume the sender records once it is
+	// here; without, a volume moving here (the cluster places it elsewhere).
+	CustomVolume  string `protobuf:"bytes,11,opt,name=custom_volume,json=customVolume,proto3" json:"custom_volume,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -200,6 +204,13 @@ func (x *VolumeHeader) GetReplica() bool {
 		return x.Replica
 	}
 	return false
+}
+
+func (x *VolumeHeader) GetCustomVolume() string {
+	if x != nil {
+		return x.CustomVolume
+	}
+	return ""
 }
 
 // VolumePart is a piece of one snapshot's stream.
@@ -815,7 +826,7 @@ var File_shoal_v1_migration_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoal/v1/migration.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\x83\x02\n" +
+	"\x18shoal/v1/migration.proto\x12\bshoal.v1\x1a\x14shoal/v1/types.proto\"\xa8\x02\n" +
 	"\fVolumeHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1c\n" +
 	"\tcontainer\x18\x02 \x01(\tR\tcontainer\x12\x12\n" +
@@ -827,7 +838,8 @@ const file_shoal_v1_migration_proto_rawDesc = "" +
 	"\x04drop\x18\b \x03(\tR\x04drop\x12\x16\n" +
 	"\x06resume\x18\t \x01(\bR\x06resume\x12\x18\n" +
 	"\areplica\x18\n" +
-	" \x01(\bR\areplica\"z\n" +
+	" \x01(\bR\areplica\x12#\n" +
+	"\rcustom_volume\x18\v \x01(\tR\fcustomVolume\"z\n" +
 	"\n" +
 	"VolumePart\x12\x1a\n" +
 	"\bsnapshot\x18\x01 \x01(\tR\bsnapshot\x12\x12\n" +

@@ -1624,8 +1624,11 @@ type ContainerMoveCommand struct {
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Node  string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	// The owner the move started from (refused if it changed meanwhile).
-	From          string       `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
-	DesiredState  DesiredState `protobuf:"varint,4,opt,name=desired_state,json=desiredState,proto3,enum=shoal.v1.DesiredState" json:"desired_state,omitempty"`
+	From         string       `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	DesiredState DesiredState `protobuf:"varint,4,opt,name=desired_state,json=desiredState,proto3,enum=shoal.v1.DesiredState" json:"desired_state,omitempty"`
+	// Custom volumes (POOL/NAME) attached to it that travelled with it: they
+	// move to node in the same entry (refused unless each is on from).
+	Volumes       []string `protobuf:"bytes,5,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1688,6 +1691,434 @@ func (x *ContainerMoveCommand) GetDesiredState() DesiredState {
 	return DesiredState_DESIRED_STATE_UNSPECIFIED
 }
 
+func (x *ContainerMoveCommand) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+// VolumeCreateCommand records a new custom volume (its node made it).
+type VolumeCreateCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *StorageVolume         `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeCreateCommand) Reset() {
+	*x = VolumeCreateCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeCreateCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeCreateCommand) ProtoMessage() {}
+
+func (x *VolumeCreateCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeCreateCommand.ProtoReflect.Descriptor instead.
+func (*VolumeCreateCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *VolumeCreateCommand) GetVolume() *StorageVolume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+// VolumeUpdateCommand replaces a custom volume's config and description.
+type VolumeUpdateCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Config        map[string]string      `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Description   string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeUpdateCommand) Reset() {
+	*x = VolumeUpdateCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeUpdateCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeUpdateCommand) ProtoMessage() {}
+
+func (x *VolumeUpdateCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeUpdateCommand.ProtoReflect.Descriptor instead.
+func (*VolumeUpdateCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *VolumeUpdateCommand) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VolumeUpdateCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeUpdateCommand) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *VolumeUpdateCommand) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// VolumeDeleteCommand forgets a custom volume no container uses.
+type VolumeDeleteCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeDeleteCommand) Reset() {
+	*x = VolumeDeleteCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeDeleteCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeDeleteCommand) ProtoMessage() {}
+
+func (x *VolumeDeleteCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeDeleteCommand.ProtoReflect.Descriptor instead.
+func (*VolumeDeleteCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *VolumeDeleteCommand) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VolumeDeleteCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// VolumeRenameCommand renames a custom volume no container uses.
+type VolumeRenameCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	NewName       string                 `protobuf:"bytes,3,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeRenameCommand) Reset() {
+	*x = VolumeRenameCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeRenameCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeRenameCommand) ProtoMessage() {}
+
+func (x *VolumeRenameCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeRenameCommand.ProtoReflect.Descriptor instead.
+func (*VolumeRenameCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *VolumeRenameCommand) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VolumeRenameCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeRenameCommand) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+// VolumeMoveCommand gives a custom volume no container uses a new member,
+// once its data is there.
+type VolumeMoveCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Node  string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	// The member it was on (refused if it changed meanwhile).
+	From          string `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeMoveCommand) Reset() {
+	*x = VolumeMoveCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeMoveCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeMoveCommand) ProtoMessage() {}
+
+func (x *VolumeMoveCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeMoveCommand.ProtoReflect.Descriptor instead.
+func (*VolumeMoveCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *VolumeMoveCommand) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VolumeMoveCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeMoveCommand) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *VolumeMoveCommand) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+// VolumeSnapshotCreateCommand records a custom volume's snapshot.
+type VolumeSnapshotCreateCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Snapshot      *Snapshot              `protobuf:"bytes,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeSnapshotCreateCommand) Reset() {
+	*x = VolumeSnapshotCreateCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeSnapshotCreateCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeSnapshotCreateCommand) ProtoMessage() {}
+
+func (x *VolumeSnapshotCreateCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeSnapshotCreateCommand.ProtoReflect.Descriptor instead.
+func (*VolumeSnapshotCreateCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *VolumeSnapshotCreateCommand) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VolumeSnapshotCreateCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeSnapshotCreateCommand) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+// VolumeSnapshotDeleteCommand forgets a custom volume's snapshot.
+type VolumeSnapshotDeleteCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Snapshot      string                 `protobuf:"bytes,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeSnapshotDeleteCommand) Reset() {
+	*x = VolumeSnapshotDeleteCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeSnapshotDeleteCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeSnapshotDeleteCommand) ProtoMessage() {}
+
+func (x *VolumeSnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeSnapshotDeleteCommand.ProtoReflect.Descriptor instead.
+func (*VolumeSnapshotDeleteCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *VolumeSnapshotDeleteCommand) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *VolumeSnapshotDeleteCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeSnapshotDeleteCommand) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
 // ClusterConfigCommand sets (or, with an empty value, unsets) cluster-wide
 // config keys such as cluster.scheduler and cluster.max_voters.
 type ClusterConfigCommand struct {
@@ -1699,7 +2130,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +2142,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +2155,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -1744,7 +2175,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2187,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2200,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -1793,7 +2224,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +2236,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +2249,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -1854,7 +2285,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2297,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2310,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -1912,15 +2343,16 @@ type FSMSnapshot struct {
 	Trust         []*TrustEntry          `protobuf:"bytes,11,rep,name=trust,proto3" json:"trust,omitempty"`
 	// Raft index of the last entry the FSM had applied when the snapshot was
 	// taken (raft's own applied index runs ahead of the FSM).
-	AppliedIndex  uint64     `protobuf:"varint,12,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Profiles      []*Profile `protobuf:"bytes,13,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	AppliedIndex  uint64           `protobuf:"varint,12,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Profiles      []*Profile       `protobuf:"bytes,13,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	Volumes       []*StorageVolume `protobuf:"bytes,14,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2364,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2377,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -2035,6 +2467,13 @@ func (x *FSMSnapshot) GetAppliedIndex() uint64 {
 func (x *FSMSnapshot) GetProfiles() []*Profile {
 	if x != nil {
 		return x.Profiles
+	}
+	return nil
+}
+
+func (x *FSMSnapshot) GetVolumes() []*StorageVolume {
+	if x != nil {
+		return x.Volumes
 	}
 	return nil
 }
@@ -2149,12 +2588,43 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"ca_key_pem\x18\x03 \x01(\fR\bcaKeyPem\x12\x1d\n" +
 	"\n" +
-	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"\x8f\x01\n" +
+	"gossip_key\x18\x04 \x01(\fR\tgossipKey\"\xa9\x01\n" +
 	"\x14ContainerMoveCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04from\x18\x03 \x01(\tR\x04from\x12;\n" +
-	"\rdesired_state\x18\x04 \x01(\x0e2\x16.shoal.v1.DesiredStateR\fdesiredState\"\x89\x01\n" +
+	"\rdesired_state\x18\x04 \x01(\x0e2\x16.shoal.v1.DesiredStateR\fdesiredState\x12\x18\n" +
+	"\avolumes\x18\x05 \x03(\tR\avolumes\"F\n" +
+	"\x13VolumeCreateCommand\x12/\n" +
+	"\x06volume\x18\x01 \x01(\v2\x17.shoal.v1.StorageVolumeR\x06volume\"\xdd\x01\n" +
+	"\x13VolumeUpdateCommand\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12A\n" +
+	"\x06config\x18\x03 \x03(\v2).shoal.v1.VolumeUpdateCommand.ConfigEntryR\x06config\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\x13VolumeDeleteCommand\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"X\n" +
+	"\x13VolumeRenameCommand\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x03 \x01(\tR\anewName\"c\n" +
+	"\x11VolumeMoveCommand\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x12\n" +
+	"\x04from\x18\x04 \x01(\tR\x04from\"u\n" +
+	"\x1bVolumeSnapshotCreateCommand\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12.\n" +
+	"\bsnapshot\x18\x03 \x01(\v2\x12.shoal.v1.SnapshotR\bsnapshot\"a\n" +
+	"\x1bVolumeSnapshotDeleteCommand\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\bsnapshot\x18\x03 \x01(\tR\bsnapshot\"\x89\x01\n" +
 	"\x14ClusterConfigCommand\x129\n" +
 	"\x03set\x18\x01 \x03(\v2'.shoal.v1.ClusterConfigCommand.SetEntryR\x03set\x1a6\n" +
 	"\bSetEntry\x12\x10\n" +
@@ -2170,7 +2640,7 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\bnow_unix\x18\x03 \x01(\x03R\anowUnix\"S\n" +
 	"\x12TrustRevokeCommand\x12\"\n" +
 	"\ffingerprints\x18\x01 \x03(\tR\ffingerprints\x12\x19\n" +
-	"\bnow_unix\x18\x02 \x01(\x03R\anowUnix\"\xfe\x05\n" +
+	"\bnow_unix\x18\x02 \x01(\x03R\anowUnix\"\xb1\x06\n" +
 	"\vFSMSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x123\n" +
 	"\n" +
@@ -2187,7 +2657,8 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	" \x03(\v2(.shoal.v1.FSMSnapshot.ClusterConfigEntryR\rclusterConfig\x12*\n" +
 	"\x05trust\x18\v \x03(\v2\x14.shoal.v1.TrustEntryR\x05trust\x12#\n" +
 	"\rapplied_index\x18\f \x01(\x04R\fappliedIndex\x12-\n" +
-	"\bprofiles\x18\r \x03(\v2\x11.shoal.v1.ProfileR\bprofiles\x1a:\n" +
+	"\bprofiles\x18\r \x03(\v2\x11.shoal.v1.ProfileR\bprofiles\x121\n" +
+	"\avolumes\x18\x0e \x03(\v2\x17.shoal.v1.StorageVolumeR\avolumes\x1a:\n" +
 	"\fAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +
@@ -2207,7 +2678,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -2239,65 +2710,78 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*NodeRemoveCommand)(nil),            // 27: shoal.v1.NodeRemoveCommand
 	(*ClusterIdentity)(nil),              // 28: shoal.v1.ClusterIdentity
 	(*ContainerMoveCommand)(nil),         // 29: shoal.v1.ContainerMoveCommand
-	(*ClusterConfigCommand)(nil),         // 30: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 31: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 32: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 33: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 34: shoal.v1.FSMSnapshot
-	nil,                                  // 35: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 36: shoal.v1.ContainerUpdateCommand.DevicesEntry
-	nil,                                  // 37: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 38: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 39: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 40: shoal.v1.Container
-	(*Profile)(nil),                      // 41: shoal.v1.Profile
-	(DesiredState)(0),                    // 42: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 43: shoal.v1.Snapshot
-	(*Image)(nil),                        // 44: shoal.v1.Image
-	(*StoragePool)(nil),                  // 45: shoal.v1.StoragePool
-	(*Network)(nil),                      // 46: shoal.v1.Network
-	(*NIC)(nil),                          // 47: shoal.v1.NIC
-	(*Replica)(nil),                      // 48: shoal.v1.Replica
-	(*Node)(nil),                         // 49: shoal.v1.Node
-	(*Grant)(nil),                        // 50: shoal.v1.Grant
-	(*TrustEntry)(nil),                   // 51: shoal.v1.TrustEntry
-	(*Device)(nil),                       // 52: shoal.v1.Device
+	(*VolumeCreateCommand)(nil),          // 30: shoal.v1.VolumeCreateCommand
+	(*VolumeUpdateCommand)(nil),          // 31: shoal.v1.VolumeUpdateCommand
+	(*VolumeDeleteCommand)(nil),          // 32: shoal.v1.VolumeDeleteCommand
+	(*VolumeRenameCommand)(nil),          // 33: shoal.v1.VolumeRenameCommand
+	(*VolumeMoveCommand)(nil),            // 34: shoal.v1.VolumeMoveCommand
+	(*VolumeSnapshotCreateCommand)(nil),  // 35: shoal.v1.VolumeSnapshotCreateCommand
+	(*VolumeSnapshotDeleteCommand)(nil),  // 36: shoal.v1.VolumeSnapshotDeleteCommand
+	(*ClusterConfigCommand)(nil),         // 37: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 38: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 39: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 40: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 41: shoal.v1.FSMSnapshot
+	nil,                                  // 42: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 43: shoal.v1.ContainerUpdateCommand.DevicesEntry
+	nil,                                  // 44: shoal.v1.VolumeUpdateCommand.ConfigEntry
+	nil,                                  // 45: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 46: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 47: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 48: shoal.v1.Container
+	(*Profile)(nil),                      // 49: shoal.v1.Profile
+	(DesiredState)(0),                    // 50: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 51: shoal.v1.Snapshot
+	(*Image)(nil),                        // 52: shoal.v1.Image
+	(*StoragePool)(nil),                  // 53: shoal.v1.StoragePool
+	(*Network)(nil),                      // 54: shoal.v1.Network
+	(*NIC)(nil),                          // 55: shoal.v1.NIC
+	(*Replica)(nil),                      // 56: shoal.v1.Replica
+	(*Node)(nil),                         // 57: shoal.v1.Node
+	(*Grant)(nil),                        // 58: shoal.v1.Grant
+	(*StorageVolume)(nil),                // 59: shoal.v1.StorageVolume
+	(*TrustEntry)(nil),                   // 60: shoal.v1.TrustEntry
+	(*Device)(nil),                       // 61: shoal.v1.Device
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	40, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	35, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	36, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
-	41, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
-	41, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
-	42, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	43, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	44, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	45, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	46, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	47, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	48, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
-	49, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	50, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	42, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	37, // 15: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	51, // 16: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	40, // 17: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	44, // 18: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	38, // 19: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	45, // 20: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	46, // 21: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	49, // 22: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	28, // 23: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	25, // 24: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	39, // 25: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	51, // 26: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	41, // 27: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
-	52, // 28: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	48, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	42, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	43, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
+	49, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
+	49, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
+	50, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	51, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	52, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	53, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	54, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	55, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	56, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	57, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	58, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	50, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	59, // 15: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
+	44, // 16: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
+	51, // 17: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	45, // 18: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	60, // 19: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	48, // 20: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	52, // 21: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	46, // 22: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	53, // 23: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	54, // 24: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	57, // 25: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	28, // 26: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	25, // 27: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	47, // 28: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	60, // 29: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	49, // 30: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
+	59, // 31: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
+	61, // 32: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -2313,7 +2797,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -312,6 +312,1072 @@ func (x *CreateStoragePoolResponse) GetPool() *StoragePool {
 	return nil
 }
 
+type ListStorageVolumesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty lists every pool's.
+	Pool          string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStorageVolumesRequest) Reset() {
+	*x = ListStorageVolumesRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStorageVolumesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStorageVolumesRequest) ProtoMessage() {}
+
+func (x *ListStorageVolumesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStorageVolumesRequest.ProtoReflect.Descriptor instead.
+func (*ListStorageVolumesRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListStorageVolumesRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+type ListStorageVolumesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volumes       []*StorageVolume       `protobuf:"bytes,1,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListStorageVolumesResponse) Reset() {
+	*x = ListStorageVolumesResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListStorageVolumesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListStorageVolumesResponse) ProtoMessage() {}
+
+func (x *ListStorageVolumesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListStorageVolumesResponse.ProtoReflect.Descriptor instead.
+func (*ListStorageVolumesResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListStorageVolumesResponse) GetVolumes() []*StorageVolume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+type GetStorageVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStorageVolumeRequest) Reset() {
+	*x = GetStorageVolumeRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStorageVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStorageVolumeRequest) ProtoMessage() {}
+
+func (x *GetStorageVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStorageVolumeRequest.ProtoReflect.Descriptor instead.
+func (*GetStorageVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetStorageVolumeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *GetStorageVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetStorageVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *StorageVolume         `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	UsedBytes     int64                  `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStorageVolumeResponse) Reset() {
+	*x = GetStorageVolumeResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStorageVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStorageVolumeResponse) ProtoMessage() {}
+
+func (x *GetStorageVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStorageVolumeResponse.ProtoReflect.Descriptor instead.
+func (*GetStorageVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetStorageVolumeResponse) GetVolume() *StorageVolume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+func (x *GetStorageVolumeResponse) GetUsedBytes() int64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+type CreateStorageVolumeRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Pool        string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Config      map[string]string      `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Description string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// Member to create it on (default: the member that answers).
+	Target        string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateStorageVolumeRequest) Reset() {
+	*x = CreateStorageVolumeRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateStorageVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateStorageVolumeRequest) ProtoMessage() {}
+
+func (x *CreateStorageVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateStorageVolumeRequest.ProtoReflect.Descriptor instead.
+func (*CreateStorageVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CreateStorageVolumeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *CreateStorageVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateStorageVolumeRequest) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *CreateStorageVolumeRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateStorageVolumeRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type CreateStorageVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *StorageVolume         `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateStorageVolumeResponse) Reset() {
+	*x = CreateStorageVolumeResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateStorageVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateStorageVolumeResponse) ProtoMessage() {}
+
+func (x *CreateStorageVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateStorageVolumeResponse.ProtoReflect.Descriptor instead.
+func (*CreateStorageVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreateStorageVolumeResponse) GetVolume() *StorageVolume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+type UpdateStorageVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Keys to set.
+	Config map[string]string `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Keys to remove.
+	Unset []string `protobuf:"bytes,4,rep,name=unset,proto3" json:"unset,omitempty"`
+	// Replaces the description when set_description.
+	Description    string `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	SetDescription bool   `protobuf:"varint,6,opt,name=set_description,json=setDescription,proto3" json:"set_description,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UpdateStorageVolumeRequest) Reset() {
+	*x = UpdateStorageVolumeRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateStorageVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateStorageVolumeRequest) ProtoMessage() {}
+
+func (x *UpdateStorageVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateStorageVolumeRequest.ProtoReflect.Descriptor instead.
+func (*UpdateStorageVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *UpdateStorageVolumeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *UpdateStorageVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateStorageVolumeRequest) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *UpdateStorageVolumeRequest) GetUnset() []string {
+	if x != nil {
+		return x.Unset
+	}
+	return nil
+}
+
+func (x *UpdateStorageVolumeRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *UpdateStorageVolumeRequest) GetSetDescription() bool {
+	if x != nil {
+		return x.SetDescription
+	}
+	return false
+}
+
+type UpdateStorageVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Volume        *StorageVolume         `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateStorageVolumeResponse) Reset() {
+	*x = UpdateStorageVolumeResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateStorageVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateStorageVolumeResponse) ProtoMessage() {}
+
+func (x *UpdateStorageVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateStorageVolumeResponse.ProtoReflect.Descriptor instead.
+func (*UpdateStorageVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateStorageVolumeResponse) GetVolume() *StorageVolume {
+	if x != nil {
+		return x.Volume
+	}
+	return nil
+}
+
+type DeleteStorageVolumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteStorageVolumeRequest) Reset() {
+	*x = DeleteStorageVolumeRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteStorageVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteStorageVolumeRequest) ProtoMessage() {}
+
+func (x *DeleteStorageVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteStorageVolumeRequest.ProtoReflect.Descriptor instead.
+func (*DeleteStorageVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteStorageVolumeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *DeleteStorageVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteStorageVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteStorageVolumeResponse) Reset() {
+	*x = DeleteStorageVolumeResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteStorageVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteStorageVolumeResponse) ProtoMessage() {}
+
+func (x *DeleteStorageVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteStorageVolumeResponse.ProtoReflect.Descriptor instead.
+func (*DeleteStorageVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{15}
+}
+
+type CreateStorageVolumeSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Empty picks snapN.
+	Snapshot      string `protobuf:"bytes,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateStorageVolumeSnapshotRequest) Reset() {
+	*x = CreateStorageVolumeSnapshotRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateStorageVolumeSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateStorageVolumeSnapshotRequest) ProtoMessage() {}
+
+func (x *CreateStorageVolumeSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateStorageVolumeSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*CreateStorageVolumeSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateStorageVolumeSnapshotRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *CreateStorageVolumeSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateStorageVolumeSnapshotRequest) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+type CreateStorageVolumeSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot      *Snapshot              `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateStorageVolumeSnapshotResponse) Reset() {
+	*x = CreateStorageVolumeSnapshotResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateStorageVolumeSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateStorageVolumeSnapshotResponse) ProtoMessage() {}
+
+func (x *CreateStorageVolumeSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateStorageVolumeSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*CreateStorageVolumeSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CreateStorageVolumeSnapshotResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+type DeleteStorageVolumeSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Snapshot      string                 `protobuf:"bytes,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteStorageVolumeSnapshotRequest) Reset() {
+	*x = DeleteStorageVolumeSnapshotRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteStorageVolumeSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteStorageVolumeSnapshotRequest) ProtoMessage() {}
+
+func (x *DeleteStorageVolumeSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteStorageVolumeSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*DeleteStorageVolumeSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeleteStorageVolumeSnapshotRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *DeleteStorageVolumeSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteStorageVolumeSnapshotRequest) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+type DeleteStorageVolumeSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteStorageVolumeSnapshotResponse) Reset() {
+	*x = DeleteStorageVolumeSnapshotResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteStorageVolumeSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteStorageVolumeSnapshotResponse) ProtoMessage() {}
+
+func (x *DeleteStorageVolumeSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteStorageVolumeSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*DeleteStorageVolumeSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{19}
+}
+
+type RestoreStorageVolumeSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Snapshot      string                 `protobuf:"bytes,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreStorageVolumeSnapshotRequest) Reset() {
+	*x = RestoreStorageVolumeSnapshotRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreStorageVolumeSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreStorageVolumeSnapshotRequest) ProtoMessage() {}
+
+func (x *RestoreStorageVolumeSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreStorageVolumeSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*RestoreStorageVolumeSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RestoreStorageVolumeSnapshotRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *RestoreStorageVolumeSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreStorageVolumeSnapshotRequest) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+type RestoreStorageVolumeSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreStorageVolumeSnapshotResponse) Reset() {
+	*x = RestoreStorageVolumeSnapshotResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreStorageVolumeSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreStorageVolumeSnapshotResponse) ProtoMessage() {}
+
+func (x *RestoreStorageVolumeSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreStorageVolumeSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*RestoreStorageVolumeSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{21}
+}
+
+type CopyStorageVolumeRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Pool    string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	NewName string                 `protobuf:"bytes,3,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	// Member for the copy (default: the source's).
+	Target string `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	// Copy only the volume, not its snapshots.
+	VolumeOnly    bool `protobuf:"varint,5,opt,name=volume_only,json=volumeOnly,proto3" json:"volume_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyStorageVolumeRequest) Reset() {
+	*x = CopyStorageVolumeRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyStorageVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyStorageVolumeRequest) ProtoMessage() {}
+
+func (x *CopyStorageVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyStorageVolumeRequest.ProtoReflect.Descriptor instead.
+func (*CopyStorageVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *CopyStorageVolumeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *CopyStorageVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CopyStorageVolumeRequest) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+func (x *CopyStorageVolumeRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *CopyStorageVolumeRequest) GetVolumeOnly() bool {
+	if x != nil {
+		return x.VolumeOnly
+	}
+	return false
+}
+
+type CopyStorageVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operation     *Operation             `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyStorageVolumeResponse) Reset() {
+	*x = CopyStorageVolumeResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyStorageVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyStorageVolumeResponse) ProtoMessage() {}
+
+func (x *CopyStorageVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyStorageVolumeResponse.ProtoReflect.Descriptor instead.
+func (*CopyStorageVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CopyStorageVolumeResponse) GetOperation() *Operation {
+	if x != nil {
+		return x.Operation
+	}
+	return nil
+}
+
+type MoveStorageVolumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// New name (empty: keep it).
+	NewName string `protobuf:"bytes,3,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	// Member to move it to (empty: stay).
+	Target        string `protobuf:"bytes,4,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveStorageVolumeRequest) Reset() {
+	*x = MoveStorageVolumeRequest{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveStorageVolumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveStorageVolumeRequest) ProtoMessage() {}
+
+func (x *MoveStorageVolumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveStorageVolumeRequest.ProtoReflect.Descriptor instead.
+func (*MoveStorageVolumeRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *MoveStorageVolumeRequest) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *MoveStorageVolumeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MoveStorageVolumeRequest) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+func (x *MoveStorageVolumeRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type MoveStorageVolumeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operation     *Operation             `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveStorageVolumeResponse) Reset() {
+	*x = MoveStorageVolumeResponse{}
+	mi := &file_shoal_v1_storage_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveStorageVolumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveStorageVolumeResponse) ProtoMessage() {}
+
+func (x *MoveStorageVolumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_storage_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveStorageVolumeResponse.ProtoReflect.Descriptor instead.
+func (*MoveStorageVolumeResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_storage_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MoveStorageVolumeResponse) GetOperation() *Operation {
+	if x != nil {
+		return x.Operation
+	}
+	return nil
+}
+
 var File_shoal_v1_storage_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_storage_proto_rawDesc = "" +
@@ -333,11 +1399,92 @@ const file_shoal_v1_storage_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\"F\n" +
 	"\x19CreateStoragePoolResponse\x12)\n" +
-	"\x04pool\x18\x01 \x01(\v2\x15.shoal.v1.StoragePoolR\x04pool2\x9e\x02\n" +
+	"\x04pool\x18\x01 \x01(\v2\x15.shoal.v1.StoragePoolR\x04pool\"/\n" +
+	"\x19ListStorageVolumesRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\"O\n" +
+	"\x1aListStorageVolumesResponse\x121\n" +
+	"\avolumes\x18\x01 \x03(\v2\x17.shoal.v1.StorageVolumeR\avolumes\"A\n" +
+	"\x17GetStorageVolumeRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"j\n" +
+	"\x18GetStorageVolumeResponse\x12/\n" +
+	"\x06volume\x18\x01 \x01(\v2\x17.shoal.v1.StorageVolumeR\x06volume\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x02 \x01(\x03R\tusedBytes\"\x83\x02\n" +
+	"\x1aCreateStorageVolumeRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12H\n" +
+	"\x06config\x18\x03 \x03(\v20.shoal.v1.CreateStorageVolumeRequest.ConfigEntryR\x06config\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x16\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x1bCreateStorageVolumeResponse\x12/\n" +
+	"\x06volume\x18\x01 \x01(\v2\x17.shoal.v1.StorageVolumeR\x06volume\"\xaa\x02\n" +
+	"\x1aUpdateStorageVolumeRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12H\n" +
+	"\x06config\x18\x03 \x03(\v20.shoal.v1.UpdateStorageVolumeRequest.ConfigEntryR\x06config\x12\x14\n" +
+	"\x05unset\x18\x04 \x03(\tR\x05unset\x12 \n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x12'\n" +
+	"\x0fset_description\x18\x06 \x01(\bR\x0esetDescription\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x1bUpdateStorageVolumeResponse\x12/\n" +
+	"\x06volume\x18\x01 \x01(\v2\x17.shoal.v1.StorageVolumeR\x06volume\"D\n" +
+	"\x1aDeleteStorageVolumeRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x1d\n" +
+	"\x1bDeleteStorageVolumeResponse\"h\n" +
+	"\"CreateStorageVolumeSnapshotRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\bsnapshot\x18\x03 \x01(\tR\bsnapshot\"U\n" +
+	"#CreateStorageVolumeSnapshotResponse\x12.\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x12.shoal.v1.SnapshotR\bsnapshot\"h\n" +
+	"\"DeleteStorageVolumeSnapshotRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\bsnapshot\x18\x03 \x01(\tR\bsnapshot\"%\n" +
+	"#DeleteStorageVolumeSnapshotResponse\"i\n" +
+	"#RestoreStorageVolumeSnapshotRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
+	"\bsnapshot\x18\x03 \x01(\tR\bsnapshot\"&\n" +
+	"$RestoreStorageVolumeSnapshotResponse\"\x96\x01\n" +
+	"\x18CopyStorageVolumeRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x03 \x01(\tR\anewName\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\x12\x1f\n" +
+	"\vvolume_only\x18\x05 \x01(\bR\n" +
+	"volumeOnly\"N\n" +
+	"\x19CopyStorageVolumeResponse\x121\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"u\n" +
+	"\x18MoveStorageVolumeRequest\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x03 \x01(\tR\anewName\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\tR\x06target\"N\n" +
+	"\x19MoveStorageVolumeResponse\x121\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation2\xb9\n" +
+	"\n" +
 	"\x0eStorageService\x12Y\n" +
 	"\x10ListStoragePools\x12!.shoal.v1.ListStoragePoolsRequest\x1a\".shoal.v1.ListStoragePoolsResponse\x12S\n" +
 	"\x0eGetStoragePool\x12\x1f.shoal.v1.GetStoragePoolRequest\x1a .shoal.v1.GetStoragePoolResponse\x12\\\n" +
-	"\x11CreateStoragePool\x12\".shoal.v1.CreateStoragePoolRequest\x1a#.shoal.v1.CreateStoragePoolResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"\x11CreateStoragePool\x12\".shoal.v1.CreateStoragePoolRequest\x1a#.shoal.v1.CreateStoragePoolResponse\x12_\n" +
+	"\x12ListStorageVolumes\x12#.shoal.v1.ListStorageVolumesRequest\x1a$.shoal.v1.ListStorageVolumesResponse\x12Y\n" +
+	"\x10GetStorageVolume\x12!.shoal.v1.GetStorageVolumeRequest\x1a\".shoal.v1.GetStorageVolumeResponse\x12b\n" +
+	"\x13CreateStorageVolume\x12$.shoal.v1.CreateStorageVolumeRequest\x1a%.shoal.v1.CreateStorageVolumeResponse\x12b\n" +
+	"\x13UpdateStorageVolume\x12$.shoal.v1.UpdateStorageVolumeRequest\x1a%.shoal.v1.UpdateStorageVolumeResponse\x12b\n" +
+	"\x13DeleteStorageVolume\x12$.shoal.v1.DeleteStorageVolumeRequest\x1a%.shoal.v1.DeleteStorageVolumeResponse\x12z\n" +
+	"\x1bCreateStorageVolumeSnapshot\x12,.shoal.v1.CreateStorageVolumeSnapshotRequest\x1a-.shoal.v1.CreateStorageVolumeSnapshotResponse\x12z\n" +
+	"\x1bDeleteStorageVolumeSnapshot\x12,.shoal.v1.DeleteStorageVolumeSnapshotRequest\x1a-.shoal.v1.DeleteStorageVolumeSnapshotResponse\x12}\n" +
+	"\x1cRestoreStorageVolumeSnapshot\x12-.shoal.v1.RestoreStorageVolumeSnapshotRequest\x1a..shoal.v1.RestoreStorageVolumeSnapshotResponse\x12\\\n" +
+	"\x11CopyStorageVolume\x12\".shoal.v1.CopyStorageVolumeRequest\x1a#.shoal.v1.CopyStorageVolumeResponse\x12\\\n" +
+	"\x11MoveStorageVolume\x12\".shoal.v1.MoveStorageVolumeRequest\x1a#.shoal.v1.MoveStorageVolumeResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_storage_proto_rawDescOnce sync.Once
@@ -351,31 +1498,85 @@ func file_shoal_v1_storage_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_storage_proto_rawDescData
 }
 
-var file_shoal_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_shoal_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_shoal_v1_storage_proto_goTypes = []any{
-	(*ListStoragePoolsRequest)(nil),   // 0: shoal.v1.ListStoragePoolsRequest
-	(*ListStoragePoolsResponse)(nil),  // 1: shoal.v1.ListStoragePoolsResponse
-	(*GetStoragePoolRequest)(nil),     // 2: shoal.v1.GetStoragePoolRequest
-	(*GetStoragePoolResponse)(nil),    // 3: shoal.v1.GetStoragePoolResponse
-	(*CreateStoragePoolRequest)(nil),  // 4: shoal.v1.CreateStoragePoolRequest
-	(*CreateStoragePoolResponse)(nil), // 5: shoal.v1.CreateStoragePoolResponse
-	(*StoragePool)(nil),               // 6: shoal.v1.StoragePool
+	(*ListStoragePoolsRequest)(nil),              // 0: shoal.v1.ListStoragePoolsRequest
+	(*ListStoragePoolsResponse)(nil),             // 1: shoal.v1.ListStoragePoolsResponse
+	(*GetStoragePoolRequest)(nil),                // 2: shoal.v1.GetStoragePoolRequest
+	(*GetStoragePoolResponse)(nil),               // 3: shoal.v1.GetStoragePoolResponse
+	(*CreateStoragePoolRequest)(nil),             // 4: shoal.v1.CreateStoragePoolRequest
+	(*CreateStoragePoolResponse)(nil),            // 5: shoal.v1.CreateStoragePoolResponse
+	(*ListStorageVolumesRequest)(nil),            // 6: shoal.v1.ListStorageVolumesRequest
+	(*ListStorageVolumesResponse)(nil),           // 7: shoal.v1.ListStorageVolumesResponse
+	(*GetStorageVolumeRequest)(nil),              // 8: shoal.v1.GetStorageVolumeRequest
+	(*GetStorageVolumeResponse)(nil),             // 9: shoal.v1.GetStorageVolumeResponse
+	(*CreateStorageVolumeRequest)(nil),           // 10: shoal.v1.CreateStorageVolumeRequest
+	(*CreateStorageVolumeResponse)(nil),          // 11: shoal.v1.CreateStorageVolumeResponse
+	(*UpdateStorageVolumeRequest)(nil),           // 12: shoal.v1.UpdateStorageVolumeRequest
+	(*UpdateStorageVolumeResponse)(nil),          // 13: shoal.v1.UpdateStorageVolumeResponse
+	(*DeleteStorageVolumeRequest)(nil),           // 14: shoal.v1.DeleteStorageVolumeRequest
+	(*DeleteStorageVolumeResponse)(nil),          // 15: shoal.v1.DeleteStorageVolumeResponse
+	(*CreateStorageVolumeSnapshotRequest)(nil),   // 16: shoal.v1.CreateStorageVolumeSnapshotRequest
+	(*CreateStorageVolumeSnapshotResponse)(nil),  // 17: shoal.v1.CreateStorageVolumeSnapshotResponse
+	(*DeleteStorageVolumeSnapshotRequest)(nil),   // 18: shoal.v1.DeleteStorageVolumeSnapshotRequest
+	(*DeleteStorageVolumeSnapshotResponse)(nil),  // 19: shoal.v1.DeleteStorageVolumeSnapshotResponse
+	(*RestoreStorageVolumeSnapshotRequest)(nil),  // 20: shoal.v1.RestoreStorageVolumeSnapshotRequest
+	(*RestoreStorageVolumeSnapshotResponse)(nil), // 21: shoal.v1.RestoreStorageVolumeSnapshotResponse
+	(*CopyStorageVolumeRequest)(nil),             // 22: shoal.v1.CopyStorageVolumeRequest
+	(*CopyStorageVolumeResponse)(nil),            // 23: shoal.v1.CopyStorageVolumeResponse
+	(*MoveStorageVolumeRequest)(nil),             // 24: shoal.v1.MoveStorageVolumeRequest
+	(*MoveStorageVolumeResponse)(nil),            // 25: shoal.v1.MoveStorageVolumeResponse
+	nil,                                          // 26: shoal.v1.CreateStorageVolumeRequest.ConfigEntry
+	nil,                                          // 27: shoal.v1.UpdateStorageVolumeRequest.ConfigEntry
+	(*StoragePool)(nil),                          // 28: shoal.v1.StoragePool
+	(*StorageVolume)(nil),                        // 29: shoal.v1.StorageVolume
+	(*Snapshot)(nil),                             // 30: shoal.v1.Snapshot
+	(*Operation)(nil),                            // 31: shoal.v1.Operation
 }
 var file_shoal_v1_storage_proto_depIdxs = []int32{
-	6, // 0: shoal.v1.ListStoragePoolsResponse.pools:type_name -> shoal.v1.StoragePool
-	6, // 1: shoal.v1.GetStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
-	6, // 2: shoal.v1.CreateStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
-	0, // 3: shoal.v1.StorageService.ListStoragePools:input_type -> shoal.v1.ListStoragePoolsRequest
-	2, // 4: shoal.v1.StorageService.GetStoragePool:input_type -> shoal.v1.GetStoragePoolRequest
-	4, // 5: shoal.v1.StorageService.CreateStoragePool:input_type -> shoal.v1.CreateStoragePoolRequest
-	1, // 6: shoal.v1.StorageService.ListStoragePools:output_type -> shoal.v1.ListStoragePoolsResponse
-	3, // 7: shoal.v1.StorageService.GetStoragePool:output_type -> shoal.v1.GetStoragePoolResponse
-	5, // 8: shoal.v1.StorageService.CreateStoragePool:output_type -> shoal.v1.CreateStoragePoolResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	28, // 0: shoal.v1.ListStoragePoolsResponse.pools:type_name -> shoal.v1.StoragePool
+	28, // 1: shoal.v1.GetStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
+	28, // 2: shoal.v1.CreateStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
+	29, // 3: shoal.v1.ListStorageVolumesResponse.volumes:type_name -> shoal.v1.StorageVolume
+	29, // 4: shoal.v1.GetStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
+	26, // 5: shoal.v1.CreateStorageVolumeRequest.config:type_name -> shoal.v1.CreateStorageVolumeRequest.ConfigEntry
+	29, // 6: shoal.v1.CreateStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
+	27, // 7: shoal.v1.UpdateStorageVolumeRequest.config:type_name -> shoal.v1.UpdateStorageVolumeRequest.ConfigEntry
+	29, // 8: shoal.v1.UpdateStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
+	30, // 9: shoal.v1.CreateStorageVolumeSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	31, // 10: shoal.v1.CopyStorageVolumeResponse.operation:type_name -> shoal.v1.Operation
+	31, // 11: shoal.v1.MoveStorageVolumeResponse.operation:type_name -> shoal.v1.Operation
+	0,  // 12: shoal.v1.StorageService.ListStoragePools:input_type -> shoal.v1.ListStoragePoolsRequest
+	2,  // 13: shoal.v1.StorageService.GetStoragePool:input_type -> shoal.v1.GetStoragePoolRequest
+	4,  // 14: shoal.v1.StorageService.CreateStoragePool:input_type -> shoal.v1.CreateStoragePoolRequest
+	6,  // 15: shoal.v1.StorageService.ListStorageVolumes:input_type -> shoal.v1.ListStorageVolumesRequest
+	8,  // 16: shoal.v1.StorageService.GetStorageVolume:input_type -> shoal.v1.GetStorageVolumeRequest
+	10, // 17: shoal.v1.StorageService.CreateStorageVolume:input_type -> shoal.v1.CreateStorageVolumeRequest
+	12, // 18: shoal.v1.StorageService.UpdateStorageVolume:input_type -> shoal.v1.UpdateStorageVolumeRequest
+	14, // 19: shoal.v1.StorageService.DeleteStorageVolume:input_type -> shoal.v1.DeleteStorageVolumeRequest
+	16, // 20: shoal.v1.StorageService.CreateStorageVolumeSnapshot:input_type -> shoal.v1.CreateStorageVolumeSnapshotRequest
+	18, // 21: shoal.v1.StorageService.DeleteStorageVolumeSnapshot:input_type -> shoal.v1.DeleteStorageVolumeSnapshotRequest
+	20, // 22: shoal.v1.StorageService.RestoreStorageVolumeSnapshot:input_type -> shoal.v1.RestoreStorageVolumeSnapshotRequest
+	22, // 23: shoal.v1.StorageService.CopyStorageVolume:input_type -> shoal.v1.CopyStorageVolumeRequest
+	24, // 24: shoal.v1.StorageService.MoveStorageVolume:input_type -> shoal.v1.MoveStorageVolumeRequest
+	1,  // 25: shoal.v1.StorageService.ListStoragePools:output_type -> shoal.v1.ListStoragePoolsResponse
+	3,  // 26: shoal.v1.StorageService.GetStoragePool:output_type -> shoal.v1.GetStoragePoolResponse
+	5,  // 27: shoal.v1.StorageService.CreateStoragePool:output_type -> shoal.v1.CreateStoragePoolResponse
+	7,  // 28: shoal.v1.StorageService.ListStorageVolumes:output_type -> shoal.v1.ListStorageVolumesResponse
+	9,  // 29: shoal.v1.StorageService.GetStorageVolume:output_type -> shoal.v1.GetStorageVolumeResponse
+	11, // 30: shoal.v1.StorageService.CreateStorageVolume:output_type -> shoal.v1.CreateStorageVolumeResponse
+	13, // 31: shoal.v1.StorageService.UpdateStorageVolume:output_type -> shoal.v1.UpdateStorageVolumeResponse
+	15, // 32: shoal.v1.StorageService.DeleteStorageVolume:output_type -> shoal.v1.DeleteStorageVolumeResponse
+	17, // 33: shoal.v1.StorageService.CreateStorageVolumeSnapshot:output_type -> shoal.v1.CreateStorageVolumeSnapshotResponse
+	19, // 34: shoal.v1.StorageService.DeleteStorageVolumeSnapshot:output_type -> shoal.v1.DeleteStorageVolumeSnapshotResponse
+	21, // 35: shoal.v1.StorageService.RestoreStorageVolumeSnapshot:output_type -> shoal.v1.RestoreStorageVolumeSnapshotResponse
+	23, // 36: shoal.v1.StorageService.CopyStorageVolume:output_type -> shoal.v1.CopyStorageVolumeResponse
+	25, // 37: shoal.v1.StorageService.MoveStorageVolume:output_type -> shoal.v1.MoveStorageVolumeResponse
+	25, // [25:38] is the sub-list for method output_type
+	12, // [12:25] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_storage_proto_init() }
@@ -390,7 +1591,7 @@ func file_shoal_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_storage_proto_rawDesc), len(file_shoal_v1_storage_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	StorageService_ListStoragePools_FullMethodName  = "/shoal.v1.StorageService/ListStoragePools"
-	StorageService_GetStoragePool_FullMethodName    = "/shoal.v1.StorageService/GetStoragePool"
-	StorageService_CreateStoragePool_FullMethodName = "/shoal.v1.StorageService/CreateStoragePool"
+	StorageService_ListStoragePools_FullMethodName             = "/shoal.v1.StorageService/ListStoragePools"
+	StorageService_GetStoragePool_FullMethodName               = "/shoal.v1.StorageService/GetStoragePool"
+	StorageService_CreateStoragePool_FullMethodName            = "/shoal.v1.StorageService/CreateStoragePool"
+	StorageService_ListStorageVolumes_FullMethodName           = "/shoal.v1.StorageService/ListStorageVolumes"
+	StorageService_GetStorageVolume_FullMethodName             = "/shoal.v1.StorageService/GetStorageVolume"
+	StorageService_CreateStorageVolume_FullMethodName          = "/shoal.v1.StorageService/CreateStorageVolume"
+	StorageService_UpdateStorageVolume_FullMethodName          = "/shoal.v1.StorageService/UpdateStorageVolume"
+	StorageService_DeleteStorageVolume_FullMethodName          = "/shoal.v1.StorageService/DeleteStorageVolume"
+	StorageService_CreateStorageVolumeSnapshot_FullMethodName  = "/shoal.v1.StorageService/CreateStorageVolumeSnapshot"
+	StorageService_DeleteStorageVolumeSnapshot_FullMethodName  = "/shoal.v1.StorageService/DeleteStorageVolumeSnapshot"
+	StorageService_RestoreStorageVolumeSnapshot_FullMethodName = "/shoal.v1.StorageService/RestoreStorageVolumeSnapshot"
+	StorageService_CopyStorageVolume_FullMethodName            = "/shoal.v1.StorageService/CopyStorageVolume"
+	StorageService_MoveStorageVolume_FullMethodName            = "/shoal.v1.StorageService/MoveStorageVolume"
 )
 
 // StorageServiceClient is the client API for StorageService service.
@@ -36,6 +46,26 @@ type StorageServiceClient interface {
 	GetStoragePool(ctx context.Context, in *GetStoragePoolRequest, opts ...grpc.CallOption) (*GetStoragePoolResponse, error)
 	// CreateStoragePool creates a pool: btrfs (loop file or existing mount) or dir.
 	CreateStoragePool(ctx context.Context, in *CreateStoragePoolRequest, opts ...grpc.CallOption) (*CreateStoragePoolResponse, error)
+	// ListStorageVolumes lists custom volumes (of one pool, or all).
+	ListStorageVolumes(ctx context.Context, in *ListStorageVolumesRequest, opts ...grpc.CallOption) (*ListStorageVolumesResponse, error)
+	// GetStorageVolume returns one custom volume with its usage (answered by its member).
+	GetStorageVolume(ctx context.Context, in *GetStorageVolumeRequest, opts ...grpc.CallOption) (*GetStorageVolumeResponse, error)
+	// CreateStorageVolume creates a custom volume on the target member (default: this one).
+	CreateStorageVolume(ctx context.Context, in *CreateStorageVolumeRequest, opts ...grpc.CallOption) (*CreateStorageVolumeResponse, error)
+	// UpdateStorageVolume sets and unsets a custom volume's keys (size applies at once).
+	UpdateStorageVolume(ctx context.Context, in *UpdateStorageVolumeRequest, opts ...grpc.CallOption) (*UpdateStorageVolumeResponse, error)
+	// DeleteStorageVolume deletes a custom volume no container uses, with its snapshots.
+	DeleteStorageVolume(ctx context.Context, in *DeleteStorageVolumeRequest, opts ...grpc.CallOption) (*DeleteStorageVolumeResponse, error)
+	// CreateStorageVolumeSnapshot takes a read-only snapshot of a custom volume.
+	CreateStorageVolumeSnapshot(ctx context.Context, in *CreateStorageVolumeSnapshotRequest, opts ...grpc.CallOption) (*CreateStorageVolumeSnapshotResponse, error)
+	// DeleteStorageVolumeSnapshot deletes one snapshot of a custom volume.
+	DeleteStorageVolumeSnapshot(ctx context.Context, in *DeleteStorageVolumeSnapshotRequest, opts ...grpc.CallOption) (*DeleteStorageVolumeSnapshotResponse, error)
+	// RestoreStorageVolumeSnapshot makes a custom volume's content its snapshot's (no running container may use it).
+	RestoreStorageVolumeSnapshot(ctx context.Context, in *RestoreStorageVolumeSnapshotRequest, opts ...grpc.CallOption) (*RestoreStorageVolumeSnapshotResponse, error)
+	// CopyStorageVolume copies a custom volume (with its snapshots unless volume_only), to another member with target.
+	CopyStorageVolume(ctx context.Context, in *CopyStorageVolumeRequest, opts ...grpc.CallOption) (*CopyStorageVolumeResponse, error)
+	// MoveStorageVolume renames a custom volume no container uses, or moves it to another member.
+	MoveStorageVolume(ctx context.Context, in *MoveStorageVolumeRequest, opts ...grpc.CallOption) (*MoveStorageVolumeResponse, error)
 }
 
 type storageServiceClient struct {
@@ -76,6 +106,106 @@ func (c *storageServiceClient) CreateStoragePool(ctx context.Context, in *Create
 	return out, nil
 }
 
+func (c *storageServiceClient) ListStorageVolumes(ctx context.Context, in *ListStorageVolumesRequest, opts ...grpc.CallOption) (*ListStorageVolumesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListStorageVolumesResponse)
+	err := c.cc.Invoke(ctx, StorageService_ListStorageVolumes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) GetStorageVolume(ctx context.Context, in *GetStorageVolumeRequest, opts ...grpc.CallOption) (*GetStorageVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStorageVolumeResponse)
+	err := c.cc.Invoke(ctx, StorageService_GetStorageVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) CreateStorageVolume(ctx context.Context, in *CreateStorageVolumeRequest, opts ...grpc.CallOption) (*CreateStorageVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateStorageVolumeResponse)
+	err := c.cc.Invoke(ctx, StorageService_CreateStorageVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) UpdateStorageVolume(ctx context.Context, in *UpdateStorageVolumeRequest, opts ...grpc.CallOption) (*UpdateStorageVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateStorageVolumeResponse)
+	err := c.cc.Invoke(ctx, StorageService_UpdateStorageVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) DeleteStorageVolume(ctx context.Context, in *DeleteStorageVolumeRequest, opts ...grpc.CallOption) (*DeleteStorageVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteStorageVolumeResponse)
+	err := c.cc.Invoke(ctx, StorageService_DeleteStorageVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) CreateStorageVolumeSnapshot(ctx context.Context, in *CreateStorageVolumeSnapshotRequest, opts ...grpc.CallOption) (*CreateStorageVolumeSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateStorageVolumeSnapshotResponse)
+	err := c.cc.Invoke(ctx, StorageService_CreateStorageVolumeSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) DeleteStorageVolumeSnapshot(ctx context.Context, in *DeleteStorageVolumeSnapshotRequest, opts ...grpc.CallOption) (*DeleteStorageVolumeSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteStorageVolumeSnapshotResponse)
+	err := c.cc.Invoke(ctx, StorageService_DeleteStorageVolumeSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) RestoreStorageVolumeSnapshot(ctx context.Context, in *RestoreStorageVolumeSnapshotRequest, opts ...grpc.CallOption) (*RestoreStorageVolumeSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreStorageVolumeSnapshotResponse)
+	err := c.cc.Invoke(ctx, StorageService_RestoreStorageVolumeSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) CopyStorageVolume(ctx context.Context, in *CopyStorageVolumeRequest, opts ...grpc.CallOption) (*CopyStorageVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CopyStorageVolumeResponse)
+	err := c.cc.Invoke(ctx, StorageService_CopyStorageVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) MoveStorageVolume(ctx context.Context, in *MoveStorageVolumeRequest, opts ...grpc.CallOption) (*MoveStorageVolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveStorageVolumeResponse)
+	err := c.cc.Invoke(ctx, StorageService_MoveStorageVolume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StorageServiceServer is the server API for StorageService service.
 // All implementations must embed UnimplementedStorageServiceServer
 // for forward compatibility.
@@ -88,6 +218,26 @@ type StorageServiceServer interface {
 	GetStoragePool(context.Context, *GetStoragePoolRequest) (*GetStoragePoolResponse, error)
 	// CreateStoragePool creates a pool: btrfs (loop file or existing mount) or dir.
 	CreateStoragePool(context.Context, *CreateStoragePoolRequest) (*CreateStoragePoolResponse, error)
+	// ListStorageVolumes lists custom volumes (of one pool, or all).
+	ListStorageVolumes(context.Context, *ListStorageVolumesRequest) (*ListStorageVolumesResponse, error)
+	// GetStorageVolume returns one custom volume with its usage (answered by its member).
+	GetStorageVolume(context.Context, *GetStorageVolumeRequest) (*GetStorageVolumeResponse, error)
+	// CreateStorageVolume creates a custom volume on the target member (default: this one).
+	CreateStorageVolume(context.Context, *CreateStorageVolumeRequest) (*CreateStorageVolumeResponse, error)
+	// UpdateStorageVolume sets and unsets a custom volume's keys (size applies at once).
+	UpdateStorageVolume(context.Context, *UpdateStorageVolumeRequest) (*UpdateStorageVolumeResponse, error)
+	// DeleteStorageVolume deletes a custom volume no container uses, with its snapshots.
+	DeleteStorageVolume(context.Context, *DeleteStorageVolumeRequest) (*DeleteStorageVolumeResponse, error)
+	// CreateStorageVolumeSnapshot takes a read-only snapshot of a custom volume.
+	CreateStorageVolumeSnapshot(context.Context, *CreateStorageVolumeSnapshotRequest) (*CreateStorageVolumeSnapshotResponse, error)
+	// DeleteStorageVolumeSnapshot deletes one snapshot of a custom volume.
+	DeleteStorageVolumeSnapshot(context.Context, *DeleteStorageVolumeSnapshotRequest) (*DeleteStorageVolumeSnapshotResponse, error)
+	// RestoreStorageVolumeSnapshot makes a custom volume's content its snapshot's (no running container may use it).
+	RestoreStorageVolumeSnapshot(context.Context, *RestoreStorageVolumeSnapshotRequest) (*RestoreStorageVolumeSnapshotResponse, error)
+	// CopyStorageVolume copies a custom volume (with its snapshots unless volume_only), to another member with target.
+	CopyStorageVolume(context.Context, *CopyStorageVolumeRequest) (*CopyStorageVolumeResponse, error)
+	// MoveStorageVolume renames a custom volume no container uses, or moves it to another member.
+	MoveStorageVolume(context.Context, *MoveStorageVolumeRequest) (*MoveStorageVolumeResponse, error)
 	mustEmbedUnimplementedStorageServiceServer()
 }
 
@@ -106,6 +256,36 @@ func (UnimplementedStorageServiceServer) GetStoragePool(context.Context, *GetSto
 }
 func (UnimplementedStorageServiceServer) CreateStoragePool(context.Context, *CreateStoragePoolRequest) (*CreateStoragePoolResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateStoragePool not implemented")
+}
+func (UnimplementedStorageServiceServer) ListStorageVolumes(context.Context, *ListStorageVolumesRequest) (*ListStorageVolumesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListStorageVolumes not implemented")
+}
+func (UnimplementedStorageServiceServer) GetStorageVolume(context.Context, *GetStorageVolumeRequest) (*GetStorageVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStorageVolume not implemented")
+}
+func (UnimplementedStorageServiceServer) CreateStorageVolume(context.Context, *CreateStorageVolumeRequest) (*CreateStorageVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateStorageVolume not implemented")
+}
+func (UnimplementedStorageServiceServer) UpdateStorageVolume(context.Context, *UpdateStorageVolumeRequest) (*UpdateStorageVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateStorageVolume not implemented")
+}
+func (UnimplementedStorageServiceServer) DeleteStorageVolume(context.Context, *DeleteStorageVolumeRequest) (*DeleteStorageVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteStorageVolume not implemented")
+}
+func (UnimplementedStorageServiceServer) CreateStorageVolumeSnapshot(context.Context, *CreateStorageVolumeSnapshotRequest) (*CreateStorageVolumeSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateStorageVolumeSnapshot not implemented")
+}
+func (UnimplementedStorageServiceServer) DeleteStorageVolumeSnapshot(context.Context, *DeleteStorageVolumeSnapshotRequest) (*DeleteStorageVolumeSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteStorageVolumeSnapshot not implemented")
+}
+func (UnimplementedStorageServiceServer) RestoreStorageVolumeSnapshot(context.Context, *RestoreStorageVolumeSnapshotRequest) (*RestoreStorageVolumeSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreStorageVolumeSnapshot not implemented")
+}
+func (UnimplementedStorageServiceServer) CopyStorageVolume(context.Context, *CopyStorageVolumeRequest) (*CopyStorageVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CopyStorageVolume not implemented")
+}
+func (UnimplementedStorageServiceServer) MoveStorageVolume(context.Context, *MoveStorageVolumeRequest) (*MoveStorageVolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveStorageVolume not implemented")
 }
 func (UnimplementedStorageServiceServer) mustEmbedUnimplementedStorageServiceServer() {}
 func (UnimplementedStorageServiceServer) testEmbeddedByValue()                        {}
@@ -182,6 +362,186 @@ func _StorageService_CreateStoragePool_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StorageService_ListStorageVolumes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListStorageVolumesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).ListStorageVolumes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_ListStorageVolumes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).ListStorageVolumes(ctx, req.(*ListStorageVolumesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_GetStorageVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStorageVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).GetStorageVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_GetStorageVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).GetStorageVolume(ctx, req.(*GetStorageVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_CreateStorageVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateStorageVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).CreateStorageVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_CreateStorageVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).CreateStorageVolume(ctx, req.(*CreateStorageVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_UpdateStorageVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateStorageVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).UpdateStorageVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_UpdateStorageVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).UpdateStorageVolume(ctx, req.(*UpdateStorageVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_DeleteStorageVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteStorageVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).DeleteStorageVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_DeleteStorageVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).DeleteStorageVolume(ctx, req.(*DeleteStorageVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_CreateStorageVolumeSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateStorageVolumeSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).CreateStorageVolumeSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_CreateStorageVolumeSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).CreateStorageVolumeSnapshot(ctx, req.(*CreateStorageVolumeSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_DeleteStorageVolumeSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteStorageVolumeSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).DeleteStorageVolumeSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_DeleteStorageVolumeSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).DeleteStorageVolumeSnapshot(ctx, req.(*DeleteStorageVolumeSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_RestoreStorageVolumeSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreStorageVolumeSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).RestoreStorageVolumeSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_RestoreStorageVolumeSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).RestoreStorageVolumeSnapshot(ctx, req.(*RestoreStorageVolumeSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_CopyStorageVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CopyStorageVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).CopyStorageVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_CopyStorageVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).CopyStorageVolume(ctx, req.(*CopyStorageVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_MoveStorageVolume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveStorageVolumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).MoveStorageVolume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_MoveStorageVolume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).MoveStorageVolume(ctx, req.(*MoveStorageVolumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StorageService_ServiceDesc is the grpc.ServiceDesc for StorageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -200,6 +560,46 @@ var StorageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateStoragePool",
 			Handler:    _StorageService_CreateStoragePool_Handler,
+		},
+		{
+			MethodName: "ListStorageVolumes",
+			Handler:    _StorageService_ListStorageVolumes_Handler,
+		},
+		{
+			MethodName: "GetStorageVolume",
+			Handler:    _StorageService_GetStorageVolume_Handler,
+		},
+		{
+			MethodName: "CreateStorageVolume",
+			Handler:    _StorageService_CreateStorageVolume_Handler,
+		},
+		{
+			MethodName: "UpdateStorageVolume",
+			Handler:    _StorageService_UpdateStorageVolume_Handler,
+		},
+		{
+			MethodName: "DeleteStorageVolume",
+			Handler:    _StorageService_DeleteStorageVolume_Handler,
+		},
+		{
+			MethodName: "CreateStorageVolumeSnapshot",
+			Handler:    _StorageService_CreateStorageVolumeSnapshot_Handler,
+		},
+		{
+			MethodName: "DeleteStorageVolumeSnapshot",
+			Handler:    _StorageService_DeleteStorageVolumeSnapshot_Handler,
+		},
+		{
+			MethodName: "RestoreStorageVolumeSnapshot",
+			Handler:    _StorageService_RestoreStorageVolumeSnapshot_Handler,
+		},
+		{
+			MethodName: "CopyStorageVolume",
+			Handler:    _StorageService_CopyStorageVolume_Handler,
+		},
+		{
+			MethodName: "MoveStorageVolume",
+			Handler:    _StorageService_MoveStorageVolume_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1061,6 +1061,113 @@ func (x *StoragePool) GetConfig() map[string]string {
 	return nil
 }
 
+// StorageVolume is a custom volume: a filesystem of its own in a pool on
+// one member, which containers attach as a disk device (pool=POOL
+// source=NAME, path=...). It outlives the containers that use it.
+type StorageVolume struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The member holding it (a pool's volumes live on one member each).
+	Node        string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// Keys: size (bytes, or with a unit: 10GiB; a quota where the pool's
+	// driver has them), user.*.
+	Config            map[string]string `protobuf:"bytes,5,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CreatedAtUnixNano int64             `protobuf:"varint,6,opt,name=created_at_unix_nano,json=createdAtUnixNano,proto3" json:"created_at_unix_nano,omitempty"`
+	Snapshots         []*Snapshot       `protobuf:"bytes,7,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// Containers that attach it (filled by the server when it answers).
+	UsedBy        []string `protobuf:"bytes,8,rep,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageVolume) Reset() {
+	*x = StorageVolume{}
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageVolume) ProtoMessage() {}
+
+func (x *StorageVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageVolume.ProtoReflect.Descriptor instead.
+func (*StorageVolume) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StorageVolume) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *StorageVolume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StorageVolume) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *StorageVolume) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *StorageVolume) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *StorageVolume) GetCreatedAtUnixNano() int64 {
+	if x != nil {
+		return x.CreatedAtUnixNano
+	}
+	return 0
+}
+
+func (x *StorageVolume) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *StorageVolume) GetUsedBy() []string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return nil
+}
+
 // Network is a managed network.
 type Network struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1085,7 +1192,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1204,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[10]
+	mi := &file_shoal_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1217,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Network) GetName() string {
@@ -1194,7 +1301,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_shoal_v1_types_proto_msgTypes[11]
+	mi := &file_shoal_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1313,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[11]
+	mi := &file_shoal_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1326,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Node) GetName() string {
@@ -1299,7 +1406,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_shoal_v1_types_proto_msgTypes[12]
+	mi := &file_shoal_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1418,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[12]
+	mi := &file_shoal_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1431,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Progress) GetPhase() string {
@@ -1375,7 +1482,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_shoal_v1_types_proto_msgTypes[13]
+	mi := &file_shoal_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1494,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[13]
+	mi := &file_shoal_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1507,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Operation) GetId() string {
@@ -1492,7 +1599,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_shoal_v1_types_proto_msgTypes[14]
+	mi := &file_shoal_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1611,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_types_proto_msgTypes[14]
+	mi := &file_shoal_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1624,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetType() string {
@@ -1687,6 +1794,18 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x06config\x18\x05 \x03(\v2!.shoal.v1.StoragePool.ConfigEntryR\x06config\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x02\n" +
+	"\rStorageVolume\x12\x12\n" +
+	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12;\n" +
+	"\x06config\x18\x05 \x03(\v2#.shoal.v1.StorageVolume.ConfigEntryR\x06config\x12/\n" +
+	"\x14created_at_unix_nano\x18\x06 \x01(\x03R\x11createdAtUnixNano\x120\n" +
+	"\tsnapshots\x18\a \x03(\v2\x12.shoal.v1.SnapshotR\tsnapshots\x12\x17\n" +
+	"\aused_by\x18\b \x03(\tR\x06usedBy\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x02\n" +
 	"\aNetwork\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -1771,7 +1890,7 @@ func file_shoal_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_shoal_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_shoal_v1_types_proto_goTypes = []any{
 	(DesiredState)(0),      // 0: shoal.v1.DesiredState
 	(OperationStatus)(0),   // 1: shoal.v1.OperationStatus
@@ -1785,58 +1904,62 @@ var file_shoal_v1_types_proto_goTypes = []any{
 	(*ContainerInfo)(nil),  // 9: shoal.v1.ContainerInfo
 	(*Image)(nil),          // 10: shoal.v1.Image
 	(*StoragePool)(nil),    // 11: shoal.v1.StoragePool
-	(*Network)(nil),        // 12: shoal.v1.Network
-	(*Node)(nil),           // 13: shoal.v1.Node
-	(*Progress)(nil),       // 14: shoal.v1.Progress
-	(*Operation)(nil),      // 15: shoal.v1.Operation
-	(*Event)(nil),          // 16: shoal.v1.Event
-	nil,                    // 17: shoal.v1.Snapshot.ConfigEntry
-	nil,                    // 18: shoal.v1.Container.ConfigEntry
-	nil,                    // 19: shoal.v1.Container.DevicesEntry
-	nil,                    // 20: shoal.v1.Container.ExpandedConfigEntry
-	nil,                    // 21: shoal.v1.Container.ExpandedDevicesEntry
-	nil,                    // 22: shoal.v1.Device.ConfigEntry
-	nil,                    // 23: shoal.v1.Profile.ConfigEntry
-	nil,                    // 24: shoal.v1.Profile.DevicesEntry
-	nil,                    // 25: shoal.v1.Image.PropertiesEntry
-	nil,                    // 26: shoal.v1.StoragePool.ConfigEntry
-	nil,                    // 27: shoal.v1.Network.ConfigEntry
-	nil,                    // 28: shoal.v1.Node.LabelsEntry
-	nil,                    // 29: shoal.v1.Node.UnenforceableKeysEntry
-	nil,                    // 30: shoal.v1.Operation.ResultEntry
+	(*StorageVolume)(nil),  // 12: shoal.v1.StorageVolume
+	(*Network)(nil),        // 13: shoal.v1.Network
+	(*Node)(nil),           // 14: shoal.v1.Node
+	(*Progress)(nil),       // 15: shoal.v1.Progress
+	(*Operation)(nil),      // 16: shoal.v1.Operation
+	(*Event)(nil),          // 17: shoal.v1.Event
+	nil,                    // 18: shoal.v1.Snapshot.ConfigEntry
+	nil,                    // 19: shoal.v1.Container.ConfigEntry
+	nil,                    // 20: shoal.v1.Container.DevicesEntry
+	nil,                    // 21: shoal.v1.Container.ExpandedConfigEntry
+	nil,                    // 22: shoal.v1.Container.ExpandedDevicesEntry
+	nil,                    // 23: shoal.v1.Device.ConfigEntry
+	nil,                    // 24: shoal.v1.Profile.ConfigEntry
+	nil,                    // 25: shoal.v1.Profile.DevicesEntry
+	nil,                    // 26: shoal.v1.Image.PropertiesEntry
+	nil,                    // 27: shoal.v1.StoragePool.ConfigEntry
+	nil,                    // 28: shoal.v1.StorageVolume.ConfigEntry
+	nil,                    // 29: shoal.v1.Network.ConfigEntry
+	nil,                    // 30: shoal.v1.Node.LabelsEntry
+	nil,                    // 31: shoal.v1.Node.UnenforceableKeysEntry
+	nil,                    // 32: shoal.v1.Operation.ResultEntry
 }
 var file_shoal_v1_types_proto_depIdxs = []int32{
-	17, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
-	18, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
+	18, // 0: shoal.v1.Snapshot.config:type_name -> shoal.v1.Snapshot.ConfigEntry
+	19, // 1: shoal.v1.Container.config:type_name -> shoal.v1.Container.ConfigEntry
 	0,  // 2: shoal.v1.Container.desired_state:type_name -> shoal.v1.DesiredState
 	2,  // 3: shoal.v1.Container.snapshots:type_name -> shoal.v1.Snapshot
 	7,  // 4: shoal.v1.Container.nics:type_name -> shoal.v1.NIC
 	6,  // 5: shoal.v1.Container.replicas:type_name -> shoal.v1.Replica
-	19, // 6: shoal.v1.Container.devices:type_name -> shoal.v1.Container.DevicesEntry
-	20, // 7: shoal.v1.Container.expanded_config:type_name -> shoal.v1.Container.ExpandedConfigEntry
-	21, // 8: shoal.v1.Container.expanded_devices:type_name -> shoal.v1.Container.ExpandedDevicesEntry
-	22, // 9: shoal.v1.Device.config:type_name -> shoal.v1.Device.ConfigEntry
-	23, // 10: shoal.v1.Profile.config:type_name -> shoal.v1.Profile.ConfigEntry
-	24, // 11: shoal.v1.Profile.devices:type_name -> shoal.v1.Profile.DevicesEntry
+	20, // 6: shoal.v1.Container.devices:type_name -> shoal.v1.Container.DevicesEntry
+	21, // 7: shoal.v1.Container.expanded_config:type_name -> shoal.v1.Container.ExpandedConfigEntry
+	22, // 8: shoal.v1.Container.expanded_devices:type_name -> shoal.v1.Container.ExpandedDevicesEntry
+	23, // 9: shoal.v1.Device.config:type_name -> shoal.v1.Device.ConfigEntry
+	24, // 10: shoal.v1.Profile.config:type_name -> shoal.v1.Profile.ConfigEntry
+	25, // 11: shoal.v1.Profile.devices:type_name -> shoal.v1.Profile.DevicesEntry
 	3,  // 12: shoal.v1.ContainerInfo.container:type_name -> shoal.v1.Container
 	8,  // 13: shoal.v1.ContainerInfo.state:type_name -> shoal.v1.ContainerState
-	25, // 14: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
-	26, // 15: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
-	27, // 16: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
-	28, // 17: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
-	29, // 18: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
-	1,  // 19: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
-	14, // 20: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
-	30, // 21: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
-	15, // 22: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
-	4,  // 23: shoal.v1.Container.DevicesEntry.value:type_name -> shoal.v1.Device
-	4,  // 24: shoal.v1.Container.ExpandedDevicesEntry.value:type_name -> shoal.v1.Device
-	4,  // 25: shoal.v1.Profile.DevicesEntry.value:type_name -> shoal.v1.Device
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	26, // 14: shoal.v1.Image.properties:type_name -> shoal.v1.Image.PropertiesEntry
+	27, // 15: shoal.v1.StoragePool.config:type_name -> shoal.v1.StoragePool.ConfigEntry
+	28, // 16: shoal.v1.StorageVolume.config:type_name -> shoal.v1.StorageVolume.ConfigEntry
+	2,  // 17: shoal.v1.StorageVolume.snapshots:type_name -> shoal.v1.Snapshot
+	29, // 18: shoal.v1.Network.config:type_name -> shoal.v1.Network.ConfigEntry
+	30, // 19: shoal.v1.Node.labels:type_name -> shoal.v1.Node.LabelsEntry
+	31, // 20: shoal.v1.Node.unenforceable_keys:type_name -> shoal.v1.Node.UnenforceableKeysEntry
+	1,  // 21: shoal.v1.Operation.status:type_name -> shoal.v1.OperationStatus
+	15, // 22: shoal.v1.Operation.progress:type_name -> shoal.v1.Progress
+	32, // 23: shoal.v1.Operation.result:type_name -> shoal.v1.Operation.ResultEntry
+	16, // 24: shoal.v1.Event.operation:type_name -> shoal.v1.Operation
+	4,  // 25: shoal.v1.Container.DevicesEntry.value:type_name -> shoal.v1.Device
+	4,  // 26: shoal.v1.Container.ExpandedDevicesEntry.value:type_name -> shoal.v1.Device
+	4,  // 27: shoal.v1.Profile.DevicesEntry.value:type_name -> shoal.v1.Device
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_types_proto_init() }
@@ -1850,7 +1973,7 @@ func file_shoal_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_types_proto_rawDesc), len(file_shoal_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
