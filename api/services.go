@@ -264,7 +264,19 @@ func (s *Server) CreateStoragePool(ctx context.Context, req *shoalv1.CreateStora
 	if req.GetSizeBytes() < 0 || (req.GetSizeBytes() > 0 && req.GetSizeBytes() < 256<<20) {
 		return nil, invalid("size", "must be at least 256MiB")
 	}
-	p, err := s.node.CreatePool(ctx, &shoalv1.StoragePool{Name: req.GetName(), Driver: req.GetDriver(), Source: req.GetSource(), SizeBytes: req.GetSizeBytes()})
+	for k, v := range req.GetConfig() {
+		if k != "btrfs.quotas" || req.GetDriver() != "btrfs" {
+			return nil, invalid(k, fmt.Sprintf("unknown option for a %s pool (known: btrfs.quotas on btrfs)", req.GetDriver()))
+		}
+		if _, err := config.ParseBool(v); err != nil {
+			return nil, invalid(k, fmt.Sprintf("%q: want true or false", v))
+		}
+	}
+	var cfg map[string]string
+	if config.Bool(req.GetConfig(), "btrfs.quotas") {
+		cfg = map[string]string{"btrfs.quotas": "true"}
+	}
+	p, err := s.node.CreatePool(ctx, &shoalv1.StoragePool{Name: req.GetName(), Driver: req.GetDriver(), Source: req.GetSource(), SizeBytes: req.GetSizeBytes(), Config: cfg})
 	if err != nil {
 		return nil, toStatus(err)
 	}

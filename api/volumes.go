@@ -39,7 +39,7 @@ func (s *Server) volume(ctx context.Context, pool, name string) (*shoalv1.Storag
 }
 
 // volumeSize is a volume config's size in bytes (0: none), refused on a
-// pool whose driver has no quotas.
+// pool of this member whose driver enforces no quotas.
 func (s *Server) volumeSize(pool string, cfg map[string]string) (int64, error) {
 	v, ok := cfg["size"]
 	if !ok {
@@ -49,12 +49,12 @@ func (s *Server) volumeSize(pool string, cfg map[string]string) (int64, error) {
 	if err != nil {
 		return 0, invalid("config.size", err.Error())
 	}
-	p, err := s.fsm.Pool(pool)
+	d, err := s.node.Pool(pool)
 	if err != nil {
 		return 0, toStatus(fmt.Errorf("pool: %w", err))
 	}
-	if p.GetDriver() != "btrfs" {
-		return 0, invalid("config.size", fmt.Sprintf("pool %s uses the %s driver, which has no quotas (btrfs has)", pool, p.GetDriver()))
+	if !d.Info().Quotas {
+		return 0, invalid("config.size", fmt.Sprintf("pool %s (%s) enforces no sizes: create a btrfs pool with btrfs.quotas=true for sized volumes", pool, d.Info().Name))
 	}
 	return size, nil
 }

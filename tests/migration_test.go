@@ -135,8 +135,10 @@ func hasLocalCopy(m *member, name string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pools := filepath.Join(m.StateDir, "storage-pools")
-	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", name).CombinedOutput()
-	return strings.Contains(string(out), "/containers/"+name)
+	// Volume directories are named with their "/" encoded
+	// (containers%2FNAME); matching the bare name found nothing ever.
+	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", "containers%2F"+name).CombinedOutput()
+	return strings.Contains(string(out), "containers%2F"+name)
 }
 
 // TestLiveMove moves an unprivileged container running a program that

@@ -209,6 +209,7 @@ func (a *app) deviceCmd() *cobra.Command {
 		Long: "Add a device; a running container gets it at once.\n" +
 			"  nic: {network=NET | nictype=macvlan parent=IFACE} [ipv4.address=IP] [hwaddr=MAC] [mtu=N] [name=IFNAME]\n" +
 			"  disk: source=HOSTPATH path=PATH [readonly=true] [required=false]\n" +
+			"  disk (a custom volume): pool=POOL source=VOLUME path=PATH [readonly=true]\n" +
 			"  unix-char, unix-block: source=/dev/NODE [path=PATH] [uid=N] [gid=N] [mode=0660]",
 		Short: "Add a device; a running container gets it at once", Args: cobra.MinimumNArgs(3),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -374,7 +375,7 @@ func (a *app) getContainer(cmd *cobra.Command, name string) (*shoalv1.Container,
 }
 
 func (a *app) storageCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "storage", Short: "Manage storage pools"}
+	cmd := &cobra.Command{Use: "storage", Short: "Manage storage pools and custom volumes"}
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List storage pools", Args: cobra.NoArgs,
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -399,7 +400,7 @@ func (a *app) storageCmd() *cobra.Command {
 		}),
 	}
 	create := &cobra.Command{
-		Use: "create NAME DRIVER [source=PATH] [size=SIZE]", Short: "Create a storage pool (drivers: btrfs, dir)", Args: cobra.MinimumNArgs(2),
+		Use: "create NAME DRIVER [source=PATH] [size=SIZE] [btrfs.quotas=true]", Short: "Create a storage pool (drivers: btrfs, dir; btrfs.quotas=true enforces volume sizes)", Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kv, err := parseKV("option", args[2:])
 			if err != nil {
@@ -414,8 +415,10 @@ func (a *app) storageCmd() *cobra.Command {
 					if req.SizeBytes, err = config.ParseSize(v); err != nil {
 						return fmt.Errorf("size: %q: %v", v, err)
 					}
+				case "btrfs.quotas":
+					req.Config = map[string]string{k: v}
 				default:
-					return fmt.Errorf("option %q: unknown (allowed: source, size)", k)
+					return fmt.Errorf("option %q: unknown (allowed: source, size, btrfs.quotas)", k)
 				}
 			}
 			c, err := a.client()
@@ -436,7 +439,7 @@ func (a *app) storageCmd() *cobra.Command {
 			return printData(os.Stdout, "yaml", resp)
 		}),
 	}
-	cmd.AddCommand(list, create, info)
+	cmd.AddCommand(list, create, info, a.volumeCmd())
 	return cmd
 }
 

@@ -205,7 +205,10 @@ type CreateStoragePoolRequest struct {
 	// btrfs: an existing btrfs mount; empty means a loop file. dir: a directory; empty means under the state dir.
 	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	// Loop file size in bytes (btrfs without source).
-	SizeBytes     int64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	SizeBytes int64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Driver options: btrfs.quotas=true (qgroups on: volume sizes are
+	// enforced; snapshots and clones are about twice as slow).
+	Config        map[string]string `protobuf:"bytes,5,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -266,6 +269,13 @@ func (x *CreateStoragePoolRequest) GetSizeBytes() int64 {
 		return x.SizeBytes
 	}
 	return 0
+}
+
+func (x *CreateStoragePoolRequest) GetConfig() map[string]string {
+	if x != nil {
+		return x.Config
+	}
+	return nil
 }
 
 type CreateStoragePoolResponse struct {
@@ -1391,13 +1401,17 @@ const file_shoal_v1_storage_proto_rawDesc = "" +
 	"\x16GetStoragePoolResponse\x12)\n" +
 	"\x04pool\x18\x01 \x01(\v2\x15.shoal.v1.StoragePoolR\x04pool\x12\x1d\n" +
 	"\n" +
-	"used_bytes\x18\x02 \x01(\x03R\tusedBytes\"}\n" +
+	"used_bytes\x18\x02 \x01(\x03R\tusedBytes\"\x80\x02\n" +
 	"\x18CreateStoragePoolRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06driver\x18\x02 \x01(\tR\x06driver\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\"F\n" +
+	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\x12F\n" +
+	"\x06config\x18\x05 \x03(\v2..shoal.v1.CreateStoragePoolRequest.ConfigEntryR\x06config\x1a9\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
 	"\x19CreateStoragePoolResponse\x12)\n" +
 	"\x04pool\x18\x01 \x01(\v2\x15.shoal.v1.StoragePoolR\x04pool\"/\n" +
 	"\x19ListStorageVolumesRequest\x12\x12\n" +
@@ -1498,7 +1512,7 @@ func file_shoal_v1_storage_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_storage_proto_rawDescData
 }
 
-var file_shoal_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_shoal_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_shoal_v1_storage_proto_goTypes = []any{
 	(*ListStoragePoolsRequest)(nil),              // 0: shoal.v1.ListStoragePoolsRequest
 	(*ListStoragePoolsResponse)(nil),             // 1: shoal.v1.ListStoragePoolsResponse
@@ -1526,57 +1540,59 @@ var file_shoal_v1_storage_proto_goTypes = []any{
 	(*CopyStorageVolumeResponse)(nil),            // 23: shoal.v1.CopyStorageVolumeResponse
 	(*MoveStorageVolumeRequest)(nil),             // 24: shoal.v1.MoveStorageVolumeRequest
 	(*MoveStorageVolumeResponse)(nil),            // 25: shoal.v1.MoveStorageVolumeResponse
-	nil,                                          // 26: shoal.v1.CreateStorageVolumeRequest.ConfigEntry
-	nil,                                          // 27: shoal.v1.UpdateStorageVolumeRequest.ConfigEntry
-	(*StoragePool)(nil),                          // 28: shoal.v1.StoragePool
-	(*StorageVolume)(nil),                        // 29: shoal.v1.StorageVolume
-	(*Snapshot)(nil),                             // 30: shoal.v1.Snapshot
-	(*Operation)(nil),                            // 31: shoal.v1.Operation
+	nil,                                          // 26: shoal.v1.CreateStoragePoolRequest.ConfigEntry
+	nil,                                          // 27: shoal.v1.CreateStorageVolumeRequest.ConfigEntry
+	nil,                                          // 28: shoal.v1.UpdateStorageVolumeRequest.ConfigEntry
+	(*StoragePool)(nil),                          // 29: shoal.v1.StoragePool
+	(*StorageVolume)(nil),                        // 30: shoal.v1.StorageVolume
+	(*Snapshot)(nil),                             // 31: shoal.v1.Snapshot
+	(*Operation)(nil),                            // 32: shoal.v1.Operation
 }
 var file_shoal_v1_storage_proto_depIdxs = []int32{
-	28, // 0: shoal.v1.ListStoragePoolsResponse.pools:type_name -> shoal.v1.StoragePool
-	28, // 1: shoal.v1.GetStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
-	28, // 2: shoal.v1.CreateStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
-	29, // 3: shoal.v1.ListStorageVolumesResponse.volumes:type_name -> shoal.v1.StorageVolume
-	29, // 4: shoal.v1.GetStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
-	26, // 5: shoal.v1.CreateStorageVolumeRequest.config:type_name -> shoal.v1.CreateStorageVolumeRequest.ConfigEntry
-	29, // 6: shoal.v1.CreateStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
-	27, // 7: shoal.v1.UpdateStorageVolumeRequest.config:type_name -> shoal.v1.UpdateStorageVolumeRequest.ConfigEntry
-	29, // 8: shoal.v1.UpdateStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
-	30, // 9: shoal.v1.CreateStorageVolumeSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
-	31, // 10: shoal.v1.CopyStorageVolumeResponse.operation:type_name -> shoal.v1.Operation
-	31, // 11: shoal.v1.MoveStorageVolumeResponse.operation:type_name -> shoal.v1.Operation
-	0,  // 12: shoal.v1.StorageService.ListStoragePools:input_type -> shoal.v1.ListStoragePoolsRequest
-	2,  // 13: shoal.v1.StorageService.GetStoragePool:input_type -> shoal.v1.GetStoragePoolRequest
-	4,  // 14: shoal.v1.StorageService.CreateStoragePool:input_type -> shoal.v1.CreateStoragePoolRequest
-	6,  // 15: shoal.v1.StorageService.ListStorageVolumes:input_type -> shoal.v1.ListStorageVolumesRequest
-	8,  // 16: shoal.v1.StorageService.GetStorageVolume:input_type -> shoal.v1.GetStorageVolumeRequest
-	10, // 17: shoal.v1.StorageService.CreateStorageVolume:input_type -> shoal.v1.CreateStorageVolumeRequest
-	12, // 18: shoal.v1.StorageService.UpdateStorageVolume:input_type -> shoal.v1.UpdateStorageVolumeRequest
-	14, // 19: shoal.v1.StorageService.DeleteStorageVolume:input_type -> shoal.v1.DeleteStorageVolumeRequest
-	16, // 20: shoal.v1.StorageService.CreateStorageVolumeSnapshot:input_type -> shoal.v1.CreateStorageVolumeSnapshotRequest
-	18, // 21: shoal.v1.StorageService.DeleteStorageVolumeSnapshot:input_type -> shoal.v1.DeleteStorageVolumeSnapshotRequest
-	20, // 22: shoal.v1.StorageService.RestoreStorageVolumeSnapshot:input_type -> shoal.v1.RestoreStorageVolumeSnapshotRequest
-	22, // 23: shoal.v1.StorageService.CopyStorageVolume:input_type -> shoal.v1.CopyStorageVolumeRequest
-	24, // 24: shoal.v1.StorageService.MoveStorageVolume:input_type -> shoal.v1.MoveStorageVolumeRequest
-	1,  // 25: shoal.v1.StorageService.ListStoragePools:output_type -> shoal.v1.ListStoragePoolsResponse
-	3,  // 26: shoal.v1.StorageService.GetStoragePool:output_type -> shoal.v1.GetStoragePoolResponse
-	5,  // 27: shoal.v1.StorageService.CreateStoragePool:output_type -> shoal.v1.CreateStoragePoolResponse
-	7,  // 28: shoal.v1.StorageService.ListStorageVolumes:output_type -> shoal.v1.ListStorageVolumesResponse
-	9,  // 29: shoal.v1.StorageService.GetStorageVolume:output_type -> shoal.v1.GetStorageVolumeResponse
-	11, // 30: shoal.v1.StorageService.CreateStorageVolume:output_type -> shoal.v1.CreateStorageVolumeResponse
-	13, // 31: shoal.v1.StorageService.UpdateStorageVolume:output_type -> shoal.v1.UpdateStorageVolumeResponse
-	15, // 32: shoal.v1.StorageService.DeleteStorageVolume:output_type -> shoal.v1.DeleteStorageVolumeResponse
-	17, // 33: shoal.v1.StorageService.CreateStorageVolumeSnapshot:output_type -> shoal.v1.CreateStorageVolumeSnapshotResponse
-	19, // 34: shoal.v1.StorageService.DeleteStorageVolumeSnapshot:output_type -> shoal.v1.DeleteStorageVolumeSnapshotResponse
-	21, // 35: shoal.v1.StorageService.RestoreStorageVolumeSnapshot:output_type -> shoal.v1.RestoreStorageVolumeSnapshotResponse
-	23, // 36: shoal.v1.StorageService.CopyStorageVolume:output_type -> shoal.v1.CopyStorageVolumeResponse
-	25, // 37: shoal.v1.StorageService.MoveStorageVolume:output_type -> shoal.v1.MoveStorageVolumeResponse
-	25, // [25:38] is the sub-list for method output_type
-	12, // [12:25] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	29, // 0: shoal.v1.ListStoragePoolsResponse.pools:type_name -> shoal.v1.StoragePool
+	29, // 1: shoal.v1.GetStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
+	26, // 2: shoal.v1.CreateStoragePoolRequest.config:type_name -> shoal.v1.CreateStoragePoolRequest.ConfigEntry
+	29, // 3: shoal.v1.CreateStoragePoolResponse.pool:type_name -> shoal.v1.StoragePool
+	30, // 4: shoal.v1.ListStorageVolumesResponse.volumes:type_name -> shoal.v1.StorageVolume
+	30, // 5: shoal.v1.GetStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
+	27, // 6: shoal.v1.CreateStorageVolumeRequest.config:type_name -> shoal.v1.CreateStorageVolumeRequest.ConfigEntry
+	30, // 7: shoal.v1.CreateStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
+	28, // 8: shoal.v1.UpdateStorageVolumeRequest.config:type_name -> shoal.v1.UpdateStorageVolumeRequest.ConfigEntry
+	30, // 9: shoal.v1.UpdateStorageVolumeResponse.volume:type_name -> shoal.v1.StorageVolume
+	31, // 10: shoal.v1.CreateStorageVolumeSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	32, // 11: shoal.v1.CopyStorageVolumeResponse.operation:type_name -> shoal.v1.Operation
+	32, // 12: shoal.v1.MoveStorageVolumeResponse.operation:type_name -> shoal.v1.Operation
+	0,  // 13: shoal.v1.StorageService.ListStoragePools:input_type -> shoal.v1.ListStoragePoolsRequest
+	2,  // 14: shoal.v1.StorageService.GetStoragePool:input_type -> shoal.v1.GetStoragePoolRequest
+	4,  // 15: shoal.v1.StorageService.CreateStoragePool:input_type -> shoal.v1.CreateStoragePoolRequest
+	6,  // 16: shoal.v1.StorageService.ListStorageVolumes:input_type -> shoal.v1.ListStorageVolumesRequest
+	8,  // 17: shoal.v1.StorageService.GetStorageVolume:input_type -> shoal.v1.GetStorageVolumeRequest
+	10, // 18: shoal.v1.StorageService.CreateStorageVolume:input_type -> shoal.v1.CreateStorageVolumeRequest
+	12, // 19: shoal.v1.StorageService.UpdateStorageVolume:input_type -> shoal.v1.UpdateStorageVolumeRequest
+	14, // 20: shoal.v1.StorageService.DeleteStorageVolume:input_type -> shoal.v1.DeleteStorageVolumeRequest
+	16, // 21: shoal.v1.StorageService.CreateStorageVolumeSnapshot:input_type -> shoal.v1.CreateStorageVolumeSnapshotRequest
+	18, // 22: shoal.v1.StorageService.DeleteStorageVolumeSnapshot:input_type -> shoal.v1.DeleteStorageVolumeSnapshotRequest
+	20, // 23: shoal.v1.StorageService.RestoreStorageVolumeSnapshot:input_type -> shoal.v1.RestoreStorageVolumeSnapshotRequest
+	22, // 24: shoal.v1.StorageService.CopyStorageVolume:input_type -> shoal.v1.CopyStorageVolumeRequest
+	24, // 25: shoal.v1.StorageService.MoveStorageVolume:input_type -> shoal.v1.MoveStorageVolumeRequest
+	1,  // 26: shoal.v1.StorageService.ListStoragePools:output_type -> shoal.v1.ListStoragePoolsResponse
+	3,  // 27: shoal.v1.StorageService.GetStoragePool:output_type -> shoal.v1.GetStoragePoolResponse
+	5,  // 28: shoal.v1.StorageService.CreateStoragePool:output_type -> shoal.v1.CreateStoragePoolResponse
+	7,  // 29: shoal.v1.StorageService.ListStorageVolumes:output_type -> shoal.v1.ListStorageVolumesResponse
+	9,  // 30: shoal.v1.StorageService.GetStorageVolume:output_type -> shoal.v1.GetStorageVolumeResponse
+	11, // 31: shoal.v1.StorageService.CreateStorageVolume:output_type -> shoal.v1.CreateStorageVolumeResponse
+	13, // 32: shoal.v1.StorageService.UpdateStorageVolume:output_type -> shoal.v1.UpdateStorageVolumeResponse
+	15, // 33: shoal.v1.StorageService.DeleteStorageVolume:output_type -> shoal.v1.DeleteStorageVolumeResponse
+	17, // 34: shoal.v1.StorageService.CreateStorageVolumeSnapshot:output_type -> shoal.v1.CreateStorageVolumeSnapshotResponse
+	19, // 35: shoal.v1.StorageService.DeleteStorageVolumeSnapshot:output_type -> shoal.v1.DeleteStorageVolumeSnapshotResponse
+	21, // 36: shoal.v1.StorageService.RestoreStorageVolumeSnapshot:output_type -> shoal.v1.RestoreStorageVolumeSnapshotResponse
+	23, // 37: shoal.v1.StorageService.CopyStorageVolume:output_type -> shoal.v1.CopyStorageVolumeResponse
+	25, // 38: shoal.v1.StorageService.MoveStorageVolume:output_type -> shoal.v1.MoveStorageVolumeResponse
+	26, // [26:39] is the sub-list for method output_type
+	13, // [13:26] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_storage_proto_init() }
@@ -1591,7 +1607,7 @@ func file_shoal_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_storage_proto_rawDesc), len(file_shoal_v1_storage_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

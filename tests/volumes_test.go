@@ -1,0 +1,244 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/tests/harness"
+)
+
+// volumeRow is one custom volume as `storage volume list --format json`
+// prints it.
+type volumeRow struct {
+	Pool      string            `json:"pool"`
+	Name      string            `json:"name"`
+	Node      string            `json:"node"`
+	Config    map[string]string `json:"config"`
+	UsedBy    []string          `json:"used_by"`
+	Snapshots []struct {
+		Name string `json:"name"`
+	} `json:"snapshots"`
+}
+
+// volumes lists the custom volumes a member reports, by name.
+func volumes(t *testing.T, d *harness.Daemon) map[string]volumeRow {
+	t.Helper()
+	var resp struct {
+		Volumes []volumeRow `json:"volumes"`
+	}
+	if err := json.Unmarshal([]byte(d.MustShoal("storage", "volume", "list", "--format", "json")), &resp); err != nil {
+		t.Fatalf("volume list: %v", err)
+	}
+	out := map[string]volumeRow{}
+	for _, v := range resp.Volumes {
+		out[v.Name] = v
+	}
+	return out
+}
+
+// TestStorageVolumes walks through custom volumes on one member: create
+// with a quota, attach to a running container (hot-plugged, writable by
+// the container's root), a second container sharing it, snapshot and
+// restore, a delete refused while used, detach, copy with snapshots,
+// rename, the quota enforced, and bad input refused with nothing changed.
+func TestStorageVolumes(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	c1, c2, v1, v2, v3, vq, qp := uniq("vc"), uniq("vc"), uniq("vol"), uniq("vol"), uniq("vol"), uniq("vol"), uniq("qp")
+	t.Cleanup(func() {
+		d.Shoal("delete", "-f", c1)
+		d.Shoal("delete", "-f", c2)
+		for _, v := range []string{v1, v2, v3} {
+			d.Shoal("storage", "volume", "delete", "default", v)
+		}
+		d.Shoal("storage", "volume", "delete", qp, vq)
+	})
+
+	d.MustShoal("storage", "volume", "create", "default", v1, "user.purpose=test")
+	if got := strings.TrimSpace(d.MustShoal("storage", "volume", "get", "default", v1, "user.purpose")); got != "test" {
+		t.Fatalf("user.purpose = %q", got)
+	}
+	// The default pool runs without qgroups: a size would not hold there.
+	mustFail(t, d, "enforces no sizes", "storage", "volume", "create", "default", uniq("vol"), "size=64MiB")
+	d.MustShoal("launch", "busybox", c1)
+	// Hot-plugged into the running container, writable by its root.
+	d.MustShoal("storage", "volume", "attach", "default", v1, c1, "/data")
+	d.MustShoal("exec", c1, "--", "sh", "-c", "echo one > /data/f")
+	if got := d.MustShoal("exec", c1, "--", "cat", "/data/f"); got != "one\n" {
+		t.Fatalf("/data/f = %q", got)
+	}
+	if row := volumes(t, d)[v1]; len(row.UsedBy) != 1 || row.UsedBy[0] != c1 {
+		t.Fatalf("volume used by %v, want [%s]", row.UsedBy, c1)
+	}
+	// A second container on the same member sees the same files.
+	d.MustShoal("launch", "busybox", c2)
+	d.MustShoal("config", "device", "add", c2, "shared", "disk", "pool=default", "source="+v1, "path=/mnt/shared", "readonly=true")
+	if got := d.MustShoal("exec", c2, "--", "cat", "/mnt/shared/f"); got != "one\n" {
+		t.Fatalf("the second container reads %q", got)
+	}
+	if _, _, code := d.Shoal("exec", c2, "--", "sh", "-c", "echo x > /mnt/shared/g"); code == 0 {
+		t.Fatalf("a readonly attachment was writable")
+	}
+	mustFail(t, d, "is used by", "storage", "volume", "delete", "default", v1)
+
+	// Snapshot, change, restore (the users stopped).
+	d.MustShoal("storage", "volume", "snapshot", "create", "default", v1, "s1")
+	d.MustShoal("exec", c1, "--", "sh", "-c", "echo two > /data/f")
+	mustFail(t, d, "stop it first", "storage", "volume", "restore", "default", v1, "s1")
+	d.MustShoal("stop", c1, c2)
+	d.MustShoal("storage", "volume", "restore", "default", v1, "s1")
+	d.MustShoal("start", c1)
+	if got := d.MustShoal("exec", c1, "--", "cat", "/data/f"); got != "one\n" {
+		t.Fatalf("after the restore /data/f = %q, want one", got)
+	}
+	// Kept across a restart of the container.
+	d.MustShoal("restart", c1)
+	if got := d.MustShoal("exec", c1, "--", "cat", "/data/f"); got != "one\n" {
+		t.Fatalf("after a restart /data/f = %q", got)
+	}
+
+	// On a pool with quotas a size holds: 64 MiB cannot take 100; then
+	// grown live to 256 MiB, it can.
+	d.MustShoal("storage", "create", qp, "btrfs", "size=512MiB", "btrfs.quotas=true")
+	d.MustShoal("storage", "volume", "create", qp, vq, "size=64MiB")
+	d.MustShoal("storage", "volume", "attach", qp, vq, c1, "/q")
+	if _, _, code := d.Shoal("exec", c1, "--", "sh", "-c", "dd if=/dev/zero of=/q/big bs=1M count=100 && sync"); code == 0 {
+		t.Fatalf("wrote 100 MiB into a 64 MiB volume")
+	}
+	d.MustShoal("exec", c1, "--", "rm", "-f", "/q/big")
+	d.MustShoal("exec", c1, "--", "sync")
+	d.MustShoal("storage", "volume", "set", qp, vq, "size=256MiB")
+	d.MustShoal("exec", c1, "--", "sh", "-c", "dd if=/dev/zero of=/q/big bs=1M count=100 && sync")
+	if info := d.MustShoal("storage", "volume", "info", qp, vq); !strings.Contains(info, "Size: 256MiB") || !strings.Contains(info, "Usage: 10") {
+		t.Fatalf("volume info:\n%s", info)
+	}
+	d.MustShoal("storage", "volume", "detach", qp, vq, c1)
+	d.MustShoal("storage", "volume", "delete", qp, vq)
+
+	// Detach: gone from inside, files kept in the volume.
+	d.MustShoal("storage", "volume", "detach", "default", v1, c1)
+	d.MustShoal("config", "device", "remove", c2, "shared")
+	if out, _, _ := d.Shoal("exec", c1, "--", "cat", "/data/f"); out == "one\n" {
+		t.Fatalf("still visible after detach")
+	}
+	// Copy with snapshots, then rename the copy.
+	d.MustShoal("storage", "volume", "copy", "default/"+v1, "default/"+v2)
+	d.MustShoal("storage", "volume", "move", "default/"+v2, "default/"+v3)
+	vs := volumes(t, d)
+	if _, ok := vs[v2]; ok {
+		t.Fatalf("%s still listed after the rename", v2)
+	}
+	if row, ok := vs[v3]; !ok || len(row.Snapshots) != 1 || row.Snapshots[0].Name != "s1" || row.Config["user.purpose"] != "test" {
+		t.Fatalf("the copy is %+v, want snapshot s1 and user.purpose", vs[v3])
+	}
+	d.MustShoal("storage", "volume", "attach", "default", v3, c1, "copy", "/copy")
+	if got := d.MustShoal("exec", c1, "--", "cat", "/copy/f"); got != "one\n" {
+		t.Fatalf("the copy's f = %q", got)
+	}
+	if show := d.MustShoal("storage", "volume", "show", "default", v3); !strings.Contains(show, "used_by:\n  - "+c1) || !strings.Contains(show, "- s1") {
+		t.Fatalf("volume show:\n%s", show)
+	}
+
+	// Bad input, each refused with one line naming the field; nothing changes.
+	mustFail(t, d, "config.size", "storage", "volume", "create", "default", uniq("vol"), "size=lots")
+	mustFail(t, d, "config.colour", "storage", "volume", "create", "default", uniq("vol"), "colour=blue")
+	mustFail(t, d, "already exists", "storage", "volume", "create", "default", v1)
+	mustFail(t, d, "not found", "storage", "volume", "show", "default", uniq("nope"))
+	mustFail(t, d, "pool", "storage", "volume", "create", uniq("nopool"), uniq("vol"))
+	mustFail(t, d, "not found", "config", "device", "add", c1, "x", "disk", "pool=default", "source="+uniq("nope"), "path=/x")
+	mustFail(t, d, "is used by", "storage", "volume", "rename", "default", v3, uniq("vol"))
+	mustFail(t, d, "not POOL/VOLUME", "storage", "volume", "copy", v1, "default/x")
+	mustFail(t, d, "unknown subcommand", "storage", "volume", "frobnicate")
+	if got := d.MustShoal("exec", c1, "--", "cat", "/copy/f"); got != "one\n" {
+		t.Fatalf("after the refused calls the copy's f = %q", got)
+	}
+	d.MustShoal("storage", "volume", "detach", "default", v3, c1)
+	d.MustShoal("storage", "volume", "delete", "default", v3)
+	d.MustShoal("storage", "volume", "delete", "default", v1)
+	if vs := volumes(t, d); len(vs) != 0 {
+		t.Fatalf("volumes left: %v", vs)
+	}
+}
+
+// TestVolumesAcrossMembers: a volume is created on a chosen member; a
+// container whose profile attaches it is placed there; a live move is
+// refused naming the volume; a cold move carries the volume with the
+// container (its files visible inside on the new member, nothing left on
+// the old); and a detached volume is copied and moved to another member
+// on its own.
+func TestVolumesAcrossMembers(t *testing.T) {
+	_, ms := harness.StartCluster(t, binDir, 2)
+	n1 := ms[0]
+	n1.MustShoal("image", "build", "busybox")
+	ct, c2, v1, v1c, prof := uniq("vm"), uniq("vm"), uniq("vol"), uniq("vol"), uniq("pv")
+
+	n1.MustShoal("storage", "volume", "create", "default", v1, "--target", "n2")
+	if row := volumes(t, n1.Daemon)[v1]; row.Node != "n2" {
+		t.Fatalf("volume on %q, want n2", row.Node)
+	}
+	n1.MustShoal("profile", "create", prof)
+	n1.MustShoal("profile", "device", "add", prof, "data", "disk", "pool=default", "source="+v1, "path=/data")
+	mustFail(t, n1.Daemon, "are on n2", "launch", "busybox", uniq("vm"), "-p", "default", "-p", prof, "--target", "n1")
+	n1.MustShoal("launch", "busybox", ct, "-p", "default", "-p", prof)
+	if node := n1.List()[ct].Container.Node; node != "n2" {
+		t.Fatalf("the container was placed on %s, not with its volume on n2", node)
+	}
+	n1.MustShoal("exec", ct, "--", "sh", "-c", "echo hello > /data/f")
+	if !hasCustomVolume(ms[1], v1) || hasCustomVolume(ms[0], v1) {
+		t.Fatalf("before the move, n2 holds %s: %v, n1: %v", v1, hasCustomVolume(ms[1], v1), hasCustomVolume(ms[0], v1))
+	}
+
+	mustFail(t, n1.Daemon, "without --live", "move", ct, "--target", "n1", "--live")
+	out := n1.MustShoal("move", ct, "--target", "n1")
+	t.Logf("move: %s", strings.TrimSpace(out))
+	row := n1.List()[ct]
+	if row.Container.Node != "n1" || row.State.Status != "Running" {
+		t.Fatalf("after the move %s is %+v, want Running on n1", ct, row)
+	}
+	if got := n1.MustShoal("exec", ct, "--", "cat", "/data/f"); got != "hello\n" {
+		t.Fatalf("after the move /data/f = %q", got)
+	}
+	if v := volumes(t, n1.Daemon)[v1]; v.Node != "n1" {
+		t.Fatalf("the volume stayed on %s", v.Node)
+	}
+	if hasCustomVolume(ms[1], v1) {
+		t.Fatalf("n2 still holds a copy of %s", v1)
+	}
+
+	// Detached, it travels alone: copied to n2, then moved there.
+	n1.MustShoal("profile", "remove", ct, prof)
+	n1.MustShoal("storage", "volume", "copy", "default/"+v1, "default/"+v1c, "--target", "n2")
+	n1.MustShoal("storage", "volume", "move", "default/"+v1, "--target", "n2")
+	vs := volumes(t, n1.Daemon)
+	if vs[v1].Node != "n2" || vs[v1c].Node != "n2" {
+		t.Fatalf("after copy and move: %s on %s, %s on %s; want both on n2", v1, vs[v1].Node, v1c, vs[v1c].Node)
+	}
+	if hasCustomVolume(ms[0], v1) {
+		t.Fatalf("n1 still holds a copy of %s", v1)
+	}
+	n1.MustShoal("launch", "busybox", c2, "--target", "n2")
+	n1.MustShoal("storage", "volume", "attach", "default", v1, c2, "/orig")
+	n1.MustShoal("storage", "volume", "attach", "default", v1c, c2, "/copy")
+	for _, p := range []string{"/orig/f", "/copy/f"} {
+		if got := n1.MustShoal("exec", c2, "--", "cat", p); got != "hello\n" {
+			t.Fatalf("%s on n2 = %q", p, got)
+		}
+	}
+	// A container on n1 cannot attach a volume on n2.
+	mustFail(t, n1.Daemon, "on n2", "storage", "volume", "attach", "default", v1c, ct, "/x")
+}
+
+// hasCustomVolume reports whether a member's pool holds a custom volume
+// (the pool is mounted in the simulated host's mount namespace).
+func hasCustomVolume(m *member, name string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pools := filepath.Join(m.StateDir, "storage-pools")
+	// Volume directories are named with their "/" encoded (custom%2FNAME).
+	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", "custom%2F"+name).CombinedOutput()
+	return strings.Contains(string(out), "custom%2F"+name)
+}
