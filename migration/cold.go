@@ -99,7 +99,7 @@ func (m *coldMove) prepare(ctx context.Context) error {
 	}
 	m.snaps = append(carried(ctx, d, m.vol, m.ct), snap)
 	for _, key := range attached(m.ct) {
-		cv, err := m.prepareCustom(ctx, key, "move", false)
+		cv, err := m.prepareCustom(ctx, key, snap, false)
 		if err != nil {
 			return m.stays(err)
 		}

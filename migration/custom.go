@@ -35,10 +35,10 @@ func attached(ct *shoalv1.Container) []string {
 	return cluster.VolumeDevices(cluster.ExpandedDevices(ct))
 }
 
-// prepareCustom snapshots one custom volume for a transfer (the snapshot
-// goes in the cleanups) and lists what the stream carries: its recorded
-// snapshots unless volumeOnly, then the transfer's.
-func (m *machine) prepareCustom(ctx context.Context, key, prefix string, volumeOnly bool) (carriedVolume, error) {
+// prepareCustom snapshots one custom volume for a transfer (snap; the
+// snapshot goes in the cleanups) and lists what the stream carries: its
+// recorded snapshots unless volumeOnly, then the transfer's.
+func (m *machine) prepareCustom(ctx context.Context, key, snap string, volumeOnly bool) (carriedVolume, error) {
 	pool, name, _ := strings.Cut(key, "/")
 	rec, err := m.e.cl.Volume(pool, name)
 	if err != nil {
@@ -49,7 +49,6 @@ func (m *machine) prepareCustom(ctx context.Context, key, prefix string, volumeO
 		return carriedVolume{}, err
 	}
 	cv := carriedVolume{pool: pool, name: name, d: d, vol: m.e.host.CustomVolumeName(name)}
-	snap := transferSnapshot(prefix)
 	if err := m.takeSnapshot(ctx, d, cv.vol, snap); err != nil {
 		return carriedVolume{}, fmt.Errorf("storage volume %s: %w", key, err)
 	}
@@ -66,9 +65,13 @@ func (m *machine) prepareCustom(ctx context.Context, key, prefix string, volumeO
 }
 
 // sendCustom streams a custom volume to target, under the name as (the
-// copy's name, or its own).
+// copy's name, or its own); the receiver drops the last snapshot (the
+// transfer's).
 func (m *machine) sendCustom(ctx context.Context, cv carriedVolume, as, target string, asCopy bool, p Progress) (int64, error) {
-	header := &shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: as, Snapshots: cv.snaps, DropLast: true, Copy: asCopy}
+	return m.sendCustomWith(ctx, cv, &shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: as, Snapshots: cv.snaps, DropLast: true, Copy: asCopy}, target, p)
+}
+
+func (m *machine) sendCustomWith(ctx context.Context, cv carriedVolume, header *shoalv1.VolumeHeader, target string, p Progress) (int64, error) {
 	sent, _, err := m.e.sendVolume(ctx, cv.d, cv.vol, header, target, p)
 	if err != nil {
 		return sent, fmt.Errorf("storage volume %s: %w", cv.key(), err)
@@ -115,7 +118,7 @@ func (e *engine) volumeCopyRun(spec VolumeCopySpec, p Progress) *volumeTransfer 
 			if src.GetNode() != e.host.Name() {
 				return mark(ErrConflict, "storage volume %s is on %s, not on this member", cluster.VolumeKey(src.GetPool(), src.GetName()), src.GetNode())
 			}
-			m.cv, err = m.prepareCustom(ctx, cluster.VolumeKey(src.GetPool(), src.GetName()), "copy", spec.VolumeOnly)
+			m.cv, err = m.prepareCustom(ctx, cluster.VolumeKey(src.GetPool(), src.GetName()), transferSnapshot("copy"), spec.VolumeOnly)
 			return err
 		}},
 		{phase: PhaseSendVolume, do: func(ctx context.Context) (err error) {
@@ -157,7 +160,7 @@ func (e *engine) volumeMoveRun(v *shoalv1.StorageVolume, target string, p Progre
 			if len(v.GetUsedBy()) > 0 {
 				return mark(ErrConflict, "storage volume %s is used by %s: move the container (it carries the volume) or detach it", key, strings.Join(v.GetUsedBy(), ", "))
 			}
-			m.cv, err = m.prepareCustom(ctx, key, "move", false)
+			m.cv, err = m.prepareCustom(ctx, key, transferSnapshot("move"), false)
 			return err
 		}},
 		{phase: PhaseSendVolume, do: func(ctx context.Context) (err error) {
@@ -191,6 +194,15 @@ func (e *Target) receiveCustom(ctx context.Context, h *shoalv1.VolumeHeader) (st
 		rec, err = e.cl.Volume(pool, name)
 	}
 	switch {
+	case h.GetBase() != "" && (err != nil || rec.GetNode() == e.host.Name()):
+		return nil, "", mark(ErrConflict, "storage volume %s: an increment needs it moving here from another member", key)
+	case h.GetBase() != "":
+		// A live move's final increment, on what its first stream brought.
+		d, err := e.host.Pool(pool)
+		if err != nil {
+			return nil, "", err
+		}
+		return d, e.host.CustomVolumeName(name), nil
 	case h.GetCopy() && err == nil:
 		return nil, "", mark(ErrExists, "storage volume %s already exists", key)
 	case !h.GetCopy() && err != nil:

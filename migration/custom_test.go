@@ -156,3 +156,47 @@ func (f *failReceive) Receive(ctx context.Context, vol, snap string, r io.Reader
 	}
 	return f.Driver.Receive(ctx, vol, snap, r)
 }
+
+func TestLiveMoveCarriesVolumes(t *testing.T) {
+	r := newRig(t)
+	r.customVolume("v1", "before")
+	r.attach("c", "v1")
+	// Written while the volume streams, before the freeze: only the
+	// increment sent frozen carries it.
+	r.onPhase = func(p Phase) {
+		if p == PhaseFreeze {
+			_ = os.WriteFile(filepath.Join(r.n1.pool.Path(r.n1.CustomVolumeName("v1")), "data"), []byte("late"), 0o644)
+		}
+	}
+	if _, err := r.e1.LiveMove(context.Background(), r.record("c"), "n2", nil); err != nil {
+		t.Fatal(err)
+	}
+	r.exactlyOnce("c", "n2", "running")
+	v, _ := r.cl.Volume("default", "v1")
+	if v.GetNode() != "n2" || r.customData(r.n2, "v1") != "late" || r.hasCustom(r.n1, "v1") {
+		t.Errorf("volume on %s, target reads %q, source still has it: %v", v.GetNode(), r.customData(r.n2, "v1"), r.hasCustom(r.n1, "v1"))
+	}
+	snaps, _ := r.n2.pool.ListSnapshots(context.Background(), r.n2.CustomVolumeName("v1"))
+	if !reflect.DeepEqual(snaps, []string{"s1"}) {
+		t.Errorf("target snapshots %v, want [s1] (the move's dropped)", snaps)
+	}
+}
+
+func TestLiveMoveWithVolumeFails(t *testing.T) {
+	r := newRig(t)
+	r.customVolume("v1", "hello")
+	r.attach("c", "v1")
+	r.points["live-move-before-commit"] = errInjected
+	_, err := r.e1.LiveMove(context.Background(), r.record("c"), "n2", nil)
+	if err == nil || !strings.Contains(err.Error(), "keeps running on n1") {
+		t.Fatalf("error %v", err)
+	}
+	r.exactlyOnce("c", "n1", "running")
+	v, _ := r.cl.Volume("default", "v1")
+	if v.GetNode() != "n1" || r.customData(r.n1, "v1") != "hello" {
+		t.Errorf("volume on %s reading %q, want n1 and hello", v.GetNode(), r.customData(r.n1, "v1"))
+	}
+	if snaps, _ := r.n1.pool.ListSnapshots(context.Background(), r.n1.CustomVolumeName("v1")); !reflect.DeepEqual(snaps, []string{"s1"}) {
+		t.Errorf("source snapshots %v, want [s1] (the move's removed)", snaps)
+	}
+}

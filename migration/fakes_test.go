@@ -605,6 +605,8 @@ type rig struct {
 	points   map[string]error // failpoints armed on both members
 	phases   []Phase
 	phasesMu sync.Mutex
+	// onPhase, when set, runs as n1 enters each phase.
+	onPhase func(Phase)
 }
 
 func newRig(t *testing.T) *rig {
@@ -621,6 +623,9 @@ func newRig(t *testing.T) *rig {
 					r.phasesMu.Lock()
 					r.phases = append(r.phases, p)
 					r.phasesMu.Unlock()
+					if r.onPhase != nil {
+						r.onPhase(p)
+					}
 				}
 			}}
 	}

@@ -88,6 +88,9 @@ type liveMove struct {
 	restoreMs     int64
 	downtime      time.Duration
 	res           Result
+	// vols are the custom volumes it attaches: sent while it runs (to
+	// snapA), their increments in the freeze (to snapB), committed with it.
+	vols []carriedVolume
 }
 
 // CheckLive refuses a live move of a container with a device that cannot
@@ -101,9 +104,8 @@ func CheckLive(ct *shoalv1.Container) error {
 		if d.GetType() == config.DeviceProxy {
 			continue // the target listens once it runs the container
 		}
-		if pool := d.GetConfig()["pool"]; pool != "" {
-			return fmt.Errorf("container %s: device %s attaches storage volume %s/%s, which moves with the container only cold for now: move it without --live: %w",
-				ct.GetName(), name, pool, d.GetConfig()["source"], ErrUnsupported)
+		if d.GetType() == config.DeviceDisk && d.GetConfig()["pool"] != "" {
+			continue // a custom volume: it moves with the container
 		}
 		return fmt.Errorf("container %s: device %s (%s, source %s) is on this host and cannot move live with the container: remove it, or move the container cold: %w",
 			ct.GetName(), name, d.GetType(), d.GetConfig()["source"], ErrUnsupported)
@@ -160,7 +162,17 @@ func (m *liveMove) prepare(ctx context.Context) error {
 	m.d, m.vol = d, m.e.host.VolumeName(m.name)
 	id := strconv.FormatInt(time.Now().UnixNano(), 36)
 	m.snapA, m.snapB = "move-"+id+"-a", "move-"+id+"-b"
-	return m.takeSnapshot(ctx, d, m.vol, m.snapA)
+	if err := m.takeSnapshot(ctx, d, m.vol, m.snapA); err != nil {
+		return err
+	}
+	for _, key := range attached(m.ct) {
+		cv, err := m.prepareCustom(ctx, key, m.snapA, false)
+		if err != nil {
+			return m.failed("snapshotting", err)
+		}
+		m.vols = append(m.vols, cv)
+	}
+	return nil
 }
 
 // sendVolume streams the volume while the container runs, then picks how
@@ -179,8 +191,35 @@ func (m *liveMove) sendVolume(ctx context.Context) error {
 		return m.failed("sending the volume", err)
 	}
 	m.sentVol = sent
+	for _, cv := range m.vols {
+		// The first stream keeps snapA on the target: the increment in the
+		// freeze is sent on it.
+		n, err := m.sendCustomWith(ctx, cv, &shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: cv.name, Snapshots: cv.snaps}, m.target, m.p)
+		m.sentVol += n
+		if err != nil {
+			return m.failed("sending the volume", err)
+		}
+	}
 	m.mode, m.note, err = m.e.liveMode(ctx, m.ct, resp.GetPostCopy())
 	return err
+}
+
+// sendVolumeIncrements sends, frozen, what changed on each custom volume
+// since snapA.
+func (m *liveMove) sendVolumeIncrements(ctx context.Context) error {
+	for _, cv := range m.vols {
+		if err := m.takeSnapshot(ctx, cv.d, cv.vol, m.snapB); err != nil {
+			return m.failed("snapshotting", err)
+		}
+		n, err := m.sendCustomWith(ctx, carriedVolume{pool: cv.pool, name: cv.name, d: cv.d, vol: cv.vol, snaps: []string{m.snapB}},
+			&shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: cv.name, Snapshots: []string{m.snapB},
+				Base: m.snapA, Drop: []string{m.snapA, m.snapB}, Resume: true}, m.target, m.p)
+		m.incr += n
+		if err != nil {
+			return m.failed("sending the volume increment", err)
+		}
+	}
+	return nil
 }
 
 // freeze starts the downtime; from here on a failure thaws the source.
@@ -236,6 +275,9 @@ func (m *liveMove) dump(ctx context.Context) error {
 func (m *liveMove) sendState(ctx context.Context) error {
 	if err := m.takeSnapshot(ctx, m.d, m.vol, m.snapB); err != nil {
 		return m.failed("snapshotting", err)
+	}
+	if err := m.sendVolumeIncrements(ctx); err != nil {
+		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	m.always(cancel)
@@ -336,7 +378,7 @@ func (m *liveMove) awaitTargetAbort(stream RestoreClient) {
 func (m *liveMove) commit(ctx context.Context) error {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), proposeTimeout)
 	err := m.e.cl.Propose(pctx, &shoalv1.ContainerMoveCommand{Name: m.name, Node: m.target, From: m.source,
-		DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING})
+		DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING, Volumes: volumeKeys(m.vols)})
 	cancel()
 	if err != nil && !m.e.ownedBy(ctx, m.name, m.target) {
 		return m.failed("committing", err)
@@ -382,6 +424,11 @@ func (m *liveMove) cleanup(ctx context.Context) error {
 	pagesDone := time.Now()
 	if err := m.e.host.DropLocal(context.WithoutCancel(ctx), m.name); err != nil {
 		m.e.log.Warn("drop the source copy after a live move", "container", m.name, "err", err)
+	}
+	for _, cv := range m.vols {
+		if err := m.e.host.DropCustomVolume(context.WithoutCancel(ctx), cv.pool, cv.name); err != nil {
+			m.e.log.Warn("drop the source copy of a volume after a live move", "volume", cv.key(), "err", err)
+		}
 	}
 	m.e.log.Info("live move done", "container", m.name, "target", m.target, "mode", m.mode,
 		"volume_phase", m.frozenAt.Sub(m.start), "downtime", m.downtime, "dump", m.dumped, "restore_ms", m.restoreMs,

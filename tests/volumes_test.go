@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,12 +166,12 @@ func TestStorageVolumes(t *testing.T) {
 }
 
 // TestVolumesAcrossMembers: a volume is created on a chosen member; a
-// container whose profile attaches it is placed there; a live move is
-// refused naming the volume; a cold move carries the volume with the
-// container (its files visible inside on the new member, nothing left on
-// the old); and a detached volume is copied and moved to another member
-// on its own.
+// container whose profile attaches it is placed there; a live move (CRIU)
+// carries the volume with the running container, a process holding a file
+// open on it surviving; a cold move carries it back; and a detached volume
+// is copied and moved to another member on its own.
 func TestVolumesAcrossMembers(t *testing.T) {
+	requireLiveMove(t)
 	_, ms := harness.StartCluster(t, binDir, 2)
 	n1 := ms[0]
 	n1.MustShoal("image", "build", "busybox")
@@ -188,48 +189,72 @@ func TestVolumesAcrossMembers(t *testing.T) {
 		t.Fatalf("the container was placed on %s, not with its volume on n2", node)
 	}
 	n1.MustShoal("exec", ct, "--", "sh", "-c", "echo hello > /data/f")
+	// A process appending to a file on the volume, every 100 ms.
+	n1.MustShoal("exec", ct, "--", "setsid", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i >> /data/ticks; sleep 0.1; done </dev/null >/dev/null 2>&1 &")
 	if !hasCustomVolume(ms[1], v1) || hasCustomVolume(ms[0], v1) {
 		t.Fatalf("before the move, n2 holds %s: %v, n1: %v", v1, hasCustomVolume(ms[1], v1), hasCustomVolume(ms[0], v1))
 	}
+	lines := func() int {
+		out, _, _ := n1.Shoal("exec", ct, "--", "wc", "-l", "/data/ticks")
+		n, _ := strconv.Atoi(strings.Fields(out + " 0")[0])
+		return n
+	}
+	n1.WaitFor("the ticker to write", 10*time.Second, func() bool { return lines() > 3 })
 
-	mustFail(t, n1.Daemon, "without --live", "move", ct, "--target", "n1", "--live")
-	out := n1.MustShoal("move", ct, "--target", "n1")
-	t.Logf("move: %s", strings.TrimSpace(out))
+	// Live: the volume's files and the process writing to it go along.
+	down := liveMove(t, n1, ct, "n1")
+	t.Logf("live move with a custom volume: downtime %v", down)
 	row := n1.List()[ct]
 	if row.Container.Node != "n1" || row.State.Status != "Running" {
-		t.Fatalf("after the move %s is %+v, want Running on n1", ct, row)
+		t.Fatalf("after the live move %s is %+v, want Running on n1", ct, row)
 	}
-	if got := n1.MustShoal("exec", ct, "--", "cat", "/data/f"); got != "hello\n" {
-		t.Fatalf("after the move /data/f = %q", got)
-	}
+	before := lines()
+	n1.WaitFor("the ticker to go on after the live move", 10*time.Second, func() bool { return lines() > before+3 })
 	if v := volumes(t, n1.Daemon)[v1]; v.Node != "n1" {
-		t.Fatalf("the volume stayed on %s", v.Node)
+		t.Fatalf("after the live move the volume is on %s", v.Node)
 	}
-	if hasCustomVolume(ms[1], v1) {
-		t.Fatalf("n2 still holds a copy of %s", v1)
+	if hasCustomVolume(ms[1], v1) || !hasCustomVolume(ms[0], v1) {
+		t.Fatalf("after the live move, n2 holds %s: %v, n1: %v", v1, hasCustomVolume(ms[1], v1), hasCustomVolume(ms[0], v1))
 	}
 
-	// Detached, it travels alone: copied to n2, then moved there.
-	n1.MustShoal("profile", "remove", ct, prof)
-	n1.MustShoal("storage", "volume", "copy", "default/"+v1, "default/"+v1c, "--target", "n2")
-	n1.MustShoal("storage", "volume", "move", "default/"+v1, "--target", "n2")
-	vs := volumes(t, n1.Daemon)
-	if vs[v1].Node != "n2" || vs[v1c].Node != "n2" {
-		t.Fatalf("after copy and move: %s on %s, %s on %s; want both on n2", v1, vs[v1].Node, v1c, vs[v1c].Node)
+	// Cold, back to n2.
+	out := n1.MustShoal("move", ct, "--target", "n2")
+	t.Logf("move: %s", strings.TrimSpace(out))
+	row = n1.List()[ct]
+	if row.Container.Node != "n2" || row.State.Status != "Running" {
+		t.Fatalf("after the cold move %s is %+v, want Running on n2", ct, row)
+	}
+	if got := n1.MustShoal("exec", ct, "--", "cat", "/data/f"); got != "hello\n" {
+		t.Fatalf("after the moves /data/f = %q", got)
+	}
+	if v := volumes(t, n1.Daemon)[v1]; v.Node != "n2" {
+		t.Fatalf("the volume stayed on %s", v.Node)
 	}
 	if hasCustomVolume(ms[0], v1) {
 		t.Fatalf("n1 still holds a copy of %s", v1)
 	}
-	n1.MustShoal("launch", "busybox", c2, "--target", "n2")
+
+	// Detached, it travels alone: copied to n1, then moved there.
+	n1.MustShoal("profile", "remove", ct, prof)
+	n1.MustShoal("storage", "volume", "copy", "default/"+v1, "default/"+v1c, "--target", "n1")
+	n1.MustShoal("storage", "volume", "move", "default/"+v1, "--target", "n1")
+	vs := volumes(t, n1.Daemon)
+	if vs[v1].Node != "n1" || vs[v1c].Node != "n1" {
+		t.Fatalf("after copy and move: %s on %s, %s on %s; want both on n1", v1, vs[v1].Node, v1c, vs[v1c].Node)
+	}
+	if hasCustomVolume(ms[1], v1) {
+		t.Fatalf("n2 still holds a copy of %s", v1)
+	}
+	n1.MustShoal("launch", "busybox", c2, "--target", "n1")
 	n1.MustShoal("storage", "volume", "attach", "default", v1, c2, "/orig")
 	n1.MustShoal("storage", "volume", "attach", "default", v1c, c2, "/copy")
 	for _, p := range []string{"/orig/f", "/copy/f"} {
 		if got := n1.MustShoal("exec", c2, "--", "cat", p); got != "hello\n" {
-			t.Fatalf("%s on n2 = %q", p, got)
+			t.Fatalf("%s on n1 = %q", p, got)
 		}
 	}
-	// A container on n1 cannot attach a volume on n2.
-	mustFail(t, n1.Daemon, "on n2", "storage", "volume", "attach", "default", v1c, ct, "/x")
+	// A container on n2 cannot attach a volume on n1.
+	mustFail(t, n1.Daemon, "on n1", "storage", "volume", "attach", "default", v1c, ct, "/x")
 }
 
 // hasCustomVolume reports whether a member's pool holds a custom volume
