@@ -180,6 +180,9 @@ var rules = map[string]rule{
 	"/grpc.health.v1.Health/List":                                    {accessOpen, nil},
 	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {accessRead, nil},
 	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {accessRead, nil},
+	// HTTP routes outside the gateway, by path (metrics.go): a scrape is
+	// a read; restricted clients see only their containers' series.
+	metricsPath: {accessRead, nil},
 }
 
 // callerKind is what kind of caller an identity is.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -43,6 +44,12 @@ type Endpoints struct {
 	// 8443; TLS is its server config.
 	Listen string
 	TLS    *tls.Config
+	// Metrics, when set, is served at /metrics on the REST socket and the
+	// TLS port, to callers the rules table lets read (auth.go).
+	Metrics prometheus.Gatherer
+	// MetricsListen, when set, is a TCP address of its own for /metrics
+	// alone: HTTPS, a certificate of the cluster CA required.
+	MetricsListen string
 }
 
 // Listener runs the gRPC server and the REST gateway on the endpoints.
@@ -87,6 +94,11 @@ func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
 	if err != nil {
 		return fail(err)
 	}
+	var metrics http.Handler
+	if ep.Metrics != nil {
+		metrics = s.metricsHandler(ep.Metrics)
+		mux = routeMetrics(mux, metrics)
+	}
 	if ep.RESTSocket != "" {
 		ln, err := listenUnix(ep.RESTSocket, mode, gid)
 		if err != nil {
@@ -112,6 +124,14 @@ func Listen(ctx context.Context, s *Server, ep Endpoints) (*Listener, error) {
 		go m.serve()
 		l.serveGRPC(m.grpc, "listen-grpc")
 		l.serveHTTP(m.http, "listen-rest", mux, false)
+	}
+	if ep.MetricsListen != "" {
+		if ep.TLS == nil || metrics == nil {
+			return fail(errors.New("listen: the metrics endpoint needs the cluster credentials and a collector"))
+		}
+		if err := l.listenMetrics(ep.MetricsListen, ep.TLS, metrics); err != nil {
+			return fail(err)
+		}
 	}
 	return l, nil
 }
@@ -187,7 +207,7 @@ func (l *Listener) serveHTTP(ln net.Listener, name string, mux http.Handler, loc
 }
 
 // Addr returns the address of a listener ("socket", "rest-socket",
-// "listen").
+// "listen", "metrics").
 func (l *Listener) Addr(name string) string { return l.addrs[name] }
 
 // Err reports the first serve error.

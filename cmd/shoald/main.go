@@ -30,6 +30,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/images"
+	"github.com/shoal-dev/shoal/node/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/scheduler"
 )
@@ -77,6 +78,8 @@ func run() error {
 		poolSize    = flag.String("pool-size", "", "size of the default pool's loop file (default: a fifth of free space, 5-30GiB)")
 		imageCache  = flag.String("image-cache", images.DefaultDebianCacheDir, "cache for slow image builds (debootstrap)")
 		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
+		logFormat   = flag.String("log-format", "text", "text (key=value) or json (one object per line)")
+		metricsAddr = flag.String("metrics-addr", "", "HOST:PORT of an HTTPS listener serving only /metrics to holders of a trusted certificate (/metrics is on --listen and the REST socket too)")
 	)
 	flag.Var(labels, "label", "node label KEY=VALUE for scheduler constraints (repeatable)")
 	flag.Parse()
@@ -85,7 +88,15 @@ func run() error {
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %q (allowed: debug, info, warn, error)", *logLevel)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	var log *slog.Logger
+	switch *logFormat {
+	case "text":
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	case "json":
+		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	default:
+		return fmt.Errorf("--log-format: %q (allowed: text, json)", *logFormat)
+	}
 	if err := config.ValidateName("--name", *name); err != nil {
 		return err
 	}
@@ -182,6 +193,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// Raft reports its timings through go-metrics' global sink from its
+	// first entry on.
+	raftSink := metrics.NewRaftSink()
+	if err := metrics.InstallRaftSink(raftSink); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	raftServer, raftClient := creds.RaftTLS()
 	cl, err := cluster.Open(startCtx, cluster.Config{NodeName: *name, DataDir: filepath.Join(*stateDir, "raft"), BindAddr: *raftAddr,
 		ServerTLS: raftServer, ClientTLS: raftClient, Join: joined, Logger: log})
@@ -218,6 +235,8 @@ func run() error {
 	}
 	defer n.Close()
 	n.Run(ctx)
+	ops := operations.NewRegistry(bus, *name)
+	msrc := &metricsSource{n: n, cl: cl, ops: ops}
 	go cl.RunAutopilot(ctx, *maxVoters, time.Second, peers.Healthy)
 	if *gossipAddr != "" {
 		gossip, err := startGossip(startCtx, cl, creds, *name, *listen, *gossipAddr, labels, log)
@@ -227,13 +246,14 @@ func run() error {
 		// A clean shutdown leaves gossip first: the others record this node
 		// as stopped, never as failed.
 		defer func() { gossip.Leave(2 * time.Second); gossip.Shutdown() }()
+		msrc.gossip.Store(gossip)
 		go cl.RunLiveness(ctx, gossip.Members, *offline, 500*time.Millisecond)
 	}
 
-	srv := api.NewServer(cl, n, peers, operations.NewRegistry(bus, *name), bus, log)
+	srv := api.NewServer(cl, n, peers, ops, bus, log)
 	srv.SetStrategy(strat)
 	l, err := api.Listen(ctx, srv, api.Endpoints{Socket: *socket, RESTSocket: *restSocket, AdminGroup: *adminGroup,
-		Listen: *listen, TLS: creds.ServerTLS()})
+		Listen: *listen, TLS: creds.ServerTLS(), Metrics: metricsRegistry(msrc, raftSink), MetricsListen: *metricsAddr})
 	if err != nil {
 		return err
 	}
@@ -250,7 +270,7 @@ func run() error {
 		Log:   log.With("component", "ha")}).Run(ctx)
 	evacuate := func() { evacuateOnShutdown(cl, srv, *name, log) }
 	beforeStop.Store(&evacuate)
-	log.Info("shoald ready", "node", *name, "socket", *socket, "rest-socket", l.Addr("rest-socket"), "listen", l.Addr("listen"), "raft", cl.Addr())
+	log.Info("shoald ready", "node", *name, "socket", *socket, "rest-socket", l.Addr("rest-socket"), "listen", l.Addr("listen"), "metrics", l.Addr("metrics"), "raft", cl.Addr())
 
 	select {
 	case <-ctx.Done():
