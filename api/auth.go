@@ -110,6 +110,12 @@ var rules = map[string]rule{
 	"/shoal.v1.ContainerService/ListSnapshots":   {accessRead, field("container")},
 	"/shoal.v1.ContainerService/RestoreSnapshot": {accessWrite, field("container")},
 	"/shoal.v1.ContainerService/DeleteSnapshot":  {accessWrite, field("container")},
+	// Backups are write-level, as in LXD: a tarball carries the whole
+	// filesystem and the record, and an import names the container it makes.
+	"/shoal.v1.ContainerService/ExportContainer": {accessWrite, field("name")},
+	"/shoal.v1.ContainerService/ImportContainer": {accessWrite, func(m proto.Message) []string {
+		return []string{m.(*shoalv1.ImportContainerRequest).GetHeader().GetName()}
+	}},
 	// Profiles: restricted clients may read them.
 	"/shoal.v1.ProfileService/CreateProfile": {accessAdmin, nil},
 	"/shoal.v1.ProfileService/ListProfiles":  {accessRead, nil},

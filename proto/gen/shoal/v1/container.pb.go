@@ -2373,6 +2373,456 @@ func (*RemoveNICResponse) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_container_proto_rawDescGZIP(), []int{38}
 }
 
+type ExportContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Leave the snapshots out.
+	InstanceOnly bool `protobuf:"varint,2,opt,name=instance_only,json=instanceOnly,proto3" json:"instance_only,omitempty"`
+	// The pool driver's own stream format (btrfs send) instead of file
+	// trees; it imports only into a pool of the same driver.
+	OptimizedStorage bool `protobuf:"varint,3,opt,name=optimized_storage,json=optimizedStorage,proto3" json:"optimized_storage,omitempty"`
+	// gzip (default) or none.
+	Compression   string `protobuf:"bytes,4,opt,name=compression,proto3" json:"compression,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportContainerRequest) Reset() {
+	*x = ExportContainerRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportContainerRequest) ProtoMessage() {}
+
+func (x *ExportContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportContainerRequest.ProtoReflect.Descriptor instead.
+func (*ExportContainerRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ExportContainerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExportContainerRequest) GetInstanceOnly() bool {
+	if x != nil {
+		return x.InstanceOnly
+	}
+	return false
+}
+
+func (x *ExportContainerRequest) GetOptimizedStorage() bool {
+	if x != nil {
+		return x.OptimizedStorage
+	}
+	return false
+}
+
+func (x *ExportContainerRequest) GetCompression() string {
+	if x != nil {
+		return x.Compression
+	}
+	return ""
+}
+
+// BackupInfo describes a backup tarball.
+type BackupInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The container's name in the backup.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Pool string `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// The pool's driver (btrfs, dir).
+	Backend   string   `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
+	Optimized bool     `protobuf:"varint,4,opt,name=optimized,proto3" json:"optimized,omitempty"`
+	Snapshots []string `protobuf:"bytes,5,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// Bytes of file data before compression, when known (0: unknown).
+	Size          int64  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	Compression   string `protobuf:"bytes,7,opt,name=compression,proto3" json:"compression,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupInfo) Reset() {
+	*x = BackupInfo{}
+	mi := &file_shoal_v1_container_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupInfo) ProtoMessage() {}
+
+func (x *BackupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
+func (*BackupInfo) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *BackupInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetOptimized() bool {
+	if x != nil {
+		return x.Optimized
+	}
+	return false
+}
+
+func (x *BackupInfo) GetSnapshots() []string {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *BackupInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetCompression() string {
+	if x != nil {
+		return x.Compression
+	}
+	return ""
+}
+
+type ExportContainerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ExportContainerResponse_Info
+	//	*ExportContainerResponse_Data
+	Msg           isExportContainerResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportContainerResponse) Reset() {
+	*x = ExportContainerResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportContainerResponse) ProtoMessage() {}
+
+func (x *ExportContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportContainerResponse.ProtoReflect.Descriptor instead.
+func (*ExportContainerResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ExportContainerResponse) GetMsg() isExportContainerResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ExportContainerResponse) GetInfo() *BackupInfo {
+	if x != nil {
+		if x, ok := x.Msg.(*ExportContainerResponse_Info); ok {
+			return x.Info
+		}
+	}
+	return nil
+}
+
+func (x *ExportContainerResponse) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ExportContainerResponse_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isExportContainerResponse_Msg interface {
+	isExportContainerResponse_Msg()
+}
+
+type ExportContainerResponse_Info struct {
+	// First message.
+	Info *BackupInfo `protobuf:"bytes,1,opt,name=info,proto3,oneof"`
+}
+
+type ExportContainerResponse_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*ExportContainerResponse_Info) isExportContainerResponse_Msg() {}
+
+func (*ExportContainerResponse_Data) isExportContainerResponse_Msg() {}
+
+// ImportContainerHeader is the first message of an import.
+type ImportContainerHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the new container (empty: the one in the backup).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Member to create it on (empty: this member).
+	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// Pool to create it in (empty: the backup's pool if it exists there,
+	// else the default).
+	Pool          string `protobuf:"bytes,3,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportContainerHeader) Reset() {
+	*x = ImportContainerHeader{}
+	mi := &file_shoal_v1_container_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportContainerHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportContainerHeader) ProtoMessage() {}
+
+func (x *ImportContainerHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportContainerHeader.ProtoReflect.Descriptor instead.
+func (*ImportContainerHeader) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ImportContainerHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImportContainerHeader) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *ImportContainerHeader) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+type ImportContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ImportContainerRequest_Header
+	//	*ImportContainerRequest_Data
+	Msg           isImportContainerRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportContainerRequest) Reset() {
+	*x = ImportContainerRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportContainerRequest) ProtoMessage() {}
+
+func (x *ImportContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportContainerRequest.ProtoReflect.Descriptor instead.
+func (*ImportContainerRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ImportContainerRequest) GetMsg() isImportContainerRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ImportContainerRequest) GetHeader() *ImportContainerHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*ImportContainerRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *ImportContainerRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ImportContainerRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isImportContainerRequest_Msg interface {
+	isImportContainerRequest_Msg()
+}
+
+type ImportContainerRequest_Header struct {
+	Header *ImportContainerHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type ImportContainerRequest_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*ImportContainerRequest_Header) isImportContainerRequest_Msg() {}
+
+func (*ImportContainerRequest_Data) isImportContainerRequest_Msg() {}
+
+type ImportContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *ContainerInfo         `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Backup        *BackupInfo            `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportContainerResponse) Reset() {
+	*x = ImportContainerResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportContainerResponse) ProtoMessage() {}
+
+func (x *ImportContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportContainerResponse.ProtoReflect.Descriptor instead.
+func (*ImportContainerResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ImportContainerResponse) GetContainer() *ContainerInfo {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+func (x *ImportContainerResponse) GetBackup() *BackupInfo {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
 var File_shoal_v1_container_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_container_proto_rawDesc = "" +
@@ -2533,14 +2983,43 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x10RemoveNICRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x13\n" +
-	"\x11RemoveNICResponse*\xa8\x01\n" +
+	"\x11RemoveNICResponse\"\xa0\x01\n" +
+	"\x16ExportContainerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rinstance_only\x18\x02 \x01(\bR\finstanceOnly\x12+\n" +
+	"\x11optimized_storage\x18\x03 \x01(\bR\x10optimizedStorage\x12 \n" +
+	"\vcompression\x18\x04 \x01(\tR\vcompression\"\xc0\x01\n" +
+	"\n" +
+	"BackupInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04pool\x18\x02 \x01(\tR\x04pool\x12\x18\n" +
+	"\abackend\x18\x03 \x01(\tR\abackend\x12\x1c\n" +
+	"\toptimized\x18\x04 \x01(\bR\toptimized\x12\x1c\n" +
+	"\tsnapshots\x18\x05 \x03(\tR\tsnapshots\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12 \n" +
+	"\vcompression\x18\a \x01(\tR\vcompression\"b\n" +
+	"\x17ExportContainerResponse\x12*\n" +
+	"\x04info\x18\x01 \x01(\v2\x14.shoal.v1.BackupInfoH\x00R\x04info\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
+	"\x03msg\"W\n" +
+	"\x15ImportContainerHeader\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
+	"\x04pool\x18\x03 \x01(\tR\x04pool\"p\n" +
+	"\x16ImportContainerRequest\x129\n" +
+	"\x06header\x18\x01 \x01(\v2\x1f.shoal.v1.ImportContainerHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
+	"\x03msg\"~\n" +
+	"\x17ImportContainerResponse\x125\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\x12,\n" +
+	"\x06backup\x18\x02 \x01(\v2\x14.shoal.v1.BackupInfoR\x06backup*\xa8\x01\n" +
 	"\vStateAction\x12\x1c\n" +
 	"\x18STATE_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12STATE_ACTION_START\x10\x01\x12\x15\n" +
 	"\x11STATE_ACTION_STOP\x10\x02\x12\x18\n" +
 	"\x14STATE_ACTION_RESTART\x10\x03\x12\x17\n" +
 	"\x13STATE_ACTION_FREEZE\x10\x04\x12\x19\n" +
-	"\x15STATE_ACTION_UNFREEZE\x10\x052\xb7\v\n" +
+	"\x15STATE_ACTION_UNFREEZE\x10\x052\xeb\f\n" +
 	"\x10ContainerService\x12V\n" +
 	"\x0fCreateContainer\x12 .shoal.v1.CreateContainerRequest\x1a!.shoal.v1.CreateContainerResponse\x12S\n" +
 	"\x0eListContainers\x12\x1f.shoal.v1.ListContainersRequest\x1a .shoal.v1.ListContainersResponse\x12M\n" +
@@ -2559,7 +3038,9 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x0eCreateSnapshot\x12\x1f.shoal.v1.CreateSnapshotRequest\x1a .shoal.v1.CreateSnapshotResponse\x12P\n" +
 	"\rListSnapshots\x12\x1e.shoal.v1.ListSnapshotsRequest\x1a\x1f.shoal.v1.ListSnapshotsResponse\x12V\n" +
 	"\x0fRestoreSnapshot\x12 .shoal.v1.RestoreSnapshotRequest\x1a!.shoal.v1.RestoreSnapshotResponse\x12S\n" +
-	"\x0eDeleteSnapshot\x12\x1f.shoal.v1.DeleteSnapshotRequest\x1a .shoal.v1.DeleteSnapshotResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"\x0eDeleteSnapshot\x12\x1f.shoal.v1.DeleteSnapshotRequest\x1a .shoal.v1.DeleteSnapshotResponse\x12X\n" +
+	"\x0fExportContainer\x12 .shoal.v1.ExportContainerRequest\x1a!.shoal.v1.ExportContainerResponse0\x01\x12X\n" +
+	"\x0fImportContainer\x12 .shoal.v1.ImportContainerRequest\x1a!.shoal.v1.ImportContainerResponse(\x01B7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_container_proto_rawDescOnce sync.Once
@@ -2574,7 +3055,7 @@ func file_shoal_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_shoal_v1_container_proto_goTypes = []any{
 	(StateAction)(0),                     // 0: shoal.v1.StateAction
 	(*CreateContainerRequest)(nil),       // 1: shoal.v1.CreateContainerRequest
@@ -2616,83 +3097,97 @@ var file_shoal_v1_container_proto_goTypes = []any{
 	(*AddNICResponse)(nil),               // 37: shoal.v1.AddNICResponse
 	(*RemoveNICRequest)(nil),             // 38: shoal.v1.RemoveNICRequest
 	(*RemoveNICResponse)(nil),            // 39: shoal.v1.RemoveNICResponse
-	nil,                                  // 40: shoal.v1.CreateContainerRequest.ConfigEntry
-	nil,                                  // 41: shoal.v1.CreateContainerRequest.DevicesEntry
-	nil,                                  // 42: shoal.v1.UpdateContainerRequest.SetEntry
-	nil,                                  // 43: shoal.v1.UpdateContainerRequest.SetDevicesEntry
-	nil,                                  // 44: shoal.v1.CopyContainerRequest.ConfigEntry
-	nil,                                  // 45: shoal.v1.AddNICRequest.ConfigEntry
-	(*Operation)(nil),                    // 46: shoal.v1.Operation
-	(*ContainerInfo)(nil),                // 47: shoal.v1.ContainerInfo
-	(*Snapshot)(nil),                     // 48: shoal.v1.Snapshot
-	(*NIC)(nil),                          // 49: shoal.v1.NIC
-	(*Device)(nil),                       // 50: shoal.v1.Device
+	(*ExportContainerRequest)(nil),       // 40: shoal.v1.ExportContainerRequest
+	(*BackupInfo)(nil),                   // 41: shoal.v1.BackupInfo
+	(*ExportContainerResponse)(nil),      // 42: shoal.v1.ExportContainerResponse
+	(*ImportContainerHeader)(nil),        // 43: shoal.v1.ImportContainerHeader
+	(*ImportContainerRequest)(nil),       // 44: shoal.v1.ImportContainerRequest
+	(*ImportContainerResponse)(nil),      // 45: shoal.v1.ImportContainerResponse
+	nil,                                  // 46: shoal.v1.CreateContainerRequest.ConfigEntry
+	nil,                                  // 47: shoal.v1.CreateContainerRequest.DevicesEntry
+	nil,                                  // 48: shoal.v1.UpdateContainerRequest.SetEntry
+	nil,                                  // 49: shoal.v1.UpdateContainerRequest.SetDevicesEntry
+	nil,                                  // 50: shoal.v1.CopyContainerRequest.ConfigEntry
+	nil,                                  // 51: shoal.v1.AddNICRequest.ConfigEntry
+	(*Operation)(nil),                    // 52: shoal.v1.Operation
+	(*ContainerInfo)(nil),                // 53: shoal.v1.ContainerInfo
+	(*Snapshot)(nil),                     // 54: shoal.v1.Snapshot
+	(*NIC)(nil),                          // 55: shoal.v1.NIC
+	(*Device)(nil),                       // 56: shoal.v1.Device
 }
 var file_shoal_v1_container_proto_depIdxs = []int32{
-	40, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
-	41, // 1: shoal.v1.CreateContainerRequest.devices:type_name -> shoal.v1.CreateContainerRequest.DevicesEntry
-	46, // 2: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
-	47, // 3: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
-	47, // 4: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
-	42, // 5: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
-	43, // 6: shoal.v1.UpdateContainerRequest.set_devices:type_name -> shoal.v1.UpdateContainerRequest.SetDevicesEntry
-	47, // 7: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	46, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
+	47, // 1: shoal.v1.CreateContainerRequest.devices:type_name -> shoal.v1.CreateContainerRequest.DevicesEntry
+	52, // 2: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
+	53, // 3: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
+	53, // 4: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	48, // 5: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
+	49, // 6: shoal.v1.UpdateContainerRequest.set_devices:type_name -> shoal.v1.UpdateContainerRequest.SetDevicesEntry
+	53, // 7: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
 	0,  // 8: shoal.v1.ChangeContainerStateRequest.action:type_name -> shoal.v1.StateAction
-	47, // 9: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
+	53, // 9: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
 	13, // 10: shoal.v1.ExecRequest.start:type_name -> shoal.v1.ExecStart
 	15, // 11: shoal.v1.ExecRequest.resize:type_name -> shoal.v1.WindowSize
 	17, // 12: shoal.v1.PushFileRequest.header:type_name -> shoal.v1.FileHeader
 	17, // 13: shoal.v1.PullFileResponse.header:type_name -> shoal.v1.FileHeader
-	44, // 14: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
-	46, // 15: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
-	46, // 16: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
-	48, // 17: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
-	48, // 18: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
-	45, // 19: shoal.v1.AddNICRequest.config:type_name -> shoal.v1.AddNICRequest.ConfigEntry
-	49, // 20: shoal.v1.AddNICResponse.nic:type_name -> shoal.v1.NIC
-	50, // 21: shoal.v1.CreateContainerRequest.DevicesEntry.value:type_name -> shoal.v1.Device
-	50, // 22: shoal.v1.UpdateContainerRequest.SetDevicesEntry.value:type_name -> shoal.v1.Device
-	1,  // 23: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
-	3,  // 24: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
-	5,  // 25: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
-	7,  // 26: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
-	9,  // 27: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
-	11, // 28: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
-	14, // 29: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
-	18, // 30: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
-	20, // 31: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
-	22, // 32: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
-	24, // 33: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
-	26, // 34: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
-	36, // 35: shoal.v1.ContainerService.AddNIC:input_type -> shoal.v1.AddNICRequest
-	38, // 36: shoal.v1.ContainerService.RemoveNIC:input_type -> shoal.v1.RemoveNICRequest
-	28, // 37: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
-	30, // 38: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
-	32, // 39: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
-	34, // 40: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
-	2,  // 41: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
-	4,  // 42: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
-	6,  // 43: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
-	8,  // 44: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
-	10, // 45: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
-	12, // 46: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
-	16, // 47: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
-	19, // 48: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
-	21, // 49: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
-	23, // 50: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
-	25, // 51: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
-	27, // 52: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
-	37, // 53: shoal.v1.ContainerService.AddNIC:output_type -> shoal.v1.AddNICResponse
-	39, // 54: shoal.v1.ContainerService.RemoveNIC:output_type -> shoal.v1.RemoveNICResponse
-	29, // 55: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
-	31, // 56: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
-	33, // 57: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
-	35, // 58: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
-	41, // [41:59] is the sub-list for method output_type
-	23, // [23:41] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	50, // 14: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
+	52, // 15: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
+	52, // 16: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
+	54, // 17: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	54, // 18: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
+	51, // 19: shoal.v1.AddNICRequest.config:type_name -> shoal.v1.AddNICRequest.ConfigEntry
+	55, // 20: shoal.v1.AddNICResponse.nic:type_name -> shoal.v1.NIC
+	41, // 21: shoal.v1.ExportContainerResponse.info:type_name -> shoal.v1.BackupInfo
+	43, // 22: shoal.v1.ImportContainerRequest.header:type_name -> shoal.v1.ImportContainerHeader
+	53, // 23: shoal.v1.ImportContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	41, // 24: shoal.v1.ImportContainerResponse.backup:type_name -> shoal.v1.BackupInfo
+	56, // 25: shoal.v1.CreateContainerRequest.DevicesEntry.value:type_name -> shoal.v1.Device
+	56, // 26: shoal.v1.UpdateContainerRequest.SetDevicesEntry.value:type_name -> shoal.v1.Device
+	1,  // 27: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
+	3,  // 28: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
+	5,  // 29: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
+	7,  // 30: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
+	9,  // 31: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
+	11, // 32: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
+	14, // 33: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
+	18, // 34: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
+	20, // 35: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
+	22, // 36: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
+	24, // 37: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
+	26, // 38: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
+	36, // 39: shoal.v1.ContainerService.AddNIC:input_type -> shoal.v1.AddNICRequest
+	38, // 40: shoal.v1.ContainerService.RemoveNIC:input_type -> shoal.v1.RemoveNICRequest
+	28, // 41: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
+	30, // 42: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
+	32, // 43: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
+	34, // 44: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
+	40, // 45: shoal.v1.ContainerService.ExportContainer:input_type -> shoal.v1.ExportContainerRequest
+	44, // 46: shoal.v1.ContainerService.ImportContainer:input_type -> shoal.v1.ImportContainerRequest
+	2,  // 47: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
+	4,  // 48: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
+	6,  // 49: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
+	8,  // 50: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
+	10, // 51: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
+	12, // 52: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
+	16, // 53: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
+	19, // 54: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
+	21, // 55: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
+	23, // 56: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
+	25, // 57: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
+	27, // 58: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
+	37, // 59: shoal.v1.ContainerService.AddNIC:output_type -> shoal.v1.AddNICResponse
+	39, // 60: shoal.v1.ContainerService.RemoveNIC:output_type -> shoal.v1.RemoveNICResponse
+	29, // 61: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
+	31, // 62: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
+	33, // 63: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
+	35, // 64: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
+	42, // 65: shoal.v1.ContainerService.ExportContainer:output_type -> shoal.v1.ExportContainerResponse
+	45, // 66: shoal.v1.ContainerService.ImportContainer:output_type -> shoal.v1.ImportContainerResponse
+	47, // [47:67] is the sub-list for method output_type
+	27, // [27:47] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_container_proto_init() }
@@ -2721,13 +3216,21 @@ func file_shoal_v1_container_proto_init() {
 		(*PullFileResponse_Header)(nil),
 		(*PullFileResponse_Data)(nil),
 	}
+	file_shoal_v1_container_proto_msgTypes[41].OneofWrappers = []any{
+		(*ExportContainerResponse_Info)(nil),
+		(*ExportContainerResponse_Data)(nil),
+	}
+	file_shoal_v1_container_proto_msgTypes[43].OneofWrappers = []any{
+		(*ImportContainerRequest_Header)(nil),
+		(*ImportContainerRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_container_proto_rawDesc), len(file_shoal_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   45,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,8 @@ const (
 	ContainerService_ListSnapshots_FullMethodName        = "/shoal.v1.ContainerService/ListSnapshots"
 	ContainerService_RestoreSnapshot_FullMethodName      = "/shoal.v1.ContainerService/RestoreSnapshot"
 	ContainerService_DeleteSnapshot_FullMethodName       = "/shoal.v1.ContainerService/DeleteSnapshot"
+	ContainerService_ExportContainer_FullMethodName      = "/shoal.v1.ContainerService/ExportContainer"
+	ContainerService_ImportContainer_FullMethodName      = "/shoal.v1.ContainerService/ImportContainer"
 )
 
 // ContainerServiceClient is the client API for ContainerService service.
@@ -83,6 +85,15 @@ type ContainerServiceClient interface {
 	RestoreSnapshot(ctx context.Context, in *RestoreSnapshotRequest, opts ...grpc.CallOption) (*RestoreSnapshotResponse, error)
 	// DeleteSnapshot deletes a snapshot.
 	DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error)
+	// ExportContainer writes a backup tarball of a container (LXD's layout:
+	// backup/index.yaml, backup/container/ and backup/snapshots/, or btrfs
+	// send streams with optimized_storage). The first message describes the
+	// backup; data chunks follow. A running container is exported from a
+	// read-only snapshot taken at the start.
+	ExportContainer(ctx context.Context, in *ExportContainerRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportContainerResponse], error)
+	// ImportContainer recreates a container, stopped, from a backup tarball:
+	// a header first, then data. A failed import leaves nothing behind.
+	ImportContainer(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportContainerRequest, ImportContainerResponse], error)
 }
 
 type containerServiceClient struct {
@@ -288,6 +299,38 @@ func (c *containerServiceClient) DeleteSnapshot(ctx context.Context, in *DeleteS
 	return out, nil
 }
 
+func (c *containerServiceClient) ExportContainer(ctx context.Context, in *ExportContainerRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportContainerResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ContainerService_ServiceDesc.Streams[3], ContainerService_ExportContainer_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportContainerRequest, ExportContainerResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ContainerService_ExportContainerClient = grpc.ServerStreamingClient[ExportContainerResponse]
+
+func (c *containerServiceClient) ImportContainer(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportContainerRequest, ImportContainerResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ContainerService_ServiceDesc.Streams[4], ContainerService_ImportContainer_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportContainerRequest, ImportContainerResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ContainerService_ImportContainerClient = grpc.ClientStreamingClient[ImportContainerRequest, ImportContainerResponse]
+
 // ContainerServiceServer is the server API for ContainerService service.
 // All implementations must embed UnimplementedContainerServiceServer
 // for forward compatibility.
@@ -332,6 +375,15 @@ type ContainerServiceServer interface {
 	RestoreSnapshot(context.Context, *RestoreSnapshotRequest) (*RestoreSnapshotResponse, error)
 	// DeleteSnapshot deletes a snapshot.
 	DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error)
+	// ExportContainer writes a backup tarball of a container (LXD's layout:
+	// backup/index.yaml, backup/container/ and backup/snapshots/, or btrfs
+	// send streams with optimized_storage). The first message describes the
+	// backup; data chunks follow. A running container is exported from a
+	// read-only snapshot taken at the start.
+	ExportContainer(*ExportContainerRequest, grpc.ServerStreamingServer[ExportContainerResponse]) error
+	// ImportContainer recreates a container, stopped, from a backup tarball:
+	// a header first, then data. A failed import leaves nothing behind.
+	ImportContainer(grpc.ClientStreamingServer[ImportContainerRequest, ImportContainerResponse]) error
 	mustEmbedUnimplementedContainerServiceServer()
 }
 
@@ -395,6 +447,12 @@ func (UnimplementedContainerServiceServer) RestoreSnapshot(context.Context, *Res
 }
 func (UnimplementedContainerServiceServer) DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSnapshot not implemented")
+}
+func (UnimplementedContainerServiceServer) ExportContainer(*ExportContainerRequest, grpc.ServerStreamingServer[ExportContainerResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportContainer not implemented")
+}
+func (UnimplementedContainerServiceServer) ImportContainer(grpc.ClientStreamingServer[ImportContainerRequest, ImportContainerResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportContainer not implemented")
 }
 func (UnimplementedContainerServiceServer) mustEmbedUnimplementedContainerServiceServer() {}
 func (UnimplementedContainerServiceServer) testEmbeddedByValue()                          {}
@@ -712,6 +770,24 @@ func _ContainerService_DeleteSnapshot_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ContainerService_ExportContainer_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportContainerRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ContainerServiceServer).ExportContainer(m, &grpc.GenericServerStream[ExportContainerRequest, ExportContainerResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ContainerService_ExportContainerServer = grpc.ServerStreamingServer[ExportContainerResponse]
+
+func _ContainerService_ImportContainer_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ContainerServiceServer).ImportContainer(&grpc.GenericServerStream[ImportContainerRequest, ImportContainerResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ContainerService_ImportContainerServer = grpc.ClientStreamingServer[ImportContainerRequest, ImportContainerResponse]
+
 // ContainerService_ServiceDesc is the grpc.ServiceDesc for ContainerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -796,6 +872,16 @@ var ContainerService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "PullFile",
 			Handler:       _ContainerService_PullFile_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExportContainer",
+			Handler:       _ContainerService_ExportContainer_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ImportContainer",
+			Handler:       _ContainerService_ImportContainer_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "shoal/v1/container.proto",
