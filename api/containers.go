@@ -206,14 +206,21 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 }
 
 // checkHA refuses ha.enabled on a pool whose driver cannot send
-// increments (dir): every RPO would resend the whole volume; and on a
-// container attaching custom volumes, which replication does not carry.
+// increments (dir): every RPO would resend the whole volume. The pools of
+// the custom volumes it attaches (replicated with it) count too.
 func (s *Server) checkHA(cfg map[string]string, devs map[string]*shoalv1.Device, pool string) error {
 	if !ha.PolicyOf(cfg).Enabled {
 		return nil
 	}
-	if vols := cluster.VolumeDevices(devs); len(vols) > 0 {
-		return precondition(fmt.Sprintf("%s: HA does not replicate custom storage volumes yet, and the container attaches %s", ha.KeyEnabled, strings.Join(vols, ", ")))
+	for _, k := range cluster.VolumeDevices(devs) {
+		vpool, _, _ := strings.Cut(k, "/")
+		p, err := s.fsm.Pool(vpool)
+		if err != nil {
+			return toStatus(fmt.Errorf("pool: %w", err))
+		}
+		if p.GetDriver() != "btrfs" {
+			return invalid(ha.KeyEnabled, fmt.Sprintf("storage volume %s is on pool %s, whose %s driver cannot send increments: HA needs btrfs pools", k, vpool, p.GetDriver()))
+		}
 	}
 	p, err := s.fsm.Pool(pool)
 	if err != nil {

@@ -289,6 +289,13 @@ func (s *state) apply(m proto.Message) (Change, error) {
 			return Change{}, fmt.Errorf("container %q: member %s holds no replica of it: %w", c.GetName(), c.GetNode(), ErrInvalidCommand)
 		}
 		ct.Replicas = healedReplicas(ct.GetReplicas(), i, c.GetFrom(), c.GetNode())
+		// The custom volumes it attaches were replicated with it: their
+		// replicas there become the volumes.
+		for _, k := range VolumeDevices(ct.GetExpandedDevices()) {
+			if v, ok := s.volumes[k]; ok && v.GetNode() == c.GetFrom() {
+				v.Node = c.GetNode()
+			}
+		}
 		ct.Node, ct.Status, ct.StatusMessage = c.GetNode(), "", ""
 		ct.Generation++
 		return Change{"container", ct.GetName()}, nil

@@ -125,3 +125,17 @@ func TestVolumesSnapshot(t *testing.T) {
 		t.Fatalf("restored volume used by %v", v.GetUsedBy())
 	}
 }
+
+// Healing an HA container brings the custom volumes it attaches along in
+// the same entry: their replicas on the new owner become the volumes.
+func TestHealMovesVolumes(t *testing.T) {
+	f := volumeFSM(t)
+	mustApply(t, f, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "db", Node: "n1",
+		Devices: map[string]*shoalv1.Device{"data": volumeDisk("default", "v1")}}})
+	mustApply(t, f, &shoalv1.ContainerReplicaSetCommand{Container: "db", Replica: &shoalv1.Replica{Member: "n2", Snapshot: "ha-1", From: "n1"}})
+	mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: "n1", Status: StatusOffline}})
+	mustApply(t, f, &shoalv1.ContainerHealCommand{Name: "db", Node: "n2", From: "n1"})
+	if v, _ := f.Volume("default", "v1"); v.GetNode() != "n2" {
+		t.Fatalf("after the heal the volume is on %s, want n2 with its container", v.GetNode())
+	}
+}

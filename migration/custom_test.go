@@ -200,3 +200,53 @@ func TestLiveMoveWithVolumeFails(t *testing.T) {
 		t.Errorf("source snapshots %v, want [s1] (the move's removed)", snaps)
 	}
 }
+
+// Replication sends the custom volumes a container attaches, as replicas
+// of the volumes, before its own volume; the next round is incremental.
+func TestReplicateCarriesVolumes(t *testing.T) {
+	r := newRig(t)
+	r.customVolume("v1", "one")
+	r.attach("c", "v1")
+	// dir sends whole volumes; here it passes for one that sends increments.
+	r.n1.pool = claimsIncrements{r.n1.pool}
+	ctx := context.Background()
+	snapAll := func(snap string) {
+		for _, vol := range []string{r.n1.VolumeName("c"), r.n1.CustomVolumeName("v1")} {
+			if err := r.n1.pool.CreateSnapshot(ctx, vol, snap); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	replica := filepath.Join(r.n2.pool.(*dir.Driver).Path(CustomReplicaVolume("v1")), "data")
+	snapAll("ha-1")
+	if _, err := r.e1.Replicate(ctx, r.record("c"), "n2", "", "ha-1"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(replica); string(b) != "one" {
+		t.Fatalf("the volume's replica reads %q", b)
+	}
+	if ok, _ := r.n2.pool.VolumeExists(ctx, ReplicaVolume("c")); !ok {
+		t.Fatalf("no replica of the container's own volume")
+	}
+	os.WriteFile(filepath.Join(r.n1.pool.Path(r.n1.CustomVolumeName("v1")), "data"), []byte("two"), 0o644)
+	snapAll("ha-2")
+	if _, err := r.e1.Replicate(ctx, r.record("c"), "n2", "ha-1", "ha-2"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(replica); string(b) != "two" {
+		t.Fatalf("after the second round the volume's replica reads %q", b)
+	}
+	if snaps, _ := r.n2.pool.ListSnapshots(ctx, CustomReplicaVolume("v1")); !reflect.DeepEqual(snaps, []string{"ha-2"}) {
+		t.Fatalf("replica snapshots %v, want [ha-2]", snaps)
+	}
+}
+
+// claimsIncrements is a pool that says it sends increments (dir sends the
+// whole volume each time, which a receiver applies all the same).
+type claimsIncrements struct{ storage.Driver }
+
+func (c claimsIncrements) Info() storage.Info {
+	i := c.Driver.Info()
+	i.OptimizedSend = true
+	return i
+}

@@ -227,12 +227,12 @@ func (e *Target) Receive(stream VolumeServer) error {
 	var d storage.Driver
 	vol := e.host.VolumeName(name)
 	switch {
-	case h.GetCustomVolume() != "":
-		if d, vol, err = e.receiveCustom(ctx, h); err != nil {
-			return err
-		}
 	case h.GetReplica():
 		if d, vol, err = e.receiveReplica(ctx, h); err != nil {
+			return err
+		}
+	case h.GetCustomVolume() != "":
+		if d, vol, err = e.receiveCustom(ctx, h); err != nil {
 			return err
 		}
 	case h.GetResume():

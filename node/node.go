@@ -70,16 +70,20 @@ type Events interface {
 // Node is the local host's side of the cluster.
 type Node struct {
 	// fenced: cut off from a Raft quorum past the fence lease (SetFenced).
-	fenced  atomic.Bool
-	cfg     Config
-	log     *slog.Logger
-	baseLog *slog.Logger
-	cl      *cluster.Cluster
-	fsm     *cluster.FSM
-	rt      *runtime.Runtime
-	images  *images.Store
-	idmap   idmap.Map
-	bus     Events
+	fenced atomic.Bool
+	// replicaMu guards unneededCustom: custom volume replicas the last
+	// sweep found no record needing (sweepCustomReplicas).
+	replicaMu      sync.Mutex
+	unneededCustom map[string]bool
+	cfg            Config
+	log            *slog.Logger
+	baseLog        *slog.Logger
+	cl             *cluster.Cluster
+	fsm            *cluster.FSM
+	rt             *runtime.Runtime
+	images         *images.Store
+	idmap          idmap.Map
+	bus            Events
 
 	poolsMu sync.RWMutex
 	pools   map[string]storage.Driver

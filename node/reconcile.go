@@ -49,6 +49,7 @@ func (n *Node) DropLocal(ctx context.Context, name string) error {
 // resync reconciles every container this node owns and reports local
 // containers the cluster does not know (orphans are never deleted silently).
 func (n *Node) resync(ctx context.Context) {
+	defer n.sweepCustomReplicas(ctx)
 	known := map[string]bool{}
 	for _, ct := range n.fsm.Containers() {
 		known[ct.GetName()] = true

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
+	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -17,11 +19,20 @@ import (
 // Host): the owner's replication snapshots of a container's volume, and
 // the replica volumes this member holds for containers others own.
 
-// SnapshotVolume takes a read-only snapshot of a container's volume.
+// SnapshotVolume takes a read-only snapshot of a container's volume, and
+// of every custom volume it attaches under the same name (one replication
+// round covers them all; they are taken one after the other, not at one
+// instant).
 func (n *Node) SnapshotVolume(ctx context.Context, ct *shoalv1.Container, snap string) error {
 	d, err := n.pool(ct.GetPool())
 	if err != nil {
 		return err
+	}
+	for _, key := range cluster.VolumeDevices(cluster.ExpandedDevices(ct)) {
+		pool, name, _ := strings.Cut(key, "/")
+		if err := n.SnapshotCustomVolume(ctx, pool, name, snap); err != nil {
+			return err
+		}
 	}
 	return d.CreateSnapshot(ctx, volumeName(ct.GetName()), snap)
 }
@@ -55,6 +66,12 @@ func (n *Node) DeleteVolumeSnapshot(ctx context.Context, ct *shoalv1.Container, 
 	}
 	if err := d.DeleteSnapshot(ctx, volumeName(ct.GetName()), snap); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return err
+	}
+	for _, key := range cluster.VolumeDevices(cluster.ExpandedDevices(ct)) {
+		pool, name, _ := strings.Cut(key, "/")
+		if err := n.DeleteCustomVolumeSnapshot(ctx, pool, name, snap); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -114,8 +131,91 @@ func (n *Node) promoteReplica(ctx context.Context, d storage.Driver, ct *shoalv1
 		return false, fmt.Errorf("promote the replica of %s: restore snapshot %s: %w", ct.GetName(), snap, err)
 	}
 	n.log.Info("promoted this member's replica to the container's volume", "container", ct.GetName(), "snapshot", snap)
+	for _, key := range cluster.VolumeDevices(cluster.ExpandedDevices(ct)) {
+		pool, name, _ := strings.Cut(key, "/")
+		if err := n.promoteCustomReplica(ctx, pool, name, snap); err != nil {
+			return true, err
+		}
+	}
 	n.bus.Lifecycle(n.cfg.Name, "container-promoted", ct.GetName())
 	return true, nil
+}
+
+// promoteCustomReplica makes this member's replica of a custom volume the
+// volume (healing brought it here with its container), reset to snapshot
+// snap, the round the container's replica is at (or its newest).
+func (n *Node) promoteCustomReplica(ctx context.Context, pool, name, snap string) error {
+	defer n.volumeLock(pool, name)()
+	d, err := n.pool(pool)
+	if err != nil {
+		return err
+	}
+	rep, vol := migration.CustomReplicaVolume(name), CustomVolumeName(name)
+	snaps, err := d.ListSnapshots(ctx, rep)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && len(snaps) == 0 {
+		n.log.Warn("healed a container whose storage volume has no replica here", "volume", cluster.VolumeKey(pool, name))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(snaps, snap) {
+		snap = snaps[len(snaps)-1]
+	}
+	if ok, _ := d.VolumeExists(ctx, vol); ok {
+		// A leftover of an earlier stay here: the replica is newer.
+		if err := d.DeleteVolume(ctx, vol); err != nil {
+			return err
+		}
+	}
+	if err := d.RenameVolume(ctx, rep, vol); err != nil {
+		return fmt.Errorf("promote the replica of storage volume %s: %w", cluster.VolumeKey(pool, name), err)
+	}
+	if err := d.RestoreSnapshot(ctx, vol, snap); err != nil {
+		return fmt.Errorf("promote the replica of storage volume %s: restore snapshot %s: %w", cluster.VolumeKey(pool, name), snap, err)
+	}
+	n.log.Info("promoted this member's replica of a storage volume", "volume", cluster.VolumeKey(pool, name), "snapshot", snap)
+	return nil
+}
+
+// keepCustomAsReplica turns this member's stale copy of a custom volume
+// that moved elsewhere with its healed container into the volume's
+// replica, keeping only snapshot snap; without it the copy is dropped.
+func (n *Node) keepCustomAsReplica(ctx context.Context, pool, name, snap string) error {
+	defer n.volumeLock(pool, name)()
+	d, err := n.pool(pool)
+	if err != nil {
+		return err
+	}
+	vol, rep := CustomVolumeName(name), migration.CustomReplicaVolume(name)
+	snaps, err := d.ListSnapshots(ctx, vol)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil || !slices.Contains(snaps, snap) {
+		n.log.Warn("dropping the stale copy of a storage volume healed elsewhere: it lacks the snapshot its replica would be based on",
+			"volume", cluster.VolumeKey(pool, name), "snapshot", snap)
+		return d.DeleteVolume(ctx, vol)
+	}
+	if err := d.DeleteVolume(ctx, rep); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	for _, s := range snaps {
+		if s != snap {
+			if err := d.DeleteSnapshot(ctx, vol, s); err != nil {
+				return fmt.Errorf("stale copy of storage volume %s: %w", cluster.VolumeKey(pool, name), err)
+			}
+		}
+	}
+	return d.RenameVolume(ctx, vol, rep)
+}
+
+// dropStaleCustom deletes this member's copy of a custom volume the
+// cluster places on another member.
+func (n *Node) dropStaleCustom(ctx context.Context, pool, name string) {
+	if err := n.DropCustomVolume(ctx, pool, name); err != nil {
+		n.log.Warn("drop the stale copy of a storage volume", "volume", cluster.VolumeKey(pool, name), "err", err)
+	}
 }
 
 // KeepAsReplica turns this member's stale copy of a container healed
@@ -178,9 +278,19 @@ func (n *Node) keepAsReplica(ctx context.Context, name string) (bool, error) {
 		n.log.Warn("kept the stale copy of a container healed elsewhere as its replica; the owner's next round brings it up to date",
 			"container", name, "owner", ct.GetNode(), "snapshot", snap)
 		n.bus.Lifecycle(n.cfg.Name, "container-stale-kept", name)
+		for _, key := range cluster.VolumeDevices(cluster.ExpandedDevices(ct)) {
+			pool, vname, _ := strings.Cut(key, "/")
+			if err := n.keepCustomAsReplica(ctx, pool, vname, snap); err != nil {
+				n.log.Warn("keep the stale copy of a storage volume as its replica", "volume", key, "err", err)
+			}
+		}
 	} else {
 		n.log.Warn("dropping the stale copy of a container healed elsewhere: it lacks the snapshot its replica would be based on",
 			"container", name, "owner", ct.GetNode(), "snapshot", snap, "err", err)
+		for _, key := range cluster.VolumeDevices(cluster.ExpandedDevices(ct)) {
+			pool, vname, _ := strings.Cut(key, "/")
+			n.dropStaleCustom(ctx, pool, vname)
+		}
 	}
 	return true, n.removeLocal(ctx, name)
 }
@@ -211,4 +321,48 @@ func (n *Node) FenceContainer(ctx context.Context, name string) error {
 	}
 	n.log.Warn("stopped an HA container: this member is fenced (no Raft quorum)", "container", name)
 	return nil
+}
+
+// sweepCustomReplicas deletes the replicas of custom volumes this member
+// holds that no HA container's record needs here any more (detached,
+// deleted, HA turned off, replicas chosen elsewhere), when two sweeps in a
+// row find one so: a new replica's record follows its stream.
+func (n *Node) sweepCustomReplicas(ctx context.Context) {
+	needed := map[string]bool{}
+	for _, ct := range n.fsm.Containers() {
+		if ct.GetNode() == n.cfg.Name || !slices.ContainsFunc(ct.GetReplicas(), func(r *shoalv1.Replica) bool { return r.GetMember() == n.cfg.Name }) {
+			continue
+		}
+		for _, k := range cluster.VolumeDevices(cluster.ExpandedDevices(ct)) {
+			needed[k] = true
+		}
+	}
+	n.poolsMu.RLock()
+	pools := maps.Clone(n.pools)
+	n.poolsMu.RUnlock()
+	n.replicaMu.Lock()
+	defer n.replicaMu.Unlock()
+	seen := n.unneededCustom
+	n.unneededCustom = map[string]bool{}
+	for pool, d := range pools {
+		vols, err := d.ListVolumes(ctx, "replicas-custom/")
+		if err != nil {
+			continue
+		}
+		for _, v := range vols {
+			key := cluster.VolumeKey(pool, strings.TrimPrefix(v, "replicas-custom/"))
+			if needed[key] {
+				continue
+			}
+			if !seen[key] {
+				n.unneededCustom[key] = true
+				continue
+			}
+			if err := d.DeleteVolume(ctx, v); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				n.log.Warn("delete a storage volume replica", "volume", key, "err", err)
+				continue
+			}
+			n.log.Info("deleted a storage volume replica this member no longer needs", "volume", key)
+		}
+	}
 }

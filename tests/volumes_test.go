@@ -267,3 +267,82 @@ func hasCustomVolume(m *member, name string) bool {
 	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", "custom%2F"+name).CombinedOutput()
 	return strings.Contains(string(out), "custom%2F"+name)
 }
+
+// TestHAHealsWithVolume: an HA container whose workload appends records to
+// a custom volume every 100 ms loses its host; the cluster restarts it on
+// a member holding its replica with the volume's replica promoted (the
+// records whole, in order, no more than were written), the volume recorded
+// there; the dead host comes back and keeps its stale copy of the volume
+// as the volume's replica.
+func TestHAHealsWithVolume(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 3)
+	victim, survivors := pick(ms, false)
+	s := survivors[0]
+	s.MustShoal("image", "build", "busybox")
+	ct, vol, prof := uniq("hv"), uniq("vol"), uniq("pv")
+	s.MustShoal("storage", "volume", "create", "default", vol, "--target", victim.Host.Name)
+	s.MustShoal("profile", "create", prof)
+	s.MustShoal("profile", "device", "add", prof, "data", "disk", "pool=default", "source="+vol, "path=/data")
+	s.MustShoal("launch", "busybox", ct, "-p", "default", "-p", prof, "-c", "ha.enabled=true", "-c", "ha.rpo=2s", "-c", "ha.replicas=2")
+	if node := s.List()[ct].Container.Node; node != victim.Host.Name {
+		t.Fatalf("%s placed on %s, not with its volume on %s", ct, node, victim.Host.Name)
+	}
+	s.MustShoal("exec", ct, "--", "sh", "-c",
+		`setsid sh -c 'i=0; while :; do i=$((i+1)); echo rec$i >> /data/log; sleep 0.1; done' </dev/null >/dev/null 2>&1 &`)
+	s.WaitFor("replicas of "+ct+" on both survivors", 60*time.Second, func() bool {
+		return len(containerJSON(t, s, ct).Container.Replicas) == 2
+	})
+	time.Sleep(3 * time.Second)
+
+	killed := time.Now()
+	if err := victim.Host.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	victim.Kill()
+	if out, err := victim.Host.Run(context.Background(), "lxc-stop", "-P", filepath.Join(victim.StateDir, "lxc"), "-n", ct, "-k"); err != nil {
+		t.Fatalf("kill %s on %s: %v %s", ct, victim.Host.Name, err, out)
+	}
+	written := countRecords(t, victim, filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "custom%2F"+vol, "log"))
+
+	var owner string
+	s.WaitFor(ct+" running on a survivor", 90*time.Second, func() bool {
+		c, ok := s.List()[ct]
+		owner = c.Container.Node
+		return ok && owner != victim.Host.Name && strings.EqualFold(c.State.Status, "running")
+	})
+	took := time.Since(killed)
+	out := s.MustShoal("exec", ct, "--", "cat", "/data/log")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	for i, l := range lines {
+		if l != "rec"+strconv.Itoa(i+1) {
+			t.Fatalf("the volume's log after the heal, line %d: %q (torn or out of order)", i+1, l)
+		}
+	}
+	if kept := len(lines); kept == 0 || kept > written {
+		t.Fatalf("%s on %s has %d records on its volume; %d were written", ct, owner, kept, written)
+	} else {
+		t.Logf("%s died; %s ran on %s %s later with %d of %d records on its volume (RPO 2s)",
+			victim.Host.Name, ct, owner, took.Round(100*time.Millisecond), kept, written)
+	}
+	if v := volumes(t, s.Daemon)[vol]; v.Node != owner {
+		t.Fatalf("after the heal the volume is recorded on %s, want %s", v.Node, owner)
+	}
+
+	// Back: its stale copy of the volume becomes the volume's replica.
+	if err := victim.Host.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	victim.Start()
+	replica := filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "replicas-custom%2F"+vol)
+	victim.WaitFor(victim.Host.Name+" to keep its copy of the volume as a replica", 60*time.Second, func() bool {
+		_, err := victim.Host.Run(context.Background(), "test", "-d", replica)
+		return err == nil
+	})
+	if _, err := victim.Host.Run(context.Background(), "test", "-e", filepath.Join(victim.StateDir, "storage-pools", "default", "volumes", "custom%2F"+vol)); err == nil {
+		t.Errorf("%s still holds %s as its own volume after coming back", victim.Host.Name, vol)
+	}
+	if c := s.List()[ct]; c.Container.Node != owner || !strings.EqualFold(c.State.Status, "running") {
+		t.Errorf("after %s came back, %s is %s on %s, want running on %s", victim.Host.Name, ct, c.State.Status, c.Container.Node, owner)
+	}
+}
