@@ -146,7 +146,7 @@ func readSame(t *harness.Program, pid int) {
 		}
 	}
 	for ctrl, files := range map[string][]string{
-		"cpuacct": {"cpuacct.usage_user", "cpuacct.usage_sys"},
+		"cpuacct": {"cpuacct.usage_all"},
 		"cpuset":  {"cpuset.effective_cpus"},
 		"memory":  {"memory.stat", "memory.usage_in_bytes", "memory.limit_in_bytes", "memory.memsw.usage_in_bytes", "memory.oom_control"},
 		"pids":    {"pids.current"},

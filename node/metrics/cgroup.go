@@ -112,7 +112,10 @@ func (p Paths) read(pid int, hostMem float64, disks *diskNames) (*usage, error) 
 func readV1(dirs map[string]string, hostMem float64, disks *diskNames) *usage {
 	u := &usage{memory: map[string]float64{}, disk: map[string]*diskDev{}}
 	cpu := dirs["cpuacct"]
-	if us, ok := readInt(cpu, "cpuacct.usage_user"); ok {
+	if user, sys, ok := readUsageAll(cpu); ok {
+		// One file for both modes (per CPU, summed): each read costs.
+		u.cpuUser, u.cpuSystem = user/1e9, sys/1e9
+	} else if us, ok := readInt(cpu, "cpuacct.usage_user"); ok {
 		sys, _ := readInt(cpu, "cpuacct.usage_sys")
 		u.cpuUser, u.cpuSystem = float64(us)/1e9, float64(sys)/1e9
 	} else {
@@ -277,6 +280,35 @@ func (u *usage) device(name string) *diskDev {
 		u.disk[name] = d
 	}
 	return d
+}
+
+// readUsageAll sums cpuacct.usage_all ("cpu user system" then one line of
+// nanoseconds per CPU).
+func readUsageAll(dir string) (user, sys float64, ok bool) {
+	if dir == "" {
+		return 0, 0, false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cpuacct.usage_all"))
+	if err != nil {
+		return 0, 0, false
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "cpu user system" {
+		return 0, 0, false
+	}
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		u, err1 := strconv.ParseFloat(f[1], 64)
+		s, err2 := strconv.ParseFloat(f[2], 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, false
+		}
+		user, sys = user+u, sys+s
+	}
+	return user, sys, true
 }
 
 // readBlkioV1 reads a v1 blkio file of "MAJ:MIN Op N" lines.

@@ -54,8 +54,9 @@ func fakeHost(t *testing.T) Paths {
 		"proc/meminfo":                                          "MemTotal:        8388608 kB\nMemFree:         1000 kB\n",
 		"proc/100/cgroup":                                       "9:name=systemd:/lxc.payload.c1\n8:pids:/lxc.payload.c1\n7:blkio:/lxc.payload.c1\n6:freezer:/lxc.payload.c1\n4:memory:/lxc.payload.c1\n3:cpuset:/lxc.payload.c1\n2:cpuacct:/lxc.payload.c1\n1:cpu:/lxc.payload.c1\n0::/\n",
 		"proc/100/net/dev":                                      fakeNetDev,
-		f("cpuacct", "cpuacct.usage_user"):                      "1500000000\n",
-		f("cpuacct", "cpuacct.usage_sys"):                       "250000000\n",
+		f("cpuacct", "cpuacct.usage_all"):                       "cpu user system\n0 1000000000 200000000\n1 500000000 50000000\n",
+		f("cpuacct", "cpuacct.usage_user"):                      "1\n", // usage_all is read first
+		f("cpuacct", "cpuacct.usage_sys"):                       "1\n",
 		f("cpuset", "cpuset.effective_cpus"):                    "0-1,3\n",
 		f("memory", "memory.usage_in_bytes"):                    "104857600\n",
 		f("memory", "memory.limit_in_bytes"):                    "268435456\n",
