@@ -181,6 +181,10 @@ func (c *Cluster) Addr() string { return string(c.trans.LocalAddr()) }
 // IsLeader reports whether this member leads the cluster right now.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 
+// RaftStats are hashicorp/raft's own figures ("term", "commit_index",
+// "last_log_index", ...), for metrics.
+func (c *Cluster) RaftStats() map[string]string { return c.raft.Stats() }
+
 // QuorumContact is how long ago this member last knew a Raft quorum stood
 // behind it: 0 on the leader (which steps down within LeaderLeaseTimeout
 // once it cannot reach a quorum), else the time since the leader's last

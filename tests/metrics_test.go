@@ -131,6 +131,9 @@ func TestMetrics(t *testing.T) {
 		if v := get("shoal_raft_applied_index", nil); v < 1 {
 			t.Errorf("%s: applied index %v", which, v)
 		}
+		if term, commit := get("shoal_raft_term", nil), get("shoal_raft_commit_index", nil); term < 1 || commit < get("shoal_raft_applied_index", nil) {
+			t.Errorf("%s: raft term %v, commit index %v (applied %v)", which, term, commit, get("shoal_raft_applied_index", nil))
+		}
 		if v := get("shoal_gossip_members_alive", nil); v != 1 || get("shoal_gossip_members", nil) != 1 {
 			t.Errorf("%s: gossip alive %v", which, v)
 		}

@@ -30,7 +30,7 @@ func (m *metricsSource) Containers(ctx context.Context) ([]metrics.Container, er
 }
 
 func (m *metricsSource) Member(context.Context) metrics.Member {
-	out := metrics.Member{Leader: m.cl.IsLeader(), AppliedIndex: m.cl.FSM().Applied(), LastContact: m.cl.QuorumContact()}
+	out := metrics.Member{Leader: m.cl.IsLeader(), AppliedIndex: m.cl.FSM().Applied(), LastContact: m.cl.QuorumContact(), Raft: m.cl.RaftStats()}
 	if g := m.gossip.Load(); g != nil {
 		out.Gossip = true
 		for _, mb := range g.Members() {
