@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
@@ -89,8 +90,11 @@ type liveMove struct {
 	downtime      time.Duration
 	res           Result
 	// vols are the custom volumes it attaches: sent while it runs (to
-	// snapA), their increments in the freeze (to snapB), committed with it.
-	vols []carriedVolume
+	// snapA), their increments in the freeze (to snapB, beside the dump:
+	// volIncr), committed with it.
+	vols         []carriedVolume
+	volIncr      chan error
+	volIncrBytes atomic.Int64
 }
 
 // CheckLive refuses a live move of a container with a device that cannot
@@ -204,22 +208,48 @@ func (m *liveMove) sendVolume(ctx context.Context) error {
 	return err
 }
 
-// sendVolumeIncrements sends, frozen, what changed on each custom volume
-// since snapA.
-func (m *liveMove) sendVolumeIncrements(ctx context.Context) error {
-	for _, cv := range m.vols {
-		if err := m.takeSnapshot(ctx, cv.d, cv.vol, m.snapB); err != nil {
-			return m.failed("snapshotting", err)
-		}
-		n, err := m.sendCustomWith(ctx, carriedVolume{pool: cv.pool, name: cv.name, d: cv.d, vol: cv.vol, snaps: []string{m.snapB}},
-			&shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: cv.name, Snapshots: []string{m.snapB},
-				Base: m.snapA, Drop: []string{m.snapA, m.snapB}, Resume: true}, m.target, m.p)
-		m.incr += n
-		if err != nil {
-			return m.failed("sending the volume increment", err)
-		}
+// startVolumeIncrements sends, frozen, what changed on each custom volume
+// since snapA (snapshot snapB, streamed on snapA), beside the dump: the
+// volumes are still from the freeze on. sendState waits for it.
+func (m *liveMove) startVolumeIncrements(ctx context.Context) {
+	if len(m.vols) == 0 {
+		return
 	}
-	return nil
+	for _, cv := range m.vols {
+		m.always(func() { _ = cv.d.DeleteSnapshot(context.WithoutCancel(ctx), cv.vol, m.snapB) })
+	}
+	done := make(chan error, 1)
+	m.volIncr = done
+	go func() {
+		var sent int64
+		for _, cv := range m.vols {
+			if err := cv.d.CreateSnapshot(ctx, cv.vol, m.snapB); err != nil {
+				done <- m.failed("snapshotting", fmt.Errorf("storage volume %s: %w", cv.key(), err))
+				return
+			}
+			n, err := m.sendCustomWith(ctx, carriedVolume{pool: cv.pool, name: cv.name, d: cv.d, vol: cv.vol, snaps: []string{m.snapB}},
+				&shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: cv.name, Snapshots: []string{m.snapB},
+					Base: m.snapA, Drop: []string{m.snapA, m.snapB}, Resume: true}, m.target, noProgress{})
+			sent += n
+			if err != nil {
+				done <- m.failed("sending the volume increment", err)
+				return
+			}
+		}
+		m.volIncrBytes.Store(sent)
+		done <- nil
+	}()
+}
+
+// waitVolumeIncrements waits for startVolumeIncrements.
+func (m *liveMove) waitVolumeIncrements() error {
+	if m.volIncr == nil {
+		return nil
+	}
+	err := <-m.volIncr
+	m.volIncr = nil
+	m.incr += m.volIncrBytes.Load()
+	return err
 }
 
 // freeze starts the downtime; from here on a failure thaws the source.
@@ -236,6 +266,9 @@ func (m *liveMove) freeze(ctx context.Context) error {
 	if err := m.e.host.Freeze(ctx, m.name); err != nil {
 		return m.failed("freezing", err)
 	}
+	m.startVolumeIncrements(ctx)
+	// Whatever fails next, the increments end before the undo runs.
+	m.onFail(func() { _ = m.waitVolumeIncrements() })
 	return nil
 }
 
@@ -276,7 +309,7 @@ func (m *liveMove) sendState(ctx context.Context) error {
 	if err := m.takeSnapshot(ctx, m.d, m.vol, m.snapB); err != nil {
 		return m.failed("snapshotting", err)
 	}
-	if err := m.sendVolumeIncrements(ctx); err != nil {
+	if err := m.waitVolumeIncrements(); err != nil {
 		return err
 	}
 	sctx, cancel := context.WithCancel(ctx)

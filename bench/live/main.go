@@ -28,6 +28,7 @@ func main() {
 	n := flag.Int("n", 10, "moves per container (alternating directions)")
 	mem := flag.Int("mem", 256, "MiB of touched memory in the second container")
 	mode := flag.String("mode", "auto", "migration.mode of the containers (auto, postcopy, stop-and-copy)")
+	volume := flag.Bool("volume", true, "also move an idle container with a custom storage volume attached (1 MiB written on it)")
 	flag.Parse()
 	t := &harness.Program{}
 	defer t.Close()
@@ -40,11 +41,27 @@ func main() {
 	_, ms := harness.StartCluster(t, bin, 2)
 	ms[0].MustShoal("image", "build", "busybox")
 	fmt.Printf("# Shoal live moves: 2 members, each in its own network and mount namespace on this machine; median of %d moves there and back\n", *n)
-	for _, c := range []struct {
+	cases := []struct {
 		name string
 		mem  int
-	}{{"idle", 0}, {fmt.Sprintf("mem%d", *mem), *mem}} {
-		ms[0].MustShoal("launch", "busybox", c.name, "--target", "n1", "-c", "migration.mode="+*mode)
+		vol  bool
+	}{{"idle", 0, false}, {fmt.Sprintf("mem%d", *mem), *mem, false}}
+	if *volume {
+		cases = append(cases, struct {
+			name string
+			mem  int
+			vol  bool
+		}{"idle+vol", 0, true})
+	}
+	for _, c := range cases {
+		name := strings.ReplaceAll(c.name, "+", "-")
+		ms[0].MustShoal("launch", "busybox", name, "--target", "n1", "-c", "migration.mode="+*mode)
+		if c.vol {
+			ms[0].MustShoal("storage", "volume", "create", "default", "benchvol", "--target", "n1")
+			ms[0].MustShoal("storage", "volume", "attach", "default", "benchvol", name, "/data")
+			ms[0].MustShoal("exec", name, "--", "dd", "if=/dev/urandom", "of=/data/blob", "bs=1M", "count=1")
+		}
+		c.name = name
 		ms[0].MustShoal("file", "push", filepath.Join(bin, "workload"), c.name+"/usr/bin/workload", "--mode", "0755")
 		ms[0].MustShoal("exec", c.name, "--", "setsid", "sh", "-c",
 			fmt.Sprintf("workload -mem %d </dev/null >/dev/null 2>&1 &", c.mem))
