@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/network/ipam"
 	"github.com/shoal-dev/shoal/network/overlay"
 	"github.com/shoal-dev/shoal/node"
+	"github.com/shoal-dev/shoal/node/backup"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/node/runtime"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -33,6 +34,8 @@ var codeTable = []struct {
 }{
 	{config.ErrInvalid, codes.InvalidArgument},
 	{images.ErrInvalid, codes.InvalidArgument},
+	{backup.ErrInvalid, codes.InvalidArgument},
+	{backup.ErrUnsupported, codes.FailedPrecondition},
 	{node.ErrInvalidPool, codes.InvalidArgument},
 	{node.ErrInvalidDevice, codes.InvalidArgument},
 	{runtime.ErrPathEscape, codes.InvalidArgument},

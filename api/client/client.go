@@ -353,3 +353,59 @@ func (c *Client) ExportImage(ctx context.Context, ref string, w io.Writer) (*sho
 		}
 	}
 }
+
+// ExportContainer downloads a backup tarball of a container into w. info,
+// when set, gets the backup's description before any data.
+func (c *Client) ExportContainer(ctx context.Context, req *shoalv1.ExportContainerRequest, w io.Writer, info func(*shoalv1.BackupInfo)) (*shoalv1.BackupInfo, error) {
+	stream, err := c.Containers.ExportContainer(ctx, req)
+	if err != nil {
+		return nil, Convert(err)
+	}
+	var bi *shoalv1.BackupInfo
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			if bi == nil {
+				return nil, errors.New("export: the daemon sent no backup")
+			}
+			return bi, nil
+		}
+		if err != nil {
+			return bi, Convert(err)
+		}
+		switch m := resp.GetMsg().(type) {
+		case *shoalv1.ExportContainerResponse_Info:
+			bi = m.Info
+			if info != nil {
+				info(bi)
+			}
+		case *shoalv1.ExportContainerResponse_Data:
+			if _, err := w.Write(m.Data); err != nil {
+				return bi, err
+			}
+		}
+	}
+}
+
+// ImportContainer uploads a backup tarball; the container is created
+// stopped.
+func (c *Client) ImportContainer(ctx context.Context, h *shoalv1.ImportContainerHeader, r io.Reader) (*shoalv1.ImportContainerResponse, error) {
+	stream, err := c.Containers.ImportContainer(ctx)
+	if err != nil {
+		return nil, Convert(err)
+	}
+	if err := stream.Send(&shoalv1.ImportContainerRequest{Msg: &shoalv1.ImportContainerRequest_Header{Header: h}}); err != nil {
+		_, err = stream.CloseAndRecv()
+		return nil, Convert(err)
+	}
+	if err := sendChunks(r, 256<<10, func(b []byte) error {
+		return stream.Send(&shoalv1.ImportContainerRequest{Msg: &shoalv1.ImportContainerRequest_Data{Data: b}})
+	}); err != nil {
+		if _, rerr := stream.CloseAndRecv(); rerr != nil {
+			return nil, Convert(rerr)
+		}
+		return nil, err
+	}
+	resp, err := stream.CloseAndRecv()
+	return resp, Convert(err)
+}

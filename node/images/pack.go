@@ -49,8 +49,7 @@ func Pack(ctx context.Context, rootfs string, md Metadata, w io.Writer) error {
 	if _, err := tw.Write(mdBytes); err != nil {
 		return fmt.Errorf("pack %s: metadata.yaml: %w", rootfs, err)
 	}
-	p := packer{ctx: ctx, root: rootfs, tw: tw, links: map[fileID]string{}, buf: make([]byte, 1<<20)}
-	if err := filepath.WalkDir(rootfs, p.add); err != nil {
+	if err := PackTree(ctx, tw, rootfs, TreeOptions{Prefix: rootfsPrefix}); err != nil {
 		return fmt.Errorf("pack %s: %w", rootfs, err)
 	}
 	if err := tw.Close(); err != nil {
@@ -62,16 +61,37 @@ func Pack(ctx context.Context, rootfs string, md Metadata, w io.Writer) error {
 	return nil
 }
 
+// TreeOptions says where a tree sits in a tarball and how its owners
+// translate (PackTree, NewExtractor).
+type TreeOptions struct {
+	// Prefix is the tar name of the tree's root directory, ending in "/"
+	// ("rootfs/", "backup/container/").
+	Prefix string
+	// IDs maps an entry's owner on the way in or out (nil: unchanged), such
+	// as a container's shifted host ids to the ids it sees.
+	IDs func(uid, gid int) (int, int)
+}
+
+// PackTree writes the tree at root into tw under opts.Prefix with Pack's
+// rules (entry order, what is kept, hard links within the tree). It does
+// not close tw.
+func PackTree(ctx context.Context, tw *tar.Writer, root string, opts TreeOptions) error {
+	p := packer{ctx: ctx, root: root, tw: tw, links: map[fileID]string{}, buf: make([]byte, 1<<20), prefix: opts.Prefix, ids: opts.IDs}
+	return filepath.WalkDir(root, p.add)
+}
+
 // fileID identifies an inode for hard link detection.
 type fileID struct{ dev, ino uint64 }
 
 // packer holds the state of one Pack walk.
 type packer struct {
-	ctx   context.Context
-	root  string
-	tw    *tar.Writer
-	links map[fileID]string // inode → first tar name, for nlink > 1
-	buf   []byte
+	ctx    context.Context
+	root   string
+	tw     *tar.Writer
+	links  map[fileID]string // inode → first tar name, for nlink > 1
+	buf    []byte
+	prefix string
+	ids    func(uid, gid int) (int, int)
 }
 
 // add writes one walked entry. WalkDir reads each directory sorted by name,
@@ -87,7 +107,7 @@ func (p *packer) add(path string, _ fs.DirEntry, walkErr error) error {
 	if err != nil {
 		return err
 	}
-	name := rootfsPrefix
+	name := p.prefix
 	if rel != "." {
 		name += filepath.ToSlash(rel)
 	}
@@ -102,12 +122,15 @@ func (p *packer) add(path string, _ fs.DirEntry, walkErr error) error {
 		Gid:     int(st.Gid),
 		ModTime: time.Unix(st.Mtim.Sec, 0),
 	}
+	if p.ids != nil {
+		hdr.Uid, hdr.Gid = p.ids(hdr.Uid, hdr.Gid)
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		hdr.Typeflag = tar.TypeDir
 		hdr.Name += "/"
 		if rel == "." {
-			hdr.Name = rootfsPrefix
+			hdr.Name = p.prefix
 		}
 	case unix.S_IFREG:
 		hdr.Typeflag = tar.TypeReg

@@ -39,7 +39,7 @@ func Unpack(ctx context.Context, r io.Reader, dst string) (Metadata, error) {
 	if err != nil {
 		return Metadata{}, fmt.Errorf("unpack into %s: open: %w", dst, err)
 	}
-	u := &unpacker{root: root, parentFD: -1, buf: make([]byte, 1<<20)}
+	u := &unpacker{root: root, parentFD: -1, buf: make([]byte, 1<<20), prefix: rootfsPrefix}
 	defer u.close()
 	md, err := u.run(ctx, tar.NewReader(zr))
 	if err != nil {
@@ -55,6 +55,8 @@ type unpacker struct {
 	parentPath string // relative to root
 	buf        []byte
 	dirs       []dirTime // directory mtimes, set last
+	prefix     string    // tar name of the tree's root ("rootfs/")
+	ids        func(uid, gid int) (int, int)
 }
 
 // dirTime is a directory's mtime to restore once its children exist.
@@ -126,6 +128,62 @@ func (u *unpacker) run(ctx context.Context, tr *tar.Reader) (Metadata, error) {
 	return md, u.finishDirs()
 }
 
+// Extractor writes the entries of one tree of a tarball into a directory
+// with Unpack's checks: no absolute names or "..", nothing reached through
+// a symlink leading out, no sparse entries, hard links only within the
+// tree. Errors about the input wrap ErrInvalid.
+type Extractor struct{ u *unpacker }
+
+// NewExtractor opens dst, an existing and normally empty directory, for
+// the tree whose root is the tar name opts.Prefix.
+func NewExtractor(dst string, opts TreeOptions) (*Extractor, error) {
+	root, err := unix.Open(dst, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("extract into %s: open: %w", dst, err)
+	}
+	return &Extractor{u: &unpacker{root: root, parentFD: -1, buf: make([]byte, 1<<20), prefix: opts.Prefix, ids: opts.IDs}}, nil
+}
+
+// Add writes one entry, its data read from r. Its name must be the tree's
+// root or lie under it.
+func (e *Extractor) Add(hdr *tar.Header, r io.Reader) error {
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if err := refuseSparse(hdr); err != nil {
+		return err
+	}
+	h := *hdr
+	if e.u.ids != nil {
+		h.Uid, h.Gid = e.u.ids(h.Uid, h.Gid)
+	}
+	rootName := strings.TrimSuffix(e.u.prefix, "/")
+	switch {
+	case name == rootName:
+		if h.Typeflag != tar.TypeDir {
+			return fmt.Errorf("%w: %s is not a directory", ErrInvalid, hdr.Name)
+		}
+		if err := e.u.attrs(e.u.root, &h, true); err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		e.u.dirs = append(e.u.dirs, dirTime{rel: ".", mtime: unix.NsecToTimespec(h.ModTime.UnixNano())})
+		return nil
+	case strings.HasPrefix(name, e.u.prefix):
+		if err := e.u.entry(r, name[len(e.u.prefix):], &h); err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %s lies outside %s", ErrInvalid, hdr.Name, e.u.prefix)
+}
+
+// Finish sets the directories' mtimes once every entry is in.
+func (e *Extractor) Finish() error { return e.u.finishDirs() }
+
+// Close releases the extractor's descriptors.
+func (e *Extractor) Close() { e.u.close() }
+
 // refuseSparse refuses sparse entries: a few kilobytes of tarball would
 // write their whole declared size (see tarsafe.Sparse).
 func refuseSparse(hdr *tar.Header) error {
@@ -157,7 +215,7 @@ func cleanName(name string) (string, error) {
 }
 
 // entry creates one rootfs entry at rel (relative to dst).
-func (u *unpacker) entry(tr *tar.Reader, rel string, hdr *tar.Header) error {
+func (u *unpacker) entry(tr io.Reader, rel string, hdr *tar.Header) error {
 	dir, base := path.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
 	pfd, err := u.parent(dir)
@@ -218,10 +276,10 @@ func (u *unpacker) entry(tr *tar.Reader, rel string, hdr *tar.Header) error {
 		if err != nil {
 			return err
 		}
-		if !strings.HasPrefix(target, rootfsPrefix) {
-			return fmt.Errorf("%w: hard link to %q outside rootfs/", ErrInvalid, hdr.Linkname)
+		if !strings.HasPrefix(target, u.prefix) {
+			return fmt.Errorf("%w: hard link to %q outside %s", ErrInvalid, hdr.Linkname, u.prefix)
 		}
-		tdir, tbase := path.Split(target[len(rootfsPrefix):])
+		tdir, tbase := path.Split(target[len(u.prefix):])
 		tfd, err := u.openBeneath(strings.TrimSuffix(tdir, "/"))
 		if err != nil {
 			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
@@ -275,7 +333,9 @@ func (u *unpacker) clear(pfd int, base, rel string) error {
 	if err := unix.Unlinkat(pfd, base, flags); err != nil {
 		return fmt.Errorf("replace existing %s: %w", rel, err)
 	}
-	u.dropParent() // rel may have been a cached parent
+	if u.parentPath == rel || strings.HasPrefix(u.parentPath, rel+"/") {
+		u.dropParent() // the cached parent was rel or lay under it
+	}
 	return nil
 }
 
