@@ -12,7 +12,7 @@ say() { printf '==> %s\n' "$*"; }
 command -v go >/dev/null || { echo "install: Go 1.26 is required (put it at /usr/local/go)" >&2; exit 1; }
 
 pkgs=(lxc lxc-dev libcap-dev libseccomp-dev pkg-config gcc btrfs-progs dnsmasq-base nftables iptables
-      busybox-static debootstrap iproute2 ca-certificates xz-utils iputils-ping iperf3)
+      busybox-static debootstrap iproute2 ca-certificates xz-utils iputils-ping iperf3 squashfs-tools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

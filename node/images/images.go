@@ -96,3 +96,10 @@ func kernelArch(name string) string {
 	}
 	return name
 }
+
+// ParseMetadata decodes and checks a metadata.yaml document (as found in a
+// split image's metadata tarball).
+func ParseMetadata(b []byte) (Metadata, error) { return parseMetadata(b) }
+
+// MarshalMetadata encodes a metadata.yaml document.
+func MarshalMetadata(md Metadata) ([]byte, error) { return marshalMetadata(md) }
