@@ -133,6 +133,7 @@ var rules = map[string]rule{
 	"/shoal.v1.ImageService/PublishImage":     {accessAdmin, nil},
 	"/shoal.v1.ImageService/CreateImageAlias": {accessAdmin, nil},
 	"/shoal.v1.ImageService/DeleteImageAlias": {accessAdmin, nil},
+	"/shoal.v1.ImageService/PullImage":        {accessAdmin, nil},
 	// Storage and networks.
 	"/shoal.v1.StorageService/ListStoragePools":  {accessRead, nil},
 	"/shoal.v1.StorageService/GetStoragePool":    {accessRead, nil},

@@ -952,6 +952,142 @@ func (*DeleteImageAliasResponse) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_image_proto_rawDescGZIP(), []int{18}
 }
 
+type PullImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The image server: https://HOST[:PORT][/PATH].
+	Server string `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// "simplestreams" (the only protocol so far).
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// An alias on the server (debian/12), a product, or a fingerprint prefix.
+	Image string `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	// SHA-256 of the server's TLS certificate when it chains to no CA the
+	// members trust (a pin; empty: the system's CAs).
+	CertificateFingerprint string `protobuf:"bytes,4,opt,name=certificate_fingerprint,json=certificateFingerprint,proto3" json:"certificate_fingerprint,omitempty"`
+	// Local aliases to point at the image.
+	Aliases []string `protobuf:"bytes,5,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	// Keep the local aliases on the newest image the server has under the
+	// same name, checked every images.auto_update_interval.
+	AutoUpdate    bool `protobuf:"varint,6,opt,name=auto_update,json=autoUpdate,proto3" json:"auto_update,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageRequest) Reset() {
+	*x = PullImageRequest{}
+	mi := &file_shoal_v1_image_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageRequest) ProtoMessage() {}
+
+func (x *PullImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_image_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageRequest.ProtoReflect.Descriptor instead.
+func (*PullImageRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_image_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PullImageRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetCertificateFingerprint() string {
+	if x != nil {
+		return x.CertificateFingerprint
+	}
+	return ""
+}
+
+func (x *PullImageRequest) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *PullImageRequest) GetAutoUpdate() bool {
+	if x != nil {
+		return x.AutoUpdate
+	}
+	return false
+}
+
+type PullImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Operation     *Operation             `protobuf:"bytes,1,opt,name=operation,proto3" json:"operation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullImageResponse) Reset() {
+	*x = PullImageResponse{}
+	mi := &file_shoal_v1_image_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullImageResponse) ProtoMessage() {}
+
+func (x *PullImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_image_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullImageResponse.ProtoReflect.Descriptor instead.
+func (*PullImageResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_image_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PullImageResponse) GetOperation() *Operation {
+	if x != nil {
+		return x.Operation
+	}
+	return nil
+}
+
 var File_shoal_v1_image_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_image_proto_rawDesc = "" +
@@ -1005,7 +1141,17 @@ const file_shoal_v1_image_proto_rawDesc = "" +
 	"\x18CreateImageAliasResponse\"/\n" +
 	"\x17DeleteImageAliasRequest\x12\x14\n" +
 	"\x05alias\x18\x01 \x01(\tR\x05alias\"\x1a\n" +
-	"\x18DeleteImageAliasResponse2\xd0\x05\n" +
+	"\x18DeleteImageAliasResponse\"\xd0\x01\n" +
+	"\x10PullImageRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x127\n" +
+	"\x17certificate_fingerprint\x18\x04 \x01(\tR\x16certificateFingerprint\x12\x18\n" +
+	"\aaliases\x18\x05 \x03(\tR\aaliases\x12\x1f\n" +
+	"\vauto_update\x18\x06 \x01(\bR\n" +
+	"autoUpdate\"F\n" +
+	"\x11PullImageResponse\x121\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation2\x96\x06\n" +
 	"\fImageService\x12G\n" +
 	"\n" +
 	"BuildImage\x12\x1b.shoal.v1.BuildImageRequest\x1a\x1c.shoal.v1.BuildImageResponse\x12L\n" +
@@ -1017,7 +1163,8 @@ const file_shoal_v1_image_proto_rawDesc = "" +
 	"\vDeleteImage\x12\x1c.shoal.v1.DeleteImageRequest\x1a\x1d.shoal.v1.DeleteImageResponse\x12M\n" +
 	"\fPublishImage\x12\x1d.shoal.v1.PublishImageRequest\x1a\x1e.shoal.v1.PublishImageResponse\x12Y\n" +
 	"\x10CreateImageAlias\x12!.shoal.v1.CreateImageAliasRequest\x1a\".shoal.v1.CreateImageAliasResponse\x12Y\n" +
-	"\x10DeleteImageAlias\x12!.shoal.v1.DeleteImageAliasRequest\x1a\".shoal.v1.DeleteImageAliasResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"\x10DeleteImageAlias\x12!.shoal.v1.DeleteImageAliasRequest\x1a\".shoal.v1.DeleteImageAliasResponse\x12D\n" +
+	"\tPullImage\x12\x1a.shoal.v1.PullImageRequest\x1a\x1b.shoal.v1.PullImageResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_image_proto_rawDescOnce sync.Once
@@ -1031,7 +1178,7 @@ func file_shoal_v1_image_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_image_proto_rawDescData
 }
 
-var file_shoal_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_shoal_v1_image_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_shoal_v1_image_proto_goTypes = []any{
 	(*BuildImageRequest)(nil),        // 0: shoal.v1.BuildImageRequest
 	(*BuildImageResponse)(nil),       // 1: shoal.v1.BuildImageResponse
@@ -1052,42 +1199,47 @@ var file_shoal_v1_image_proto_goTypes = []any{
 	(*CreateImageAliasResponse)(nil), // 16: shoal.v1.CreateImageAliasResponse
 	(*DeleteImageAliasRequest)(nil),  // 17: shoal.v1.DeleteImageAliasRequest
 	(*DeleteImageAliasResponse)(nil), // 18: shoal.v1.DeleteImageAliasResponse
-	nil,                              // 19: shoal.v1.PublishImageRequest.PropertiesEntry
-	(*Operation)(nil),                // 20: shoal.v1.Operation
-	(*Image)(nil),                    // 21: shoal.v1.Image
+	(*PullImageRequest)(nil),         // 19: shoal.v1.PullImageRequest
+	(*PullImageResponse)(nil),        // 20: shoal.v1.PullImageResponse
+	nil,                              // 21: shoal.v1.PublishImageRequest.PropertiesEntry
+	(*Operation)(nil),                // 22: shoal.v1.Operation
+	(*Image)(nil),                    // 23: shoal.v1.Image
 }
 var file_shoal_v1_image_proto_depIdxs = []int32{
-	20, // 0: shoal.v1.BuildImageResponse.operation:type_name -> shoal.v1.Operation
+	22, // 0: shoal.v1.BuildImageResponse.operation:type_name -> shoal.v1.Operation
 	2,  // 1: shoal.v1.ImportImageRequest.header:type_name -> shoal.v1.ImportImageHeader
-	21, // 2: shoal.v1.ImportImageResponse.image:type_name -> shoal.v1.Image
-	21, // 3: shoal.v1.ExportImageResponse.image:type_name -> shoal.v1.Image
-	21, // 4: shoal.v1.ListImagesResponse.images:type_name -> shoal.v1.Image
-	21, // 5: shoal.v1.GetImageResponse.image:type_name -> shoal.v1.Image
-	19, // 6: shoal.v1.PublishImageRequest.properties:type_name -> shoal.v1.PublishImageRequest.PropertiesEntry
-	20, // 7: shoal.v1.PublishImageResponse.operation:type_name -> shoal.v1.Operation
-	0,  // 8: shoal.v1.ImageService.BuildImage:input_type -> shoal.v1.BuildImageRequest
-	3,  // 9: shoal.v1.ImageService.ImportImage:input_type -> shoal.v1.ImportImageRequest
-	5,  // 10: shoal.v1.ImageService.ExportImage:input_type -> shoal.v1.ExportImageRequest
-	7,  // 11: shoal.v1.ImageService.ListImages:input_type -> shoal.v1.ListImagesRequest
-	9,  // 12: shoal.v1.ImageService.GetImage:input_type -> shoal.v1.GetImageRequest
-	11, // 13: shoal.v1.ImageService.DeleteImage:input_type -> shoal.v1.DeleteImageRequest
-	13, // 14: shoal.v1.ImageService.PublishImage:input_type -> shoal.v1.PublishImageRequest
-	15, // 15: shoal.v1.ImageService.CreateImageAlias:input_type -> shoal.v1.CreateImageAliasRequest
-	17, // 16: shoal.v1.ImageService.DeleteImageAlias:input_type -> shoal.v1.DeleteImageAliasRequest
-	1,  // 17: shoal.v1.ImageService.BuildImage:output_type -> shoal.v1.BuildImageResponse
-	4,  // 18: shoal.v1.ImageService.ImportImage:output_type -> shoal.v1.ImportImageResponse
-	6,  // 19: shoal.v1.ImageService.ExportImage:output_type -> shoal.v1.ExportImageResponse
-	8,  // 20: shoal.v1.ImageService.ListImages:output_type -> shoal.v1.ListImagesResponse
-	10, // 21: shoal.v1.ImageService.GetImage:output_type -> shoal.v1.GetImageResponse
-	12, // 22: shoal.v1.ImageService.DeleteImage:output_type -> shoal.v1.DeleteImageResponse
-	14, // 23: shoal.v1.ImageService.PublishImage:output_type -> shoal.v1.PublishImageResponse
-	16, // 24: shoal.v1.ImageService.CreateImageAlias:output_type -> shoal.v1.CreateImageAliasResponse
-	18, // 25: shoal.v1.ImageService.DeleteImageAlias:output_type -> shoal.v1.DeleteImageAliasResponse
-	17, // [17:26] is the sub-list for method output_type
-	8,  // [8:17] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	23, // 2: shoal.v1.ImportImageResponse.image:type_name -> shoal.v1.Image
+	23, // 3: shoal.v1.ExportImageResponse.image:type_name -> shoal.v1.Image
+	23, // 4: shoal.v1.ListImagesResponse.images:type_name -> shoal.v1.Image
+	23, // 5: shoal.v1.GetImageResponse.image:type_name -> shoal.v1.Image
+	21, // 6: shoal.v1.PublishImageRequest.properties:type_name -> shoal.v1.PublishImageRequest.PropertiesEntry
+	22, // 7: shoal.v1.PublishImageResponse.operation:type_name -> shoal.v1.Operation
+	22, // 8: shoal.v1.PullImageResponse.operation:type_name -> shoal.v1.Operation
+	0,  // 9: shoal.v1.ImageService.BuildImage:input_type -> shoal.v1.BuildImageRequest
+	3,  // 10: shoal.v1.ImageService.ImportImage:input_type -> shoal.v1.ImportImageRequest
+	5,  // 11: shoal.v1.ImageService.ExportImage:input_type -> shoal.v1.ExportImageRequest
+	7,  // 12: shoal.v1.ImageService.ListImages:input_type -> shoal.v1.ListImagesRequest
+	9,  // 13: shoal.v1.ImageService.GetImage:input_type -> shoal.v1.GetImageRequest
+	11, // 14: shoal.v1.ImageService.DeleteImage:input_type -> shoal.v1.DeleteImageRequest
+	13, // 15: shoal.v1.ImageService.PublishImage:input_type -> shoal.v1.PublishImageRequest
+	15, // 16: shoal.v1.ImageService.CreateImageAlias:input_type -> shoal.v1.CreateImageAliasRequest
+	17, // 17: shoal.v1.ImageService.DeleteImageAlias:input_type -> shoal.v1.DeleteImageAliasRequest
+	19, // 18: shoal.v1.ImageService.PullImage:input_type -> shoal.v1.PullImageRequest
+	1,  // 19: shoal.v1.ImageService.BuildImage:output_type -> shoal.v1.BuildImageResponse
+	4,  // 20: shoal.v1.ImageService.ImportImage:output_type -> shoal.v1.ImportImageResponse
+	6,  // 21: shoal.v1.ImageService.ExportImage:output_type -> shoal.v1.ExportImageResponse
+	8,  // 22: shoal.v1.ImageService.ListImages:output_type -> shoal.v1.ListImagesResponse
+	10, // 23: shoal.v1.ImageService.GetImage:output_type -> shoal.v1.GetImageResponse
+	12, // 24: shoal.v1.ImageService.DeleteImage:output_type -> shoal.v1.DeleteImageResponse
+	14, // 25: shoal.v1.ImageService.PublishImage:output_type -> shoal.v1.PublishImageResponse
+	16, // 26: shoal.v1.ImageService.CreateImageAlias:output_type -> shoal.v1.CreateImageAliasResponse
+	18, // 27: shoal.v1.ImageService.DeleteImageAlias:output_type -> shoal.v1.DeleteImageAliasResponse
+	20, // 28: shoal.v1.ImageService.PullImage:output_type -> shoal.v1.PullImageResponse
+	19, // [19:29] is the sub-list for method output_type
+	9,  // [9:19] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_image_proto_init() }
@@ -1110,7 +1262,7 @@ func file_shoal_v1_image_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_image_proto_rawDesc), len(file_shoal_v1_image_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

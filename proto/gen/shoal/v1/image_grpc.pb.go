@@ -28,6 +28,7 @@ const (
 	ImageService_PublishImage_FullMethodName     = "/shoal.v1.ImageService/PublishImage"
 	ImageService_CreateImageAlias_FullMethodName = "/shoal.v1.ImageService/CreateImageAlias"
 	ImageService_DeleteImageAlias_FullMethodName = "/shoal.v1.ImageService/DeleteImageAlias"
+	ImageService_PullImage_FullMethodName        = "/shoal.v1.ImageService/PullImage"
 )
 
 // ImageServiceClient is the client API for ImageService service.
@@ -54,6 +55,10 @@ type ImageServiceClient interface {
 	CreateImageAlias(ctx context.Context, in *CreateImageAliasRequest, opts ...grpc.CallOption) (*CreateImageAliasResponse, error)
 	// DeleteImageAlias removes an alias.
 	DeleteImageAlias(ctx context.Context, in *DeleteImageAliasRequest, opts ...grpc.CallOption) (*DeleteImageAliasResponse, error)
+	// PullImage copies an image from a remote image server (simplestreams)
+	// into the cluster, as an operation with progress; an image pulled
+	// before (same fingerprint on the server) is not downloaded again.
+	PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (*PullImageResponse, error)
 }
 
 type imageServiceClient struct {
@@ -166,6 +171,16 @@ func (c *imageServiceClient) DeleteImageAlias(ctx context.Context, in *DeleteIma
 	return out, nil
 }
 
+func (c *imageServiceClient) PullImage(ctx context.Context, in *PullImageRequest, opts ...grpc.CallOption) (*PullImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PullImageResponse)
+	err := c.cc.Invoke(ctx, ImageService_PullImage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ImageServiceServer is the server API for ImageService service.
 // All implementations must embed UnimplementedImageServiceServer
 // for forward compatibility.
@@ -190,6 +205,10 @@ type ImageServiceServer interface {
 	CreateImageAlias(context.Context, *CreateImageAliasRequest) (*CreateImageAliasResponse, error)
 	// DeleteImageAlias removes an alias.
 	DeleteImageAlias(context.Context, *DeleteImageAliasRequest) (*DeleteImageAliasResponse, error)
+	// PullImage copies an image from a remote image server (simplestreams)
+	// into the cluster, as an operation with progress; an image pulled
+	// before (same fingerprint on the server) is not downloaded again.
+	PullImage(context.Context, *PullImageRequest) (*PullImageResponse, error)
 	mustEmbedUnimplementedImageServiceServer()
 }
 
@@ -226,6 +245,9 @@ func (UnimplementedImageServiceServer) CreateImageAlias(context.Context, *Create
 }
 func (UnimplementedImageServiceServer) DeleteImageAlias(context.Context, *DeleteImageAliasRequest) (*DeleteImageAliasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteImageAlias not implemented")
+}
+func (UnimplementedImageServiceServer) PullImage(context.Context, *PullImageRequest) (*PullImageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PullImage not implemented")
 }
 func (UnimplementedImageServiceServer) mustEmbedUnimplementedImageServiceServer() {}
 func (UnimplementedImageServiceServer) testEmbeddedByValue()                      {}
@@ -392,6 +414,24 @@ func _ImageService_DeleteImageAlias_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ImageService_PullImage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PullImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImageServiceServer).PullImage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ImageService_PullImage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImageServiceServer).PullImage(ctx, req.(*PullImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ImageService_ServiceDesc is the grpc.ServiceDesc for ImageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -426,6 +466,10 @@ var ImageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteImageAlias",
 			Handler:    _ImageService_DeleteImageAlias_Handler,
+		},
+		{
+			MethodName: "PullImage",
+			Handler:    _ImageService_PullImage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
