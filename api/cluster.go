@@ -287,7 +287,7 @@ var clusterKeys = map[string][]string{
 }
 
 // knownClusterKeys names every cluster key, for errors.
-const knownClusterKeys = "cluster.scheduler, cluster.max_voters, cluster.default_network, cluster.healing_threshold, cluster.shutdown"
+const knownClusterKeys = "cluster.scheduler, cluster.max_voters, cluster.default_network, cluster.healing_threshold, cluster.shutdown, images.auto_update_interval"
 
 // UpdateClusterConfig sets and unsets cluster-wide keys.
 func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClusterConfigRequest) (*shoalv1.UpdateClusterConfigResponse, error) {
@@ -296,6 +296,13 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 		if k == cluster.DefaultNetworkKey {
 			if _, err := s.fsm.Network(v); err != nil {
 				return nil, invalid(k, fmt.Sprintf("%q is not a network (shoal network list)", v))
+			}
+			set[k] = v
+			continue
+		}
+		if k == AutoUpdateKey {
+			if _, err := parseAutoUpdate(v); err != nil {
+				return nil, invalid(k, err.Error())
 			}
 			set[k] = v
 			continue
@@ -317,7 +324,7 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 		set[k] = v
 	}
 	for _, k := range req.GetUnset() {
-		if _, ok := clusterKeys[k]; !ok && k != cluster.DefaultNetworkKey && k != ha.KeyHealingThreshold {
+		if _, ok := clusterKeys[k]; !ok && k != cluster.DefaultNetworkKey && k != ha.KeyHealingThreshold && k != AutoUpdateKey {
 			return nil, invalid(k, "unknown cluster key (known: "+knownClusterKeys+")")
 		}
 		set[k] = ""

@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/backup"
 	"github.com/shoal-dev/shoal/node/images"
+	"github.com/shoal-dev/shoal/node/images/simplestreams"
 	"github.com/shoal-dev/shoal/node/runtime"
 	"github.com/shoal-dev/shoal/scheduler"
 	"github.com/shoal-dev/shoal/storage"
@@ -48,6 +49,8 @@ var codeTable = []struct {
 	{cluster.ErrExists, codes.AlreadyExists},
 	{storage.ErrExists, codes.AlreadyExists},
 	{images.ErrAmbiguous, codes.InvalidArgument},
+	{simplestreams.ErrNotFound, codes.NotFound},
+	{simplestreams.ErrInvalid, codes.FailedPrecondition},
 	{cluster.ErrInUse, codes.FailedPrecondition},
 	{runtime.ErrNotRunning, codes.FailedPrecondition},
 	{runtime.ErrUnenforceable, codes.FailedPrecondition},

@@ -30,6 +30,10 @@ var (
 	ErrInvalidCommand = errors.New("invalid command")
 )
 
+// ImageAutoUpdate is the image property marking an image the leader keeps
+// current with the image server it came from.
+const ImageAutoUpdate = "source.auto_update"
+
 // snapshotVersion is the FSMSnapshot format version this code writes.
 const snapshotVersion = 1
 
@@ -388,6 +392,13 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		img := c.GetImage()
 		if old, ok := s.images[img.GetFingerprint()]; ok {
 			old.Nodes = mergeSorted(old.Nodes, img.GetNodes())
+			// A pull with auto-update of an image pulled before without.
+			if img.GetProperties()[ImageAutoUpdate] == "true" && old.GetProperties()[ImageAutoUpdate] != "true" {
+				if old.Properties == nil {
+					old.Properties = map[string]string{}
+				}
+				old.Properties[ImageAutoUpdate] = "true"
+			}
 			return Change{"image", img.GetFingerprint()}, nil
 		}
 		n := proto.Clone(img).(*shoalv1.Image)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/internal/config"
 	"github.com/shoal-dev/shoal/node/idmap"
 	"github.com/shoal-dev/shoal/node/images"
+	"github.com/shoal-dev/shoal/node/images/simplestreams"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
 )
@@ -232,4 +234,114 @@ func (n *Node) PublishImage(ctx context.Context, ct *shoalv1.Container, snap str
 		md.Properties[k] = v
 	}
 	return n.packAndAdd(ctx, d.Path(work), md, p)
+}
+
+// ImageSource is an image on a remote image server (simplestreams).
+type ImageSource struct {
+	// Server is https://HOST[:PORT][/PATH]; Image an alias, product or
+	// fingerprint prefix there.
+	Server, Image string
+	// CertFingerprint pins the server's certificate (empty: the system's
+	// CAs decide).
+	CertFingerprint string
+	// AutoUpdate marks the image to follow Image on the server.
+	AutoUpdate bool
+}
+
+// Image properties recording where a pulled image came from.
+const (
+	PropSourceServer      = "source.server"
+	PropSourceImage       = "source.image"
+	PropSourceFingerprint = "source.fingerprint"
+	PropSourceCertificate = "source.certificate"
+	PropSourceAutoUpdate  = cluster.ImageAutoUpdate
+)
+
+// ResolveRemote finds the image src names on its server, for this host's
+// architecture.
+func ResolveRemote(ctx context.Context, src ImageSource) (simplestreams.Image, error) {
+	c, err := simplestreams.NewClient(src.Server, src.CertFingerprint)
+	if err != nil {
+		return simplestreams.Image{}, err
+	}
+	return c.Resolve(ctx, src.Image, runtime.GOARCH)
+}
+
+// PullImage brings the image src names into this member's store: resolved
+// on the server for this host's architecture, downloaded (sizes and
+// sha256 checked), unpacked from its squashfs and packed as a unified
+// image carrying its source in source.* properties. An image the cluster
+// already holds from the same remote fingerprint is not downloaded again
+// (a member lacking it fetches it from a peer); cached reports that.
+func (n *Node) PullImage(ctx context.Context, src ImageSource, p Progress) (img images.Image, cached bool, err error) {
+	c, err := simplestreams.NewClient(src.Server, src.CertFingerprint)
+	if err != nil {
+		return images.Image{}, false, err
+	}
+	remote, err := c.Resolve(ctx, src.Image, runtime.GOARCH)
+	if err != nil {
+		return images.Image{}, false, err
+	}
+	for _, rec := range n.fsm.Images() {
+		if rec.GetProperties()[PropSourceFingerprint] != remote.Fingerprint {
+			continue
+		}
+		unlock := n.locks.lock("img/" + rec.GetFingerprint())
+		err := n.ensureImage(ctx, rec.GetFingerprint())
+		unlock()
+		if err != nil {
+			return images.Image{}, false, err
+		}
+		img, err := n.images.Get(rec.GetFingerprint())
+		return img, true, err
+	}
+	tmp, err := os.MkdirTemp(filepath.Join(n.cfg.StateDir, "tmp"), "pull-")
+	if err != nil {
+		return images.Image{}, false, err
+	}
+	defer os.RemoveAll(tmp)
+	phase := fmt.Sprintf("downloading %s from %s", src.Image, src.Server)
+	meta, rootfs, unified, err := c.Download(ctx, remote, tmp, func(done, total int64) {
+		if p != nil {
+			p(phase, done, total, "bytes")
+		}
+	})
+	if err != nil {
+		return images.Image{}, false, err
+	}
+	props := map[string]string{PropSourceServer: src.Server, PropSourceImage: src.Image, PropSourceFingerprint: remote.Fingerprint}
+	if src.CertFingerprint != "" {
+		props[PropSourceCertificate] = src.CertFingerprint
+	}
+	if src.AutoUpdate {
+		props[PropSourceAutoUpdate] = "true"
+	}
+	if p != nil {
+		p("unpacking", 0, -1, "")
+	}
+	if !remote.Split() {
+		// A unified image goes in as it is (its properties are its own).
+		f, err := os.Open(unified)
+		if err != nil {
+			return images.Image{}, false, err
+		}
+		defer f.Close()
+		img, err := n.images.Add(ctx, f)
+		return img, false, err
+	}
+	work := filepath.Join(tmp, "work")
+	if err := os.Mkdir(work, 0o700); err != nil {
+		return images.Image{}, false, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := simplestreams.Unify(ctx, meta, rootfs, work, props, pw)
+		pw.CloseWithError(err)
+	}()
+	img, err = n.images.Add(ctx, pr)
+	pr.CloseWithError(err)
+	if err != nil {
+		return images.Image{}, false, fmt.Errorf("pull %s from %s: %w", src.Image, src.Server, err)
+	}
+	return img, false, nil
 }

@@ -45,8 +45,19 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			image := args[0]
+			srv, ref, err := parseImageRef(image)
+			if err != nil {
+				return err
+			}
+			if srv != nil {
+				// From an image server: copied into the cluster first (once).
+				if image, err = pullImage(cmd, c, srv, ref, nil, false); err != nil {
+					return err
+				}
+			}
 			resp, err := c.Containers.CreateContainer(cmd.Context(), &shoalv1.CreateContainerRequest{
-				Name: args[1], Image: args[0], Config: conf, NoStart: !start, Pool: pool, Target: target, Network: netName,
+				Name: args[1], Image: image, Config: conf, NoStart: !start, Pool: pool, Target: target, Network: netName,
 				Profiles: profiles, NoProfiles: noProfiles,
 			})
 			if err != nil {

@@ -35,8 +35,18 @@ func (a *app) imageCmd() *cobra.Command {
 	build.Flags().StringVar(&alias, "alias", "", "alias for the image (default: the builder's name)")
 
 	list := &cobra.Command{
-		Use: "list", Aliases: []string{"ls"}, Short: "List images", Args: cobra.NoArgs,
+		Use: "list [REMOTE:]", Aliases: []string{"ls"}, Short: "List images (the cluster's, or an image server's)", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && strings.TrimSuffix(args[0], ":") != "local" {
+				srv, _, err := parseImageRef(strings.TrimSuffix(args[0], ":") + ":")
+				if err != nil {
+					return err
+				}
+				if err := checkTableFormat(format); err != nil || format == "json" || format == "yaml" {
+					return fmt.Errorf("--format: %q: an image server's list prints as table, compact or csv", format)
+				}
+				return listServerImages(cmd, *srv, format)
+			}
 			if err := checkFormat(format); err != nil {
 				return err
 			}
@@ -139,7 +149,7 @@ func (a *app) imageCmd() *cobra.Command {
 			return convert(err)
 		}),
 	})
-	cmd.AddCommand(build, list, info, del, export, imp, aliasCmd)
+	cmd.AddCommand(build, list, info, del, export, imp, aliasCmd, a.imageCopyCmd(), a.imageServeCmd())
 	return cmd
 }
 

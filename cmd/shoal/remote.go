@@ -46,6 +46,9 @@ func remoteClient(name string) (*client.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote %q is not known (shoal remote list)", name)
 	}
+	if _, ok := loadImageServer(name); ok {
+		return nil, fmt.Errorf("remote %q is an image server (simplestreams): use it as %s:IMAGE", name, name)
+	}
 	cert, err := pki.LoadKeyPair(rdir, "client")
 	if err != nil {
 		return nil, err
@@ -76,14 +79,24 @@ func defaultRemote() string {
 }
 
 func (a *app) remoteCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "remote", Short: "Manage remote clusters reached over mutual TLS"}
-	var token string
+	cmd := &cobra.Command{Use: "remote", Short: "Manage remote clusters (mutual TLS) and image servers (simplestreams)"}
+	var token, protocol string
+	var accept bool
 	add := &cobra.Command{
-		Use: "add NAME https://HOST:PORT --token TOKEN", Short: "Trust a cluster by a client join token (from `shoal cluster add NAME --role client`)", Args: cobra.ExactArgs(2),
+		Use:   "add NAME https://HOST:PORT --token TOKEN | add NAME https://HOST[/PATH] --protocol simplestreams",
+		Short: "Trust a cluster by a client join token (from `shoal cluster add NAME --role client`), or add an image server",
+		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
 			if err := config.ValidateName("name", name); err != nil {
 				return err
+			}
+			switch protocol {
+			case "simplestreams":
+				return addImageServer(cmd.Context(), name, args[1], accept)
+			case "", "shoal":
+			default:
+				return fmt.Errorf("--protocol: %q is not a protocol (allowed: shoal, simplestreams)", protocol)
 			}
 			u, err := url.Parse(args[1])
 			if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -137,6 +150,8 @@ func (a *app) remoteCmd() *cobra.Command {
 		},
 	}
 	add.Flags().StringVar(&token, "token", "", "client join token")
+	add.Flags().StringVar(&protocol, "protocol", "shoal", "shoal (a cluster) or simplestreams (an image server)")
+	add.Flags().BoolVar(&accept, "accept-certificate", false, "image servers: trust (pin) a certificate no CA of this host signed")
 	list := &cobra.Command{
 		Use: "list", Aliases: []string{"ls"}, Short: "List remotes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -152,11 +167,16 @@ func (a *app) remoteCmd() *cobra.Command {
 				names = append(names, e.Name())
 			}
 			sort.Strings(names)
+			rows[0] = append(rows[0][:2], "shoal", rows[0][2])
 			for _, n := range names {
+				if srv, ok := loadImageServer(n); ok {
+					rows = append(rows, []string{n, srv.URL, "simplestreams", ""})
+					continue
+				}
 				addr, _ := os.ReadFile(filepath.Join(dir, n, "address"))
-				rows = append(rows, []string{n, "https://" + strings.TrimSpace(string(addr)), mark(def == n)})
+				rows = append(rows, []string{n, "https://" + strings.TrimSpace(string(addr)), "shoal", mark(def == n)})
 			}
-			table(os.Stdout, []string{"NAME", "ADDRESS", "DEFAULT"}, rows)
+			table(os.Stdout, []string{"NAME", "ADDRESS", "PROTOCOL", "DEFAULT"}, rows)
 			return nil
 		},
 	}
@@ -170,6 +190,9 @@ func (a *app) remoteCmd() *cobra.Command {
 			if args[0] != "local" {
 				if _, err := os.Stat(filepath.Join(dir, args[0], "address")); err != nil {
 					return fmt.Errorf("remote %q is not known (shoal remote list)", args[0])
+				}
+				if _, ok := loadImageServer(args[0]); ok {
+					return fmt.Errorf("remote %q is an image server: use it as %s:IMAGE, not as the default cluster", args[0], args[0])
 				}
 			}
 			if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {

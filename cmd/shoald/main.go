@@ -262,6 +262,7 @@ func run() error {
 	rep := &ha.Replicator{Self: *name, View: cl.FSM(), Host: n, Send: srv.Replicate, Propose: cl.Propose,
 		Fits: cl.FSM().Fits, Log: log.With("component", "ha")}
 	go rep.Run(ctx)
+	go srv.RunImageUpdates(ctx)
 	event := func(action, resource string) { bus.Lifecycle(*name, action, resource) }
 	go (&ha.Fencer{Self: *name, Contact: cl.QuorumContact, Ready: cl.Sync, View: cl.FSM(), Host: n, Event: event,
 		Log: log.With("component", "ha")}).Run(ctx)

@@ -79,17 +79,20 @@ func WriteTree(dir string, imgs []TreeImage) error {
 		}
 		pr, ok := p.Products[name]
 		if !ok {
-			aliases := []string{osName + "/" + rel, osName + "/" + rel + "/" + variant}
-			for _, a := range img.Aliases {
-				if !containsStr(aliases, a) {
-					aliases = append(aliases, a)
-				}
-			}
-			pr = product{Aliases: strings.Join(aliases, ","), Arch: arch, OS: props["os"], Release: rel, ReleaseTitle: rel,
+			pr = product{Aliases: osName + "/" + rel + "," + osName + "/" + rel + "/" + variant, Arch: arch, OS: props["os"], Release: rel, ReleaseTitle: rel,
 				Variant: variant, Versions: map[string]version{}}
 		}
+		// A product's aliases are those of all its images.
+		aliases := strings.Split(pr.Aliases, ",")
+		for _, a := range img.Aliases {
+			if !containsStr(aliases, a) {
+				aliases = append(aliases, a)
+			}
+		}
+		pr.Aliases = strings.Join(aliases, ",")
+		// Versions sort by build time: the newest is what aliases resolve to.
 		created := time.Unix(img.Metadata.CreationDate, 0).UTC()
-		ver := created.Format("20060102_15:04") + fmt.Sprintf("_%02d", len(pr.Versions))
+		ver := created.Format("20060102_15:04:05") + fmt.Sprintf("_%02d", len(pr.Versions))
 		pr.Versions[ver] = version{Items: map[string]Item{
 			FTypeMeta:       {FType: FTypeMeta, Path: metaPath, SHA256: metaSum, Size: metaSize, CombinedSquashfsSHA256: fp},
 			"root.squashfs": {FType: FTypeSquashfs, Path: sqPath, SHA256: sqSum, Size: sqSize},
