@@ -125,7 +125,7 @@ func (n *Node) applyDevices(ctx context.Context, ct *shoalv1.Container) error {
 	if err := n.define(ctx, ct); err != nil {
 		return err
 	}
-	spec, err := n.spec(ct)
+	spec, err := n.spec(ctx, ct)
 	if err != nil {
 		return err
 	}

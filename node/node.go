@@ -97,6 +97,8 @@ type Node struct {
 	// netKick asks the network reconciler to run (capacity 1: kicks that
 	// arrive while it runs fold into one more pass).
 	netKick chan struct{}
+	// cpuKick asks the CPU balancer to run (cpuset.go; capacity 1).
+	cpuKick chan struct{}
 
 	locks keyedMutex
 	// hints carries per-container stop options from an API call to whichever
@@ -140,7 +142,7 @@ func New(ctx context.Context, cfg Config, cl *cluster.Cluster, bus Events) (*Nod
 	n := &Node{
 		cfg: cfg, log: log.With("component", "node"), baseLog: log, cl: cl, fsm: cl.FSM(), bus: bus,
 		pools: map[string]storage.Driver{}, nets: map[string]*network.Network{},
-		ovls: map[string]*overlay.Overlay{}, macvlans: map[string]string{}, netKick: make(chan struct{}, 1),
+		ovls: map[string]*overlay.Overlay{}, macvlans: map[string]string{}, netKick: make(chan struct{}, 1), cpuKick: make(chan struct{}, 1),
 		hints: map[string]time.Duration{}, stop: make(chan struct{}),
 	}
 	// HA containers start only once this member knows it still owns them
@@ -212,6 +214,12 @@ func (n *Node) Run(ctx context.Context) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		n.runCPUs(ctx)
+	}()
+	n.kickCPUs()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
 		tick := time.NewTicker(15 * time.Second)
 		defer tick.Stop()
 		for {
@@ -223,6 +231,7 @@ func (n *Node) Run(ctx context.Context) {
 			case <-tick.C:
 				n.resync(ctx)
 				n.kickNetworks()
+				n.kickCPUs()
 			case c := <-changes:
 				switch c.Kind {
 				case "container", "node", "network", "resync":

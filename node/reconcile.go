@@ -172,6 +172,7 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 			n.appliedNICs.Delete(ct.GetName())
 			n.appliedDevices.Store(ct.GetName(), fmt.Sprint(n.runtimeDevices(cluster.ExpandedDevices(ct))))
 			n.bus.Lifecycle(n.cfg.Name, "container-started", ct.GetName())
+			n.kickCPUs()
 			status = runtime.StatusRunning
 		default:
 			if err := n.applyLimits(ctx, ct); err != nil {
@@ -207,6 +208,7 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 			}
 			n.applied.Delete(ct.GetName())
 			n.bus.Lifecycle(n.cfg.Name, "container-stopped", ct.GetName())
+			n.kickCPUs()
 		} else if !defined {
 			return n.define(ctx, ct)
 		}
@@ -241,7 +243,7 @@ func (n *Node) ensureVolume(ctx context.Context, ct *shoalv1.Container) error {
 
 // define writes the container's LXC definition from its config.
 func (n *Node) define(ctx context.Context, ct *shoalv1.Container) error {
-	spec, err := n.spec(ct)
+	spec, err := n.spec(ctx, ct)
 	if err != nil {
 		return err
 	}
@@ -255,12 +257,12 @@ func (n *Node) define(ctx context.Context, ct *shoalv1.Container) error {
 	return nil
 }
 
-func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
+func (n *Node) spec(ctx context.Context, ct *shoalv1.Container) (runtime.Spec, error) {
 	d, err := n.pool(ct.GetPool())
 	if err != nil {
 		return runtime.Spec{}, err
 	}
-	lim, err := config.ParseLimits(cluster.ExpandedConfig(ct))
+	lim, err := n.limits(ctx, ct)
 	if err != nil {
 		return runtime.Spec{}, err
 	}
@@ -276,7 +278,7 @@ func (n *Node) spec(ct *shoalv1.Container) (runtime.Spec, error) {
 		Privileged: config.Bool(cfg, "security.privileged"),
 		IDMap:      n.idmap,
 		Nesting:    config.Bool(cfg, "security.nesting"),
-		Limits:     runtimeLimits(lim),
+		Limits:     lim,
 		NICs:       nics,
 		Autostart:  config.Bool(cfg, "boot.autostart"),
 		Devices:    n.runtimeDevices(cluster.ExpandedDevices(ct)),
@@ -425,14 +427,15 @@ func (n *Node) applyLimits(ctx context.Context, ct *shoalv1.Container) error {
 	if prev, ok := n.applied.Load(ct.GetName()); ok && prev == key {
 		return nil
 	}
-	lim, err := config.ParseLimits(cluster.ExpandedConfig(ct))
+	lim, err := n.limits(ctx, ct)
 	if err != nil {
 		return err
 	}
-	if err := n.rt.SetLimits(ctx, ct.GetName(), runtimeLimits(lim)); err != nil {
+	if err := n.rt.SetLimits(ctx, ct.GetName(), lim); err != nil {
 		return fmt.Errorf("apply limits to %s: %w", ct.GetName(), err)
 	}
 	n.applied.Store(ct.GetName(), key)
+	n.kickCPUs()
 	return nil
 }
 
@@ -475,6 +478,7 @@ func (n *Node) removeLocal(ctx context.Context, name string) error {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	n.applied.Delete(name)
+	n.kickCPUs()
 	if err := os.RemoveAll(filepath.Join(n.cfg.StateDir, "snapshot-state", name)); err != nil {
 		return fmt.Errorf("remove %s: snapshot state: %w", name, err)
 	}

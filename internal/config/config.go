@@ -260,12 +260,14 @@ func checkMemory(v string) error {
 
 var cpuRangeRe = regexp.MustCompile(`^\d+(-\d+)?(,\d+(-\d+)?)*$`)
 
-// ParseCPUSet turns limits.cpu into a cpuset string: a count N means CPUs
-// 0..N-1; a set such as "0-1,3" is checked against the host's CPUs.
+// ParseCPUSet turns limits.cpu into a cpuset string: a count N gives CPUs
+// 0..N-1 (the width the scheduler reserves; the node picks which N CPUs,
+// see Limits.CPUCount); a set such as "0-1,3" is checked against the
+// host's CPUs.
 func ParseCPUSet(v string, hostCPUs int) (string, error) {
 	if n, err := strconv.Atoi(v); err == nil {
 		if n < 1 || n > hostCPUs {
-			return "", fmt.Errorf("count must be 1..%d on this host", hostCPUs)
+			return "", fmt.Errorf("count must be 1..%d: this host has %d CPUs", hostCPUs, hostCPUs)
 		}
 		if n == 1 {
 			return "0", nil
@@ -381,7 +383,10 @@ func HostMemory() int64 {
 
 // Limits are the resource limits a config asks for; zero values mean unset.
 type Limits struct {
+	// CPUSet is the set limits.cpu names; for a count N it is 0..N-1 and
+	// CPUCount is N: the node then chooses which N CPUs (node/cpuset.go).
 	CPUSet       string
+	CPUCount     int
 	CPUQuotaUs   int64
 	CPUPeriodUs  int64
 	MemoryBytes  int64
@@ -397,6 +402,9 @@ func ParseLimits(cfg map[string]string) (Limits, error) {
 	if v, ok := cfg["limits.cpu"]; ok {
 		if l.CPUSet, err = ParseCPUSet(v, runtime.NumCPU()); err != nil {
 			return l, invalid("limits.cpu", "%q: %v", v, err)
+		}
+		if n, err := strconv.Atoi(v); err == nil {
+			l.CPUCount = n
 		}
 	}
 	if v, ok := cfg["limits.cpu.allowance"]; ok {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -74,7 +75,7 @@ func TestParseLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Limits{CPUSet: "0", CPUQuotaUs: 50000, CPUPeriodUs: 100000, MemoryBytes: 256 << 20, Processes: 200, DiskPriority: 5}
+	want := Limits{CPUSet: "0", CPUCount: 1, CPUQuotaUs: 50000, CPUPeriodUs: 100000, MemoryBytes: 256 << 20, Processes: 200, DiskPriority: 5}
 	if l != want {
 		t.Fatalf("ParseLimits = %+v, want %+v", l, want)
 	}
@@ -95,5 +96,15 @@ func TestParseSize(t *testing.T) {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded", in)
 		}
+	}
+}
+
+func TestCPUCountAboveHost(t *testing.T) {
+	_, err := ParseCPUSet("3", 2)
+	if err == nil || err.Error() != "count must be 1..2: this host has 2 CPUs" {
+		t.Fatalf("ParseCPUSet(3) on 2 CPUs: %v", err)
+	}
+	if err := ValidateKey("limits.cpu", "9999"); err == nil || !strings.Contains(err.Error(), "limits.cpu") || !strings.Contains(err.Error(), "CPUs") {
+		t.Fatalf("ValidateKey(limits.cpu=9999): %v", err)
 	}
 }

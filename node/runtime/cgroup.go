@@ -154,3 +154,53 @@ func freezerStateV1(pid int) (string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
 	return strings.TrimSpace(string(b)), err
 }
+
+// CPUSet returns the CPUs a running container's cgroup allows, as the
+// kernel lists them ("0-1,3"); "" where the cgroup sets none (v2 without
+// a cpuset: the parent's apply).
+func (r *Runtime) CPUSet(ctx context.Context, name string) (string, error) {
+	c, err := r.container(name)
+	if err != nil {
+		return "", err
+	}
+	if !c.Running() {
+		return "", fmt.Errorf("runtime: cpuset of %s: %w", name, ErrNotRunning)
+	}
+	v := c.CgroupItem("cpuset.cpus")
+	if len(v) == 0 {
+		return "", nil
+	}
+	return strings.TrimSpace(v[0]), nil
+}
+
+// unpinCPUs gives the running container whose init is pid back every CPU
+// its parent cgroup allows: on v1 it copies the parent's cpuset.cpus (an
+// empty set is refused while tasks run), on v2 it empties cpuset.cpus,
+// which means "inherit".
+func unpinCPUs(pid int, v2 bool) error {
+	if v2 {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if p, ok := strings.CutPrefix(line, "0::"); ok {
+				return os.WriteFile(filepath.Join(cgroupV1Root, p, "cpuset.cpus"), []byte("\n"), 0)
+			}
+		}
+		return fmt.Errorf("no unified cgroup for pid %d", pid)
+	}
+	dir, err := v1CgroupDir(pid, "cpuset")
+	if err != nil {
+		return err
+	}
+	parent, err := os.ReadFile(filepath.Join(filepath.Dir(dir), "cpuset.cpus"))
+	if err != nil {
+		return err
+	}
+	cur, err := os.ReadFile(filepath.Join(dir, "cpuset.cpus"))
+	if err != nil || strings.TrimSpace(string(cur)) == strings.TrimSpace(string(parent)) {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "cpuset.cpus"), parent, 0)
+}

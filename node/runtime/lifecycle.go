@@ -323,9 +323,10 @@ func ipv4InNetns(pid int) ([]string, error) {
 
 // SetLimits persists l in the container's configuration and, when it runs,
 // applies it live through its cgroup. Zero fields remove the limit (live:
-// back to unlimited), except CPUSet and DiskPriority, which stay as they are
-// live until the next start. A DiskPriority the host cannot enforce is
-// refused (ErrUnenforceable) and nothing changes.
+// back to unlimited; an empty CPUSet gives back every CPU the parent cgroup
+// allows), except DiskPriority, which stays as it is live until the next
+// start. A DiskPriority the host cannot enforce is refused
+// (ErrUnenforceable) and nothing changes.
 func (r *Runtime) SetLimits(ctx context.Context, name string, l Limits) error {
 	if l.DiskPriority < 0 || l.DiskPriority > 10 || strings.ContainsAny(l.CPUSet, "\n\r") {
 		return fmt.Errorf("%w: limits %+v", ErrInvalid, l)
@@ -371,9 +372,20 @@ func (r *Runtime) applyLive(c *lxc.Container, l Limits) error {
 		}
 		return strconv.FormatInt(v, 10)
 	}
+	unpin := func() error {
+		if err := unpinCPUs(c.InitPid(), r.host.CgroupV2); err != nil {
+			return fmt.Errorf("cgroup cpuset.cpus back to the parent's: %w", err)
+		}
+		return nil
+	}
 	if r.host.CgroupV2 {
 		for _, kv := range limitItems(l, r.host) {
 			if err := set(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		if l.CPUSet == "" {
+			if err := unpin(); err != nil {
 				return err
 			}
 		}
@@ -396,6 +408,8 @@ func (r *Runtime) applyLive(c *lxc.Container, l Limits) error {
 		if err := set("cpuset.cpus", l.CPUSet); err != nil {
 			return err
 		}
+	} else if err := unpin(); err != nil {
+		return err
 	}
 	if l.CPUPeriodUs > 0 {
 		if err := set("cpu.cfs_period_us", strconv.FormatInt(l.CPUPeriodUs, 10)); err != nil {
