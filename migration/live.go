@@ -227,9 +227,8 @@ func (m *liveMove) startVolumeIncrements(ctx context.Context) {
 				done <- m.failed("snapshotting", fmt.Errorf("storage volume %s: %w", cv.key(), err))
 				return
 			}
-			n, err := m.sendCustomWith(ctx, carriedVolume{pool: cv.pool, name: cv.name, d: cv.d, vol: cv.vol, snaps: []string{m.snapB}},
-				&shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: cv.name, Snapshots: []string{m.snapB},
-					Base: m.snapA, Drop: []string{m.snapA, m.snapB}, Resume: true}, m.target, noProgress{})
+			n, err := m.sendCustomWith(ctx, cv, &shoalv1.VolumeHeader{Version: Version, Pool: cv.pool, CustomVolume: cv.name, Snapshots: []string{m.snapB},
+				Base: m.snapA, Drop: []string{m.snapA, m.snapB}, Resume: true}, m.target, noProgress{})
 			sent += n
 			if err != nil {
 				done <- m.failed("sending the volume increment", err)

@@ -131,14 +131,18 @@ func hasLocalCopy(m *member, name string) bool {
 	if _, err := os.Stat(filepath.Join(m.StateDir, "lxc-config", name+".conf")); err == nil {
 		return true
 	}
-	// The pool is mounted in the simulated host's mount namespace.
+	return poolHolds(m, "containers%2F"+name)
+}
+
+// poolHolds reports whether a member's pools hold a volume directory named
+// enc: a volume name with its "/" encoded (containers%2FNAME). The pool is
+// mounted in the simulated host's mount namespace.
+func poolHolds(m *member, enc string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pools := filepath.Join(m.StateDir, "storage-pools")
-	// Volume directories are named with their "/" encoded
-	// (containers%2FNAME); matching the bare name found nothing ever.
-	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", "containers%2F"+name).CombinedOutput()
-	return strings.Contains(string(out), "containers%2F"+name)
+	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", enc).CombinedOutput()
+	return strings.Contains(string(out), enc)
 }
 
 // TestLiveMove moves an unprivileged container running a program that

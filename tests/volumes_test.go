@@ -257,16 +257,8 @@ func TestVolumesAcrossMembers(t *testing.T) {
 	mustFail(t, n1.Daemon, "on n1", "storage", "volume", "attach", "default", v1c, ct, "/x")
 }
 
-// hasCustomVolume reports whether a member's pool holds a custom volume
-// (the pool is mounted in the simulated host's mount namespace).
-func hasCustomVolume(m *member, name string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	pools := filepath.Join(m.StateDir, "storage-pools")
-	// Volume directories are named with their "/" encoded (custom%2FNAME).
-	out, _ := m.Host.Command(ctx, "find", pools, "-maxdepth", "4", "-name", "custom%2F"+name).CombinedOutput()
-	return strings.Contains(string(out), "custom%2F"+name)
-}
+// hasCustomVolume reports whether a member's pool holds a custom volume.
+func hasCustomVolume(m *member, name string) bool { return poolHolds(m, "custom%2F"+name) }
 
 // TestHAHealsWithVolume: an HA container whose workload appends records to
 // a custom volume every 100 ms loses its host; the cluster restarts it on
