@@ -110,6 +110,11 @@ var rules = map[string]rule{
 	"/shoal.v1.ContainerService/ListSnapshots":   {accessRead, field("container")},
 	"/shoal.v1.ContainerService/RestoreSnapshot": {accessWrite, field("container")},
 	"/shoal.v1.ContainerService/DeleteSnapshot":  {accessWrite, field("container")},
+	"/shoal.v1.ContainerService/RenameSnapshot":  {accessWrite, field("container")},
+	// A rename needs both names granted: a restricted client may not move
+	// a container out of (or into) its prefixes.
+	"/shoal.v1.ContainerService/RenameContainer": {accessWrite, field("name", "new_name")},
+	"/shoal.v1.ContainerService/DeleteFile":      {accessWrite, field("name")},
 	// Backups are write-level, as in LXD: a tarball carries the whole
 	// filesystem and the record, and an import names the container it makes.
 	"/shoal.v1.ContainerService/ExportContainer": {accessWrite, field("name")},
@@ -178,6 +183,8 @@ var rules = map[string]rule{
 	"/shoal.v1.ClusterService/ListTrust":           {accessAdmin, nil},
 	"/shoal.v1.ClusterService/RevokeTrust":         {accessAdmin, nil},
 	"/shoal.v1.ClusterService/RenewCertificate":    {accessRead, nil},
+	// A member's hardware, as ListMembers' capacity: readers may see it.
+	"/shoal.v1.ClusterService/GetResources": {accessRead, nil},
 	// Member-to-member streams.
 	"/shoal.v1.MigrationService/ReceiveVolume":    {accessMember, nil},
 	"/shoal.v1.MigrationService/RestoreContainer": {accessMember, nil},

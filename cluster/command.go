@@ -55,6 +55,8 @@ const (
 	CmdVolumeMove            CommandType = 38
 	CmdVolumeSnapshotCreate  CommandType = 39
 	CmdVolumeSnapshotDelete  CommandType = 40
+	CmdContainerRename       CommandType = 41
+	CmdSnapshotRename        CommandType = 42
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -123,6 +125,10 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.VolumeSnapshotCreateCommand{}, nil
 	case CmdVolumeSnapshotDelete:
 		return &shoalv1.VolumeSnapshotDeleteCommand{}, nil
+	case CmdContainerRename:
+		return &shoalv1.ContainerRenameCommand{}, nil
+	case CmdSnapshotRename:
+		return &shoalv1.SnapshotRenameCommand{}, nil
 	case CmdNodeUpsert:
 		return &shoalv1.NodeUpsertCommand{}, nil
 	case CmdClusterInit:
@@ -210,6 +216,10 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdVolumeSnapshotCreate, nil
 	case *shoalv1.VolumeSnapshotDeleteCommand:
 		return CmdVolumeSnapshotDelete, nil
+	case *shoalv1.ContainerRenameCommand:
+		return CmdContainerRename, nil
+	case *shoalv1.SnapshotRenameCommand:
+		return CmdSnapshotRename, nil
 	case *shoalv1.NodeUpsertCommand:
 		return CmdNodeUpsert, nil
 	case *shoalv1.ClusterInitCommand:

@@ -207,6 +207,8 @@ func (s *state) apply(m proto.Message) (Change, error) {
 	case *shoalv1.VolumeCreateCommand, *shoalv1.VolumeUpdateCommand, *shoalv1.VolumeDeleteCommand, *shoalv1.VolumeRenameCommand,
 		*shoalv1.VolumeMoveCommand, *shoalv1.VolumeSnapshotCreateCommand, *shoalv1.VolumeSnapshotDeleteCommand:
 		return s.applyVolume(m)
+	case *shoalv1.ContainerRenameCommand, *shoalv1.SnapshotRenameCommand:
+		return s.applyRename(m)
 	case *shoalv1.ContainerDesiredStateCommand:
 		ct, err := s.container(c.GetName())
 		if err != nil {

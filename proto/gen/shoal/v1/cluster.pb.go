@@ -1790,6 +1790,434 @@ func (x *RenewCertificateResponse) GetExpiresUnix() int64 {
 	return 0
 }
 
+type GetResourcesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Member to describe (empty: the one called).
+	Target        string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetResourcesRequest) Reset() {
+	*x = GetResourcesRequest{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetResourcesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetResourcesRequest) ProtoMessage() {}
+
+func (x *GetResourcesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetResourcesRequest.ProtoReflect.Descriptor instead.
+func (*GetResourcesRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetResourcesRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+// CPUResources are a member's CPUs.
+type CPUResources struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Architecture string                 `protobuf:"bytes,1,opt,name=architecture,proto3" json:"architecture,omitempty"`
+	// Online CPUs (threads).
+	Count int32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// Model name as /proc/cpuinfo gives it.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// Cores per socket and sockets, when the kernel says.
+	Cores         int32 `protobuf:"varint,4,opt,name=cores,proto3" json:"cores,omitempty"`
+	Sockets       int32 `protobuf:"varint,5,opt,name=sockets,proto3" json:"sockets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CPUResources) Reset() {
+	*x = CPUResources{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CPUResources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CPUResources) ProtoMessage() {}
+
+func (x *CPUResources) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CPUResources.ProtoReflect.Descriptor instead.
+func (*CPUResources) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CPUResources) GetArchitecture() string {
+	if x != nil {
+		return x.Architecture
+	}
+	return ""
+}
+
+func (x *CPUResources) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *CPUResources) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CPUResources) GetCores() int32 {
+	if x != nil {
+		return x.Cores
+	}
+	return 0
+}
+
+func (x *CPUResources) GetSockets() int32 {
+	if x != nil {
+		return x.Sockets
+	}
+	return 0
+}
+
+// MemoryResources are a member's memory, in bytes.
+type MemoryResources struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Total         int64                  `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
+	Used          int64                  `protobuf:"varint,2,opt,name=used,proto3" json:"used,omitempty"`
+	Available     int64                  `protobuf:"varint,3,opt,name=available,proto3" json:"available,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemoryResources) Reset() {
+	*x = MemoryResources{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemoryResources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemoryResources) ProtoMessage() {}
+
+func (x *MemoryResources) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemoryResources.ProtoReflect.Descriptor instead.
+func (*MemoryResources) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *MemoryResources) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *MemoryResources) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *MemoryResources) GetAvailable() int64 {
+	if x != nil {
+		return x.Available
+	}
+	return 0
+}
+
+// PoolResources are one storage pool's space on the member, in bytes.
+type PoolResources struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Driver        string                 `protobuf:"bytes,2,opt,name=driver,proto3" json:"driver,omitempty"`
+	Total         int64                  `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	Used          int64                  `protobuf:"varint,4,opt,name=used,proto3" json:"used,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolResources) Reset() {
+	*x = PoolResources{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolResources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolResources) ProtoMessage() {}
+
+func (x *PoolResources) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolResources.ProtoReflect.Descriptor instead.
+func (*PoolResources) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PoolResources) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PoolResources) GetDriver() string {
+	if x != nil {
+		return x.Driver
+	}
+	return ""
+}
+
+func (x *PoolResources) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *PoolResources) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+// InterfaceResources are one network interface of the member.
+type InterfaceResources struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// physical, bridge, veth, vxlan, macvlan, loopback, ...
+	Type   string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Hwaddr string `protobuf:"bytes,3,opt,name=hwaddr,proto3" json:"hwaddr,omitempty"`
+	Mtu    int32  `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// "up" or "down".
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// Addresses with prefix length (10.0.0.1/24).
+	Addresses []string `protobuf:"bytes,6,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Link speed in Mbit/s (0: unknown).
+	SpeedMbps     int64 `protobuf:"varint,7,opt,name=speed_mbps,json=speedMbps,proto3" json:"speed_mbps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterfaceResources) Reset() {
+	*x = InterfaceResources{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterfaceResources) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterfaceResources) ProtoMessage() {}
+
+func (x *InterfaceResources) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterfaceResources.ProtoReflect.Descriptor instead.
+func (*InterfaceResources) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *InterfaceResources) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InterfaceResources) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *InterfaceResources) GetHwaddr() string {
+	if x != nil {
+		return x.Hwaddr
+	}
+	return ""
+}
+
+func (x *InterfaceResources) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *InterfaceResources) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *InterfaceResources) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *InterfaceResources) GetSpeedMbps() int64 {
+	if x != nil {
+		return x.SpeedMbps
+	}
+	return 0
+}
+
+type GetResourcesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Cpu           *CPUResources          `protobuf:"bytes,2,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	Memory        *MemoryResources       `protobuf:"bytes,3,opt,name=memory,proto3" json:"memory,omitempty"`
+	Pools         []*PoolResources       `protobuf:"bytes,4,rep,name=pools,proto3" json:"pools,omitempty"`
+	Interfaces    []*InterfaceResources  `protobuf:"bytes,5,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetResourcesResponse) Reset() {
+	*x = GetResourcesResponse{}
+	mi := &file_shoal_v1_cluster_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetResourcesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetResourcesResponse) ProtoMessage() {}
+
+func (x *GetResourcesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_cluster_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetResourcesResponse.ProtoReflect.Descriptor instead.
+func (*GetResourcesResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_cluster_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *GetResourcesResponse) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *GetResourcesResponse) GetCpu() *CPUResources {
+	if x != nil {
+		return x.Cpu
+	}
+	return nil
+}
+
+func (x *GetResourcesResponse) GetMemory() *MemoryResources {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *GetResourcesResponse) GetPools() []*PoolResources {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+func (x *GetResourcesResponse) GetInterfaces() []*InterfaceResources {
+	if x != nil {
+		return x.Interfaces
+	}
+	return nil
+}
+
 var File_shoal_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_cluster_proto_rawDesc = "" +
@@ -1914,7 +2342,42 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\x18RenewCertificateResponse\x12\x19\n" +
 	"\bcert_pem\x18\x01 \x01(\fR\acertPem\x12\x1e\n" +
 	"\vca_cert_pem\x18\x02 \x01(\fR\tcaCertPem\x12!\n" +
-	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix2\xeb\t\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\"-\n" +
+	"\x13GetResourcesRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\"\x8e\x01\n" +
+	"\fCPUResources\x12\"\n" +
+	"\farchitecture\x18\x01 \x01(\tR\farchitecture\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x05R\x05count\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x14\n" +
+	"\x05cores\x18\x04 \x01(\x05R\x05cores\x12\x18\n" +
+	"\asockets\x18\x05 \x01(\x05R\asockets\"Y\n" +
+	"\x0fMemoryResources\x12\x14\n" +
+	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x12\n" +
+	"\x04used\x18\x02 \x01(\x03R\x04used\x12\x1c\n" +
+	"\tavailable\x18\x03 \x01(\x03R\tavailable\"e\n" +
+	"\rPoolResources\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06driver\x18\x02 \x01(\tR\x06driver\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\x12\x12\n" +
+	"\x04used\x18\x04 \x01(\x03R\x04used\"\xb9\x01\n" +
+	"\x12InterfaceResources\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06hwaddr\x18\x03 \x01(\tR\x06hwaddr\x12\x10\n" +
+	"\x03mtu\x18\x04 \x01(\x05R\x03mtu\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1c\n" +
+	"\taddresses\x18\x06 \x03(\tR\taddresses\x12\x1d\n" +
+	"\n" +
+	"speed_mbps\x18\a \x01(\x03R\tspeedMbps\"\xf8\x01\n" +
+	"\x14GetResourcesResponse\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12(\n" +
+	"\x03cpu\x18\x02 \x01(\v2\x16.shoal.v1.CPUResourcesR\x03cpu\x121\n" +
+	"\x06memory\x18\x03 \x01(\v2\x19.shoal.v1.MemoryResourcesR\x06memory\x12-\n" +
+	"\x05pools\x18\x04 \x03(\v2\x17.shoal.v1.PoolResourcesR\x05pools\x12<\n" +
+	"\n" +
+	"interfaces\x18\x05 \x03(\v2\x1c.shoal.v1.InterfaceResourcesR\n" +
+	"interfaces2\xba\n" +
+	"\n" +
 	"\x0eClusterService\x12V\n" +
 	"\x0fCreateJoinToken\x12 .shoal.v1.CreateJoinTokenRequest\x1a!.shoal.v1.CreateJoinTokenResponse\x125\n" +
 	"\x04Join\x12\x15.shoal.v1.JoinRequest\x1a\x16.shoal.v1.JoinResponse\x12J\n" +
@@ -1933,7 +2396,8 @@ const file_shoal_v1_cluster_proto_rawDesc = "" +
 	"\vRevokeToken\x12\x1c.shoal.v1.RevokeTokenRequest\x1a\x1d.shoal.v1.RevokeTokenResponse\x12D\n" +
 	"\tListTrust\x12\x1a.shoal.v1.ListTrustRequest\x1a\x1b.shoal.v1.ListTrustResponse\x12J\n" +
 	"\vRevokeTrust\x12\x1c.shoal.v1.RevokeTrustRequest\x1a\x1d.shoal.v1.RevokeTrustResponse\x12Y\n" +
-	"\x10RenewCertificate\x12!.shoal.v1.RenewCertificateRequest\x1a\".shoal.v1.RenewCertificateResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"\x10RenewCertificate\x12!.shoal.v1.RenewCertificateRequest\x1a\".shoal.v1.RenewCertificateResponse\x12M\n" +
+	"\fGetResources\x12\x1d.shoal.v1.GetResourcesRequest\x1a\x1e.shoal.v1.GetResourcesResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_cluster_proto_rawDescOnce sync.Once
@@ -1947,7 +2411,7 @@ func file_shoal_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_cluster_proto_rawDescData
 }
 
-var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_shoal_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*CreateJoinTokenRequest)(nil),      // 0: shoal.v1.CreateJoinTokenRequest
 	(*CreateJoinTokenResponse)(nil),     // 1: shoal.v1.CreateJoinTokenResponse
@@ -1983,63 +2447,75 @@ var file_shoal_v1_cluster_proto_goTypes = []any{
 	(*RevokeTrustResponse)(nil),         // 31: shoal.v1.RevokeTrustResponse
 	(*RenewCertificateRequest)(nil),     // 32: shoal.v1.RenewCertificateRequest
 	(*RenewCertificateResponse)(nil),    // 33: shoal.v1.RenewCertificateResponse
-	nil,                                 // 34: shoal.v1.JoinRequest.LabelsEntry
-	nil,                                 // 35: shoal.v1.Member.LabelsEntry
-	nil,                                 // 36: shoal.v1.UpdateClusterConfigRequest.SetEntry
-	nil,                                 // 37: shoal.v1.UpdateClusterConfigResponse.ConfigEntry
-	nil,                                 // 38: shoal.v1.GetClusterConfigResponse.ConfigEntry
-	(*Grant)(nil),                       // 39: shoal.v1.Grant
-	(*TrustEntry)(nil),                  // 40: shoal.v1.TrustEntry
+	(*GetResourcesRequest)(nil),         // 34: shoal.v1.GetResourcesRequest
+	(*CPUResources)(nil),                // 35: shoal.v1.CPUResources
+	(*MemoryResources)(nil),             // 36: shoal.v1.MemoryResources
+	(*PoolResources)(nil),               // 37: shoal.v1.PoolResources
+	(*InterfaceResources)(nil),          // 38: shoal.v1.InterfaceResources
+	(*GetResourcesResponse)(nil),        // 39: shoal.v1.GetResourcesResponse
+	nil,                                 // 40: shoal.v1.JoinRequest.LabelsEntry
+	nil,                                 // 41: shoal.v1.Member.LabelsEntry
+	nil,                                 // 42: shoal.v1.UpdateClusterConfigRequest.SetEntry
+	nil,                                 // 43: shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	nil,                                 // 44: shoal.v1.GetClusterConfigResponse.ConfigEntry
+	(*Grant)(nil),                       // 45: shoal.v1.Grant
+	(*TrustEntry)(nil),                  // 46: shoal.v1.TrustEntry
 }
 var file_shoal_v1_cluster_proto_depIdxs = []int32{
-	39, // 0: shoal.v1.CreateJoinTokenRequest.grant:type_name -> shoal.v1.Grant
-	34, // 1: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
-	35, // 2: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
+	45, // 0: shoal.v1.CreateJoinTokenRequest.grant:type_name -> shoal.v1.Grant
+	40, // 1: shoal.v1.JoinRequest.labels:type_name -> shoal.v1.JoinRequest.LabelsEntry
+	41, // 2: shoal.v1.Member.labels:type_name -> shoal.v1.Member.LabelsEntry
 	5,  // 3: shoal.v1.ListMembersResponse.members:type_name -> shoal.v1.Member
-	36, // 4: shoal.v1.UpdateClusterConfigRequest.set:type_name -> shoal.v1.UpdateClusterConfigRequest.SetEntry
-	37, // 5: shoal.v1.UpdateClusterConfigResponse.config:type_name -> shoal.v1.UpdateClusterConfigResponse.ConfigEntry
-	38, // 6: shoal.v1.GetClusterConfigResponse.config:type_name -> shoal.v1.GetClusterConfigResponse.ConfigEntry
-	39, // 7: shoal.v1.PendingToken.grant:type_name -> shoal.v1.Grant
+	42, // 4: shoal.v1.UpdateClusterConfigRequest.set:type_name -> shoal.v1.UpdateClusterConfigRequest.SetEntry
+	43, // 5: shoal.v1.UpdateClusterConfigResponse.config:type_name -> shoal.v1.UpdateClusterConfigResponse.ConfigEntry
+	44, // 6: shoal.v1.GetClusterConfigResponse.config:type_name -> shoal.v1.GetClusterConfigResponse.ConfigEntry
+	45, // 7: shoal.v1.PendingToken.grant:type_name -> shoal.v1.Grant
 	24, // 8: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.PendingToken
-	40, // 9: shoal.v1.ListTrustResponse.entries:type_name -> shoal.v1.TrustEntry
-	40, // 10: shoal.v1.RevokeTrustResponse.revoked:type_name -> shoal.v1.TrustEntry
-	0,  // 11: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
-	2,  // 12: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
-	4,  // 13: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
-	7,  // 14: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
-	11, // 15: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
-	15, // 16: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
-	13, // 17: shoal.v1.ClusterService.HealMember:input_type -> shoal.v1.HealMemberRequest
-	17, // 18: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
-	19, // 19: shoal.v1.ClusterService.UpdateClusterConfig:input_type -> shoal.v1.UpdateClusterConfigRequest
-	21, // 20: shoal.v1.ClusterService.GetClusterConfig:input_type -> shoal.v1.GetClusterConfigRequest
-	9,  // 21: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
-	23, // 22: shoal.v1.ClusterService.ListTokens:input_type -> shoal.v1.ListTokensRequest
-	26, // 23: shoal.v1.ClusterService.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
-	28, // 24: shoal.v1.ClusterService.ListTrust:input_type -> shoal.v1.ListTrustRequest
-	30, // 25: shoal.v1.ClusterService.RevokeTrust:input_type -> shoal.v1.RevokeTrustRequest
-	32, // 26: shoal.v1.ClusterService.RenewCertificate:input_type -> shoal.v1.RenewCertificateRequest
-	1,  // 27: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
-	3,  // 28: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
-	6,  // 29: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
-	8,  // 30: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
-	12, // 31: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
-	16, // 32: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
-	14, // 33: shoal.v1.ClusterService.HealMember:output_type -> shoal.v1.HealMemberResponse
-	18, // 34: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
-	20, // 35: shoal.v1.ClusterService.UpdateClusterConfig:output_type -> shoal.v1.UpdateClusterConfigResponse
-	22, // 36: shoal.v1.ClusterService.GetClusterConfig:output_type -> shoal.v1.GetClusterConfigResponse
-	10, // 37: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
-	25, // 38: shoal.v1.ClusterService.ListTokens:output_type -> shoal.v1.ListTokensResponse
-	27, // 39: shoal.v1.ClusterService.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
-	29, // 40: shoal.v1.ClusterService.ListTrust:output_type -> shoal.v1.ListTrustResponse
-	31, // 41: shoal.v1.ClusterService.RevokeTrust:output_type -> shoal.v1.RevokeTrustResponse
-	33, // 42: shoal.v1.ClusterService.RenewCertificate:output_type -> shoal.v1.RenewCertificateResponse
-	27, // [27:43] is the sub-list for method output_type
-	11, // [11:27] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	46, // 9: shoal.v1.ListTrustResponse.entries:type_name -> shoal.v1.TrustEntry
+	46, // 10: shoal.v1.RevokeTrustResponse.revoked:type_name -> shoal.v1.TrustEntry
+	35, // 11: shoal.v1.GetResourcesResponse.cpu:type_name -> shoal.v1.CPUResources
+	36, // 12: shoal.v1.GetResourcesResponse.memory:type_name -> shoal.v1.MemoryResources
+	37, // 13: shoal.v1.GetResourcesResponse.pools:type_name -> shoal.v1.PoolResources
+	38, // 14: shoal.v1.GetResourcesResponse.interfaces:type_name -> shoal.v1.InterfaceResources
+	0,  // 15: shoal.v1.ClusterService.CreateJoinToken:input_type -> shoal.v1.CreateJoinTokenRequest
+	2,  // 16: shoal.v1.ClusterService.Join:input_type -> shoal.v1.JoinRequest
+	4,  // 17: shoal.v1.ClusterService.ListMembers:input_type -> shoal.v1.ListMembersRequest
+	7,  // 18: shoal.v1.ClusterService.RemoveMember:input_type -> shoal.v1.RemoveMemberRequest
+	11, // 19: shoal.v1.ClusterService.EvacuateMember:input_type -> shoal.v1.EvacuateMemberRequest
+	15, // 20: shoal.v1.ClusterService.RestoreMember:input_type -> shoal.v1.RestoreMemberRequest
+	13, // 21: shoal.v1.ClusterService.HealMember:input_type -> shoal.v1.HealMemberRequest
+	17, // 22: shoal.v1.ClusterService.ReadIndex:input_type -> shoal.v1.ReadIndexRequest
+	19, // 23: shoal.v1.ClusterService.UpdateClusterConfig:input_type -> shoal.v1.UpdateClusterConfigRequest
+	21, // 24: shoal.v1.ClusterService.GetClusterConfig:input_type -> shoal.v1.GetClusterConfigRequest
+	9,  // 25: shoal.v1.ClusterService.Apply:input_type -> shoal.v1.ApplyRequest
+	23, // 26: shoal.v1.ClusterService.ListTokens:input_type -> shoal.v1.ListTokensRequest
+	26, // 27: shoal.v1.ClusterService.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
+	28, // 28: shoal.v1.ClusterService.ListTrust:input_type -> shoal.v1.ListTrustRequest
+	30, // 29: shoal.v1.ClusterService.RevokeTrust:input_type -> shoal.v1.RevokeTrustRequest
+	32, // 30: shoal.v1.ClusterService.RenewCertificate:input_type -> shoal.v1.RenewCertificateRequest
+	34, // 31: shoal.v1.ClusterService.GetResources:input_type -> shoal.v1.GetResourcesRequest
+	1,  // 32: shoal.v1.ClusterService.CreateJoinToken:output_type -> shoal.v1.CreateJoinTokenResponse
+	3,  // 33: shoal.v1.ClusterService.Join:output_type -> shoal.v1.JoinResponse
+	6,  // 34: shoal.v1.ClusterService.ListMembers:output_type -> shoal.v1.ListMembersResponse
+	8,  // 35: shoal.v1.ClusterService.RemoveMember:output_type -> shoal.v1.RemoveMemberResponse
+	12, // 36: shoal.v1.ClusterService.EvacuateMember:output_type -> shoal.v1.EvacuateMemberResponse
+	16, // 37: shoal.v1.ClusterService.RestoreMember:output_type -> shoal.v1.RestoreMemberResponse
+	14, // 38: shoal.v1.ClusterService.HealMember:output_type -> shoal.v1.HealMemberResponse
+	18, // 39: shoal.v1.ClusterService.ReadIndex:output_type -> shoal.v1.ReadIndexResponse
+	20, // 40: shoal.v1.ClusterService.UpdateClusterConfig:output_type -> shoal.v1.UpdateClusterConfigResponse
+	22, // 41: shoal.v1.ClusterService.GetClusterConfig:output_type -> shoal.v1.GetClusterConfigResponse
+	10, // 42: shoal.v1.ClusterService.Apply:output_type -> shoal.v1.ApplyResponse
+	25, // 43: shoal.v1.ClusterService.ListTokens:output_type -> shoal.v1.ListTokensResponse
+	27, // 44: shoal.v1.ClusterService.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
+	29, // 45: shoal.v1.ClusterService.ListTrust:output_type -> shoal.v1.ListTrustResponse
+	31, // 46: shoal.v1.ClusterService.RevokeTrust:output_type -> shoal.v1.RevokeTrustResponse
+	33, // 47: shoal.v1.ClusterService.RenewCertificate:output_type -> shoal.v1.RenewCertificateResponse
+	39, // 48: shoal.v1.ClusterService.GetResources:output_type -> shoal.v1.GetResourcesResponse
+	32, // [32:49] is the sub-list for method output_type
+	15, // [15:32] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_cluster_proto_init() }
@@ -2054,7 +2530,7 @@ func file_shoal_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_cluster_proto_rawDesc), len(file_shoal_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	ClusterService_ListTrust_FullMethodName           = "/shoal.v1.ClusterService/ListTrust"
 	ClusterService_RevokeTrust_FullMethodName         = "/shoal.v1.ClusterService/RevokeTrust"
 	ClusterService_RenewCertificate_FullMethodName    = "/shoal.v1.ClusterService/RenewCertificate"
+	ClusterService_GetResources_FullMethodName        = "/shoal.v1.ClusterService/GetResources"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -87,6 +88,9 @@ type ClusterServiceClient interface {
 	// RenewCertificate signs a new certificate for the caller's own (still
 	// valid) one: same name, role and grant; the old one is revoked.
 	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*RenewCertificateResponse, error)
+	// GetResources describes a member's hardware: CPUs, memory, storage
+	// pools and network interfaces (LXD's resources).
+	GetResources(ctx context.Context, in *GetResourcesRequest, opts ...grpc.CallOption) (*GetResourcesResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -257,6 +261,16 @@ func (c *clusterServiceClient) RenewCertificate(ctx context.Context, in *RenewCe
 	return out, nil
 }
 
+func (c *clusterServiceClient) GetResources(ctx context.Context, in *GetResourcesRequest, opts ...grpc.CallOption) (*GetResourcesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetResourcesResponse)
+	err := c.cc.Invoke(ctx, ClusterService_GetResources_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -307,6 +321,9 @@ type ClusterServiceServer interface {
 	// RenewCertificate signs a new certificate for the caller's own (still
 	// valid) one: same name, role and grant; the old one is revoked.
 	RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error)
+	// GetResources describes a member's hardware: CPUs, memory, storage
+	// pools and network interfaces (LXD's resources).
+	GetResources(context.Context, *GetResourcesRequest) (*GetResourcesResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -364,6 +381,9 @@ func (UnimplementedClusterServiceServer) RevokeTrust(context.Context, *RevokeTru
 }
 func (UnimplementedClusterServiceServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*RenewCertificateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
+}
+func (UnimplementedClusterServiceServer) GetResources(context.Context, *GetResourcesRequest) (*GetResourcesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetResources not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -674,6 +694,24 @@ func _ClusterService_RenewCertificate_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_GetResources_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetResourcesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetResources(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetResources_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetResources(ctx, req.(*GetResourcesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -744,6 +782,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewCertificate",
 			Handler:    _ClusterService_RenewCertificate_Handler,
+		},
+		{
+			MethodName: "GetResources",
+			Handler:    _ClusterService_GetResources_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

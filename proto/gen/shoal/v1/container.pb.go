@@ -1336,9 +1336,13 @@ func (*PushFileResponse) Descriptor() ([]byte, []int) {
 }
 
 type PullFileRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Path  string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Send path (a directory or a file) as a tar stream of its tree:
+	// directories, regular files and symlinks (not followed) with their
+	// modes and the container's ids; the header describes path itself.
+	Archive       bool `protobuf:"varint,3,opt,name=archive,proto3" json:"archive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1385,6 +1389,13 @@ func (x *PullFileRequest) GetPath() string {
 		return x.Path
 	}
 	return ""
+}
+
+func (x *PullFileRequest) GetArchive() bool {
+	if x != nil {
+		return x.Archive
+	}
+	return false
 }
 
 type PullFileResponse struct {
@@ -1803,7 +1814,13 @@ type CreateSnapshotRequest struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Keep a CRIU checkpoint of the running container's processes with the
 	// snapshot; restoring it resumes them.
-	Stateful      bool `protobuf:"varint,3,opt,name=stateful,proto3" json:"stateful,omitempty"`
+	Stateful bool `protobuf:"varint,3,opt,name=stateful,proto3" json:"stateful,omitempty"`
+	// When the snapshot expires, as LXD writes it ("1d", "2w 3H": units M
+	// minutes, H hours, d days, w weeks, m months, y years); empty: the
+	// container's snapshots.expiry.
+	Expiry string `protobuf:"bytes,4,opt,name=expiry,proto3" json:"expiry,omitempty"`
+	// Ignore snapshots.expiry: the snapshot never expires.
+	NoExpiry      bool `protobuf:"varint,5,opt,name=no_expiry,json=noExpiry,proto3" json:"no_expiry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1855,6 +1872,20 @@ func (x *CreateSnapshotRequest) GetName() string {
 func (x *CreateSnapshotRequest) GetStateful() bool {
 	if x != nil {
 		return x.Stateful
+	}
+	return false
+}
+
+func (x *CreateSnapshotRequest) GetExpiry() string {
+	if x != nil {
+		return x.Expiry
+	}
+	return ""
+}
+
+func (x *CreateSnapshotRequest) GetNoExpiry() bool {
+	if x != nil {
+		return x.NoExpiry
 	}
 	return false
 }
@@ -2823,6 +2854,294 @@ func (x *ImportContainerResponse) GetBackup() *BackupInfo {
 	return nil
 }
 
+type RenameContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	NewName       string                 `protobuf:"bytes,2,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameContainerRequest) Reset() {
+	*x = RenameContainerRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameContainerRequest) ProtoMessage() {}
+
+func (x *RenameContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameContainerRequest.ProtoReflect.Descriptor instead.
+func (*RenameContainerRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RenameContainerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RenameContainerRequest) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+type RenameContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *ContainerInfo         `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameContainerResponse) Reset() {
+	*x = RenameContainerResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameContainerResponse) ProtoMessage() {}
+
+func (x *RenameContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameContainerResponse.ProtoReflect.Descriptor instead.
+func (*RenameContainerResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RenameContainerResponse) GetContainer() *ContainerInfo {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+type RenameSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	NewName       string                 `protobuf:"bytes,3,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameSnapshotRequest) Reset() {
+	*x = RenameSnapshotRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameSnapshotRequest) ProtoMessage() {}
+
+func (x *RenameSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*RenameSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RenameSnapshotRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *RenameSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RenameSnapshotRequest) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+type RenameSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot      *Snapshot              `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenameSnapshotResponse) Reset() {
+	*x = RenameSnapshotResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenameSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenameSnapshotResponse) ProtoMessage() {}
+
+func (x *RenameSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenameSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*RenameSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RenameSnapshotResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+type DeleteFileRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFileRequest) Reset() {
+	*x = DeleteFileRequest{}
+	mi := &file_shoal_v1_container_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFileRequest) ProtoMessage() {}
+
+func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *DeleteFileRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type DeleteFileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFileResponse) Reset() {
+	*x = DeleteFileResponse{}
+	mi := &file_shoal_v1_container_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFileResponse) ProtoMessage() {}
+
+func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_container_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_container_proto_rawDescGZIP(), []int{50}
+}
+
 var File_shoal_v1_container_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_container_proto_rawDesc = "" +
@@ -2922,10 +3241,11 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x14.shoal.v1.FileHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
 	"\x03msg\"\x12\n" +
-	"\x10PushFileResponse\"9\n" +
+	"\x10PushFileResponse\"S\n" +
 	"\x0fPullFileRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
-	"\x04path\x18\x02 \x01(\tR\x04path\"_\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x18\n" +
+	"\aarchive\x18\x03 \x01(\bR\aarchive\"_\n" +
 	"\x10PullFileResponse\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.shoal.v1.FileHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
@@ -2951,11 +3271,13 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x12\n" +
 	"\x04live\x18\x03 \x01(\bR\x04live\"J\n" +
 	"\x15MoveContainerResponse\x121\n" +
-	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"e\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"\x9a\x01\n" +
 	"\x15CreateSnapshotRequest\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
-	"\bstateful\x18\x03 \x01(\bR\bstateful\"H\n" +
+	"\bstateful\x18\x03 \x01(\bR\bstateful\x12\x16\n" +
+	"\x06expiry\x18\x04 \x01(\tR\x06expiry\x12\x1b\n" +
+	"\tno_expiry\x18\x05 \x01(\bR\bnoExpiry\"H\n" +
 	"\x16CreateSnapshotResponse\x12.\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x12.shoal.v1.SnapshotR\bsnapshot\"4\n" +
 	"\x14ListSnapshotsRequest\x12\x1c\n" +
@@ -3012,14 +3334,29 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x03msg\"~\n" +
 	"\x17ImportContainerResponse\x125\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\x12,\n" +
-	"\x06backup\x18\x02 \x01(\v2\x14.shoal.v1.BackupInfoR\x06backup*\xa8\x01\n" +
+	"\x06backup\x18\x02 \x01(\v2\x14.shoal.v1.BackupInfoR\x06backup\"G\n" +
+	"\x16RenameContainerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x02 \x01(\tR\anewName\"P\n" +
+	"\x17RenameContainerResponse\x125\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\"d\n" +
+	"\x15RenameSnapshotRequest\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x03 \x01(\tR\anewName\"H\n" +
+	"\x16RenameSnapshotResponse\x12.\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x12.shoal.v1.SnapshotR\bsnapshot\";\n" +
+	"\x11DeleteFileRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\"\x14\n" +
+	"\x12DeleteFileResponse*\xa8\x01\n" +
 	"\vStateAction\x12\x1c\n" +
 	"\x18STATE_ACTION_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12STATE_ACTION_START\x10\x01\x12\x15\n" +
 	"\x11STATE_ACTION_STOP\x10\x02\x12\x18\n" +
 	"\x14STATE_ACTION_RESTART\x10\x03\x12\x17\n" +
 	"\x13STATE_ACTION_FREEZE\x10\x04\x12\x19\n" +
-	"\x15STATE_ACTION_UNFREEZE\x10\x052\xeb\f\n" +
+	"\x15STATE_ACTION_UNFREEZE\x10\x052\xe1\x0e\n" +
 	"\x10ContainerService\x12V\n" +
 	"\x0fCreateContainer\x12 .shoal.v1.CreateContainerRequest\x1a!.shoal.v1.CreateContainerResponse\x12S\n" +
 	"\x0eListContainers\x12\x1f.shoal.v1.ListContainersRequest\x1a .shoal.v1.ListContainersResponse\x12M\n" +
@@ -3040,7 +3377,11 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x0fRestoreSnapshot\x12 .shoal.v1.RestoreSnapshotRequest\x1a!.shoal.v1.RestoreSnapshotResponse\x12S\n" +
 	"\x0eDeleteSnapshot\x12\x1f.shoal.v1.DeleteSnapshotRequest\x1a .shoal.v1.DeleteSnapshotResponse\x12X\n" +
 	"\x0fExportContainer\x12 .shoal.v1.ExportContainerRequest\x1a!.shoal.v1.ExportContainerResponse0\x01\x12X\n" +
-	"\x0fImportContainer\x12 .shoal.v1.ImportContainerRequest\x1a!.shoal.v1.ImportContainerResponse(\x01B7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
+	"\x0fImportContainer\x12 .shoal.v1.ImportContainerRequest\x1a!.shoal.v1.ImportContainerResponse(\x01\x12V\n" +
+	"\x0fRenameContainer\x12 .shoal.v1.RenameContainerRequest\x1a!.shoal.v1.RenameContainerResponse\x12S\n" +
+	"\x0eRenameSnapshot\x12\x1f.shoal.v1.RenameSnapshotRequest\x1a .shoal.v1.RenameSnapshotResponse\x12G\n" +
+	"\n" +
+	"DeleteFile\x12\x1b.shoal.v1.DeleteFileRequest\x1a\x1c.shoal.v1.DeleteFileResponseB7Z5github.com/shoal-dev/shoal/proto/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_container_proto_rawDescOnce sync.Once
@@ -3055,7 +3396,7 @@ func file_shoal_v1_container_proto_rawDescGZIP() []byte {
 }
 
 var file_shoal_v1_container_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_shoal_v1_container_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_shoal_v1_container_proto_goTypes = []any{
 	(StateAction)(0),                     // 0: shoal.v1.StateAction
 	(*CreateContainerRequest)(nil),       // 1: shoal.v1.CreateContainerRequest
@@ -3103,91 +3444,105 @@ var file_shoal_v1_container_proto_goTypes = []any{
 	(*ImportContainerHeader)(nil),        // 43: shoal.v1.ImportContainerHeader
 	(*ImportContainerRequest)(nil),       // 44: shoal.v1.ImportContainerRequest
 	(*ImportContainerResponse)(nil),      // 45: shoal.v1.ImportContainerResponse
-	nil,                                  // 46: shoal.v1.CreateContainerRequest.ConfigEntry
-	nil,                                  // 47: shoal.v1.CreateContainerRequest.DevicesEntry
-	nil,                                  // 48: shoal.v1.UpdateContainerRequest.SetEntry
-	nil,                                  // 49: shoal.v1.UpdateContainerRequest.SetDevicesEntry
-	nil,                                  // 50: shoal.v1.CopyContainerRequest.ConfigEntry
-	nil,                                  // 51: shoal.v1.AddNICRequest.ConfigEntry
-	(*Operation)(nil),                    // 52: shoal.v1.Operation
-	(*ContainerInfo)(nil),                // 53: shoal.v1.ContainerInfo
-	(*Snapshot)(nil),                     // 54: shoal.v1.Snapshot
-	(*NIC)(nil),                          // 55: shoal.v1.NIC
-	(*Device)(nil),                       // 56: shoal.v1.Device
+	(*RenameContainerRequest)(nil),       // 46: shoal.v1.RenameContainerRequest
+	(*RenameContainerResponse)(nil),      // 47: shoal.v1.RenameContainerResponse
+	(*RenameSnapshotRequest)(nil),        // 48: shoal.v1.RenameSnapshotRequest
+	(*RenameSnapshotResponse)(nil),       // 49: shoal.v1.RenameSnapshotResponse
+	(*DeleteFileRequest)(nil),            // 50: shoal.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),           // 51: shoal.v1.DeleteFileResponse
+	nil,                                  // 52: shoal.v1.CreateContainerRequest.ConfigEntry
+	nil,                                  // 53: shoal.v1.CreateContainerRequest.DevicesEntry
+	nil,                                  // 54: shoal.v1.UpdateContainerRequest.SetEntry
+	nil,                                  // 55: shoal.v1.UpdateContainerRequest.SetDevicesEntry
+	nil,                                  // 56: shoal.v1.CopyContainerRequest.ConfigEntry
+	nil,                                  // 57: shoal.v1.AddNICRequest.ConfigEntry
+	(*Operation)(nil),                    // 58: shoal.v1.Operation
+	(*ContainerInfo)(nil),                // 59: shoal.v1.ContainerInfo
+	(*Snapshot)(nil),                     // 60: shoal.v1.Snapshot
+	(*NIC)(nil),                          // 61: shoal.v1.NIC
+	(*Device)(nil),                       // 62: shoal.v1.Device
 }
 var file_shoal_v1_container_proto_depIdxs = []int32{
-	46, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
-	47, // 1: shoal.v1.CreateContainerRequest.devices:type_name -> shoal.v1.CreateContainerRequest.DevicesEntry
-	52, // 2: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
-	53, // 3: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
-	53, // 4: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
-	48, // 5: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
-	49, // 6: shoal.v1.UpdateContainerRequest.set_devices:type_name -> shoal.v1.UpdateContainerRequest.SetDevicesEntry
-	53, // 7: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	52, // 0: shoal.v1.CreateContainerRequest.config:type_name -> shoal.v1.CreateContainerRequest.ConfigEntry
+	53, // 1: shoal.v1.CreateContainerRequest.devices:type_name -> shoal.v1.CreateContainerRequest.DevicesEntry
+	58, // 2: shoal.v1.CreateContainerResponse.operation:type_name -> shoal.v1.Operation
+	59, // 3: shoal.v1.ListContainersResponse.containers:type_name -> shoal.v1.ContainerInfo
+	59, // 4: shoal.v1.GetContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	54, // 5: shoal.v1.UpdateContainerRequest.set:type_name -> shoal.v1.UpdateContainerRequest.SetEntry
+	55, // 6: shoal.v1.UpdateContainerRequest.set_devices:type_name -> shoal.v1.UpdateContainerRequest.SetDevicesEntry
+	59, // 7: shoal.v1.UpdateContainerResponse.container:type_name -> shoal.v1.ContainerInfo
 	0,  // 8: shoal.v1.ChangeContainerStateRequest.action:type_name -> shoal.v1.StateAction
-	53, // 9: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
+	59, // 9: shoal.v1.ChangeContainerStateResponse.container:type_name -> shoal.v1.ContainerInfo
 	13, // 10: shoal.v1.ExecRequest.start:type_name -> shoal.v1.ExecStart
 	15, // 11: shoal.v1.ExecRequest.resize:type_name -> shoal.v1.WindowSize
 	17, // 12: shoal.v1.PushFileRequest.header:type_name -> shoal.v1.FileHeader
 	17, // 13: shoal.v1.PullFileResponse.header:type_name -> shoal.v1.FileHeader
-	50, // 14: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
-	52, // 15: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
-	52, // 16: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
-	54, // 17: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
-	54, // 18: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
-	51, // 19: shoal.v1.AddNICRequest.config:type_name -> shoal.v1.AddNICRequest.ConfigEntry
-	55, // 20: shoal.v1.AddNICResponse.nic:type_name -> shoal.v1.NIC
+	56, // 14: shoal.v1.CopyContainerRequest.config:type_name -> shoal.v1.CopyContainerRequest.ConfigEntry
+	58, // 15: shoal.v1.CopyContainerResponse.operation:type_name -> shoal.v1.Operation
+	58, // 16: shoal.v1.MoveContainerResponse.operation:type_name -> shoal.v1.Operation
+	60, // 17: shoal.v1.CreateSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	60, // 18: shoal.v1.ListSnapshotsResponse.snapshots:type_name -> shoal.v1.Snapshot
+	57, // 19: shoal.v1.AddNICRequest.config:type_name -> shoal.v1.AddNICRequest.ConfigEntry
+	61, // 20: shoal.v1.AddNICResponse.nic:type_name -> shoal.v1.NIC
 	41, // 21: shoal.v1.ExportContainerResponse.info:type_name -> shoal.v1.BackupInfo
 	43, // 22: shoal.v1.ImportContainerRequest.header:type_name -> shoal.v1.ImportContainerHeader
-	53, // 23: shoal.v1.ImportContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	59, // 23: shoal.v1.ImportContainerResponse.container:type_name -> shoal.v1.ContainerInfo
 	41, // 24: shoal.v1.ImportContainerResponse.backup:type_name -> shoal.v1.BackupInfo
-	56, // 25: shoal.v1.CreateContainerRequest.DevicesEntry.value:type_name -> shoal.v1.Device
-	56, // 26: shoal.v1.UpdateContainerRequest.SetDevicesEntry.value:type_name -> shoal.v1.Device
-	1,  // 27: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
-	3,  // 28: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
-	5,  // 29: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
-	7,  // 30: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
-	9,  // 31: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
-	11, // 32: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
-	14, // 33: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
-	18, // 34: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
-	20, // 35: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
-	22, // 36: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
-	24, // 37: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
-	26, // 38: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
-	36, // 39: shoal.v1.ContainerService.AddNIC:input_type -> shoal.v1.AddNICRequest
-	38, // 40: shoal.v1.ContainerService.RemoveNIC:input_type -> shoal.v1.RemoveNICRequest
-	28, // 41: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
-	30, // 42: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
-	32, // 43: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
-	34, // 44: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
-	40, // 45: shoal.v1.ContainerService.ExportContainer:input_type -> shoal.v1.ExportContainerRequest
-	44, // 46: shoal.v1.ContainerService.ImportContainer:input_type -> shoal.v1.ImportContainerRequest
-	2,  // 47: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
-	4,  // 48: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
-	6,  // 49: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
-	8,  // 50: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
-	10, // 51: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
-	12, // 52: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
-	16, // 53: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
-	19, // 54: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
-	21, // 55: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
-	23, // 56: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
-	25, // 57: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
-	27, // 58: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
-	37, // 59: shoal.v1.ContainerService.AddNIC:output_type -> shoal.v1.AddNICResponse
-	39, // 60: shoal.v1.ContainerService.RemoveNIC:output_type -> shoal.v1.RemoveNICResponse
-	29, // 61: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
-	31, // 62: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
-	33, // 63: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
-	35, // 64: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
-	42, // 65: shoal.v1.ContainerService.ExportContainer:output_type -> shoal.v1.ExportContainerResponse
-	45, // 66: shoal.v1.ContainerService.ImportContainer:output_type -> shoal.v1.ImportContainerResponse
-	47, // [47:67] is the sub-list for method output_type
-	27, // [27:47] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	59, // 25: shoal.v1.RenameContainerResponse.container:type_name -> shoal.v1.ContainerInfo
+	60, // 26: shoal.v1.RenameSnapshotResponse.snapshot:type_name -> shoal.v1.Snapshot
+	62, // 27: shoal.v1.CreateContainerRequest.DevicesEntry.value:type_name -> shoal.v1.Device
+	62, // 28: shoal.v1.UpdateContainerRequest.SetDevicesEntry.value:type_name -> shoal.v1.Device
+	1,  // 29: shoal.v1.ContainerService.CreateContainer:input_type -> shoal.v1.CreateContainerRequest
+	3,  // 30: shoal.v1.ContainerService.ListContainers:input_type -> shoal.v1.ListContainersRequest
+	5,  // 31: shoal.v1.ContainerService.GetContainer:input_type -> shoal.v1.GetContainerRequest
+	7,  // 32: shoal.v1.ContainerService.UpdateContainer:input_type -> shoal.v1.UpdateContainerRequest
+	9,  // 33: shoal.v1.ContainerService.DeleteContainer:input_type -> shoal.v1.DeleteContainerRequest
+	11, // 34: shoal.v1.ContainerService.ChangeContainerState:input_type -> shoal.v1.ChangeContainerStateRequest
+	14, // 35: shoal.v1.ContainerService.Exec:input_type -> shoal.v1.ExecRequest
+	18, // 36: shoal.v1.ContainerService.PushFile:input_type -> shoal.v1.PushFileRequest
+	20, // 37: shoal.v1.ContainerService.PullFile:input_type -> shoal.v1.PullFileRequest
+	22, // 38: shoal.v1.ContainerService.GetConsoleLog:input_type -> shoal.v1.GetConsoleLogRequest
+	24, // 39: shoal.v1.ContainerService.CopyContainer:input_type -> shoal.v1.CopyContainerRequest
+	26, // 40: shoal.v1.ContainerService.MoveContainer:input_type -> shoal.v1.MoveContainerRequest
+	36, // 41: shoal.v1.ContainerService.AddNIC:input_type -> shoal.v1.AddNICRequest
+	38, // 42: shoal.v1.ContainerService.RemoveNIC:input_type -> shoal.v1.RemoveNICRequest
+	28, // 43: shoal.v1.ContainerService.CreateSnapshot:input_type -> shoal.v1.CreateSnapshotRequest
+	30, // 44: shoal.v1.ContainerService.ListSnapshots:input_type -> shoal.v1.ListSnapshotsRequest
+	32, // 45: shoal.v1.ContainerService.RestoreSnapshot:input_type -> shoal.v1.RestoreSnapshotRequest
+	34, // 46: shoal.v1.ContainerService.DeleteSnapshot:input_type -> shoal.v1.DeleteSnapshotRequest
+	40, // 47: shoal.v1.ContainerService.ExportContainer:input_type -> shoal.v1.ExportContainerRequest
+	44, // 48: shoal.v1.ContainerService.ImportContainer:input_type -> shoal.v1.ImportContainerRequest
+	46, // 49: shoal.v1.ContainerService.RenameContainer:input_type -> shoal.v1.RenameContainerRequest
+	48, // 50: shoal.v1.ContainerService.RenameSnapshot:input_type -> shoal.v1.RenameSnapshotRequest
+	50, // 51: shoal.v1.ContainerService.DeleteFile:input_type -> shoal.v1.DeleteFileRequest
+	2,  // 52: shoal.v1.ContainerService.CreateContainer:output_type -> shoal.v1.CreateContainerResponse
+	4,  // 53: shoal.v1.ContainerService.ListContainers:output_type -> shoal.v1.ListContainersResponse
+	6,  // 54: shoal.v1.ContainerService.GetContainer:output_type -> shoal.v1.GetContainerResponse
+	8,  // 55: shoal.v1.ContainerService.UpdateContainer:output_type -> shoal.v1.UpdateContainerResponse
+	10, // 56: shoal.v1.ContainerService.DeleteContainer:output_type -> shoal.v1.DeleteContainerResponse
+	12, // 57: shoal.v1.ContainerService.ChangeContainerState:output_type -> shoal.v1.ChangeContainerStateResponse
+	16, // 58: shoal.v1.ContainerService.Exec:output_type -> shoal.v1.ExecResponse
+	19, // 59: shoal.v1.ContainerService.PushFile:output_type -> shoal.v1.PushFileResponse
+	21, // 60: shoal.v1.ContainerService.PullFile:output_type -> shoal.v1.PullFileResponse
+	23, // 61: shoal.v1.ContainerService.GetConsoleLog:output_type -> shoal.v1.GetConsoleLogResponse
+	25, // 62: shoal.v1.ContainerService.CopyContainer:output_type -> shoal.v1.CopyContainerResponse
+	27, // 63: shoal.v1.ContainerService.MoveContainer:output_type -> shoal.v1.MoveContainerResponse
+	37, // 64: shoal.v1.ContainerService.AddNIC:output_type -> shoal.v1.AddNICResponse
+	39, // 65: shoal.v1.ContainerService.RemoveNIC:output_type -> shoal.v1.RemoveNICResponse
+	29, // 66: shoal.v1.ContainerService.CreateSnapshot:output_type -> shoal.v1.CreateSnapshotResponse
+	31, // 67: shoal.v1.ContainerService.ListSnapshots:output_type -> shoal.v1.ListSnapshotsResponse
+	33, // 68: shoal.v1.ContainerService.RestoreSnapshot:output_type -> shoal.v1.RestoreSnapshotResponse
+	35, // 69: shoal.v1.ContainerService.DeleteSnapshot:output_type -> shoal.v1.DeleteSnapshotResponse
+	42, // 70: shoal.v1.ContainerService.ExportContainer:output_type -> shoal.v1.ExportContainerResponse
+	45, // 71: shoal.v1.ContainerService.ImportContainer:output_type -> shoal.v1.ImportContainerResponse
+	47, // 72: shoal.v1.ContainerService.RenameContainer:output_type -> shoal.v1.RenameContainerResponse
+	49, // 73: shoal.v1.ContainerService.RenameSnapshot:output_type -> shoal.v1.RenameSnapshotResponse
+	51, // 74: shoal.v1.ContainerService.DeleteFile:output_type -> shoal.v1.DeleteFileResponse
+	52, // [52:75] is the sub-list for method output_type
+	29, // [29:52] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_container_proto_init() }
@@ -3230,7 +3585,7 @@ func file_shoal_v1_container_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_container_proto_rawDesc), len(file_shoal_v1_container_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   51,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

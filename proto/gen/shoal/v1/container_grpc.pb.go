@@ -39,6 +39,9 @@ const (
 	ContainerService_DeleteSnapshot_FullMethodName       = "/shoal.v1.ContainerService/DeleteSnapshot"
 	ContainerService_ExportContainer_FullMethodName      = "/shoal.v1.ContainerService/ExportContainer"
 	ContainerService_ImportContainer_FullMethodName      = "/shoal.v1.ContainerService/ImportContainer"
+	ContainerService_RenameContainer_FullMethodName      = "/shoal.v1.ContainerService/RenameContainer"
+	ContainerService_RenameSnapshot_FullMethodName       = "/shoal.v1.ContainerService/RenameSnapshot"
+	ContainerService_DeleteFile_FullMethodName           = "/shoal.v1.ContainerService/DeleteFile"
 )
 
 // ContainerServiceClient is the client API for ContainerService service.
@@ -94,6 +97,13 @@ type ContainerServiceClient interface {
 	// ImportContainer recreates a container, stopped, from a backup tarball:
 	// a header first, then data. A failed import leaves nothing behind.
 	ImportContainer(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportContainerRequest, ImportContainerResponse], error)
+	// RenameContainer gives a stopped container another name: its volume,
+	// snapshots and addresses follow (one Raft entry).
+	RenameContainer(ctx context.Context, in *RenameContainerRequest, opts ...grpc.CallOption) (*RenameContainerResponse, error)
+	// RenameSnapshot renames one of a container's snapshots.
+	RenameSnapshot(ctx context.Context, in *RenameSnapshotRequest, opts ...grpc.CallOption) (*RenameSnapshotResponse, error)
+	// DeleteFile removes a file, symlink or empty directory in a container.
+	DeleteFile(ctx context.Context, in *DeleteFileRequest, opts ...grpc.CallOption) (*DeleteFileResponse, error)
 }
 
 type containerServiceClient struct {
@@ -331,6 +341,36 @@ func (c *containerServiceClient) ImportContainer(ctx context.Context, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ContainerService_ImportContainerClient = grpc.ClientStreamingClient[ImportContainerRequest, ImportContainerResponse]
 
+func (c *containerServiceClient) RenameContainer(ctx context.Context, in *RenameContainerRequest, opts ...grpc.CallOption) (*RenameContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenameContainerResponse)
+	err := c.cc.Invoke(ctx, ContainerService_RenameContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *containerServiceClient) RenameSnapshot(ctx context.Context, in *RenameSnapshotRequest, opts ...grpc.CallOption) (*RenameSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenameSnapshotResponse)
+	err := c.cc.Invoke(ctx, ContainerService_RenameSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *containerServiceClient) DeleteFile(ctx context.Context, in *DeleteFileRequest, opts ...grpc.CallOption) (*DeleteFileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFileResponse)
+	err := c.cc.Invoke(ctx, ContainerService_DeleteFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContainerServiceServer is the server API for ContainerService service.
 // All implementations must embed UnimplementedContainerServiceServer
 // for forward compatibility.
@@ -384,6 +424,13 @@ type ContainerServiceServer interface {
 	// ImportContainer recreates a container, stopped, from a backup tarball:
 	// a header first, then data. A failed import leaves nothing behind.
 	ImportContainer(grpc.ClientStreamingServer[ImportContainerRequest, ImportContainerResponse]) error
+	// RenameContainer gives a stopped container another name: its volume,
+	// snapshots and addresses follow (one Raft entry).
+	RenameContainer(context.Context, *RenameContainerRequest) (*RenameContainerResponse, error)
+	// RenameSnapshot renames one of a container's snapshots.
+	RenameSnapshot(context.Context, *RenameSnapshotRequest) (*RenameSnapshotResponse, error)
+	// DeleteFile removes a file, symlink or empty directory in a container.
+	DeleteFile(context.Context, *DeleteFileRequest) (*DeleteFileResponse, error)
 	mustEmbedUnimplementedContainerServiceServer()
 }
 
@@ -453,6 +500,15 @@ func (UnimplementedContainerServiceServer) ExportContainer(*ExportContainerReque
 }
 func (UnimplementedContainerServiceServer) ImportContainer(grpc.ClientStreamingServer[ImportContainerRequest, ImportContainerResponse]) error {
 	return status.Error(codes.Unimplemented, "method ImportContainer not implemented")
+}
+func (UnimplementedContainerServiceServer) RenameContainer(context.Context, *RenameContainerRequest) (*RenameContainerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenameContainer not implemented")
+}
+func (UnimplementedContainerServiceServer) RenameSnapshot(context.Context, *RenameSnapshotRequest) (*RenameSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenameSnapshot not implemented")
+}
+func (UnimplementedContainerServiceServer) DeleteFile(context.Context, *DeleteFileRequest) (*DeleteFileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteFile not implemented")
 }
 func (UnimplementedContainerServiceServer) mustEmbedUnimplementedContainerServiceServer() {}
 func (UnimplementedContainerServiceServer) testEmbeddedByValue()                          {}
@@ -788,6 +844,60 @@ func _ContainerService_ImportContainer_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ContainerService_ImportContainerServer = grpc.ClientStreamingServer[ImportContainerRequest, ImportContainerResponse]
 
+func _ContainerService_RenameContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenameContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainerServiceServer).RenameContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContainerService_RenameContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainerServiceServer).RenameContainer(ctx, req.(*RenameContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContainerService_RenameSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenameSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainerServiceServer).RenameSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContainerService_RenameSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainerServiceServer).RenameSnapshot(ctx, req.(*RenameSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ContainerService_DeleteFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContainerServiceServer).DeleteFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ContainerService_DeleteFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContainerServiceServer).DeleteFile(ctx, req.(*DeleteFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ContainerService_ServiceDesc is the grpc.ServiceDesc for ContainerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -854,6 +964,18 @@ var ContainerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSnapshot",
 			Handler:    _ContainerService_DeleteSnapshot_Handler,
+		},
+		{
+			MethodName: "RenameContainer",
+			Handler:    _ContainerService_RenameContainer_Handler,
+		},
+		{
+			MethodName: "RenameSnapshot",
+			Handler:    _ContainerService_RenameSnapshot_Handler,
+		},
+		{
+			MethodName: "DeleteFile",
+			Handler:    _ContainerService_DeleteFile_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -625,6 +625,121 @@ func (x *SnapshotDeleteCommand) GetName() string {
 	return ""
 }
 
+// ContainerRenameCommand gives a container another name; its snapshots,
+// NICs and addresses stay with it.
+type ContainerRenameCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	NewName       string                 `protobuf:"bytes,2,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerRenameCommand) Reset() {
+	*x = ContainerRenameCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerRenameCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerRenameCommand) ProtoMessage() {}
+
+func (x *ContainerRenameCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerRenameCommand.ProtoReflect.Descriptor instead.
+func (*ContainerRenameCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ContainerRenameCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerRenameCommand) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
+// SnapshotRenameCommand renames a container's snapshot.
+type SnapshotRenameCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     string                 `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	NewName       string                 `protobuf:"bytes,3,opt,name=new_name,json=newName,proto3" json:"new_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRenameCommand) Reset() {
+	*x = SnapshotRenameCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRenameCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRenameCommand) ProtoMessage() {}
+
+func (x *SnapshotRenameCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRenameCommand.ProtoReflect.Descriptor instead.
+func (*SnapshotRenameCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SnapshotRenameCommand) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *SnapshotRenameCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SnapshotRenameCommand) GetNewName() string {
+	if x != nil {
+		return x.NewName
+	}
+	return ""
+}
+
 // ImageAddCommand records an image (or adds a node holding it).
 type ImageAddCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -635,7 +750,7 @@ type ImageAddCommand struct {
 
 func (x *ImageAddCommand) Reset() {
 	*x = ImageAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[11]
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +762,7 @@ func (x *ImageAddCommand) String() string {
 func (*ImageAddCommand) ProtoMessage() {}
 
 func (x *ImageAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[11]
+	mi := &file_shoal_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +775,7 @@ func (x *ImageAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageAddCommand.ProtoReflect.Descriptor instead.
 func (*ImageAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ImageAddCommand) GetImage() *Image {
@@ -680,7 +795,7 @@ type ImageDeleteCommand struct {
 
 func (x *ImageDeleteCommand) Reset() {
 	*x = ImageDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[12]
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +807,7 @@ func (x *ImageDeleteCommand) String() string {
 func (*ImageDeleteCommand) ProtoMessage() {}
 
 func (x *ImageDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[12]
+	mi := &file_shoal_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +820,7 @@ func (x *ImageDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImageDeleteCommand.ProtoReflect.Descriptor instead.
 func (*ImageDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ImageDeleteCommand) GetFingerprint() string {
@@ -726,7 +841,7 @@ type AliasSetCommand struct {
 
 func (x *AliasSetCommand) Reset() {
 	*x = AliasSetCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +853,7 @@ func (x *AliasSetCommand) String() string {
 func (*AliasSetCommand) ProtoMessage() {}
 
 func (x *AliasSetCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[13]
+	mi := &file_shoal_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +866,7 @@ func (x *AliasSetCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasSetCommand.ProtoReflect.Descriptor instead.
 func (*AliasSetCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AliasSetCommand) GetAlias() string {
@@ -778,7 +893,7 @@ type AliasDeleteCommand struct {
 
 func (x *AliasDeleteCommand) Reset() {
 	*x = AliasDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +905,7 @@ func (x *AliasDeleteCommand) String() string {
 func (*AliasDeleteCommand) ProtoMessage() {}
 
 func (x *AliasDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[14]
+	mi := &file_shoal_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +918,7 @@ func (x *AliasDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AliasDeleteCommand.ProtoReflect.Descriptor instead.
 func (*AliasDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AliasDeleteCommand) GetAlias() string {
@@ -823,7 +938,7 @@ type PoolCreateCommand struct {
 
 func (x *PoolCreateCommand) Reset() {
 	*x = PoolCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +950,7 @@ func (x *PoolCreateCommand) String() string {
 func (*PoolCreateCommand) ProtoMessage() {}
 
 func (x *PoolCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[15]
+	mi := &file_shoal_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +963,7 @@ func (x *PoolCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolCreateCommand.ProtoReflect.Descriptor instead.
 func (*PoolCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PoolCreateCommand) GetPool() *StoragePool {
@@ -868,7 +983,7 @@ type NetworkCreateCommand struct {
 
 func (x *NetworkCreateCommand) Reset() {
 	*x = NetworkCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +995,7 @@ func (x *NetworkCreateCommand) String() string {
 func (*NetworkCreateCommand) ProtoMessage() {}
 
 func (x *NetworkCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[16]
+	mi := &file_shoal_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1008,7 @@ func (x *NetworkCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkCreateCommand.ProtoReflect.Descriptor instead.
 func (*NetworkCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NetworkCreateCommand) GetNetwork() *Network {
@@ -915,7 +1030,7 @@ type ContainerNicAddCommand struct {
 
 func (x *ContainerNicAddCommand) Reset() {
 	*x = ContainerNicAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1042,7 @@ func (x *ContainerNicAddCommand) String() string {
 func (*ContainerNicAddCommand) ProtoMessage() {}
 
 func (x *ContainerNicAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[17]
+	mi := &file_shoal_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1055,7 @@ func (x *ContainerNicAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerNicAddCommand.ProtoReflect.Descriptor instead.
 func (*ContainerNicAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ContainerNicAddCommand) GetContainer() string {
@@ -968,7 +1083,7 @@ type ContainerNicRemoveCommand struct {
 
 func (x *ContainerNicRemoveCommand) Reset() {
 	*x = ContainerNicRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1095,7 @@ func (x *ContainerNicRemoveCommand) String() string {
 func (*ContainerNicRemoveCommand) ProtoMessage() {}
 
 func (x *ContainerNicRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[18]
+	mi := &file_shoal_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1108,7 @@ func (x *ContainerNicRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerNicRemoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerNicRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerNicRemoveCommand) GetContainer() string {
@@ -1022,7 +1137,7 @@ type ContainerReplicaSetCommand struct {
 
 func (x *ContainerReplicaSetCommand) Reset() {
 	*x = ContainerReplicaSetCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1149,7 @@ func (x *ContainerReplicaSetCommand) String() string {
 func (*ContainerReplicaSetCommand) ProtoMessage() {}
 
 func (x *ContainerReplicaSetCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[19]
+	mi := &file_shoal_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1162,7 @@ func (x *ContainerReplicaSetCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerReplicaSetCommand.ProtoReflect.Descriptor instead.
 func (*ContainerReplicaSetCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ContainerReplicaSetCommand) GetContainer() string {
@@ -1079,7 +1194,7 @@ type ContainerHealCommand struct {
 
 func (x *ContainerHealCommand) Reset() {
 	*x = ContainerHealCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1206,7 @@ func (x *ContainerHealCommand) String() string {
 func (*ContainerHealCommand) ProtoMessage() {}
 
 func (x *ContainerHealCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[20]
+	mi := &file_shoal_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1219,7 @@ func (x *ContainerHealCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerHealCommand.ProtoReflect.Descriptor instead.
 func (*ContainerHealCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ContainerHealCommand) GetName() string {
@@ -1139,7 +1254,7 @@ type ContainerReplicaDropCommand struct {
 
 func (x *ContainerReplicaDropCommand) Reset() {
 	*x = ContainerReplicaDropCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1266,7 @@ func (x *ContainerReplicaDropCommand) String() string {
 func (*ContainerReplicaDropCommand) ProtoMessage() {}
 
 func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[21]
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1279,7 @@ func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerReplicaDropCommand.ProtoReflect.Descriptor instead.
 func (*ContainerReplicaDropCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ContainerReplicaDropCommand) GetContainer() string {
@@ -1191,7 +1306,7 @@ type NetworkDeleteCommand struct {
 
 func (x *NetworkDeleteCommand) Reset() {
 	*x = NetworkDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1318,7 @@ func (x *NetworkDeleteCommand) String() string {
 func (*NetworkDeleteCommand) ProtoMessage() {}
 
 func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[22]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1331,7 @@ func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
 func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NetworkDeleteCommand) GetName() string {
@@ -1240,7 +1355,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1367,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1380,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -1297,7 +1412,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1424,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1437,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -1372,7 +1487,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1499,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1512,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -1454,7 +1569,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1466,7 +1581,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1479,7 +1594,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -1513,7 +1628,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1640,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1653,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -1561,7 +1676,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1688,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1701,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1635,7 +1750,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1762,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1775,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1708,7 +1823,7 @@ type VolumeCreateCommand struct {
 
 func (x *VolumeCreateCommand) Reset() {
 	*x = VolumeCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1835,7 @@ func (x *VolumeCreateCommand) String() string {
 func (*VolumeCreateCommand) ProtoMessage() {}
 
 func (x *VolumeCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1848,7 @@ func (x *VolumeCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeCreateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VolumeCreateCommand) GetVolume() *StorageVolume {
@@ -1756,7 +1871,7 @@ type VolumeUpdateCommand struct {
 
 func (x *VolumeUpdateCommand) Reset() {
 	*x = VolumeUpdateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1883,7 @@ func (x *VolumeUpdateCommand) String() string {
 func (*VolumeUpdateCommand) ProtoMessage() {}
 
 func (x *VolumeUpdateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1896,7 @@ func (x *VolumeUpdateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeUpdateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeUpdateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *VolumeUpdateCommand) GetPool() string {
@@ -1823,7 +1938,7 @@ type VolumeDeleteCommand struct {
 
 func (x *VolumeDeleteCommand) Reset() {
 	*x = VolumeDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1950,7 @@ func (x *VolumeDeleteCommand) String() string {
 func (*VolumeDeleteCommand) ProtoMessage() {}
 
 func (x *VolumeDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1963,7 @@ func (x *VolumeDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeDeleteCommand.ProtoReflect.Descriptor instead.
 func (*VolumeDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VolumeDeleteCommand) GetPool() string {
@@ -1877,7 +1992,7 @@ type VolumeRenameCommand struct {
 
 func (x *VolumeRenameCommand) Reset() {
 	*x = VolumeRenameCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2004,7 @@ func (x *VolumeRenameCommand) String() string {
 func (*VolumeRenameCommand) ProtoMessage() {}
 
 func (x *VolumeRenameCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2017,7 @@ func (x *VolumeRenameCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeRenameCommand.ProtoReflect.Descriptor instead.
 func (*VolumeRenameCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *VolumeRenameCommand) GetPool() string {
@@ -1941,7 +2056,7 @@ type VolumeMoveCommand struct {
 
 func (x *VolumeMoveCommand) Reset() {
 	*x = VolumeMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2068,7 @@ func (x *VolumeMoveCommand) String() string {
 func (*VolumeMoveCommand) ProtoMessage() {}
 
 func (x *VolumeMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2081,7 @@ func (x *VolumeMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMoveCommand.ProtoReflect.Descriptor instead.
 func (*VolumeMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *VolumeMoveCommand) GetPool() string {
@@ -2009,7 +2124,7 @@ type VolumeSnapshotCreateCommand struct {
 
 func (x *VolumeSnapshotCreateCommand) Reset() {
 	*x = VolumeSnapshotCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2136,7 @@ func (x *VolumeSnapshotCreateCommand) String() string {
 func (*VolumeSnapshotCreateCommand) ProtoMessage() {}
 
 func (x *VolumeSnapshotCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2149,7 @@ func (x *VolumeSnapshotCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSnapshotCreateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeSnapshotCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *VolumeSnapshotCreateCommand) GetPool() string {
@@ -2070,7 +2185,7 @@ type VolumeSnapshotDeleteCommand struct {
 
 func (x *VolumeSnapshotDeleteCommand) Reset() {
 	*x = VolumeSnapshotDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2197,7 @@ func (x *VolumeSnapshotDeleteCommand) String() string {
 func (*VolumeSnapshotDeleteCommand) ProtoMessage() {}
 
 func (x *VolumeSnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2210,7 @@ func (x *VolumeSnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSnapshotDeleteCommand.ProtoReflect.Descriptor instead.
 func (*VolumeSnapshotDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *VolumeSnapshotDeleteCommand) GetPool() string {
@@ -2130,7 +2245,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[37]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2257,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[37]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2270,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -2175,7 +2290,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[38]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2302,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[38]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2315,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -2224,7 +2339,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[39]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2351,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[39]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2364,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -2285,7 +2400,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[40]
+	mi := &file_shoal_v1_state_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2297,7 +2412,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[40]
+	mi := &file_shoal_v1_state_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2310,7 +2425,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -2352,7 +2467,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[41]
+	mi := &file_shoal_v1_state_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2479,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[41]
+	mi := &file_shoal_v1_state_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2492,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{41}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -2525,7 +2640,14 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\bsnapshot\x18\x02 \x01(\v2\x12.shoal.v1.SnapshotR\bsnapshot\"I\n" +
 	"\x15SnapshotDeleteCommand\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"8\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"G\n" +
+	"\x16ContainerRenameCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x02 \x01(\tR\anewName\"d\n" +
+	"\x15SnapshotRenameCommand\x12\x1c\n" +
+	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
+	"\bnew_name\x18\x03 \x01(\tR\anewName\"8\n" +
 	"\x0fImageAddCommand\x12%\n" +
 	"\x05image\x18\x01 \x01(\v2\x0f.shoal.v1.ImageR\x05image\"6\n" +
 	"\x12ImageDeleteCommand\x12 \n" +
@@ -2678,7 +2800,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -2691,92 +2813,94 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerStatusCommand)(nil),       // 8: shoal.v1.ContainerStatusCommand
 	(*SnapshotCreateCommand)(nil),        // 9: shoal.v1.SnapshotCreateCommand
 	(*SnapshotDeleteCommand)(nil),        // 10: shoal.v1.SnapshotDeleteCommand
-	(*ImageAddCommand)(nil),              // 11: shoal.v1.ImageAddCommand
-	(*ImageDeleteCommand)(nil),           // 12: shoal.v1.ImageDeleteCommand
-	(*AliasSetCommand)(nil),              // 13: shoal.v1.AliasSetCommand
-	(*AliasDeleteCommand)(nil),           // 14: shoal.v1.AliasDeleteCommand
-	(*PoolCreateCommand)(nil),            // 15: shoal.v1.PoolCreateCommand
-	(*NetworkCreateCommand)(nil),         // 16: shoal.v1.NetworkCreateCommand
-	(*ContainerNicAddCommand)(nil),       // 17: shoal.v1.ContainerNicAddCommand
-	(*ContainerNicRemoveCommand)(nil),    // 18: shoal.v1.ContainerNicRemoveCommand
-	(*ContainerReplicaSetCommand)(nil),   // 19: shoal.v1.ContainerReplicaSetCommand
-	(*ContainerHealCommand)(nil),         // 20: shoal.v1.ContainerHealCommand
-	(*ContainerReplicaDropCommand)(nil),  // 21: shoal.v1.ContainerReplicaDropCommand
-	(*NetworkDeleteCommand)(nil),         // 22: shoal.v1.NetworkDeleteCommand
-	(*NodeUpsertCommand)(nil),            // 23: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 24: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 25: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 26: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 27: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 28: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 29: shoal.v1.ContainerMoveCommand
-	(*VolumeCreateCommand)(nil),          // 30: shoal.v1.VolumeCreateCommand
-	(*VolumeUpdateCommand)(nil),          // 31: shoal.v1.VolumeUpdateCommand
-	(*VolumeDeleteCommand)(nil),          // 32: shoal.v1.VolumeDeleteCommand
-	(*VolumeRenameCommand)(nil),          // 33: shoal.v1.VolumeRenameCommand
-	(*VolumeMoveCommand)(nil),            // 34: shoal.v1.VolumeMoveCommand
-	(*VolumeSnapshotCreateCommand)(nil),  // 35: shoal.v1.VolumeSnapshotCreateCommand
-	(*VolumeSnapshotDeleteCommand)(nil),  // 36: shoal.v1.VolumeSnapshotDeleteCommand
-	(*ClusterConfigCommand)(nil),         // 37: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 38: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 39: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 40: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 41: shoal.v1.FSMSnapshot
-	nil,                                  // 42: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 43: shoal.v1.ContainerUpdateCommand.DevicesEntry
-	nil,                                  // 44: shoal.v1.VolumeUpdateCommand.ConfigEntry
-	nil,                                  // 45: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 46: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 47: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 48: shoal.v1.Container
-	(*Profile)(nil),                      // 49: shoal.v1.Profile
-	(DesiredState)(0),                    // 50: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 51: shoal.v1.Snapshot
-	(*Image)(nil),                        // 52: shoal.v1.Image
-	(*StoragePool)(nil),                  // 53: shoal.v1.StoragePool
-	(*Network)(nil),                      // 54: shoal.v1.Network
-	(*NIC)(nil),                          // 55: shoal.v1.NIC
-	(*Replica)(nil),                      // 56: shoal.v1.Replica
-	(*Node)(nil),                         // 57: shoal.v1.Node
-	(*Grant)(nil),                        // 58: shoal.v1.Grant
-	(*StorageVolume)(nil),                // 59: shoal.v1.StorageVolume
-	(*TrustEntry)(nil),                   // 60: shoal.v1.TrustEntry
-	(*Device)(nil),                       // 61: shoal.v1.Device
+	(*ContainerRenameCommand)(nil),       // 11: shoal.v1.ContainerRenameCommand
+	(*SnapshotRenameCommand)(nil),        // 12: shoal.v1.SnapshotRenameCommand
+	(*ImageAddCommand)(nil),              // 13: shoal.v1.ImageAddCommand
+	(*ImageDeleteCommand)(nil),           // 14: shoal.v1.ImageDeleteCommand
+	(*AliasSetCommand)(nil),              // 15: shoal.v1.AliasSetCommand
+	(*AliasDeleteCommand)(nil),           // 16: shoal.v1.AliasDeleteCommand
+	(*PoolCreateCommand)(nil),            // 17: shoal.v1.PoolCreateCommand
+	(*NetworkCreateCommand)(nil),         // 18: shoal.v1.NetworkCreateCommand
+	(*ContainerNicAddCommand)(nil),       // 19: shoal.v1.ContainerNicAddCommand
+	(*ContainerNicRemoveCommand)(nil),    // 20: shoal.v1.ContainerNicRemoveCommand
+	(*ContainerReplicaSetCommand)(nil),   // 21: shoal.v1.ContainerReplicaSetCommand
+	(*ContainerHealCommand)(nil),         // 22: shoal.v1.ContainerHealCommand
+	(*ContainerReplicaDropCommand)(nil),  // 23: shoal.v1.ContainerReplicaDropCommand
+	(*NetworkDeleteCommand)(nil),         // 24: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 25: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 26: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 27: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 28: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 29: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 30: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 31: shoal.v1.ContainerMoveCommand
+	(*VolumeCreateCommand)(nil),          // 32: shoal.v1.VolumeCreateCommand
+	(*VolumeUpdateCommand)(nil),          // 33: shoal.v1.VolumeUpdateCommand
+	(*VolumeDeleteCommand)(nil),          // 34: shoal.v1.VolumeDeleteCommand
+	(*VolumeRenameCommand)(nil),          // 35: shoal.v1.VolumeRenameCommand
+	(*VolumeMoveCommand)(nil),            // 36: shoal.v1.VolumeMoveCommand
+	(*VolumeSnapshotCreateCommand)(nil),  // 37: shoal.v1.VolumeSnapshotCreateCommand
+	(*VolumeSnapshotDeleteCommand)(nil),  // 38: shoal.v1.VolumeSnapshotDeleteCommand
+	(*ClusterConfigCommand)(nil),         // 39: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 40: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 41: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 42: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 43: shoal.v1.FSMSnapshot
+	nil,                                  // 44: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 45: shoal.v1.ContainerUpdateCommand.DevicesEntry
+	nil,                                  // 46: shoal.v1.VolumeUpdateCommand.ConfigEntry
+	nil,                                  // 47: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 48: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 49: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 50: shoal.v1.Container
+	(*Profile)(nil),                      // 51: shoal.v1.Profile
+	(DesiredState)(0),                    // 52: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 53: shoal.v1.Snapshot
+	(*Image)(nil),                        // 54: shoal.v1.Image
+	(*StoragePool)(nil),                  // 55: shoal.v1.StoragePool
+	(*Network)(nil),                      // 56: shoal.v1.Network
+	(*NIC)(nil),                          // 57: shoal.v1.NIC
+	(*Replica)(nil),                      // 58: shoal.v1.Replica
+	(*Node)(nil),                         // 59: shoal.v1.Node
+	(*Grant)(nil),                        // 60: shoal.v1.Grant
+	(*StorageVolume)(nil),                // 61: shoal.v1.StorageVolume
+	(*TrustEntry)(nil),                   // 62: shoal.v1.TrustEntry
+	(*Device)(nil),                       // 63: shoal.v1.Device
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	48, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	42, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	43, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
-	49, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
-	49, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
-	50, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	51, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	52, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	53, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	54, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	55, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	56, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
-	57, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	58, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	50, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	59, // 15: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
-	44, // 16: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
-	51, // 17: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	45, // 18: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	60, // 19: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	48, // 20: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	52, // 21: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	46, // 22: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	53, // 23: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	54, // 24: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	57, // 25: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	28, // 26: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	25, // 27: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	47, // 28: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	60, // 29: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	49, // 30: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
-	59, // 31: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
-	61, // 32: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
+	50, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	44, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	45, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
+	51, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
+	51, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
+	52, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	53, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	54, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	55, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	56, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	57, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	58, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	59, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	60, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	52, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	61, // 15: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
+	46, // 16: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
+	53, // 17: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	47, // 18: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	62, // 19: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	50, // 20: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	54, // 21: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	48, // 22: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	55, // 23: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	56, // 24: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	59, // 25: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	30, // 26: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	27, // 27: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	49, // 28: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	62, // 29: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	51, // 30: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
+	61, // 31: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
+	63, // 32: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
 	33, // [33:33] is the sub-list for method output_type
 	33, // [33:33] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
@@ -2797,7 +2921,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

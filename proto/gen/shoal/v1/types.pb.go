@@ -137,6 +137,8 @@ type Snapshot struct {
 	CreatedAtUnixNano int64                  `protobuf:"varint,2,opt,name=created_at_unix_nano,json=createdAtUnixNano,proto3" json:"created_at_unix_nano,omitempty"`
 	Config            map[string]string      `protobuf:"bytes,3,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Stateful          bool                   `protobuf:"varint,4,opt,name=stateful,proto3" json:"stateful,omitempty"`
+	// When the pruner deletes it (0: never).
+	ExpiresAtUnixNano int64 `protobuf:"varint,5,opt,name=expires_at_unix_nano,json=expiresAtUnixNano,proto3" json:"expires_at_unix_nano,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -197,6 +199,13 @@ func (x *Snapshot) GetStateful() bool {
 		return x.Stateful
 	}
 	return false
+}
+
+func (x *Snapshot) GetExpiresAtUnixNano() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixNano
+	}
+	return 0
 }
 
 // Container is a container's desired state as the cluster records it.
@@ -1680,12 +1689,13 @@ var File_shoal_v1_types_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x14shoal/v1/types.proto\x12\bshoal.v1\"\xde\x01\n" +
+	"\x14shoal/v1/types.proto\x12\bshoal.v1\"\x8f\x02\n" +
 	"\bSnapshot\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
 	"\x14created_at_unix_nano\x18\x02 \x01(\x03R\x11createdAtUnixNano\x126\n" +
 	"\x06config\x18\x03 \x03(\v2\x1e.shoal.v1.Snapshot.ConfigEntryR\x06config\x12\x1a\n" +
-	"\bstateful\x18\x04 \x01(\bR\bstateful\x1a9\n" +
+	"\bstateful\x18\x04 \x01(\bR\bstateful\x12/\n" +
+	"\x14expires_at_unix_nano\x18\x05 \x01(\x03R\x11expiresAtUnixNano\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\b\n" +
