@@ -759,14 +759,18 @@ func (x *ChangeContainerStateResponse) GetContainer() *ContainerInfo {
 
 // ExecStart opens an exec session; it is the first message of the stream.
 type ExecStart struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Command       []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
-	Env           []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
-	Cwd           string                 `protobuf:"bytes,4,opt,name=cwd,proto3" json:"cwd,omitempty"`
-	Tty           bool                   `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
-	Rows          uint32                 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
-	Cols          uint32                 `protobuf:"varint,7,opt,name=cols,proto3" json:"cols,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Command []string               `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Env     []string               `protobuf:"bytes,3,rep,name=env,proto3" json:"env,omitempty"`
+	Cwd     string                 `protobuf:"bytes,4,opt,name=cwd,proto3" json:"cwd,omitempty"`
+	Tty     bool                   `protobuf:"varint,5,opt,name=tty,proto3" json:"tty,omitempty"`
+	Rows    uint32                 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols    uint32                 `protobuf:"varint,7,opt,name=cols,proto3" json:"cols,omitempty"`
+	// The user id the command runs as, inside the container (0: root).
+	User uint32 `protobuf:"varint,8,opt,name=user,proto3" json:"user,omitempty"`
+	// The group id the command runs as, inside the container (0: root).
+	Group         uint32 `protobuf:"varint,9,opt,name=group,proto3" json:"group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -846,6 +850,20 @@ func (x *ExecStart) GetRows() uint32 {
 func (x *ExecStart) GetCols() uint32 {
 	if x != nil {
 		return x.Cols
+	}
+	return 0
+}
+
+func (x *ExecStart) GetUser() uint32 {
+	if x != nil {
+		return x.User
+	}
+	return 0
+}
+
+func (x *ExecStart) GetGroup() uint32 {
+	if x != nil {
+		return x.Group
 	}
 	return 0
 }
@@ -3204,7 +3222,7 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x12'\n" +
 	"\x0ftimeout_seconds\x18\x04 \x01(\x05R\x0etimeoutSeconds\"U\n" +
 	"\x1cChangeContainerStateResponse\x125\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\"\x97\x01\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerInfoR\tcontainer\"\xc1\x01\n" +
 	"\tExecStart\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x10\n" +
@@ -3212,7 +3230,9 @@ const file_shoal_v1_container_proto_rawDesc = "" +
 	"\x03cwd\x18\x04 \x01(\tR\x03cwd\x12\x10\n" +
 	"\x03tty\x18\x05 \x01(\bR\x03tty\x12\x12\n" +
 	"\x04rows\x18\x06 \x01(\rR\x04rows\x12\x12\n" +
-	"\x04cols\x18\a \x01(\rR\x04cols\"\xc2\x01\n" +
+	"\x04cols\x18\a \x01(\rR\x04cols\x12\x12\n" +
+	"\x04user\x18\b \x01(\rR\x04user\x12\x14\n" +
+	"\x05group\x18\t \x01(\rR\x05group\"\xc2\x01\n" +
 	"\vExecRequest\x12+\n" +
 	"\x05start\x18\x01 \x01(\v2\x13.shoal.v1.ExecStartH\x00R\x05start\x12\x16\n" +
 	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12\x1d\n" +
