@@ -31,6 +31,9 @@ var containerField = map[string]protoreflect.Name{
 	"/shoal.v1.ContainerService/CreateSnapshot":       "container",
 	"/shoal.v1.ContainerService/RestoreSnapshot":      "container",
 	"/shoal.v1.ContainerService/DeleteSnapshot":       "container",
+	"/shoal.v1.ContainerService/RenameContainer":      "name",
+	"/shoal.v1.ContainerService/RenameSnapshot":       "container",
+	"/shoal.v1.ContainerService/DeleteFile":           "name",
 	"/shoal.v1.ImageService/PublishImage":             "container",
 }
 
@@ -51,6 +54,7 @@ var volumeFields = map[string][2]protoreflect.Name{
 // member that must run it (a create on another member).
 var targetField = map[string]protoreflect.Name{
 	"/shoal.v1.StorageService/CreateStorageVolume": "target",
+	"/shoal.v1.ClusterService/GetResources":        "target",
 }
 
 // forwardedKey marks a forwarded call, so it is never forwarded twice.

@@ -227,6 +227,9 @@ func (n *Node) ensureVolume(ctx context.Context, ct *shoalv1.Container) error {
 	if err != nil || ok {
 		return err
 	}
+	if renamed, err := n.resumeRename(ctx, ct); err != nil || renamed {
+		return err
+	}
 	if promoted, err := n.promoteReplica(ctx, d, ct); err != nil || promoted {
 		return err
 	}
@@ -465,6 +468,12 @@ func (n *Node) RemoveStale(ctx context.Context, name string) error {
 
 // removeLocal deletes a container the cluster no longer has from this host.
 func (n *Node) removeLocal(ctx context.Context, name string) error {
+	if n.renaming(name) {
+		// A rename whose host part is unfinished: these objects are the
+		// new name's (rename.go).
+		n.log.Info("left for an unfinished rename", "container", name)
+		return nil
+	}
 	n.stopProxies(name)
 	// An address pinned when it moved here live is released with it.
 	if mac := n.rt.HWAddr(name); mac != "" {

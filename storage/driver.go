@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"io"
 )
 
@@ -86,4 +87,25 @@ type Driver interface {
 	Receive(ctx context.Context, vol, snap string, r io.Reader) error
 	// Close releases the driver's resources; it leaves volumes in place.
 	Close() error
+}
+
+// SnapshotRenamer is a driver that renames a snapshot in place (an optional
+// ability, found by type assertion; RenameSnapshot below says
+// ErrNotSupported for the others).
+type SnapshotRenamer interface {
+	// RenameSnapshot gives snapshot snap of vol the name dst; it keeps its
+	// place in ListSnapshots' order and stays the same snapshot (a stream
+	// based on it still applies). ErrNotFound if snap does not exist,
+	// ErrExists if dst does.
+	RenameSnapshot(ctx context.Context, vol, snap, dst string) error
+}
+
+// RenameSnapshot renames a snapshot with d's SnapshotRenamer, or says
+// ErrNotSupported.
+func RenameSnapshot(ctx context.Context, d Driver, vol, snap, dst string) error {
+	r, ok := d.(SnapshotRenamer)
+	if !ok {
+		return fmt.Errorf("rename snapshot %s/%s: %s driver: %w", vol, snap, d.Info().Name, ErrNotSupported)
+	}
+	return r.RenameSnapshot(ctx, vol, snap, dst)
 }

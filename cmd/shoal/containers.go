@@ -278,7 +278,8 @@ func (a *app) copyCmd() *cobra.Command {
 	return cmd
 }
 
-const moveLong = `Move a container to another cluster member.
+const moveLong = `Move a container to another cluster member (with two names and no
+--target: rename it, as shoal rename OLD NEW).
 
 Cold (the default): the container is stopped, its volume and snapshots are
 sent, and it starts on the target if it ran.
@@ -307,8 +308,14 @@ func (a *app) moveCmd() *cobra.Command {
 	var target string
 	var live bool
 	cmd := &cobra.Command{
-		Use: "move NAME [--target MEMBER] [--live]", Aliases: []string{"mv"}, Short: "Move a container to another member (cold, or --live with CRIU)", Long: moveLong, Args: cobra.ExactArgs(1),
+		Use: "move NAME [--target MEMBER] [--live] | move OLD NEW", Aliases: []string{"mv"}, Short: "Move a container to another member (cold, or --live with CRIU), or with two names rename it", Long: moveLong, Args: cobra.RangeArgs(1, 2),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			if len(args) == 2 {
+				if target != "" || live {
+					return fmt.Errorf("move OLD NEW renames a container in place: --target and --live move one (not both at once)")
+				}
+				return renameContainer(cmd, c, args[0], args[1])
+			}
 			resp, err := c.Containers.MoveContainer(cmd.Context(), &shoalv1.MoveContainerRequest{Name: args[0], Target: target, Live: live})
 			if err != nil {
 				return convert(err)

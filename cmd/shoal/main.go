@@ -153,7 +153,7 @@ func newRoot() *cobra.Command {
 		a.stateCmd("unfreeze", "Unfreeze containers"),
 		a.deleteCmd(), a.consoleCmd(), a.storageCmd(), a.networkCmd(), a.operationCmd(), a.monitorCmd(),
 		a.clusterCmd(), a.remoteCmd(), a.moveCmd(), a.profileCmd(), a.versionCmd(),
-		a.exportCmd(), a.importCmd(),
+		a.exportCmd(), a.importCmd(), a.renameCmd(),
 	)
 	// The completion command now rather than at Execute, so that
 	// requireSubcommands makes a bare "shoal completion" an error too.

@@ -37,6 +37,27 @@ func (d *Driver) CreateSnapshot(ctx context.Context, vol, snap string) error {
 	return nil
 }
 
+// RenameSnapshot renames a snapshot: the directory holding its read-only
+// subvolume is renamed (the subvolume itself keeps its parent, so btrfs
+// allows it), and its id, hence its place in the order, stays.
+func (d *Driver) RenameSnapshot(ctx context.Context, vol, snap, dst string) error {
+	sp, err := d.snapshot(vol, snap, true)
+	if err != nil {
+		return fmt.Errorf("rename snapshot: %w", err)
+	}
+	dp, err := d.snapshotOnly(vol, dst, false)
+	if err != nil {
+		return fmt.Errorf("rename snapshot %s/%s: %w", vol, snap, err)
+	}
+	if _, err := os.Lstat(filepath.Dir(dp)); err == nil {
+		return fmt.Errorf("rename snapshot %s/%s: %s: %w", vol, snap, dst, storage.ErrExists)
+	}
+	if err := os.Rename(filepath.Dir(sp), filepath.Dir(dp)); err != nil {
+		return fmt.Errorf("rename snapshot %s/%s to %s: %w", vol, snap, dst, err)
+	}
+	return nil
+}
+
 // DeleteSnapshot deletes one snapshot.
 func (d *Driver) DeleteSnapshot(ctx context.Context, vol, snap string) error {
 	sp, err := d.snapshot(vol, snap, true)

@@ -356,6 +356,36 @@ func (d *Driver) placeSnapshot(vol, snap, tmp string) error {
 	return os.Rename(tmp, sp)
 }
 
+// RenameSnapshot renames a snapshot's tree and its entry in the order.
+func (d *Driver) RenameSnapshot(ctx context.Context, vol, snap, dst string) error {
+	sp, err := d.snapshot(vol, snap, true)
+	if err != nil {
+		return fmt.Errorf("rename snapshot: %w", err)
+	}
+	dp, err := d.snapshot(vol, dst, false)
+	if err != nil {
+		return fmt.Errorf("rename snapshot %s/%s: %w", vol, snap, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	order, err := readOrder(d.snapDir(vol))
+	if err != nil {
+		return fmt.Errorf("rename snapshot %s/%s: %w", vol, snap, err)
+	}
+	if err := os.Rename(sp, dp); err != nil {
+		return fmt.Errorf("rename snapshot %s/%s to %s: %w", vol, snap, dst, err)
+	}
+	for i, s := range order {
+		if s == snap {
+			order[i] = dst
+		}
+	}
+	if err := writeOrder(d.snapDir(vol), order); err != nil {
+		return fmt.Errorf("rename snapshot %s/%s to %s: %w", vol, snap, dst, err)
+	}
+	return nil
+}
+
 // DeleteSnapshot deletes one snapshot.
 func (d *Driver) DeleteSnapshot(ctx context.Context, vol, snap string) error {
 	sp, err := d.snapshot(vol, snap, true)

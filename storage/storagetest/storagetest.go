@@ -36,6 +36,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
 		{"SendReceive", testSendReceive},
 		{"SendReceiveIncremental", testSendReceiveIncremental},
 		{"Rename", testRename},
+		{"RenameSnapshot", testRenameSnapshot},
 		{"IncrementalBackAfterRenames", testIncrementalBack},
 		{"Usage", testUsage},
 		{"Quota", testQuota},
@@ -550,4 +551,38 @@ func testIncrementalBack(t *testing.T, newDriver func(t *testing.T) storage.Driv
 	ok(t, a.Receive(ctx, rep, "s2", &inc))
 	sameTree(t, "the demoted copy after the increment", a.Path(rep), b.SnapshotPath(vol, "s2"))
 	wantList(t, res(a.ListSnapshots(ctx, rep)), "s1", "s2")
+}
+
+// testRenameSnapshot: a driver with the SnapshotRenamer ability keeps the
+// renamed snapshot's content and place; the others say ErrNotSupported.
+func testRenameSnapshot(t *testing.T, newDriver func(t *testing.T) storage.Driver) {
+	ctx := context.Background()
+	d := newDriver(t)
+	ok(t, d.CreateVolume(ctx, "v"))
+	p := d.Path("v")
+	for i, s := range []string{"zeta", "alpha", "mid"} {
+		ok(t, os.WriteFile(filepath.Join(p, "gen"), []byte{byte('0' + i)}, 0o644))
+		ok(t, d.CreateSnapshot(ctx, "v", s))
+	}
+	if _, can := d.(storage.SnapshotRenamer); !can {
+		wantErr(t, storage.RenameSnapshot(ctx, d, "v", "alpha", "first"), storage.ErrNotSupported, "RenameSnapshot without the ability")
+		return
+	}
+	ok(t, storage.RenameSnapshot(ctx, d, "v", "alpha", "first"))
+	wantList(t, res(d.ListSnapshots(ctx, "v")), "zeta", "first", "mid")
+	b, err := os.ReadFile(filepath.Join(d.SnapshotPath("v", "first"), "gen"))
+	ok(t, err)
+	if string(b) != "1" {
+		t.Fatalf("renamed snapshot holds gen %q, want 1", b)
+	}
+	wantErr(t, storage.RenameSnapshot(ctx, d, "v", "alpha", "x"), storage.ErrNotFound, "rename of a missing snapshot")
+	wantErr(t, storage.RenameSnapshot(ctx, d, "v", "zeta", "mid"), storage.ErrExists, "rename onto a snapshot")
+	wantErr(t, storage.RenameSnapshot(ctx, d, "v", "zeta", "a/b"), storage.ErrInvalidName, "rename to a bad name")
+	// Still a snapshot the volume can be restored to.
+	ok(t, d.RestoreSnapshot(ctx, "v", "first"))
+	b, err = os.ReadFile(filepath.Join(p, "gen"))
+	ok(t, err)
+	if string(b) != "1" {
+		t.Fatalf("restored from the renamed snapshot: gen %q, want 1", b)
+	}
 }
