@@ -648,9 +648,13 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *shoalv1.CreateSnapshot
 	if err != nil {
 		return nil, err
 	}
-	if err := config.ValidateName("snapshot", req.GetName()); err != nil {
-		return nil, toStatus(err)
+	taken := time.Now()
+	name, expires, err := snapshotNameAndExpiry(ct, req, taken)
+	if err != nil {
+		return nil, err
 	}
+	req = proto.Clone(req).(*shoalv1.CreateSnapshotRequest)
+	req.Name = name
 	for _, sn := range ct.GetSnapshots() {
 		if sn.GetName() == req.GetName() {
 			return nil, status.Errorf(codes.AlreadyExists, "snapshot: %q of %q already exists", req.GetName(), ct.GetName())
@@ -666,7 +670,8 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *shoalv1.CreateSnapshot
 	} else if err := s.node.CreateSnapshot(ctx, ct, req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	sn := &shoalv1.Snapshot{Name: req.GetName(), CreatedAtUnixNano: now(), Config: ct.GetConfig(), Stateful: req.GetStateful()}
+	sn := &shoalv1.Snapshot{Name: req.GetName(), CreatedAtUnixNano: taken.UnixNano(), Config: ct.GetConfig(), Stateful: req.GetStateful(),
+		ExpiresAtUnixNano: expires}
 	if err := s.propose(ctx, &shoalv1.SnapshotCreateCommand{Container: ct.GetName(), Snapshot: sn}); err != nil {
 		_ = s.node.DeleteSnapshot(context.Background(), ct, req.GetName())
 		return nil, err

@@ -59,7 +59,7 @@ func (s *Server) RenameSnapshot(ctx context.Context, req *shoalv1.RenameSnapshot
 	if err != nil {
 		return nil, err
 	}
-	if err := config.ValidateName("new_name", req.GetNewName()); err != nil {
+	if err := config.ValidateSnapshotName("new_name", req.GetNewName()); err != nil {
 		return nil, toStatus(err)
 	}
 	if _, err := snapshotOf(ct, req.GetNewName()); err == nil {

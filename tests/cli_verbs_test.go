@@ -1,6 +1,10 @@
 package tests
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +55,9 @@ func TestCLIRename(t *testing.T) {
 		t.Fatalf("after rename %s %s, list shows %v", old, renamed, names)
 	}
 	mustFail(t, d, "not found", "info", old)
+	if poolHas(t, d, "volumes", old, "") || poolHas(t, d, "snapshots", old, "s1") || !poolHas(t, d, "snapshots", renamed, "s1") {
+		t.Fatalf("the pool after the rename: old volume or snapshot still there, or the new one's snapshot missing")
+	}
 	if out := d.MustShoal("snapshot", "list", renamed, "--format", "json"); !strings.Contains(out, `"name":"s1"`) && !strings.Contains(out, `"name": "s1"`) {
 		t.Fatalf("snapshots of %s after the rename: %q", renamed, out)
 	}
@@ -104,4 +111,146 @@ func TestCLIRename(t *testing.T) {
 	if got := d.MustShoal("exec", renamed, "--", "cat", "/root/data"); got != "written-before\n" {
 		t.Fatalf("after a restart: %q", got)
 	}
+}
+
+// startDaemonArgs starts a daemon with extra shoald flags (the host checks
+// of startDaemon first).
+func startDaemonArgs(t *testing.T, args ...string) *harness.Daemon {
+	t.Helper()
+	if missing := harness.Missing(); len(missing) > 0 {
+		msg := "end-to-end tests need: " + strings.Join(missing, ", ") + " (run scripts/install.sh)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return harness.StartDaemonWith(t, binDir, harness.Options{Args: args})
+}
+
+// snapshotNames are a container's snapshots as snapshot list --format json
+// gives them.
+func snapshotNames(t *testing.T, d *harness.Daemon, name string) map[string]bool {
+	t.Helper()
+	var resp struct{ Snapshots []struct{ Name string } }
+	if err := json.Unmarshal([]byte(d.MustShoal("snapshot", "list", name, "--format", "json")), &resp); err != nil {
+		t.Fatalf("snapshot list %s: %v", name, err)
+	}
+	out := map[string]bool{}
+	for _, s := range resp.Snapshots {
+		out[s.Name] = true
+	}
+	return out
+}
+
+// TestCLISnapshotVerbs: snapshot rename, show, create without a name
+// (snapshots.pattern) and with --expiry, snapshots.schedule (and
+// .stopped) taking snapshots on the minute, and the pruner deleting
+// expired ones (shoald --snapshot-prune-interval 2s).
+func TestCLISnapshotVerbs(t *testing.T) {
+	d := startDaemonArgs(t, "--snapshot-prune-interval", "2s")
+	ensureBusybox(t, d)
+	id := randHex(3)
+	idle, idleToo, run := "snpa-"+id, "snpb-"+id, "snpc-"+id // name order: the runner reaches run last
+	t.Cleanup(func() {
+		for _, n := range []string{idle, idleToo, run} {
+			d.Shoal("delete", "-f", n)
+		}
+	})
+	d.MustShoal("launch", "busybox", run)
+	d.MustShoal("init", "busybox", idle)
+	d.MustShoal("init", "busybox", idleToo)
+
+	// rename and show.
+	d.MustShoal("snapshot", "create", run, "s1")
+	d.MustShoal("snapshot", "rename", run, "s1", "first")
+	if got := snapshotNames(t, d, run); !got["first"] || got["s1"] {
+		t.Fatalf("after snapshot rename s1 first: %v", got)
+	}
+	show := d.MustShoal("snapshot", "show", run, "first")
+	for _, want := range []string{"name: first\n", "\ncreated: 20", "\nexpires: \"\"\n", "\nstateful: false\n"} {
+		if !strings.Contains(show, want) {
+			t.Fatalf("snapshot show: no %q in\n%s", want, show)
+		}
+	}
+	mustFail(t, d, "already exists", "snapshot", "rename", run, "first", "first")
+	mustFail(t, d, "not found", "snapshot", "rename", run, "s1", "x")
+	mustFail(t, d, "new_name", "snapshot", "rename", run, "first", "a/b")
+	mustFail(t, d, "not found", "snapshot", "show", run, "nope")
+	mustFail(t, d, "unknown subcommand", "snapshot", "bogus")
+
+	// No name: snapshots.pattern, default snap%d.
+	if out := d.MustShoal("snapshot", "create", run); out != "Snapshot snap0 created\n" {
+		t.Fatalf("snapshot create without a name: %q", out)
+	}
+	d.MustShoal("config", "set", run, "snapshots.pattern={{ creation_date|date:'2006-01-02_15-04-05' }}")
+	out := d.MustShoal("snapshot", "create", run)
+	if !regexp.MustCompile(`^Snapshot 20\d\d-\d\d-\d\d_\d\d-\d\d-\d\d created\n$`).MatchString(out) {
+		t.Fatalf("snapshot create with a date pattern: %q", out)
+	}
+
+	// Bad keys and expiries: one line naming the field and the forms.
+	mustFail(t, d, "snapshots.schedule: \"61 * * * *\" is not valid", "config", "set", run, "snapshots.schedule=61 * * * *")
+	mustFail(t, d, "@hourly", "config", "set", run, "snapshots.schedule=@sometimes")
+	mustFail(t, d, "snapshots.expiry", "config", "set", run, "snapshots.expiry=1 day")
+	mustFail(t, d, "snapshots.pattern", "config", "set", run, "snapshots.pattern={{ hostname }}")
+	mustFail(t, d, "expiry: \"1q\" is not valid", "snapshot", "create", run, "x", "--expiry", "1q")
+	mustFail(t, d, "--no-expiry", "snapshot", "create", run, "x", "--expiry", "1d", "--no-expiry")
+
+	// --expiry 1M (LXD: M is minutes, m months): the pruner deletes it
+	// once the minute has passed.
+	start := time.Now()
+	d.MustShoal("snapshot", "create", run, "short", "--expiry", "1M")
+	if show := d.MustShoal("snapshot", "show", run, "short"); strings.Contains(show, "expires: \"\"") {
+		t.Fatalf("snapshot with --expiry 1M shows no expiry:\n%s", show)
+	}
+	d.MustShoal("snapshot", "create", run, "long", "--expiry", "1d")
+	// snapshots.expiry is the default; --no-expiry ignores it.
+	d.MustShoal("config", "set", run, "snapshots.expiry=2w")
+	d.MustShoal("snapshot", "create", run, "kept", "--no-expiry")
+	if show := d.MustShoal("snapshot", "show", run, "kept"); !strings.Contains(show, "expires: \"\"") {
+		t.Fatalf("--no-expiry snapshot shows an expiry:\n%s", show)
+	}
+
+	// A schedule every minute: the running container and the stopped one
+	// with snapshots.schedule.stopped get one; the other stopped one not.
+	d.MustShoal("config", "set", run, "snapshots.schedule=* * * * *", "snapshots.pattern=auto%d")
+	d.MustShoal("config", "set", idle, "snapshots.schedule=* * * * *", "snapshots.pattern=auto%d")
+	d.MustShoal("config", "set", idleToo, "snapshots.schedule=@hourly, * * * * *", "snapshots.schedule.stopped=true", "snapshots.pattern=auto%d")
+	d.WaitFor("a scheduled snapshot of "+run, 70*time.Second, func() bool { return snapshotNames(t, d, run)["auto0"] })
+	if got := snapshotNames(t, d, idleToo); !got["auto0"] {
+		t.Fatalf("stopped %s with snapshots.schedule.stopped=true has no scheduled snapshot: %v", idleToo, got)
+	}
+	if got := snapshotNames(t, d, idle); len(got) != 0 {
+		t.Fatalf("stopped %s without snapshots.schedule.stopped got snapshots: %v", idle, got)
+	}
+	if show := d.MustShoal("snapshot", "show", run, "auto0"); strings.Contains(show, "expires: \"\"") {
+		t.Fatalf("scheduled snapshot did not get snapshots.expiry:\n%s", show)
+	}
+	d.MustShoal("config", "unset", run, "snapshots.schedule")
+	d.MustShoal("config", "unset", idleToo, "snapshots.schedule")
+
+	d.WaitFor("the expired snapshot pruned", 75*time.Second-time.Since(start), func() bool { return !snapshotNames(t, d, run)["short"] })
+	if got := snapshotNames(t, d, run); !got["long"] || !got["first"] || !got["kept"] {
+		t.Fatalf("the pruner took more than the expired one: %v", got)
+	}
+	// The host's snapshot went too, not only the record.
+	if poolHas(t, d, "snapshots", run, "short") || !poolHas(t, d, "snapshots", run, "long") {
+		t.Fatal("the pool still holds the pruned snapshot, or lost the one kept")
+	}
+}
+
+// poolHas reports whether the daemon's pool directories hold, under kind
+// (volumes or snapshots), container name's volume (with snap: that
+// snapshot of it).
+func poolHas(t *testing.T, d *harness.Daemon, kind, name, snap string) bool {
+	t.Helper()
+	p := filepath.Join(d.StateDir, "storage-pools", "*", kind, "containers%2F"+name)
+	if snap != "" {
+		p = filepath.Join(p, snap)
+	}
+	m, err := filepath.Glob(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(m) > 0
 }

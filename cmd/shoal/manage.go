@@ -57,19 +57,15 @@ func (a *app) snapshotCmd() *cobra.Command {
 				if sn.GetStateful() {
 					stateful = "yes"
 				}
-				rows = append(rows, []string{sn.GetName(), since(sn.GetCreatedAtUnixNano()), stateful})
+				rows = append(rows, []string{sn.GetName(), since(sn.GetCreatedAtUnixNano()), expiresColumn(sn.GetExpiresAtUnixNano()), stateful})
 			}
-			table(os.Stdout, []string{"NAME", "CREATED", "STATEFUL"}, rows)
+			table(os.Stdout, []string{"NAME", "CREATED", "EXPIRES", "STATEFUL"}, rows)
 			return nil
 		},
 	}
 	list.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
-	var stateful, stateless bool
-	create := simple("create", "Snapshot a container (--stateful: with its running processes, by CRIU)", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
-		_, err := c.Containers.CreateSnapshot(cmd.Context(), &shoalv1.CreateSnapshotRequest{Container: ct, Name: snap, Stateful: stateful})
-		return err
-	})
-	create.Flags().BoolVar(&stateful, "stateful", false, "keep a CRIU checkpoint of the processes; restoring resumes them")
+	var stateless bool
+	create := a.snapshotCreateCmd()
 	restore := simple("restore", "Restore a container to a snapshot (a stateful one resumes its processes; otherwise a running container restarts)", func(c *client.Client, cmd *cobra.Command, ct, snap string) error {
 		_, err := c.Containers.RestoreSnapshot(cmd.Context(), &shoalv1.RestoreSnapshotRequest{Container: ct, Name: snap, Stateless: stateless})
 		return err
@@ -83,6 +79,8 @@ func (a *app) snapshotCmd() *cobra.Command {
 			return err
 		}),
 		list,
+		a.snapshotRenameCmd(),
+		a.snapshotShowCmd(),
 	)
 	return cmd
 }

@@ -79,6 +79,7 @@ func run() error {
 		imageCache  = flag.String("image-cache", images.DefaultDebianCacheDir, "cache for slow image builds (debootstrap)")
 		logLevel    = flag.String("log-level", "info", "debug, info, warn or error")
 		logFormat   = flag.String("log-format", "text", "text (key=value) or json (one object per line)")
+		pruneEvery  = flag.Duration("snapshot-prune-interval", time.Minute, "how often expired snapshots (snapshots.expiry, snapshot create --expiry) are deleted")
 		metricsAddr = flag.String("metrics-addr", "", "HOST:PORT of an HTTPS listener serving only /metrics to holders of a trusted certificate (/metrics is on --listen and the REST socket too)")
 	)
 	flag.Var(labels, "label", "node label KEY=VALUE for scheduler constraints (repeatable)")
@@ -263,6 +264,7 @@ func run() error {
 		Fits: cl.FSM().Fits, Log: log.With("component", "ha")}
 	go rep.Run(ctx)
 	go srv.RunImageUpdates(ctx)
+	go srv.RunSnapshots(ctx, *pruneEvery)
 	event := func(action, resource string) { bus.Lifecycle(*name, action, resource) }
 	go (&ha.Fencer{Self: *name, Contact: cl.QuorumContact, Ready: cl.Sync, View: cl.FSM(), Host: n, Event: event,
 		Log: log.With("component", "ha")}).Run(ctx)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/internal/snapsched"
 )
 
 // ErrInvalid marks bad user input; the message names the field and the
@@ -74,6 +76,11 @@ var keys = map[string]key{
 	"ha.enabled":                              {check: checkBool, live: true, help: "true or false"},
 	"ha.replicas":                             {check: checkReplicas, live: true, help: "an integer from 1 to 4"},
 	"ha.rpo":                                  {check: checkRPO, live: true, help: "a duration from 1s to 24h (10s, 1m)"},
+	// Scheduled snapshots (snapshots.go, internal/snapsched).
+	"snapshots.schedule":         {check: checkSchedule, live: true, help: snapsched.ScheduleHelp},
+	"snapshots.schedule.stopped": {check: checkBool, live: true, help: "true or false (take scheduled snapshots of a stopped container too)"},
+	"snapshots.expiry":           {check: checkExpiry, live: true, help: snapsched.ExpiryHelp},
+	"snapshots.pattern":          {check: checkPattern, live: true, help: snapsched.PatternHelp},
 }
 
 // checkReplicas accepts a replica count from 1 to 4.
