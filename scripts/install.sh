@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # install.sh installs everything Shoal needs on a Debian 12 host, as root:
-# Debian packages (LXC, btrfs, dnsmasq, nftables, debootstrap, busybox),
-# a subordinate id range for root, the CRIU bundle, and the pinned Go
-# code-generation tools. Idempotent and quick when nothing is missing.
+# Debian packages (LXC, btrfs, dnsmasq, nftables, debootstrap, busybox, QEMU),
+# a subordinate id range for root, the CRIU bundle, the pinned Go
+# code-generation tools, and the VM lane's image (scripts/vm.sh build).
+# Idempotent and quick when nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin"
@@ -12,7 +13,8 @@ say() { printf '==> %s\n' "$*"; }
 command -v go >/dev/null || { echo "install: Go 1.26 is required (put it at /usr/local/go)" >&2; exit 1; }
 
 pkgs=(lxc lxc-dev libcap-dev libseccomp-dev pkg-config gcc btrfs-progs dnsmasq-base nftables iptables
-      busybox-static debootstrap iproute2 ca-certificates xz-utils iputils-ping iperf3 squashfs-tools)
+      busybox-static debootstrap iproute2 ca-certificates xz-utils iputils-ping iperf3 squashfs-tools
+      qemu-system-x86 mmdebstrap e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -35,3 +37,6 @@ getent group shoal-admin >/dev/null || { say "creating group shoal-admin"; group
 
 bash scripts/criu-bundle.sh
 bash scripts/tools.sh
+# The disposable Debian host of the VM lane (tests/vm): about a minute on a
+# cold cache, nothing when the cached image's key still matches.
+bash scripts/vm.sh build >/dev/null
