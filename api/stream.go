@@ -174,6 +174,9 @@ func (s *Server) PullFile(req *shoalv1.PullFileRequest, stream shoalv1.Container
 		return proxyStream(stream.Context(), stream.Send, none, rs, req, true,
 			func() *shoalv1.PullFileResponse { return &shoalv1.PullFileResponse{} })
 	}
+	if req.GetArchive() {
+		return s.pullArchive(req, stream)
+	}
 	rc, fi, err := s.node.PullFile(stream.Context(), req.GetName(), req.GetPath())
 	if err != nil {
 		return toStatus(err)

@@ -117,5 +117,5 @@ func TestCLIHabits(t *testing.T) {
 	if b, err := os.ReadFile(local); err != nil || string(b) != "home\n" {
 		t.Fatalf("pull -p: %q %v", b, err)
 	}
-	mustFail(t, d, "not supported", "file", "pull", "-r", run+"/tmp/site", t.TempDir())
+	// file pull -r: TestCLIFileVerbs.
 }

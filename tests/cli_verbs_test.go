@@ -254,3 +254,92 @@ func poolHas(t *testing.T, d *harness.Daemon, kind, name, snap string) bool {
 	}
 	return len(m) > 0
 }
+
+// TestCLIFileVerbs: file edit (through $EDITOR, and from stdin) keeps the
+// file's mode and owner; file delete removes a file, a symlink, an empty
+// directory and refuses the rest; file pull -r brings a tree out with its
+// modes and symlinks, into a directory or to a new name (-p: parents).
+func TestCLIFileVerbs(t *testing.T) {
+	d := startDaemon(t)
+	ensureBusybox(t, d)
+	c := uniq("filv")
+	t.Cleanup(func() { d.Shoal("delete", "-f", c) })
+	d.MustShoal("launch", "busybox", c)
+	local := t.TempDir()
+	conf := filepath.Join(local, "app.conf")
+	os.WriteFile(conf, []byte("a=1\n"), 0o644)
+	d.MustShoal("file", "push", conf, c+"/etc/app.conf", "--mode", "0640", "--uid", "1000", "--gid", "1001")
+	stat := func(p string) string {
+		return strings.TrimSpace(d.MustShoal("exec", c, "--", "stat", "-c", "%a %u %g", p))
+	}
+
+	// edit with an editor (a script standing in for the user's hands).
+	editor := filepath.Join(local, "editor.sh")
+	os.WriteFile(editor, []byte("#!/bin/sh\nsed -i 's/a=1/a=2/' \"$1\"\n"), 0o755)
+	t.Setenv("EDITOR", editor)
+	d.MustShoal("file", "edit", c+"/etc/app.conf")
+	if got := d.MustShoal("exec", c, "--", "cat", "/etc/app.conf"); got != "a=2\n" {
+		t.Fatalf("after file edit: %q", got)
+	}
+	if got := stat("/etc/app.conf"); got != "640 1000 1001" {
+		t.Fatalf("after file edit, mode and owner %q, want 640 1000 1001", got)
+	}
+	// From stdin (not a terminal): the new content, as LXD.
+	if _, errOut, code := d.ShoalIn(strings.NewReader("b=3\n"), "file", "edit", c+"/etc/app.conf"); code != 0 {
+		t.Fatalf("file edit from stdin: %d %s", code, errOut)
+	}
+	if got := d.MustShoal("exec", c, "--", "cat", "/etc/app.conf"); got != "b=3\n" || stat("/etc/app.conf") != "640 1000 1001" {
+		t.Fatalf("after file edit from stdin: %q, %s", got, stat("/etc/app.conf"))
+	}
+	t.Setenv("EDITOR", "false")
+	mustFail(t, d, "editor false", "file", "edit", c+"/etc/app.conf")
+	mustFail(t, d, "not found", "file", "edit", c+"/etc/none.conf")
+
+	// delete.
+	d.MustShoal("exec", c, "--", "sh", "-c", "mkdir -p /srv/empty /srv/full && echo x > /srv/full/f && ln -s /etc/passwd /srv/link")
+	d.MustShoal("file", "delete", c+"/etc/app.conf", c+"/srv/empty", c+"/srv/link")
+	if got := d.MustShoal("exec", c, "--", "sh", "-c", "ls /etc/app.conf /srv/empty /srv/link 2>&1 | wc -l; cat /etc/passwd | wc -l"); strings.Fields(got)[0] != "3" || strings.Fields(got)[1] == "0" {
+		t.Fatalf("after file delete: %q (want 3 missing, /etc/passwd kept)", got)
+	}
+	mustFail(t, d, "not found", "file", "delete", c+"/srv/none")
+	mustFail(t, d, "not empty", "file", "delete", c+"/srv/full")
+	mustFail(t, d, "climbs above", "file", "delete", c+"/../etc/passwd")
+	mustFail(t, d, "unknown subcommand", "file", "bogus")
+
+	// pull -r.
+	d.MustShoal("exec", c, "--", "sh", "-c", `mkdir -p /srv/t/sub /srv/t/emptydir && echo x > /srv/t/a && chmod 0600 /srv/t/a &&
+		printf '#!/bin/sh\necho ran\n' > /srv/t/sub/run.sh && chmod 0755 /srv/t/sub/run.sh && chmod 0751 /srv/t/sub &&
+		ln -s a /srv/t/link && ln -s /etc /srv/t/outside`)
+	into := filepath.Join(local, "into")
+	os.Mkdir(into, 0o755)
+	d.MustShoal("file", "pull", "-r", c+"/srv/t", into)
+	check := func(root string) {
+		t.Helper()
+		for rel, want := range map[string]os.FileMode{"": os.ModeDir | 0o755, "a": 0o600, "sub": os.ModeDir | 0o751, "sub/run.sh": 0o755, "emptydir": os.ModeDir | 0o755} {
+			fi, err := os.Lstat(filepath.Join(root, rel))
+			if err != nil || fi.Mode() != want {
+				t.Fatalf("pulled %s: %v %v, want mode %v", rel, fi.Mode(), err, want)
+			}
+		}
+		if b, _ := os.ReadFile(filepath.Join(root, "sub", "run.sh")); string(b) != "#!/bin/sh\necho ran\n" {
+			t.Fatalf("pulled run.sh: %q", b)
+		}
+		if l, err := os.Readlink(filepath.Join(root, "link")); err != nil || l != "a" {
+			t.Fatalf("pulled link: %q %v", l, err)
+		}
+		if l, err := os.Readlink(filepath.Join(root, "outside")); err != nil || l != "/etc" {
+			t.Fatalf("pulled outside link (kept as a link, not followed): %q %v", l, err)
+		}
+	}
+	check(filepath.Join(into, "t"))
+	mustFail(t, d, "exists", "file", "pull", "-r", c+"/srv/t", into)
+	// To a new name; -p makes the parents.
+	d.MustShoal("file", "pull", "-r", "-p", c+"/srv/t", filepath.Join(local, "x", "y", "copy"))
+	check(filepath.Join(local, "x", "y", "copy"))
+	mustFail(t, d, "not found", "file", "pull", "-r", c+"/srv/none", into)
+	// Of a stopped container too.
+	d.MustShoal("stop", c, "-f")
+	d.WaitFor(c+" stopped", time.Minute, func() bool { return d.List()[c].State.Status == "Stopped" })
+	d.MustShoal("file", "pull", "-r", c+"/srv/t", filepath.Join(local, "stopped"))
+	check(filepath.Join(local, "stopped"))
+}

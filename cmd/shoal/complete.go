@@ -114,7 +114,12 @@ func (a *app) addNameCompletion(root *cobra.Command) {
 	if c := find("file push"); c != nil {
 		c.ValidArgsFunction = a.completeTarget(1)
 	}
-	if c := find("file pull"); c != nil {
-		c.ValidArgsFunction = a.completeTarget(0)
+	for _, path := range []string{"file pull", "file delete", "file edit"} {
+		if c := find(path); c != nil {
+			c.ValidArgsFunction = a.completeTarget(0)
+		}
+	}
+	if c := find("rename"); c != nil {
+		c.ValidArgsFunction = a.completeFirstName
 	}
 }

@@ -266,16 +266,23 @@ directories and symlinks (-r, -p) are made with exec and need it running.`,
 	push.Flags().BoolVarP(&createDirs, "create-dirs", "p", false, "make the missing parent directories")
 	var pullCreate, pullRecursive bool
 	pull := &cobra.Command{
-		Use: "pull NAME/PATH TARGET", Short: "Copy a file out of a container (TARGET may be a directory or - for stdout)", Args: cobra.ExactArgs(2),
+		Use: "pull NAME/PATH TARGET", Short: "Copy a file (or, with -r, a directory tree) out of a container (TARGET may be a directory or - for stdout)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if pullRecursive {
-				return fmt.Errorf("file pull -r: not supported: the server's PullFile reads one regular file, and it has no directory listing to pull a tree by")
-			}
 			name, path, err := splitTarget(args[0])
 			if err != nil {
 				return err
 			}
 			dst := args[1]
+			if pullRecursive {
+				if dst == "-" {
+					return fmt.Errorf("file pull -r: the target is a local directory, not -")
+				}
+				c, err := a.client()
+				if err != nil {
+					return err
+				}
+				return pullTree(cmd, c, name, path, dst, pullCreate)
+			}
 			if pullCreate && dst != "-" {
 				dir := filepath.Dir(dst)
 				if strings.HasSuffix(dst, "/") {
@@ -315,9 +322,8 @@ directories and symlinks (-r, -p) are made with exec and need it running.`,
 		},
 	}
 	pull.Flags().BoolVarP(&pullCreate, "create-dirs", "p", false, "make the missing local parent directories")
-	pull.Flags().BoolVarP(&pullRecursive, "recursive", "r", false, "pull a directory tree (not supported yet)")
-	_ = pull.Flags().MarkHidden("recursive")
-	cmd.AddCommand(push, pull)
+	pull.Flags().BoolVarP(&pullRecursive, "recursive", "r", false, "pull a directory tree (to TARGET/BASENAME when TARGET is a directory, else to TARGET), keeping modes")
+	cmd.AddCommand(push, pull, a.fileDeleteCmd(), a.fileEditCmd())
 	return cmd
 }
 
