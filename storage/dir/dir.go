@@ -17,6 +17,7 @@ import (
 
 	"github.com/shoal-dev/shoal/storage"
 	"github.com/shoal-dev/shoal/storage/internal/fsutil"
+	"github.com/shoal-dev/shoal/storage/internal/treetar"
 )
 
 // Config configures a dir driver.
@@ -516,7 +517,7 @@ func (d *Driver) Send(ctx context.Context, vol, snap, parent string, w io.Writer
 			return fmt.Errorf("send %s/%s: parent: %w", vol, snap, err)
 		}
 	}
-	if err := writeTar(ctx, sp, w); err != nil {
+	if err := treetar.Write(ctx, sp, w); err != nil {
 		return fmt.Errorf("send %s/%s: %w", vol, snap, err)
 	}
 	return nil
@@ -538,7 +539,7 @@ func (d *Driver) Receive(ctx context.Context, vol, snap string, r io.Reader) err
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return fmt.Errorf("receive %s/%s: %w", vol, snap, err)
 	}
-	if err := readTar(ctx, r, tmp); err != nil {
+	if err := treetar.Read(ctx, r, tmp); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("receive %s/%s: %w", vol, snap, err)
 	}

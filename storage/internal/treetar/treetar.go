@@ -1,4 +1,10 @@
-package dir
+// Package treetar writes a directory tree as a PAX tar stream and reads
+// one back, keeping everything a container's root filesystem holds:
+// ownership, modes (setuid included), nanosecond mtimes, xattrs,
+// symlinks, hardlinks, fifos and device nodes. It is the generic volume
+// stream of the drivers without a native one (dir, lvm), so their
+// streams are one format. Reading never writes outside the target.
+package treetar
 
 import (
 	"archive/tar"
@@ -18,11 +24,11 @@ import (
 
 const xattrPrefix = "SCHILY.xattr."
 
-// writeTar writes the tree at root to w as a PAX tar stream keeping
+// Write writes the tree at root to w as a PAX tar stream keeping
 // ownership, modes (setuid included), nanosecond mtimes, xattrs, symlinks,
 // hardlinks, fifos and device nodes. The root directory is the entry ".".
 // Sockets are skipped.
-func writeTar(ctx context.Context, root string, w io.Writer) error {
+func Write(ctx context.Context, root string, w io.Writer) error {
 	type inode struct{ dev, ino uint64 }
 	links := map[inode]string{}
 	tw := tar.NewWriter(w)
@@ -145,11 +151,11 @@ func readXattrs(p string) (map[string]string, error) {
 	return recs, nil
 }
 
-// readTar extracts a stream written by writeTar into the existing, empty
+// Read extracts a stream written by Write into the existing, empty
 // directory dst. Every entry stays inside dst: names are checked and parent
 // directories are resolved through an os.Root, so no symlink in the stream
 // can lead outside.
-func readTar(ctx context.Context, r io.Reader, dst string) error {
+func Read(ctx context.Context, r io.Reader, dst string) error {
 	root, err := os.OpenRoot(dst)
 	if err != nil {
 		return err
