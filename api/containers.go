@@ -145,19 +145,31 @@ func (s *Server) CreateContainer(ctx context.Context, req *shoalv1.CreateContain
 		return nil, err
 	}
 	op := s.ops.Start("container-create", "containers/"+ct.GetName(), func(ctx context.Context, p *operations.Progress) (map[string]string, error) {
-		p.Phase("creating on " + ct.GetNode())
-		if ct.GetNode() != s.node.Name() {
-			if err := migration.WaitState(ctx, ownerAlive{engineCluster{s.cl}}, ct.GetName(), desired, p); err != nil {
+		for attempt := 0; ; attempt++ {
+			owner := ct.GetNode()
+			p.Phase("creating on " + owner)
+			if owner == s.node.Name() {
+				ctx := node.WithProgress(ctx, func(phase string, done, total int64) { p.Set(phase, done, total, "bytes") })
+				if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
+					s.undoCreate(ct.GetName(), desired)
+					return nil, err
+				}
+				return map[string]string{"name": ct.GetName(), "node": owner}, nil
+			}
+			err := migration.WaitState(ctx, ownerAlive{engineCluster{s.cl}}, ct.GetName(), desired, p)
+			if err == nil {
+				return map[string]string{"name": ct.GetName(), "node": owner}, nil
+			}
+			if !errors.Is(err, errOwnerOffline) || attempt == 2 {
 				return nil, err
 			}
-			return map[string]string{"name": ct.GetName(), "node": ct.GetNode()}, nil
+			// Its member died before it came up there: place it again
+			// (or, pinned there, take the create back).
+			if err := s.replace(ctx, ct, owner, target != ""); err != nil {
+				return nil, fmt.Errorf("%v; %w", err, errOwnerOffline)
+			}
+			s.log.Info("container placed again: its member died before it came up", "container", ct.GetName(), "from", owner, "to", ct.GetNode())
 		}
-		ctx = node.WithProgress(ctx, func(phase string, done, total int64) { p.Set(phase, done, total, "bytes") })
-		if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
-			s.undoCreate(ct.GetName(), desired)
-			return nil, err
-		}
-		return map[string]string{"name": ct.GetName(), "node": ct.GetNode()}, nil
 	})
 	return &shoalv1.CreateContainerResponse{Operation: op}, nil
 }
@@ -172,7 +184,7 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 		return toStatus(err)
 	}
 	for attempt := 0; ; attempt++ {
-		snap, err := s.fsm.SchedulerSnapshot()
+		snap, err := s.placementSnapshot()
 		if err != nil {
 			return toStatus(err)
 		}
@@ -199,8 +211,78 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 			// finds this very create recorded.
 			return nil
 		}
-		if status.Code(err) != codes.ResourceExhausted || attempt == 2 {
+		// ResourceExhausted: a concurrent create took the room; Aborted:
+		// the leader knows the member is gone. Either way, place again.
+		if c := status.Code(err); c != codes.ResourceExhausted && c != codes.Aborted || attempt == 2 {
 			return err
+		}
+	}
+}
+
+// placementSnapshot is the scheduler's view of the cluster with the
+// members this one knows are not answering taken out: gossip sees a death
+// in about two seconds, the FSM only after --offline-after, and nothing is
+// placed on a member in between.
+func (s *Server) placementSnapshot() (*scheduler.Snapshot, error) {
+	snap, err := s.fsm.SchedulerSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range s.fsm.Nodes() {
+		if n.GetStatus() != cluster.StatusOnline {
+			continue
+		}
+		if why, gone := s.cl.Unreachable(n.GetName()); gone {
+			if err := snap.SetStatus(n.GetName(), why); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return snap, nil
+}
+
+// replace places a container again whose member died before it came up
+// there, in one entry that moves the unborn record to a live member. A
+// create pinned to that member (--target) is taken back instead: the
+// record is deleted, and the dead member, when it returns, finds nothing
+// it owns.
+func (s *Server) replace(ctx context.Context, ct *shoalv1.Container, from string, pinned bool) error {
+	why, _ := s.cl.Unreachable(from)
+	if pinned {
+		err := s.propose(ctx, &shoalv1.ContainerDeleteCommand{Name: ct.GetName()})
+		if err != nil {
+			return fmt.Errorf("member %s, its --target, is %s, and the create could not be taken back: %v", from, why, err)
+		}
+		return fmt.Errorf("member %s, its --target, is %s: the create was taken back", from, why)
+	}
+	req, err := cluster.PlacementRequest(ct.GetName(), cluster.ExpandedConfig(ct), "")
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		snap, err := s.placementSnapshot()
+		if err != nil {
+			return err
+		}
+		if err := snap.Remove(ct.GetName()); err != nil && !errors.Is(err, scheduler.ErrUnknownContainer) {
+			return err
+		}
+		to, _, err := scheduler.Place(snap, req, s.currentStrategy())
+		if err != nil {
+			return fmt.Errorf("member %s is %s, and no other member can take the container: %w", from, why, err)
+		}
+		if to == s.node.Name() {
+			if err := s.node.RemoveStale(ctx, ct.GetName()); err != nil {
+				return err
+			}
+		}
+		err = s.propose(ctx, &shoalv1.ContainerReplaceCommand{Name: ct.GetName(), From: from, To: to})
+		if err == nil {
+			ct.Node = to
+			return nil
+		}
+		if c := status.Code(err); c != codes.ResourceExhausted && c != codes.Aborted || attempt == 2 {
+			return fmt.Errorf("member %s is %s, and placing the container again failed: %w", from, why, err)
 		}
 	}
 }
@@ -240,19 +322,23 @@ func (s *Server) isOurs(ct *shoalv1.Container) bool {
 }
 
 // ownerAlive is the cluster view a create waits on: a container whose
-// owner the cluster marks offline meanwhile will not come up there, and
-// the wait ends with that rather than at its deadline.
+// owner dies before it comes up there will not come up, and the wait
+// ends with that (at gossip's speed) rather than at its deadline.
 type ownerAlive struct{ engineCluster }
 
-// Container returns the record, or an error naming the owner once it is
-// offline.
+// Container returns the record, or an error naming the owner once this
+// member knows it is not answering and the owner never reported the
+// container up.
 func (c ownerAlive) Container(name string) (*shoalv1.Container, error) {
 	ct, err := c.engineCluster.Container(name)
 	if err != nil {
 		return nil, err
 	}
-	if n, err := c.Member(ct.GetNode()); err == nil && n.GetStatus() == cluster.StatusOffline {
-		return nil, fmt.Errorf("container %q: its member %s went offline before it came up there: %w", name, ct.GetNode(), errOwnerOffline)
+	if st := ct.GetStatus(); st != "" && st != "Pulling" {
+		return ct, nil
+	}
+	if why, gone := c.Unreachable(ct.GetNode()); gone {
+		return nil, fmt.Errorf("container %q: its member %s is %s, and it had not come up there: %w", name, ct.GetNode(), why, errOwnerOffline)
 	}
 	return ct, nil
 }
@@ -301,9 +387,9 @@ func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRe
 			continue
 		}
 		out[i] = &shoalv1.ContainerInfo{Container: ct, State: &shoalv1.ContainerState{Status: ct.GetStatus()}}
-		if n, err := s.fsm.Node(ct.GetNode()); err == nil && n.GetStatus() != cluster.StatusOnline && n.GetStatus() != cluster.StatusEvacuated {
-			// Its member is offline or stopped: nobody can say it runs.
-			out[i].State.Status = "Unknown"
+		if why, gone := s.cl.Unreachable(ct.GetNode()); gone {
+			// Its member is gone: nobody can say it runs.
+			out[i] = unknownState(ct, why)
 			continue
 		}
 		remote[ct.GetNode()] = append(remote[ct.GetNode()], i)
@@ -315,10 +401,14 @@ func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRe
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				states := s.remoteStates(ctx, owner)
+				states, err := s.remoteStates(ctx, owner)
 				mu.Lock()
 				defer mu.Unlock()
 				for _, i := range idx {
+					if err != nil {
+						out[i] = unknownState(cts[i], "not answering ("+status.Convert(err).Message()+")")
+						continue
+					}
 					if st, ok := states[cts[i].GetName()]; ok {
 						out[i].State = st
 					}
@@ -334,25 +424,34 @@ func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRe
 }
 
 // remoteStates asks a member for the live state of the containers it owns
-// (nothing when it does not answer within a second).
-func (s *Server) remoteStates(ctx context.Context, owner string) map[string]*shoalv1.ContainerState {
+// (an error when it does not answer within a second).
+func (s *Server) remoteStates(ctx context.Context, owner string) (map[string]*shoalv1.ContainerState, error) {
 	out := map[string]*shoalv1.ContainerState{}
-	c, err := s.peers.conn(owner)
+	c, err := s.memberConn(owner)
 	if err != nil {
-		return out
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(s.outgoing(ctx), time.Second)
 	defer cancel()
 	resp, err := shoalv1.NewContainerServiceClient(c).ListContainers(ctx, &shoalv1.ListContainersRequest{})
 	if err != nil {
-		return out
+		return nil, err
 	}
 	for _, info := range resp.GetContainers() {
 		if info.GetContainer().GetNode() == owner {
 			out[info.GetContainer().GetName()] = info.GetState()
 		}
 	}
-	return out
+	return out, nil
+}
+
+// unknownState is how a container on a member that does not answer is
+// listed: Unknown, never the state it last reported, with its member's
+// state as the status message.
+func unknownState(ct *shoalv1.Container, why string) *shoalv1.ContainerInfo {
+	ct = proto.Clone(ct).(*shoalv1.Container)
+	ct.StatusMessage = "member " + ct.GetNode() + " is " + why
+	return &shoalv1.ContainerInfo{Container: ct, State: &shoalv1.ContainerState{Status: "Unknown"}}
 }
 
 // GetContainer returns one container with its usage.

@@ -7,7 +7,9 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -151,9 +153,9 @@ func (s *Server) forwardUnary(ctx context.Context, req any, info *grpc.UnaryServ
 	if err != nil {
 		return nil, err
 	}
-	conn, err := s.peers.conn(owner)
+	conn, err := s.memberConn(owner)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if err := conn.Invoke(s.outgoing(ctx), info.FullMethod, req, reply); err != nil {
 		return nil, err
@@ -232,10 +234,25 @@ func proxyStream[Req, Resp proto.Message](ctx context.Context, send func(Resp) e
 
 // remoteStream opens the same streaming method on another member.
 func (s *Server) remoteStream(ctx context.Context, owner, method string, serverStreams, clientStreams bool) (grpc.ClientStream, error) {
-	conn, err := s.peers.conn(owner)
+	conn, err := s.memberConn(owner)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	desc := &grpc.StreamDesc{StreamName: method, ServerStreams: serverStreams, ClientStreams: clientStreams}
 	return conn.NewStream(s.outgoing(ctx), desc, method)
+}
+
+// memberConn returns the connection to the member a call must run on, or,
+// at once, Unavailable naming the member when this one knows it is not
+// answering (gossip declared it dead or it left, or the cluster marked it
+// offline): a call never waits on a member that is gone.
+func (s *Server) memberConn(name string) (*grpc.ClientConn, error) {
+	if why, gone := s.cl.Unreachable(name); gone {
+		return nil, status.Errorf(codes.Unavailable, "member %s is %s", name, why)
+	}
+	conn, err := s.peers.conn(name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return conn, nil
 }

@@ -91,7 +91,7 @@ func (s *Server) moveAndWait(ctx context.Context, ct *shoalv1.Container, target 
 		}
 		return opErr(done)
 	}
-	c, err := s.peers.conn(ct.GetNode())
+	c, err := s.memberConn(ct.GetNode())
 	if err != nil {
 		return err
 	}

@@ -451,9 +451,9 @@ func (s *Server) opClient(ctx context.Context, id string) (shoalv1.OperationServ
 	if owner == "" {
 		return nil, ctx, nil
 	}
-	c, err := s.peers.conn(owner)
+	c, err := s.memberConn(owner)
 	if err != nil {
-		return nil, ctx, toStatus(err)
+		return nil, ctx, err
 	}
 	return shoalv1.NewOperationServiceClient(c), s.outgoing(ctx), nil
 }

@@ -57,6 +57,7 @@ const (
 	CmdVolumeSnapshotDelete  CommandType = 40
 	CmdContainerRename       CommandType = 41
 	CmdSnapshotRename        CommandType = 42
+	CmdContainerReplace      CommandType = 50
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -125,6 +126,8 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.VolumeSnapshotCreateCommand{}, nil
 	case CmdVolumeSnapshotDelete:
 		return &shoalv1.VolumeSnapshotDeleteCommand{}, nil
+	case CmdContainerReplace:
+		return &shoalv1.ContainerReplaceCommand{}, nil
 	case CmdContainerRename:
 		return &shoalv1.ContainerRenameCommand{}, nil
 	case CmdSnapshotRename:
@@ -216,6 +219,8 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdVolumeSnapshotCreate, nil
 	case *shoalv1.VolumeSnapshotDeleteCommand:
 		return CmdVolumeSnapshotDelete, nil
+	case *shoalv1.ContainerReplaceCommand:
+		return CmdContainerReplace, nil
 	case *shoalv1.ContainerRenameCommand:
 		return CmdContainerRename, nil
 	case *shoalv1.SnapshotRenameCommand:

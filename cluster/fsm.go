@@ -305,6 +305,31 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		ct.Node, ct.Status, ct.StatusMessage = c.GetNode(), "", ""
 		ct.Generation++
 		return Change{"container", ct.GetName()}, nil
+	case *shoalv1.ContainerReplaceCommand:
+		ct, err := s.container(c.GetName())
+		if err != nil {
+			return Change{}, err
+		}
+		if ct.GetNode() != c.GetFrom() {
+			return Change{}, fmt.Errorf("container %q is placed on %q, not %q: %w", c.GetName(), ct.GetNode(), c.GetFrom(), ErrInUse)
+		}
+		if st := ct.GetStatus(); st != "" && st != "Pulling" {
+			// Its owner reported it: it exists there, and only a heal or a
+			// move may take it elsewhere.
+			return Change{}, fmt.Errorf("container %q already came up on %s (%s): %w", c.GetName(), c.GetFrom(), st, ErrInUse)
+		}
+		if len(VolumeDevices(ct.GetExpandedDevices())) > 0 {
+			return Change{}, fmt.Errorf("container %q attaches storage volumes on %s: it cannot be placed elsewhere: %w", c.GetName(), c.GetFrom(), ErrInUse)
+		}
+		if n, ok := s.nodes[c.GetTo()]; !ok || n.GetStatus() != StatusOnline {
+			return Change{}, fmt.Errorf("container %q: member %s is not online: %w", c.GetName(), c.GetTo(), ErrInvalidCommand)
+		}
+		if err := s.fitsLocked(ct, c.GetTo()); err != nil {
+			return Change{}, err
+		}
+		ct.Node, ct.Status, ct.StatusMessage = c.GetTo(), "", ""
+		ct.Generation++
+		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerReplicaDropCommand:
 		ct, err := s.container(c.GetContainer())
 		if err != nil {

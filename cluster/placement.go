@@ -135,7 +135,12 @@ func (s *state) checkPlacement(ct *shoalv1.Container) error {
 func (f *FSM) Fits(ct *shoalv1.Container, node string) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	snap, err := f.s.snapshotLocked()
+	return f.s.fitsLocked(ct, node)
+}
+
+// fitsLocked is Fits with the state already locked.
+func (s *state) fitsLocked(ct *shoalv1.Container, node string) error {
+	snap, err := s.snapshotLocked()
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/boltdb/bolt"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/cluster/membership"
 	"github.com/shoal-dev/shoal/cluster/pki"
 )
 
@@ -70,6 +72,9 @@ type Cluster struct {
 	fwdMu     sync.Mutex
 	fwd       Forwarder
 	readIndex ReadIndexer
+
+	// gossip is this member's gossip view (nil until SetGossip).
+	gossip atomic.Pointer[func() []membership.Member]
 }
 
 // Open starts the local Raft member. On a fresh data dir it bootstraps a
@@ -369,7 +374,11 @@ func (c *Cluster) ProposeIndex(ctx context.Context, data []byte) (uint64, error)
 	if c.raft.State() != raft.Leader {
 		return c.forward(ctx, data)
 	}
-	if _, _, err := Decode(data); err != nil {
+	_, cmd, err := Decode(data)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.admit(cmd); err != nil {
 		return 0, err
 	}
 	f := c.raft.Apply(data, deadline(ctx))

@@ -1243,6 +1243,71 @@ func (x *ContainerHealCommand) GetFrom() string {
 	return ""
 }
 
+// ContainerReplaceCommand places again a container whose owner died
+// before it came up there (a create whose owner never reported it
+// running or stopped): the container moves, unborn, to another member.
+type ContainerReplaceCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The member it was placed on, which does not answer.
+	From string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	// The member it is placed on now.
+	To            string `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerReplaceCommand) Reset() {
+	*x = ContainerReplaceCommand{}
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerReplaceCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerReplaceCommand) ProtoMessage() {}
+
+func (x *ContainerReplaceCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerReplaceCommand.ProtoReflect.Descriptor instead.
+func (*ContainerReplaceCommand) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ContainerReplaceCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerReplaceCommand) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *ContainerReplaceCommand) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
 // ContainerReplicaDropCommand forgets the replica a member holds.
 type ContainerReplicaDropCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1254,7 +1319,7 @@ type ContainerReplicaDropCommand struct {
 
 func (x *ContainerReplicaDropCommand) Reset() {
 	*x = ContainerReplicaDropCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1331,7 @@ func (x *ContainerReplicaDropCommand) String() string {
 func (*ContainerReplicaDropCommand) ProtoMessage() {}
 
 func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[23]
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1344,7 @@ func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerReplicaDropCommand.ProtoReflect.Descriptor instead.
 func (*ContainerReplicaDropCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ContainerReplicaDropCommand) GetContainer() string {
@@ -1306,7 +1371,7 @@ type NetworkDeleteCommand struct {
 
 func (x *NetworkDeleteCommand) Reset() {
 	*x = NetworkDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1383,7 @@ func (x *NetworkDeleteCommand) String() string {
 func (*NetworkDeleteCommand) ProtoMessage() {}
 
 func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1396,7 @@ func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
 func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NetworkDeleteCommand) GetName() string {
@@ -1355,7 +1420,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1432,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1445,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -1412,7 +1477,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1489,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1502,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -1487,7 +1552,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1564,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1577,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -1569,7 +1634,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1646,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1659,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -1628,7 +1693,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1705,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1718,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -1676,7 +1741,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1753,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1766,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1750,7 +1815,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +1827,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +1840,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1823,7 +1888,7 @@ type VolumeCreateCommand struct {
 
 func (x *VolumeCreateCommand) Reset() {
 	*x = VolumeCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1900,7 @@ func (x *VolumeCreateCommand) String() string {
 func (*VolumeCreateCommand) ProtoMessage() {}
 
 func (x *VolumeCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1913,7 @@ func (x *VolumeCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeCreateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *VolumeCreateCommand) GetVolume() *StorageVolume {
@@ -1871,7 +1936,7 @@ type VolumeUpdateCommand struct {
 
 func (x *VolumeUpdateCommand) Reset() {
 	*x = VolumeUpdateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1948,7 @@ func (x *VolumeUpdateCommand) String() string {
 func (*VolumeUpdateCommand) ProtoMessage() {}
 
 func (x *VolumeUpdateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1961,7 @@ func (x *VolumeUpdateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeUpdateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeUpdateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VolumeUpdateCommand) GetPool() string {
@@ -1938,7 +2003,7 @@ type VolumeDeleteCommand struct {
 
 func (x *VolumeDeleteCommand) Reset() {
 	*x = VolumeDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2015,7 @@ func (x *VolumeDeleteCommand) String() string {
 func (*VolumeDeleteCommand) ProtoMessage() {}
 
 func (x *VolumeDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2028,7 @@ func (x *VolumeDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeDeleteCommand.ProtoReflect.Descriptor instead.
 func (*VolumeDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *VolumeDeleteCommand) GetPool() string {
@@ -1992,7 +2057,7 @@ type VolumeRenameCommand struct {
 
 func (x *VolumeRenameCommand) Reset() {
 	*x = VolumeRenameCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2004,7 +2069,7 @@ func (x *VolumeRenameCommand) String() string {
 func (*VolumeRenameCommand) ProtoMessage() {}
 
 func (x *VolumeRenameCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2017,7 +2082,7 @@ func (x *VolumeRenameCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeRenameCommand.ProtoReflect.Descriptor instead.
 func (*VolumeRenameCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *VolumeRenameCommand) GetPool() string {
@@ -2056,7 +2121,7 @@ type VolumeMoveCommand struct {
 
 func (x *VolumeMoveCommand) Reset() {
 	*x = VolumeMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2133,7 @@ func (x *VolumeMoveCommand) String() string {
 func (*VolumeMoveCommand) ProtoMessage() {}
 
 func (x *VolumeMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2146,7 @@ func (x *VolumeMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMoveCommand.ProtoReflect.Descriptor instead.
 func (*VolumeMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *VolumeMoveCommand) GetPool() string {
@@ -2124,7 +2189,7 @@ type VolumeSnapshotCreateCommand struct {
 
 func (x *VolumeSnapshotCreateCommand) Reset() {
 	*x = VolumeSnapshotCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[37]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2201,7 @@ func (x *VolumeSnapshotCreateCommand) String() string {
 func (*VolumeSnapshotCreateCommand) ProtoMessage() {}
 
 func (x *VolumeSnapshotCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[37]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2214,7 @@ func (x *VolumeSnapshotCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSnapshotCreateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeSnapshotCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *VolumeSnapshotCreateCommand) GetPool() string {
@@ -2185,7 +2250,7 @@ type VolumeSnapshotDeleteCommand struct {
 
 func (x *VolumeSnapshotDeleteCommand) Reset() {
 	*x = VolumeSnapshotDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[38]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2262,7 @@ func (x *VolumeSnapshotDeleteCommand) String() string {
 func (*VolumeSnapshotDeleteCommand) ProtoMessage() {}
 
 func (x *VolumeSnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[38]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2275,7 @@ func (x *VolumeSnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSnapshotDeleteCommand.ProtoReflect.Descriptor instead.
 func (*VolumeSnapshotDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *VolumeSnapshotDeleteCommand) GetPool() string {
@@ -2245,7 +2310,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[39]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2322,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[39]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2335,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -2290,7 +2355,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[40]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2367,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[40]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2380,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -2339,7 +2404,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[41]
+	mi := &file_shoal_v1_state_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2351,7 +2416,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[41]
+	mi := &file_shoal_v1_state_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2364,7 +2429,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{41}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -2400,7 +2465,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[42]
+	mi := &file_shoal_v1_state_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2477,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[42]
+	mi := &file_shoal_v1_state_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2490,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{42}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -2467,7 +2532,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[43]
+	mi := &file_shoal_v1_state_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2544,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[43]
+	mi := &file_shoal_v1_state_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2557,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{43}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -2673,7 +2738,11 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x14ContainerHealCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"S\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"Q\n" +
+	"\x17ContainerReplaceCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\"S\n" +
 	"\x1bContainerReplicaDropCommand\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\"*\n" +
@@ -2800,7 +2869,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -2825,82 +2894,83 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerNicRemoveCommand)(nil),    // 20: shoal.v1.ContainerNicRemoveCommand
 	(*ContainerReplicaSetCommand)(nil),   // 21: shoal.v1.ContainerReplicaSetCommand
 	(*ContainerHealCommand)(nil),         // 22: shoal.v1.ContainerHealCommand
-	(*ContainerReplicaDropCommand)(nil),  // 23: shoal.v1.ContainerReplicaDropCommand
-	(*NetworkDeleteCommand)(nil),         // 24: shoal.v1.NetworkDeleteCommand
-	(*NodeUpsertCommand)(nil),            // 25: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 26: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 27: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 28: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 29: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 30: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 31: shoal.v1.ContainerMoveCommand
-	(*VolumeCreateCommand)(nil),          // 32: shoal.v1.VolumeCreateCommand
-	(*VolumeUpdateCommand)(nil),          // 33: shoal.v1.VolumeUpdateCommand
-	(*VolumeDeleteCommand)(nil),          // 34: shoal.v1.VolumeDeleteCommand
-	(*VolumeRenameCommand)(nil),          // 35: shoal.v1.VolumeRenameCommand
-	(*VolumeMoveCommand)(nil),            // 36: shoal.v1.VolumeMoveCommand
-	(*VolumeSnapshotCreateCommand)(nil),  // 37: shoal.v1.VolumeSnapshotCreateCommand
-	(*VolumeSnapshotDeleteCommand)(nil),  // 38: shoal.v1.VolumeSnapshotDeleteCommand
-	(*ClusterConfigCommand)(nil),         // 39: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 40: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 41: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 42: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 43: shoal.v1.FSMSnapshot
-	nil,                                  // 44: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 45: shoal.v1.ContainerUpdateCommand.DevicesEntry
-	nil,                                  // 46: shoal.v1.VolumeUpdateCommand.ConfigEntry
-	nil,                                  // 47: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 48: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 49: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 50: shoal.v1.Container
-	(*Profile)(nil),                      // 51: shoal.v1.Profile
-	(DesiredState)(0),                    // 52: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 53: shoal.v1.Snapshot
-	(*Image)(nil),                        // 54: shoal.v1.Image
-	(*StoragePool)(nil),                  // 55: shoal.v1.StoragePool
-	(*Network)(nil),                      // 56: shoal.v1.Network
-	(*NIC)(nil),                          // 57: shoal.v1.NIC
-	(*Replica)(nil),                      // 58: shoal.v1.Replica
-	(*Node)(nil),                         // 59: shoal.v1.Node
-	(*Grant)(nil),                        // 60: shoal.v1.Grant
-	(*StorageVolume)(nil),                // 61: shoal.v1.StorageVolume
-	(*TrustEntry)(nil),                   // 62: shoal.v1.TrustEntry
-	(*Device)(nil),                       // 63: shoal.v1.Device
+	(*ContainerReplaceCommand)(nil),      // 23: shoal.v1.ContainerReplaceCommand
+	(*ContainerReplicaDropCommand)(nil),  // 24: shoal.v1.ContainerReplicaDropCommand
+	(*NetworkDeleteCommand)(nil),         // 25: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 26: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 27: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 28: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 29: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 30: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 31: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 32: shoal.v1.ContainerMoveCommand
+	(*VolumeCreateCommand)(nil),          // 33: shoal.v1.VolumeCreateCommand
+	(*VolumeUpdateCommand)(nil),          // 34: shoal.v1.VolumeUpdateCommand
+	(*VolumeDeleteCommand)(nil),          // 35: shoal.v1.VolumeDeleteCommand
+	(*VolumeRenameCommand)(nil),          // 36: shoal.v1.VolumeRenameCommand
+	(*VolumeMoveCommand)(nil),            // 37: shoal.v1.VolumeMoveCommand
+	(*VolumeSnapshotCreateCommand)(nil),  // 38: shoal.v1.VolumeSnapshotCreateCommand
+	(*VolumeSnapshotDeleteCommand)(nil),  // 39: shoal.v1.VolumeSnapshotDeleteCommand
+	(*ClusterConfigCommand)(nil),         // 40: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 41: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 42: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 43: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 44: shoal.v1.FSMSnapshot
+	nil,                                  // 45: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 46: shoal.v1.ContainerUpdateCommand.DevicesEntry
+	nil,                                  // 47: shoal.v1.VolumeUpdateCommand.ConfigEntry
+	nil,                                  // 48: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 49: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 50: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 51: shoal.v1.Container
+	(*Profile)(nil),                      // 52: shoal.v1.Profile
+	(DesiredState)(0),                    // 53: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 54: shoal.v1.Snapshot
+	(*Image)(nil),                        // 55: shoal.v1.Image
+	(*StoragePool)(nil),                  // 56: shoal.v1.StoragePool
+	(*Network)(nil),                      // 57: shoal.v1.Network
+	(*NIC)(nil),                          // 58: shoal.v1.NIC
+	(*Replica)(nil),                      // 59: shoal.v1.Replica
+	(*Node)(nil),                         // 60: shoal.v1.Node
+	(*Grant)(nil),                        // 61: shoal.v1.Grant
+	(*StorageVolume)(nil),                // 62: shoal.v1.StorageVolume
+	(*TrustEntry)(nil),                   // 63: shoal.v1.TrustEntry
+	(*Device)(nil),                       // 64: shoal.v1.Device
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	50, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	44, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	45, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
-	51, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
-	51, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
-	52, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	53, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	54, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	55, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	56, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	57, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	58, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
-	59, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	60, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	52, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	61, // 15: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
-	46, // 16: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
-	53, // 17: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	47, // 18: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	62, // 19: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	50, // 20: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	54, // 21: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	48, // 22: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	55, // 23: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	56, // 24: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	59, // 25: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	30, // 26: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	27, // 27: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	49, // 28: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	62, // 29: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	51, // 30: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
-	61, // 31: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
-	63, // 32: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
+	51, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	45, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	46, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
+	52, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
+	52, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
+	53, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	54, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	55, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	56, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	57, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	58, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	59, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	60, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	61, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	53, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	62, // 15: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
+	47, // 16: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
+	54, // 17: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	48, // 18: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	63, // 19: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	51, // 20: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	55, // 21: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	49, // 22: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	56, // 23: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	57, // 24: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	60, // 25: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	31, // 26: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	28, // 27: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	50, // 28: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	63, // 29: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	52, // 30: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
+	62, // 31: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
+	64, // 32: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
 	33, // [33:33] is the sub-list for method output_type
 	33, // [33:33] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
@@ -2921,7 +2991,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
