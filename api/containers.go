@@ -184,7 +184,7 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 		return toStatus(err)
 	}
 	for attempt := 0; ; attempt++ {
-		snap, err := s.placementSnapshot()
+		snap, err := s.cl.PlacementSnapshot()
 		if err != nil {
 			return toStatus(err)
 		}
@@ -219,28 +219,6 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 	}
 }
 
-// placementSnapshot is the scheduler's view of the cluster with the
-// members this one knows are not answering taken out: gossip sees a death
-// in about two seconds, the FSM only after --offline-after, and nothing is
-// placed on a member in between.
-func (s *Server) placementSnapshot() (*scheduler.Snapshot, error) {
-	snap, err := s.fsm.SchedulerSnapshot()
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range s.fsm.Nodes() {
-		if n.GetStatus() != cluster.StatusOnline {
-			continue
-		}
-		if why, gone := s.cl.Unreachable(n.GetName()); gone {
-			if err := snap.SetStatus(n.GetName(), why); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return snap, nil
-}
-
 // replace places a container again whose member died before it came up
 // there, in one entry that moves the unborn record to a live member. A
 // create pinned to that member (--target) is taken back instead: the
@@ -260,7 +238,7 @@ func (s *Server) replace(ctx context.Context, ct *shoalv1.Container, from string
 		return err
 	}
 	for attempt := 0; ; attempt++ {
-		snap, err := s.placementSnapshot()
+		snap, err := s.cl.PlacementSnapshot()
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster/membership"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 // Node statuses the FSM records.
@@ -72,7 +73,56 @@ func (c *Cluster) RunLiveness(ctx context.Context, members func() []membership.M
 			}
 			c.log.Info("node status changed", "node", n.GetName(), "status", want)
 		}
+		c.replaceUnborn(ctx)
 	}
+}
+
+// replaceUnborn places again, on the leader, every container recorded on
+// an offline member that never came up there: the create's own wait does
+// that, but the member that ran the wait may have died with the owner.
+// Containers attaching custom volumes stay (their volumes are there).
+func (c *Cluster) replaceUnborn(ctx context.Context) {
+	for _, ct := range c.fsm.Containers() {
+		if st := ct.GetStatus(); st != "" && st != "Pulling" {
+			continue
+		}
+		n, err := c.fsm.Node(ct.GetNode())
+		if err != nil || n.GetStatus() != StatusOffline || len(VolumeDevices(ct.GetExpandedDevices())) > 0 {
+			continue
+		}
+		to, err := c.placeElsewhere(ct)
+		if err != nil {
+			c.log.Warn("an unborn container's member is offline, and no other member can take it", "container", ct.GetName(), "member", ct.GetNode(), "err", err)
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = c.Propose(pctx, &shoalv1.ContainerReplaceCommand{Name: ct.GetName(), From: ct.GetNode(), To: to})
+		cancel()
+		if err != nil {
+			c.log.Warn("place an unborn container again", "container", ct.GetName(), "from", ct.GetNode(), "to", to, "err", err)
+			continue
+		}
+		c.log.Info("container placed again: its member went offline before it came up", "container", ct.GetName(), "from", ct.GetNode(), "to", to)
+	}
+}
+
+// placeElsewhere picks a live member for a container, as a create would,
+// its current placement taken out.
+func (c *Cluster) placeElsewhere(ct *shoalv1.Container) (string, error) {
+	snap, err := c.PlacementSnapshot()
+	if err != nil {
+		return "", err
+	}
+	if err := snap.Remove(ct.GetName()); err != nil && !errors.Is(err, scheduler.ErrUnknownContainer) {
+		return "", err
+	}
+	req, err := PlacementRequest(ct.GetName(), ExpandedConfig(ct), "")
+	if err != nil {
+		return "", err
+	}
+	strat, _ := scheduler.ParseStrategy(c.fsm.ClusterConfig()["cluster.scheduler"])
+	to, _, err := scheduler.Place(snap, req, strat)
+	return to, err
 }
 
 // Sentinel errors of the liveness view.
@@ -145,4 +195,26 @@ func (c *Cluster) admit(cmd proto.Message) error {
 		return fmt.Errorf("container %q: not placed on %s: the member is %s: %w", name, node, why, ErrPlacementRefused)
 	}
 	return nil
+}
+
+// PlacementSnapshot is the scheduler's view of the cluster with the
+// members this one knows are not answering taken out: gossip sees a death
+// in about two seconds, the FSM only after --offline-after, and nothing is
+// placed on a member in between.
+func (c *Cluster) PlacementSnapshot() (*scheduler.Snapshot, error) {
+	snap, err := c.fsm.SchedulerSnapshot()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range c.fsm.Nodes() {
+		if n.GetStatus() != StatusOnline {
+			continue
+		}
+		if why, gone := c.Unreachable(n.GetName()); gone {
+			if err := snap.SetStatus(n.GetName(), why); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return snap, nil
 }

@@ -131,3 +131,45 @@ func TestReplaceCommand(t *testing.T) {
 		t.Fatalf("after the re-placement: node %s generation %d status %q", ct.GetNode(), ct.GetGeneration(), ct.GetStatus())
 	}
 }
+
+// The leader places again what an offline member never brought up (the
+// member running the create's wait may have died with it), and leaves
+// what came up there, and what attaches volumes there, to healing.
+func TestLeaderReplacesUnborn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Open(ctx, Config{NodeName: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	node := func(name, st string) {
+		t.Helper()
+		if err := c.Propose(ctx, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: name, Status: st, CpuMillis: 2000, MemoryBytes: 1 << 30}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	node("n1", StatusOnline)
+	node("n2", StatusOnline)
+	for _, name := range []string{"unborn", "pulling", "up"} {
+		if err := c.Propose(ctx, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: name, Node: "n2"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, st := range map[string]string{"pulling": "Pulling", "up": "Running"} {
+		if err := c.Propose(ctx, &shoalv1.ContainerStatusCommand{Name: name, Node: "n2", Status: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.replaceUnborn(ctx)
+	if ct, _ := c.FSM().Container("unborn"); ct.GetNode() != "n2" {
+		t.Fatalf("placed again off a member that is online: %s", ct.GetNode())
+	}
+	node("n2", StatusOffline)
+	c.replaceUnborn(ctx)
+	for name, want := range map[string]string{"unborn": "n1", "pulling": "n1", "up": "n2"} {
+		if ct, _ := c.FSM().Container(name); ct.GetNode() != want {
+			t.Errorf("%s on %s after the sweep, want %s", name, ct.GetNode(), want)
+		}
+	}
+}

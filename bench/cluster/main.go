@@ -1,7 +1,7 @@
 // Command cluster measures Shoal's cluster figures on a three-node cluster of
 // simulated hosts (network namespaces, tests/netns): placements committed
 // per second with concurrent clients, the time from a leader's kill -9 to
-// the next successful write, and how long until gossip has the dead node
+// the next successful write and to the next completed create, and how long until gossip has the dead node
 // marked offline. It prints figures; it asserts nothing.
 package main
 
@@ -107,7 +107,7 @@ func main() {
 	}
 
 	// Failover: kill -9 the leader, time the next write on a survivor.
-	var writes, offline, slowest []time.Duration
+	var writes, failCreates, offline, slowest []time.Duration
 	for r := 0; r < *rounds; r++ {
 		leader := -1
 		for i, m := range ms {
@@ -119,8 +119,30 @@ func main() {
 			t.Fatalf("no leader")
 		}
 		survivor := (leader + 1) % len(ms)
+		other := (leader + 2) % len(ms)
 		killed := time.Now()
 		ms[leader].Kill()
+		// Meanwhile, through the other survivor: the next create that
+		// completes (placed, recorded, made by its owner).
+		created := make(chan time.Duration, 1)
+		go func() {
+			for i := 0; ; i++ {
+				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				name := fmt.Sprintf("fc%d-%d", r, i)
+				op, err := cs[other].Containers.CreateContainer(cctx, &shoalv1.CreateContainerRequest{Name: name, Image: "busybox", NoStart: true})
+				if err == nil {
+					_, err = cs[other].Wait(cctx, op.GetOperation(), nil)
+				}
+				cancel()
+				if err == nil {
+					created <- time.Since(killed)
+					return
+				}
+				if time.Since(killed) > time.Minute {
+					t.Fatalf("no create completed a minute after the leader died: %v", err)
+				}
+			}
+		}()
 		var worst time.Duration
 		for i := 0; ; i++ {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -137,6 +159,7 @@ func main() {
 		}
 		writes = append(writes, time.Since(killed))
 		slowest = append(slowest, worst)
+		failCreates = append(failCreates, <-created)
 		name := ms[leader].Host.Name
 		for ms[survivor].Members()[name].Status != "offline" {
 			if time.Since(killed) > time.Minute {
@@ -158,6 +181,7 @@ func main() {
 	}
 	report("leader kill -9 → next successful write (median)", writes)
 	report("  longest single API call meanwhile (deadline 2s)", slowest)
+	report("leader kill -9 → next completed create, placement included", failCreates)
 	report("leader kill -9 → marked offline by gossip (no grace)", offline)
 }
 
