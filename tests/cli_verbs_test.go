@@ -5,11 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoal-dev/shoal/tests/harness"
+	"github.com/shoal-dev/shoal/tests/netns"
 )
 
 // listNames is the set of container names shoal list shows.
@@ -342,4 +344,82 @@ func TestCLIFileVerbs(t *testing.T) {
 	d.WaitFor(c+" stopped", time.Minute, func() bool { return d.List()[c].State.Status == "Stopped" })
 	d.MustShoal("file", "pull", "-r", c+"/srv/t", filepath.Join(local, "stopped"))
 	check(filepath.Join(local, "stopped"))
+}
+
+// TestCLIInfoResources: shoal info --resources shows the member's CPUs,
+// memory, pools and interfaces; --target MEMBER runs it on that member
+// (its own network namespace here, so its own address shows).
+func TestCLIInfoResources(t *testing.T) {
+	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
+		msg := "cluster tests need: " + strings.Join(missing, ", ")
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	_, ms := harness.StartCluster(t, binDir, 2)
+	type resources struct {
+		Member string
+		CPU    struct{ Count int } `json:"cpu"`
+		Memory struct {
+			Total int64 `json:"total,string"`
+			Used  int64 `json:"used,string"`
+		}
+		Pools []struct {
+			Name, Driver string
+			Total        int64 `json:"total,string"`
+			Used         int64 `json:"used,string"`
+		}
+		Interfaces []struct {
+			Name, Type, State string
+			Addresses         []string
+		}
+	}
+	get := func(args ...string) resources {
+		t.Helper()
+		var r resources
+		out := ms[0].MustShoal(append([]string{"info", "--resources", "--format", "json"}, args...)...)
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("info --resources %v: %v\n%s", args, err, out)
+		}
+		return r
+	}
+	hasAddr := func(r resources, ip string) bool {
+		for _, i := range r.Interfaces {
+			for _, a := range i.Addresses {
+				if strings.HasPrefix(a, ip+"/") {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for i, args := range [][]string{nil, {"--target", ms[1].Opts.Name}} {
+		m := ms[0]
+		if i == 1 {
+			m = ms[1]
+		}
+		r := get(args...)
+		if r.Member != m.Opts.Name || r.CPU.Count != goruntime.NumCPU() || r.Memory.Total <= 0 || r.Memory.Used <= 0 || r.Memory.Used > r.Memory.Total {
+			t.Fatalf("info --resources %v: %+v", args, r)
+		}
+		if len(r.Pools) == 0 || r.Pools[0].Driver != "btrfs" || r.Pools[0].Total <= 0 || r.Pools[0].Used <= 0 {
+			t.Fatalf("info --resources %v: pools %+v", args, r.Pools)
+		}
+		if !hasAddr(r, m.Host.IP.String()) {
+			t.Fatalf("info --resources %v: no interface with %s: %+v", args, m.Host.IP, r.Interfaces)
+		}
+		if hasAddr(r, ms[1-i].Host.IP.String()) {
+			t.Fatalf("info --resources %v shows the other member's address %s", args, ms[1-i].Host.IP)
+		}
+	}
+	table := ms[0].MustShoal("info", "--resources", "--target", ms[1].Opts.Name)
+	for _, want := range []string{"Member: " + ms[1].Opts.Name + "\n", "CPU:\n", "Memory:\n  Total: ", "Storage pools:\n", "(btrfs)", "Network interfaces:\n"} {
+		if !strings.Contains(table, want) {
+			t.Fatalf("info --resources: no %q in\n%s", want, table)
+		}
+	}
+	mustFail(t, ms[0].Daemon, "not found", "info", "--resources", "--target", "nosuch")
+	mustFail(t, ms[0].Daemon, "--resources", "info", "--target", ms[1].Opts.Name)
+	mustFail(t, ms[0].Daemon, "drop", "info", "--resources", "c1")
 }

@@ -77,12 +77,25 @@ func (a *app) launchCmd(start bool) *cobra.Command {
 }
 
 func (a *app) infoCmd() *cobra.Command {
-	var format string
+	var format, target string
+	var resources bool
 	cmd := &cobra.Command{
-		Use: "info NAME", Short: "Show a container's state and usage", Args: cobra.ExactArgs(1),
+		Use: "info NAME | info --resources [--target MEMBER]", Short: "Show a container's state and usage, or (--resources) a member's CPUs, memory, pools and interfaces", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkFormat(format); err != nil {
 				return err
+			}
+			if resources {
+				if len(args) > 0 {
+					return fmt.Errorf("info --resources describes a member (--target MEMBER), not a container: drop %q", args[0])
+				}
+				return a.showResources(cmd, os.Stdout, target, format)
+			}
+			if target != "" {
+				return fmt.Errorf("--target goes with --resources")
+			}
+			if len(args) == 0 {
+				return fmt.Errorf("info: a container NAME, or --resources")
 			}
 			c, err := a.client()
 			if err != nil {
@@ -127,6 +140,8 @@ func (a *app) infoCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "table", "output format: "+formats)
+	cmd.Flags().BoolVar(&resources, "resources", false, "show a member's hardware: CPUs, memory, storage pools, network interfaces")
+	cmd.Flags().StringVar(&target, "target", "", "member whose resources to show (with --resources; default: the one called)")
 	return cmd
 }
 
