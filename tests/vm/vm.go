@@ -231,9 +231,9 @@ func RunWith(ctx context.Context, t testing.TB, opts Options, binary string, arg
 	}
 }
 
-// RunTest runs the calling test inside the VM: this test binary with
-// -test.run anchored to t's name (subtests included), verbose, and the
-// host's -test.timeout and -test.count. It fails t when the VM fails or
+// RunTest runs the calling test inside the VM: this test binary with the
+// host's -test.run (else one anchored to t's name), verbose, and the
+// host's -test.timeout. It fails t when the VM fails or
 // the test fails inside. The test's code must check InVM first, so that
 // inside the VM it runs for real instead of starting another VM.
 func RunTest(ctx context.Context, t *testing.T, opts Options) *Result {
@@ -243,7 +243,12 @@ func RunTest(ctx context.Context, t *testing.T, opts Options) *Result {
 	if err != nil {
 		t.Fatalf("vm: this test binary: %v", err)
 	}
-	args := []string{"-test.run=^" + regexpPath(t.Name()) + "$", "-test.v", "-test.count=1"}
+	// The host's -test.run, when it names this test, selects subtests too.
+	run := lookupFlag("test.run")
+	if run == "" {
+		run = "^" + regexpPath(t.Name()) + "$"
+	}
+	args := []string{"-test.run=" + run, "-test.v", "-test.count=1"}
 	if f := lookupFlag("test.timeout"); f != "" && f != "0s" {
 		args = append(args, "-test.timeout="+f)
 	}
