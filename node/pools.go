@@ -135,5 +135,5 @@ func (n *Node) PoolUsage(ctx context.Context, name string) (int64, error) {
 	if !ok {
 		return 0, fmt.Errorf("storage pool %q: %w", name, storage.ErrNotFound)
 	}
-	return diskUsed(d.Path(""))
+	return diskUsed(poolDir(d))
 }

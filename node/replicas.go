@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node/runtime"
@@ -365,4 +367,21 @@ func (n *Node) sweepCustomReplicas(ctx context.Context) {
 			n.log.Info("deleted a storage volume replica this member no longer needs", "volume", key)
 		}
 	}
+}
+
+// PoolsFree returns the free bytes of each storage pool on this host (the
+// filesystem's space available to its root), for the gossip that tells
+// owners where a replica fits. A pool that cannot be read is left out.
+func (n *Node) PoolsFree() map[string]int64 {
+	n.poolsMu.RLock()
+	defer n.poolsMu.RUnlock()
+	out := make(map[string]int64, len(n.pools))
+	for name, d := range n.pools {
+		var st unix.Statfs_t
+		if err := unix.Statfs(poolDir(d), &st); err != nil {
+			continue
+		}
+		out[name] = int64(st.Bavail) * st.Bsize
+	}
+	return out
 }

@@ -1,6 +1,12 @@
 package node
 
-import "golang.org/x/sys/unix"
+import (
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/storage"
+)
 
 func freeBytes(path string) int64 {
 	var st unix.Statfs_t
@@ -16,4 +22,10 @@ func diskUsed(path string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Blocks-st.Bfree) * st.Bsize, nil
+}
+
+// poolDir is a directory inside a pool's filesystem, for statfs: the
+// directory its volumes live in (Path takes a volume name; "" is not one).
+func poolDir(d storage.Driver) string {
+	return filepath.Dir(d.Path("containers/statfs"))
 }

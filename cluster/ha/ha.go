@@ -59,7 +59,11 @@ func PolicyOf(cfg map[string]string) Policy {
 // where the container itself would fit (fits(member) == nil: a replica is
 // where it runs after a failover), though a replica reserves none of its
 // CPU or memory.
-func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1.Container, fits func(member string) error) []string {
+//
+// With disk set, a member that holds no replica of ct yet is not eligible
+// when disk(member) says its pool lacks the room for a copy of the
+// container's volume: a replica slot reserves the container's disk.
+func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1.Container, fits, disk func(member string) error) []string {
 	p := PolicyOf(cluster.ExpandedConfig(ct))
 	if !p.Enabled {
 		return nil
@@ -74,6 +78,17 @@ func ChooseReplicas(ct *shoalv1.Container, nodes []*shoalv1.Node, all []*shoalv1
 			continue
 		}
 		eligible[n.GetName()] = true
+	}
+	if disk != nil {
+		holds := map[string]bool{}
+		for _, r := range ct.GetReplicas() {
+			holds[r.GetMember()] = true
+		}
+		for name := range eligible {
+			if !holds[name] && disk(name) != nil {
+				delete(eligible, name)
+			}
+		}
 	}
 	var out []string
 	// The newest first: a member back from the dead holds an older copy

@@ -1,8 +1,10 @@
 package ha
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +58,7 @@ func TestChooseReplicas(t *testing.T) {
 			{Member: "n2", TakenUnixNano: 1}, {Member: "n5", TakenUnixNano: 2}}}, nil, "[n5]"},
 	} {
 		all := append(tc.all, tc.ct)
-		if got := fmt.Sprint(ChooseReplicas(tc.ct, nodes, all, nil)); got != tc.want {
+		if got := fmt.Sprint(ChooseReplicas(tc.ct, nodes, all, nil, nil)); got != tc.want {
 			t.Errorf("ChooseReplicas(%v, replicas %v) = %s, want %s", tc.ct.GetConfig(), tc.ct.GetReplicas(), got, tc.want)
 		}
 	}
@@ -68,10 +70,48 @@ func TestChooseReplicas(t *testing.T) {
 		}
 		return nil
 	}
-	if got := fmt.Sprint(ChooseReplicas(ct(on), nodes, nil, full)); got != "[n5]" {
+	if got := fmt.Sprint(ChooseReplicas(ct(on), nodes, nil, full, nil)); got != "[n5]" {
 		t.Errorf("with no room on n2 and n3: %s, want [n5]", got)
 	}
-	if got := fmt.Sprint(ChooseReplicas(ct(map[string]string{KeyEnabled: "true", KeyReplicas: "2"}, "n3"), nodes, nil, full)); got != "[n3 n5]" {
+	if got := fmt.Sprint(ChooseReplicas(ct(map[string]string{KeyEnabled: "true", KeyReplicas: "2"}, "n3"), nodes, nil, full, nil)); got != "[n3 n5]" {
 		t.Errorf("with no room on n2 and n3, n3 holding a replica: %s, want [n3 n5]", got)
+	}
+	// A member whose pool lacks the disk for a copy is not chosen at all
+	// (fewer replicas than asked rather than a send that fills it), unless
+	// it already holds one (only increments go there).
+	noDisk := func(m string) error {
+		if m == "n3" || m == "n5" {
+			return errors.New("no disk")
+		}
+		return nil
+	}
+	two := map[string]string{KeyEnabled: "true", KeyReplicas: "2"}
+	if got := fmt.Sprint(ChooseReplicas(ct(two), nodes, nil, nil, noDisk)); got != "[n2]" {
+		t.Errorf("with no disk on n3 and n5: %s, want [n2]", got)
+	}
+	if got := fmt.Sprint(ChooseReplicas(ct(two, "n3"), nodes, nil, nil, noDisk)); got != "[n3 n2]" {
+		t.Errorf("n3 holds a replica already: %s, want [n3 n2]", got)
+	}
+}
+
+// DiskRoom refuses a member whose pool has less free than the volume
+// uses plus the headroom, names both, and never refuses a member whose
+// free space nobody knows.
+func TestDiskRoom(t *testing.T) {
+	free := map[string]int64{"n2": 2 << 30, "n3": 1 << 30}
+	room := DiskRoom(func(member, pool string) (int64, bool) {
+		f, ok := free[member]
+		return f, ok && pool == "default"
+	}, func(context.Context, *shoalv1.Container) int64 { return 1 << 30 })
+	ct := &shoalv1.Container{Name: "db", Pool: "default"}
+	if err := room(ct, "n2"); err != nil {
+		t.Errorf("n2 with 2 GiB free for 1 GiB: %v", err)
+	}
+	err := room(ct, "n3")
+	if !errors.Is(err, ErrNoDisk) || !strings.Contains(err.Error(), "n3") || !strings.Contains(err.Error(), "1.1GiB") {
+		t.Errorf("n3 with 1 GiB free for 1 GiB + 10%%: %v", err)
+	}
+	if err := room(ct, "n9"); err != nil {
+		t.Errorf("a member whose free space is unknown: %v", err)
 	}
 }

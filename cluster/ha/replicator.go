@@ -65,6 +65,10 @@ type Replicator struct {
 	// Fits, when set, says why a container would not fit on a member
 	// (FSM.Fits); new replicas prefer members where it would.
 	Fits func(ct *shoalv1.Container, member string) error
+	// Disk, when set, says why member's pool lacks the room for a new
+	// replica of ct (nil when it has it or nobody knows): such a member
+	// is not chosen.
+	Disk func(ct *shoalv1.Container, member string) error
 
 	mu      sync.Mutex
 	running map[string]bool
@@ -165,7 +169,11 @@ func (r *Replicator) choose(ct *shoalv1.Container, nodes []*shoalv1.Node, all []
 	if r.Fits != nil {
 		fits = func(member string) error { return r.Fits(ct, member) }
 	}
-	return ChooseReplicas(ct, nodes, all, fits)
+	var disk func(string) error
+	if r.Disk != nil {
+		disk = func(member string) error { return r.Disk(ct, member) }
+	}
+	return ChooseReplicas(ct, nodes, all, fits, disk)
 }
 
 // Due reports whether a container needs replicating now: a chosen member

@@ -122,6 +122,7 @@ func testMeta(name string) Meta {
 		FreeCPUMillis:   4000,
 		FreeMemoryBytes: 8 << 30,
 		Labels:          map[string]string{"zone": "a", "node": name},
+		FreeDiskBytes:   map[string]int64{"default": 12 << 30, "fast": 3 << 30},
 	}
 }
 

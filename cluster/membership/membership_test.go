@@ -66,7 +66,7 @@ func TestClusterSharesMeta(t *testing.T) {
 func metaEqual(a, b Meta) bool {
 	return a.Name == b.Name && a.GRPCAddr == b.GRPCAddr && a.RaftAddr == b.RaftAddr &&
 		a.FreeCPUMillis == b.FreeCPUMillis && a.FreeMemoryBytes == b.FreeMemoryBytes &&
-		a.Version == b.Version && maps.Equal(a.Labels, b.Labels)
+		a.Version == b.Version && maps.Equal(a.Labels, b.Labels) && maps.Equal(a.FreeDiskBytes, b.FreeDiskBytes)
 }
 
 func TestWrongKeyCannotJoin(t *testing.T) {

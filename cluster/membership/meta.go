@@ -39,6 +39,9 @@ type Meta struct {
 	FreeMemoryBytes int64
 	// Labels are operator-set node labels used by placement.
 	Labels map[string]string
+	// FreeDiskBytes is the free space of each storage pool on the node,
+	// by pool name (where a replica of a container on that pool lands).
+	FreeDiskBytes map[string]int64
 	// Version is the meta encoding version; zero means MetaVersion when
 	// encoding.
 	Version int
@@ -55,6 +58,7 @@ type wireMeta struct {
 	C int64             `json:"c,omitempty"`
 	M int64             `json:"m,omitempty"`
 	L map[string]string `json:"l,omitempty"`
+	D map[string]int64  `json:"d,omitempty"`
 	X bool              `json:"x,omitempty"`
 }
 
@@ -66,7 +70,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 		v = MetaVersion
 	}
 	b, err := json.Marshal(wireMeta{V: v, G: m.GRPCAddr, R: m.RaftAddr,
-		C: m.FreeCPUMillis, M: m.FreeMemoryBytes, L: m.Labels, X: m.Leaving})
+		C: m.FreeCPUMillis, M: m.FreeMemoryBytes, L: m.Labels, D: m.FreeDiskBytes, X: m.Leaving})
 	if err != nil {
 		return nil, fmt.Errorf("encode meta for %q: %w", m.Name, err)
 	}
@@ -91,11 +95,12 @@ func DecodeMeta(name string, b []byte) (Meta, error) {
 		return Meta{Name: name}, fmt.Errorf("decode meta of %q: version %d: %w", name, w.V, ErrBadMeta)
 	}
 	return Meta{Name: name, GRPCAddr: w.G, RaftAddr: w.R, FreeCPUMillis: w.C,
-		FreeMemoryBytes: w.M, Labels: w.L, Version: w.V, Leaving: w.X}, nil
+		FreeMemoryBytes: w.M, Labels: w.L, FreeDiskBytes: w.D, Version: w.V, Leaving: w.X}, nil
 }
 
 // clone returns a deep copy of m.
 func (m Meta) clone() Meta {
 	m.Labels = maps.Clone(m.Labels)
+	m.FreeDiskBytes = maps.Clone(m.FreeDiskBytes)
 	return m
 }

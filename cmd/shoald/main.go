@@ -240,7 +240,7 @@ func run() error {
 	msrc := &metricsSource{n: n, cl: cl, ops: ops}
 	go cl.RunAutopilot(ctx, *maxVoters, time.Second, peers.Healthy)
 	if *gossipAddr != "" {
-		gossip, err := startGossip(startCtx, cl, creds, *name, *listen, *gossipAddr, labels, log)
+		gossip, err := startGossip(startCtx, cl, creds, *name, *listen, *gossipAddr, labels, n.PoolsFree, log)
 		if err != nil {
 			return err
 		}
@@ -261,7 +261,7 @@ func run() error {
 	defer l.Close()
 	go srv.EnsureTrusted(ctx, creds.Cert.Leaf)
 	rep := &ha.Replicator{Self: *name, View: cl.FSM(), Host: n, Send: srv.Replicate, Propose: cl.Propose,
-		Fits: cl.FSM().Fits, Log: log.With("component", "ha")}
+		Fits: cl.FSM().Fits, Disk: ha.DiskRoom(gossipPoolFree(&msrc.gossip), n.DiskUsage), Log: log.With("component", "ha")}
 	go rep.Run(ctx)
 	go srv.RunImageUpdates(ctx)
 	go srv.RunSnapshots(ctx, *pruneEvery)
@@ -286,7 +286,7 @@ func run() error {
 
 // startGossip joins the members' encrypted gossip and advertises this
 // node's addresses.
-func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Credentials, name, listen, addr string, labels map[string]string, log *slog.Logger) (*membership.Membership, error) {
+func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Credentials, name, listen, addr string, labels map[string]string, pools func() map[string]int64, log *slog.Logger) (*membership.Membership, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("--gossip-addr: %q: %v", addr, err)
@@ -296,8 +296,9 @@ func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Creden
 	meta := membership.Meta{Name: name, GRPCAddr: listen, RaftAddr: cl.Addr(), Labels: labels}
 	free := func() {
 		cpu, mem := freeResources()
+		disk := pools()
 		metaMu.Lock()
-		meta.FreeCPUMillis, meta.FreeMemoryBytes = cpu, mem
+		meta.FreeCPUMillis, meta.FreeMemoryBytes, meta.FreeDiskBytes = cpu, mem, disk
 		metaMu.Unlock()
 	}
 	free()
@@ -337,6 +338,25 @@ func startGossip(ctx context.Context, cl *cluster.Cluster, creds *cluster.Creden
 
 // freeResources reads the host's idle CPU (from the 1-minute load) and
 // available memory.
+// gossipPoolFree reads a member's free disk on a pool from what it last
+// gossiped (false when there is no gossip, the member is not alive in it,
+// or it did not say).
+func gossipPoolFree(g *atomic.Pointer[membership.Membership]) func(member, pool string) (int64, bool) {
+	return func(member, pool string) (int64, bool) {
+		m := g.Load()
+		if m == nil {
+			return 0, false
+		}
+		for _, mb := range m.Members() {
+			if mb.Name == member && mb.State == membership.StateAlive {
+				free, ok := mb.Meta.FreeDiskBytes[pool]
+				return free, ok
+			}
+		}
+		return 0, false
+	}
+}
+
 func freeResources() (cpuMillis, memBytes int64) {
 	ncpu := int64(runtime.NumCPU())
 	cpuMillis = ncpu * 1000
