@@ -52,6 +52,7 @@ var codeTable = []struct {
 	{images.ErrAmbiguous, codes.InvalidArgument},
 	{simplestreams.ErrNotFound, codes.NotFound},
 	{simplestreams.ErrInvalid, codes.FailedPrecondition},
+	{simplestreams.ErrStalled, codes.Unavailable},
 	{cluster.ErrInUse, codes.FailedPrecondition},
 	{runtime.ErrNotRunning, codes.FailedPrecondition},
 	{runtime.ErrUnenforceable, codes.FailedPrecondition},

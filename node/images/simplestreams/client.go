@@ -1,6 +1,7 @@
 package simplestreams
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -24,9 +25,17 @@ const maxIndex = 64 << 20
 
 // Client reads one simplestreams server.
 type Client struct {
+	// IdleTimeout fails a file's download when the server sends nothing
+	// for this long, headers included (DefaultIdleTimeout when zero): a
+	// server that stalls mid-file never holds a pull forever.
+	IdleTimeout time.Duration
+
 	base *url.URL
 	http *http.Client
 }
+
+// DefaultIdleTimeout is a download's idle timeout when the Client sets none.
+const DefaultIdleTimeout = 30 * time.Second
 
 // NewClient returns a client of the server at rawURL (https only). With
 // pin (a certificate's SHA-256, hex), the server's leaf certificate must
@@ -155,9 +164,22 @@ func (c *Client) Download(ctx context.Context, img Image, dir string, p Progress
 	total, done := img.Size(), int64(0)
 	fetch := func(it Item, name string, combined hash.Hash) (string, error) {
 		dst := filepath.Join(dir, name)
-		resp, err := c.get(ctx, it.Path)
+		idle := cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
+		fctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		watchdog := time.AfterFunc(idle, func() {
+			cancel(fmt.Errorf("%w: %s: nothing received for %s", ErrStalled, it.Path, idle))
+		})
+		defer watchdog.Stop()
+		stalled := func(err error) error {
+			if cause := context.Cause(fctx); cause != nil && errors.Is(cause, ErrStalled) {
+				return cause
+			}
+			return err
+		}
+		resp, err := c.get(fctx, it.Path)
 		if err != nil {
-			return "", err
+			return "", stalled(err)
 		}
 		defer resp.Body.Close()
 		f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
@@ -169,7 +191,13 @@ func (c *Client) Download(ctx context.Context, img Image, dir string, p Progress
 		if combined != nil {
 			ws = append(ws, combined)
 		}
-		n, err := io.Copy(io.MultiWriter(ws...), &counting{r: io.LimitReader(resp.Body, it.Size+1), f: func(n int64) { p(done+n, total) }})
+		n, err := io.Copy(io.MultiWriter(ws...), &counting{r: io.LimitReader(resp.Body, it.Size+1), f: func(n int64) {
+			watchdog.Reset(idle)
+			p(done+n, total)
+		}})
+		if err != nil {
+			err = stalled(err)
+		}
 		done += n
 		if cerr := f.Close(); err == nil {
 			err = cerr

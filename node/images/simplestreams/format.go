@@ -14,6 +14,9 @@ var (
 	ErrNotFound = errors.New("image not found on the server")
 	// ErrInvalid: the server's index or a file does not hold what it must.
 	ErrInvalid = errors.New("invalid simplestreams data")
+	// ErrStalled: the server sent nothing for longer than the client's
+	// idle timeout in the middle of a file.
+	ErrStalled = errors.New("image server stalled")
 )
 
 // Item types (ftype) this package reads.

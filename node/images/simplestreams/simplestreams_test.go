@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoal-dev/shoal/node/images"
 )
@@ -158,5 +159,46 @@ func TestRefusesBadServers(t *testing.T) {
 	}
 	if _, _, _, err := c.Download(ctx, img, t.TempDir(), nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "leaves the tree") {
 		t.Fatalf("path out of the tree: %v", err)
+	}
+}
+
+// A server that stops sending in the middle of a file fails the download
+// after the idle timeout, naming the file, and leaves nothing behind.
+func TestDownloadStalled(t *testing.T) {
+	dir, _, _ := tree(t)
+	release := make(chan struct{})
+	defer close(release)
+	files := http.FileServer(http.Dir(dir))
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, ".squashfs") {
+			files.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", "1000000")
+		w.Write(make([]byte, 4096))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	c, err := NewClient(srv.URL, CertFingerprint(srv.Certificate()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.IdleTimeout = 300 * time.Millisecond
+	ctx := context.Background()
+	img, err := c.Resolve(ctx, "tiny", "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl := t.TempDir()
+	_, _, _, err = c.Download(ctx, img, dl, nil)
+	if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), ".squashfs") {
+		t.Fatalf("stalled server: %v", err)
+	}
+	if left, _ := os.ReadDir(dl); len(left) != 0 {
+		t.Fatalf("a stalled download left %d files", len(left))
 	}
 }
