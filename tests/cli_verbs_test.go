@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -241,6 +242,15 @@ func TestCLISnapshotVerbs(t *testing.T) {
 	}
 }
 
+// memberPoolHas is poolHas on a simulated host (its pools are mounted in
+// its own mount namespace).
+func memberPoolHas(m *harness.Member, kind, name, snap string) bool {
+	p := filepath.Join(m.StateDir, "storage-pools", "*", kind, "containers%2F"+name, snap)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return m.Host.Command(ctx, "sh", "-c", `ls -d -- $1 >/dev/null 2>&1`, "sh", p).Run() == nil
+}
+
 // poolHas reports whether the daemon's pool directories hold, under kind
 // (volumes or snapshots), container name's volume (with snap: that
 // snapshot of it).
@@ -348,7 +358,9 @@ func TestCLIFileVerbs(t *testing.T) {
 
 // TestCLIInfoResources: shoal info --resources shows the member's CPUs,
 // memory, pools and interfaces; --target MEMBER runs it on that member
-// (its own network namespace here, so its own address shows).
+// (its own network namespace here, so its own address shows). On the same
+// two-member cluster, rename, snapshot rename and file delete asked of one
+// member run on the owner.
 func TestCLIInfoResources(t *testing.T) {
 	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
 		msg := "cluster tests need: " + strings.Join(missing, ", ")
@@ -422,4 +434,29 @@ func TestCLIInfoResources(t *testing.T) {
 	mustFail(t, ms[0].Daemon, "not found", "info", "--resources", "--target", "nosuch")
 	mustFail(t, ms[0].Daemon, "--resources", "info", "--target", ms[1].Opts.Name)
 	mustFail(t, ms[0].Daemon, "drop", "info", "--resources", "c1")
+
+	// The container verbs asked of one member run on the owner.
+	ms[0].MustShoal("image", "build", "busybox")
+	a, b := uniq("crna"), uniq("crnb")
+	t.Cleanup(func() { ms[0].Shoal("delete", "-f", a); ms[0].Shoal("delete", "-f", b) })
+	ms[0].MustShoal("init", "busybox", a, "--target", ms[1].Opts.Name)
+	ms[0].WaitFor(a+" stopped on "+ms[1].Opts.Name, time.Minute, func() bool { return ms[0].List()[a].State.Status == "Stopped" })
+	data := filepath.Join(t.TempDir(), "data")
+	os.WriteFile(data, []byte("kept\n"), 0o644)
+	ms[0].MustShoal("file", "push", data, a+"/root/data")
+	ms[0].MustShoal("snapshot", "create", a, "s1")
+	ms[0].MustShoal("snapshot", "rename", a, "s1", "s2")
+	ms[0].MustShoal("rename", a, b)
+	if l := ms[1].List(); l[a].Container.Name != "" || l[b].Container.Node != ms[1].Opts.Name {
+		t.Fatalf("after rename through %s: %v", ms[0].Opts.Name, l)
+	}
+	if !memberPoolHas(ms[1], "snapshots", b, "s2") || memberPoolHas(ms[1], "volumes", a, "") {
+		t.Fatalf("%s's pool after the renames: no %s/s2, or %s still there", ms[1].Opts.Name, b, a)
+	}
+	ms[0].MustShoal("start", b)
+	if got := ms[0].MustShoal("exec", b, "--", "cat", "/root/data"); got != "kept\n" {
+		t.Fatalf("exec %s -- cat /root/data: %q", b, got)
+	}
+	ms[0].MustShoal("file", "delete", b+"/root/data")
+	mustFail(t, ms[0].Daemon, "not found", "file", "delete", b+"/root/data")
 }
