@@ -528,34 +528,3 @@ func (s *Server) CancelOperation(ctx context.Context, req *shoalv1.CancelOperati
 	}
 	return &shoalv1.CancelOperationResponse{Operation: op}, nil
 }
-
-// StreamEvents streams events until the client leaves.
-func (s *Server) StreamEvents(req *shoalv1.StreamEventsRequest, stream shoalv1.EventService_StreamEventsServer) error {
-	want := map[string]bool{}
-	for _, t := range req.GetTypes() {
-		if t != "lifecycle" && t != "operation" {
-			return invalid("types", fmt.Sprintf("%q is not an event type (allowed: lifecycle, operation)", t))
-		}
-		want[t] = true
-	}
-	ch, done := s.bus.Subscribe()
-	defer done()
-	// Tell the client the subscription is live (headers), so it can rely on
-	// receiving everything that happens from now on.
-	if err := stream.SendHeader(nil); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case e := <-ch:
-			if len(want) > 0 && !want[e.GetType()] {
-				continue
-			}
-			if err := stream.Send(&shoalv1.StreamEventsResponse{Event: e}); err != nil {
-				return err
-			}
-		}
-	}
-}

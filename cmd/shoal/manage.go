@@ -580,7 +580,7 @@ func (a *app) monitorCmd() *cobra.Command {
 	var types []string
 	var format string
 	cmd := &cobra.Command{
-		Use: "monitor", Short: "Print events as they happen", Args: cobra.NoArgs,
+		Use: "monitor", Short: "Print events as they happen on every member (TIME MEMBER TYPE ACTION RESOURCE [DETAIL])", Args: cobra.NoArgs,
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			stream, err := c.Events.StreamEvents(cmd.Context(), &shoalv1.StreamEventsRequest{Types: types})
 			if err != nil {
@@ -605,7 +605,7 @@ func (a *app) monitorCmd() *cobra.Command {
 					}
 					continue
 				}
-				line := fmt.Sprintf("%s %s %s %s", since(e.GetTimeUnixNano()), e.GetType(), e.GetAction(), e.GetResource())
+				line := fmt.Sprintf("%s %s %s %s %s", since(e.GetTimeUnixNano()), cmp.Or(e.GetNode(), "-"), e.GetType(), e.GetAction(), e.GetResource())
 				if d := e.GetDetail(); d != "" {
 					line += " " + d
 				}
@@ -619,7 +619,7 @@ func (a *app) monitorCmd() *cobra.Command {
 			}
 		}),
 	}
-	cmd.Flags().StringArrayVar(&types, "type", nil, "event types to show: lifecycle, operation (repeatable)")
+	cmd.Flags().StringArrayVar(&types, "type", nil, "event types to show: lifecycle, operation, logging (repeatable; default all)")
 	cmd.Flags().StringVarP(&format, "format", "f", "text", "text or json")
 	return cmd
 }

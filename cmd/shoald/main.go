@@ -98,6 +98,9 @@ func run() error {
 	default:
 		return fmt.Errorf("--log-format: %q (allowed: text, json)", *logFormat)
 	}
+	// The daemon's log is also an event stream (shoal monitor --type logging).
+	bus := operations.NewBus()
+	log = slog.New(operations.LogHandler(log.Handler(), bus, *name))
 	if err := config.ValidateName("--name", *name); err != nil {
 		return err
 	}
@@ -223,7 +226,6 @@ func run() error {
 			*bridge = "shoalnet0"
 		}
 	}
-	bus := operations.NewBus()
 	n, err := node.New(startCtx, node.Config{
 		Name: *name, StateDir: *stateDir,
 		DefaultPool: node.PoolConfig{Name: "default", Driver: *poolDriver, Source: *poolSource, Size: size},
