@@ -84,6 +84,10 @@ func TestTimeout(t *testing.T) {
 		t.Skip("the host side")
 	}
 	vm.Require(t)
+	// The run's files (named on qemu's command line) go under our own
+	// temp dir, so that other VMs running meanwhile are not counted.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 	start := time.Now()
 	_, err := vm.RunWith(context.Background(), t, vm.Options{Timeout: 12 * time.Second}, "/bin/sleep", "600")
 	if !errors.Is(err, vm.ErrTimeout) {
@@ -92,14 +96,14 @@ func TestTimeout(t *testing.T) {
 	if d := time.Since(start); d > 40*time.Second {
 		t.Fatalf("the timeout took %v to act", d)
 	}
-	if left := qemus(t); left != "" {
+	if left := qemus(t, tmp); left != "" {
 		t.Fatalf("qemu still running after the timeout: %s", left)
 	}
 }
 
-// qemus lists the running qemu processes of this test's runs (their
-// command lines name a shoal-vm-run- temp directory).
-func qemus(t *testing.T) string {
+// qemus lists the running qemu processes whose command lines name a
+// file under dir.
+func qemus(t *testing.T, dir string) string {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +115,7 @@ func qemus(t *testing.T) string {
 			continue
 		}
 		cl := string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
-		if strings.HasPrefix(cl, "qemu-system") && strings.Contains(cl, "/shoal-vm-run-") {
+		if strings.HasPrefix(cl, "qemu-system") && strings.Contains(cl, dir+"/") {
 			out = append(out, e.Name()+": "+cl)
 		}
 	}
