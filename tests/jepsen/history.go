@@ -1,0 +1,244 @@
+package jepsen
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Outcome is how a call ended, as far as the client can tell.
+type Outcome int
+
+// Outcomes of a call.
+const (
+	// OK: the call succeeded; its result is recorded.
+	OK Outcome = iota
+	// Failed: the daemon refused it definitely (nothing changed); dropped.
+	Failed
+	// Unknown: it timed out or failed in a way that leaves its effect open;
+	// a write is recorded as pending, a read dropped.
+	Unknown
+)
+
+// Call is one client call as measured, whatever its outcome (latency
+// figures and the calls that hit their deadline come from these).
+type Call struct {
+	Client  int
+	Member  string
+	Op      string
+	Start   time.Duration // since the run's start
+	Took    time.Duration
+	Outcome Outcome
+	Err     string
+	// Overdue: the call did not answer within its deadline.
+	Overdue bool
+}
+
+// Meta is what the visualisation and the excerpts show of an operation
+// beside its input and output.
+type Meta struct {
+	Member string
+	Err    string
+}
+
+func (m Meta) String() string {
+	if m.Err != "" {
+		return "via " + m.Member + ": " + m.Err
+	}
+	return "via " + m.Member
+}
+
+// Event is something the harness did (a fault and its end), for excerpts
+// and the visualisation.
+type Event struct {
+	At, End time.Duration // End == At for instants
+	What    string
+}
+
+// Recorder collects a run's history; it is safe for concurrent use.
+type Recorder struct {
+	start time.Time
+
+	mu     sync.Mutex
+	ops    []porcupine.Operation
+	calls  []Call
+	events []Event
+}
+
+// NewRecorder starts a history whose clock starts now.
+func NewRecorder() *Recorder { return &Recorder{start: time.Now()} }
+
+// Now is the run's clock: time since the recorder started.
+func (r *Recorder) Now() time.Duration { return time.Since(r.start) }
+
+// Record adds a finished call: a successful one with its output, an
+// unknown write as pending (infinite return time), nothing to the history
+// for a definite failure or an unknown read. Every call counts for the
+// latency figures.
+func (r *Recorder) Record(client int, member string, in Input, call, ret time.Duration, out Output, outcome Outcome, err error, deadline time.Duration) {
+	c := Call{Client: client, Member: member, Op: describe(in, out), Start: call, Took: ret - call, Outcome: outcome,
+		Overdue: outcome == Unknown && ret-call >= deadline}
+	if err != nil {
+		c.Err = err.Error()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, c)
+	switch {
+	case outcome == OK:
+		r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in, Call: int64(call), Output: out, Return: int64(ret),
+			Metadata: Meta{Member: member}})
+	case outcome == Unknown && in.Kind != Read && in.Kind != List:
+		r.ops = append(r.ops, porcupine.Operation{ClientId: client, Input: in, Call: int64(call), Output: Output{Pending: true},
+			Return: math.MaxInt64, Metadata: Meta{Member: member, Err: c.Err}})
+	}
+}
+
+// Event records something the harness did between at and end.
+func (r *Recorder) Event(at, end time.Duration, what string) {
+	r.mu.Lock()
+	r.events = append(r.events, Event{At: at, End: end, What: what})
+	r.mu.Unlock()
+}
+
+// History returns the operations recorded so far.
+func (r *Recorder) History() []porcupine.Operation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ops)
+}
+
+// Calls returns every call measured so far.
+func (r *Recorder) Calls() []Call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+// Events returns the harness's events so far.
+func (r *Recorder) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// Verdict is the checker's answer on a history.
+type Verdict struct {
+	Result  porcupine.CheckResult
+	Ops     int
+	Pending int
+	// Illegal names the objects whose history is not linearizable.
+	Illegal []string
+	// Excerpt shows, for each illegal object, its operations around the
+	// point where every linearization gets stuck.
+	Excerpt string
+	info    porcupine.LinearizationInfo
+}
+
+// Check checks a history against Model within timeout (porcupine answers
+// Unknown when it runs out of time). The events are shown in excerpts.
+func Check(history []porcupine.Operation, events []Event, timeout time.Duration) Verdict {
+	v := Verdict{Ops: len(history)}
+	for _, op := range history {
+		if op.Output.(Output).Pending {
+			v.Pending++
+		}
+	}
+	v.Result, v.info = porcupine.CheckOperationsVerbose(Model, history, timeout)
+	if v.Result != porcupine.Illegal {
+		return v
+	}
+	single := Model
+	single.Partition = nil
+	var b strings.Builder
+	for _, part := range partitionByKey(history) {
+		res, info := porcupine.CheckOperationsVerbose(single, part, timeout)
+		if res != porcupine.Illegal {
+			continue
+		}
+		key := part[0].Input.(Input).Key
+		v.Illegal = append(v.Illegal, key)
+		excerpt(&b, key, part, info, events)
+	}
+	v.Excerpt = b.String()
+	return v
+}
+
+// Visualize writes porcupine's HTML view of the checked history to path,
+// with the harness's events as annotations.
+func (v Verdict) Visualize(path string, events []Event) error {
+	var anns []porcupine.Annotation
+	for _, e := range events {
+		anns = append(anns, porcupine.Annotation{Tag: "faults", Start: int64(e.At), End: int64(e.End), Description: e.What,
+			BackgroundColor: "#fdd"})
+	}
+	v.info.AddAnnotations(anns)
+	if err := porcupine.VisualizePath(Model, v.info, path); err != nil {
+		return fmt.Errorf("write visualisation %s: %w", path, err)
+	}
+	return nil
+}
+
+// excerpt writes one object's operations in call order around the first
+// one the longest partial linearization could not take, with the events
+// of that stretch of time.
+func excerpt(b *strings.Builder, key string, part []porcupine.Operation, info porcupine.LinearizationInfo, events []Event) {
+	var longest []int
+	for _, lin := range info.PartialLinearizations() {
+		for _, l := range lin {
+			if len(l) > len(longest) {
+				longest = l
+			}
+		}
+	}
+	in := map[int]bool{}
+	for _, i := range longest {
+		in[i] = true
+	}
+	order := make([]int, len(part))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, c int) bool { return part[order[a]].Call < part[order[c]].Call })
+	stuck := len(order)
+	for pos, i := range order {
+		if !in[i] {
+			stuck = pos
+			break
+		}
+	}
+	lo, hi := max(0, stuck-10), min(len(order), stuck+10)
+	fmt.Fprintf(b, "object %s: %d operations, the longest linearization takes %d; around the first it cannot take:\n", key, len(part), len(longest))
+	var from, to int64 = math.MaxInt64, 0
+	for pos := lo; pos < hi; pos++ {
+		op := part[order[pos]]
+		mark := "  "
+		switch {
+		case pos == stuck:
+			mark = "→ "
+		case in[order[pos]]:
+			mark = "✓ "
+		}
+		ret := "pending"
+		if op.Return != math.MaxInt64 {
+			ret = fmtDur(time.Duration(op.Return))
+			to = max(to, op.Return)
+		}
+		from, to = min(from, op.Call), max(to, op.Call)
+		fmt.Fprintf(b, "  %s[%s, %s] client %d %s (%s)\n", mark, fmtDur(time.Duration(op.Call)), ret, op.ClientId,
+			describe(op.Input, op.Output), op.Metadata)
+	}
+	for _, e := range events {
+		if int64(e.End) >= from && int64(e.At) <= to {
+			fmt.Fprintf(b, "  event [%s, %s] %s\n", fmtDur(e.At), fmtDur(e.End), e.What)
+		}
+	}
+}
+
+func fmtDur(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
