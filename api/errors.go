@@ -39,7 +39,6 @@ var codeTable = []struct {
 	{backup.ErrUnsupported, codes.FailedPrecondition},
 	{node.ErrInvalidPool, codes.InvalidArgument},
 	{node.ErrInvalidDevice, codes.InvalidArgument},
-	{node.ErrInvalidExec, codes.InvalidArgument},
 	{runtime.ErrPathEscape, codes.InvalidArgument},
 	{cluster.ErrNotFound, codes.NotFound},
 	{storage.ErrNotFound, codes.NotFound},
