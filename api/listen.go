@@ -278,6 +278,9 @@ func restGateway(ctx context.Context, pipe *pipeListener) (http.Handler, error) 
 		shoalv1.RegisterEventServiceHandlerFromEndpoint,
 		shoalv1.RegisterClusterServiceHandlerFromEndpoint,
 		shoalv1.RegisterProfileServiceHandlerFromEndpoint,
+		// Member-to-member transfers: documented like every route, and
+		// refused to anyone but a member by the authorization table.
+		shoalv1.RegisterMigrationServiceHandlerFromEndpoint,
 	} {
 		if err := reg(ctx, mux, "passthrough:///gateway", opts); err != nil {
 			return nil, fmt.Errorf("register REST gateway: %w", err)
