@@ -39,6 +39,7 @@ var codeTable = []struct {
 	{backup.ErrUnsupported, codes.FailedPrecondition},
 	{node.ErrInvalidPool, codes.InvalidArgument},
 	{node.ErrInvalidDevice, codes.InvalidArgument},
+	{node.ErrInvalidExec, codes.InvalidArgument},
 	{runtime.ErrPathEscape, codes.InvalidArgument},
 	{cluster.ErrNotFound, codes.NotFound},
 	{storage.ErrNotFound, codes.NotFound},

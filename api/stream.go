@@ -74,6 +74,7 @@ func (s *Server) Exec(stream shoalv1.ContainerService_ExecServer) error {
 	}()
 	req := runtime.ExecRequest{
 		Cmd: start.GetCommand(), Env: start.GetEnv(), Cwd: start.GetCwd(),
+		UID: start.GetUser(), GID: start.GetGroup(),
 		Stdin:  stdinR,
 		Stdout: streamWriter(func(b []byte) error { return send(&shoalv1.ExecResponse{Msg: &shoalv1.ExecResponse_Stdout{Stdout: b}}) }),
 		Stderr: streamWriter(func(b []byte) error { return send(&shoalv1.ExecResponse{Msg: &shoalv1.ExecResponse_Stderr{Stderr: b}}) }),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -134,11 +135,29 @@ func (n *Node) Restart(ctx context.Context, name string, timeout time.Duration) 
 	return nil
 }
 
-// Exec runs a command in a running container.
+// ErrInvalidExec marks an exec request this container cannot run: a user
+// or group id outside the ids mapped into it.
+var ErrInvalidExec = errors.New("invalid exec request")
+
+// Exec runs a command in a running container, as req.UID and req.GID,
+// which must be ids the container has: below its id map's size unless it
+// is privileged, and never 4294967295 (-1, "unchanged", to the kernel).
 func (n *Node) Exec(ctx context.Context, name string, req runtime.ExecRequest) (int, error) {
 	ct, err := n.fsm.Container(name)
 	if err != nil {
 		return -1, err
+	}
+	limit := uint64(math.MaxUint32) // exclusive
+	if !config.Bool(cluster.ExpandedConfig(ct), "security.privileged") && !n.idmap.IsZero() {
+		limit = uint64(n.idmap.Size)
+	}
+	for _, id := range []struct {
+		flag string
+		v    uint32
+	}{{"--user", req.UID}, {"--group", req.GID}} {
+		if uint64(id.v) >= limit {
+			return -1, fmt.Errorf("%w: %s %d is outside the ids of %s (0-%d)", ErrInvalidExec, id.flag, id.v, name, limit-1)
+		}
 	}
 	for k, v := range cluster.ExpandedConfig(ct) {
 		if len(k) > len("environment.") && k[:len("environment.")] == "environment." {

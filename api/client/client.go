@@ -169,6 +169,9 @@ type ExecOptions struct {
 	Cols   uint16
 	// Resize delivers window size changes (rows, cols) for TTY sessions.
 	Resize <-chan [2]uint16
+	// User and Group are the numeric ids the command runs as inside the
+	// container (0: root).
+	User, Group uint32
 }
 
 // Exec runs a command in a container and returns its exit code.
@@ -179,7 +182,8 @@ func (c *Client) Exec(ctx context.Context, name string, cmd []string, o ExecOpti
 	if err != nil {
 		return -1, Convert(err)
 	}
-	start := &shoalv1.ExecStart{Name: name, Command: cmd, Env: o.Env, Cwd: o.Cwd, Tty: o.TTY, Rows: uint32(o.Rows), Cols: uint32(o.Cols)}
+	start := &shoalv1.ExecStart{Name: name, Command: cmd, Env: o.Env, Cwd: o.Cwd, Tty: o.TTY, Rows: uint32(o.Rows), Cols: uint32(o.Cols),
+		User: o.User, Group: o.Group}
 	if err := stream.Send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Start{Start: start}}); err != nil {
 		return -1, Convert(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -16,12 +17,13 @@ func (a *app) execCmd() *cobra.Command {
 	var tty, noTTY bool
 	var env []string
 	var cwd string
+	var user, group uint32
 	cmd := &cobra.Command{
 		Use:   "exec NAME [flags] -- COMMAND [ARGS...]",
 		Short: "Run a command in a container (exit code and stdout/stderr pass through)",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: a.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			opts := client.ExecOptions{Env: env, Cwd: cwd, Stdout: os.Stdout, Stderr: os.Stderr}
+			opts := client.ExecOptions{Env: env, Cwd: cwd, User: user, Group: group, Stdout: os.Stdout, Stderr: os.Stderr}
 			stdinTTY := term.IsTerminal(int(os.Stdin.Fd()))
 			if tty && noTTY {
 				return errors.New("-t and -T: choose one")
@@ -32,6 +34,10 @@ func (a *app) execCmd() *cobra.Command {
 			}
 			if useTTY {
 				opts.TTY = true
+				// As lxc exec: the terminal type travels with the session.
+				if t := os.Getenv("TERM"); t != "" && !hasEnv(env, "TERM") {
+					opts.Env = append([]string{"TERM=" + t}, opts.Env...)
+				}
 				if stdinTTY {
 					if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
 						opts.Cols, opts.Rows = uint16(w), uint16(h)
@@ -71,5 +77,17 @@ func (a *app) execCmd() *cobra.Command {
 	cmd.Flags().BoolVarP(&noTTY, "force-noninteractive", "T", false, "never allocate a pseudo-terminal")
 	cmd.Flags().StringArrayVar(&env, "env", nil, "environment KEY=VALUE (repeatable)")
 	cmd.Flags().StringVar(&cwd, "cwd", "", "working directory in the container")
+	cmd.Flags().Uint32Var(&user, "user", 0, "user ID to run the command as (numeric, as the container sees it)")
+	cmd.Flags().Uint32Var(&group, "group", 0, "group ID to run the command as (numeric, as the container sees it)")
 	return cmd
+}
+
+// hasEnv reports whether env (KEY=VALUE entries) sets key.
+func hasEnv(env []string, key string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, key+"=") {
+			return true
+		}
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -99,6 +100,14 @@ func BuildBusybox(ctx context.Context, dst string) (Metadata, error) {
 		{"etc/resolv.conf", "", 0o644},
 		{"etc/profile", "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n", 0o644},
 	}
+	// Debian's busybox-static has no nohup applet: without one,
+	// "nohup CMD &" fails with "not found" (in the background, unseen).
+	if _, err := os.Lstat(filepath.Join(dst, "usr/bin/nohup")); errors.Is(err, os.ErrNotExist) {
+		files = append(files, struct {
+			name, body string
+			mode       os.FileMode
+		}{"usr/bin/nohup", busyboxNohup, 0o755})
+	}
 	for _, f := range files {
 		if err := writeFile(filepath.Join(dst, f.name), f.body, f.mode); err != nil {
 			return Metadata{}, fmt.Errorf("build busybox: %w", err)
@@ -191,6 +200,34 @@ const busyboxInittab = `# Shoal busybox image: no login on ttys (containers have
 ::respawn:/bin/sleep 2147483647
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/bin/umount -a -r
+`
+
+// busyboxNohup is POSIX nohup for a busybox built without the applet:
+// SIGHUP ignored, output that would go to a terminal appended to
+// nohup.out (or $HOME/nohup.out), a terminal on stdin replaced by
+// /dev/null.
+const busyboxNohup = `#!/bin/sh
+if [ $# -eq 0 ]; then
+	echo "Usage: nohup COMMAND [ARG]..." >&2
+	exit 125
+fi
+trap '' HUP
+if [ -t 1 ]; then
+	out=nohup.out
+	if ! { : >>"$out"; } 2>/dev/null; then
+		out=${HOME:-/}/nohup.out
+		{ : >>"$out"; } 2>/dev/null || { echo "nohup: cannot open nohup.out" >&2; exit 125; }
+	fi
+	echo "nohup: appending output to $out" >&2
+	exec >>"$out"
+fi
+if [ -t 2 ]; then
+	exec 2>&1
+fi
+if [ -t 0 ]; then
+	exec </dev/null
+fi
+exec "$@"
 `
 
 // busyboxRcS boots the busybox image.

@@ -46,6 +46,7 @@ func TestBuildBusybox(t *testing.T) {
 	for _, cmd := range []string{
 		"ip -o link show lo", "udhcpc --help 2>&1 | grep -q udhcpc", "hostname -F /etc/hostname && hostname",
 		"sh -n /etc/init.d/rcS", "sh -n /usr/share/udhcpc/default.script", "test -x /sbin/init",
+		"nohup sh -c 'kill -HUP $$; echo survived' | grep -qx survived",
 	} {
 		if out, err := exec.Command("unshare", "--uts", "--net", "chroot", dst, "/bin/sh", "-c", cmd).CombinedOutput(); err != nil {
 			t.Errorf("chroot: %s: %v: %s", cmd, err, out)

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,8 +25,12 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 type ExecRequest struct {
 	// Cmd is the program and its arguments (looked up in PATH).
 	Cmd []string
-	// Env is added to a clean environment holding PATH and HOME.
+	// Env is added to a clean environment holding PATH and LANG, and for
+	// root HOME=/root and USER=root (LXD's defaults).
 	Env []string
+	// UID and GID are the user and group the command runs as, as the
+	// container sees them (0: root). Supplementary groups are dropped.
+	UID, GID uint32
 	// Cwd is the working directory ("/" when empty).
 	Cwd string
 	// Stdin feeds the command's standard input; nil gives it EOF.
@@ -41,7 +47,14 @@ type ExecRequest struct {
 }
 
 // Exec runs req.Cmd in the running container name and returns its exit
-// code (128+signal when killed). Cancelling ctx kills the command.
+// code (128+signal when killed). Cancelling ctx hangs the command up: it is
+// killed, and the processes it started that are still in its process group
+// and session get SIGHUP, as on a terminal's hangup (with TTY the closed
+// terminal does that); what ignores SIGHUP (nohup) or left the session
+// (setsid) keeps running. A normal return kills nothing: a background
+// process whose standard streams are redirected outlives the exec. One that
+// keeps the exec's stdout or stderr open keeps Exec waiting for its end (as
+// lxc-attach and LXD do) until ctx ends.
 //
 // Without TTY the command is attached in-process through liblxc (no helper
 // binary) with separate stdin/stdout/stderr pipes; every other descriptor
@@ -64,7 +77,10 @@ func (r *Runtime) Exec(ctx context.Context, name string, req ExecRequest) (int, 
 	default:
 		return -1, fmt.Errorf("runtime: exec in %s: %w (%s)", name, ErrNotRunning, st)
 	}
-	env := execEnv(req.Env)
+	if req.UID == math.MaxUint32 || req.GID == math.MaxUint32 {
+		return -1, fmt.Errorf("%w: user and group ids must be below %d", ErrInvalid, uint32(math.MaxUint32))
+	}
+	env := execEnv(req.Env, req.UID)
 	markInheritedCloexec()
 	if req.TTY {
 		return r.execTTY(ctx, name, req, env)
@@ -81,8 +97,9 @@ func markInheritedCloexec() {
 	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 }
 
-// execEnv builds the environment: PATH and HOME unless extra sets them.
-func execEnv(extra []string) []string {
+// execEnv builds the environment as LXD does: PATH and LANG, and for root
+// (uid 0) HOME=/root and USER=root, each unless extra sets it.
+func execEnv(extra []string, uid uint32) []string {
 	env := []string{}
 	has := func(k string) bool {
 		for _, e := range extra {
@@ -95,8 +112,14 @@ func execEnv(extra []string) []string {
 	if !has("PATH") {
 		env = append(env, defaultPath)
 	}
-	if !has("HOME") {
+	if !has("LANG") {
+		env = append(env, "LANG=C.UTF-8")
+	}
+	if uid == 0 && !has("HOME") {
 		env = append(env, "HOME=/root")
+	}
+	if uid == 0 && !has("USER") {
+		env = append(env, "USER=root")
 	}
 	return append(env, extra...)
 }
@@ -138,8 +161,8 @@ func (r *Runtime) execPipes(ctx context.Context, c *lxc.Container, name string, 
 		Namespaces: -1,
 		Arch:       -1,
 		Cwd:        cwd,
-		UID:        -1,
-		GID:        -1,
+		UID:        int(req.UID),
+		GID:        int(req.GID),
 		ClearEnv:   true,
 		Env:        env,
 		StdinFd:    inR.Fd(),
@@ -173,7 +196,7 @@ func (r *Runtime) execPipes(ctx context.Context, c *lxc.Container, name string, 
 		inW.Close()
 	}
 
-	status, err := waitPid(ctx, pid)
+	status, err := waitPid(ctx, pid, hangUp)
 	if err != nil {
 		return -1, fmt.Errorf("runtime: exec in %s: %w", name, err)
 	}
@@ -193,8 +216,8 @@ func (r *Runtime) execPipes(ctx context.Context, c *lxc.Container, name string, 
 }
 
 // waitPid waits for our child pid (liblxc creates the attached process
-// with CLONE_PARENT, so it is our child), killing it when ctx ends.
-func waitPid(ctx context.Context, pid int) (unix.WaitStatus, error) {
+// with CLONE_PARENT, so it is our child), calling kill(pid) when ctx ends.
+func waitPid(ctx context.Context, pid int, kill func(int)) (unix.WaitStatus, error) {
 	type res struct {
 		ws  unix.WaitStatus
 		err error
@@ -215,7 +238,7 @@ func waitPid(ctx context.Context, pid int) (unix.WaitStatus, error) {
 	case r := <-ch:
 		return r.ws, r.err
 	case <-ctx.Done():
-		_ = unix.Kill(pid, unix.SIGKILL)
+		kill(pid)
 		r := <-ch
 		if r.err != nil {
 			return r.ws, r.err
@@ -234,7 +257,8 @@ func exitCode(ws unix.WaitStatus) int {
 
 // execTTY runs the command under lxc-attach on a host pty.
 func (r *Runtime) execTTY(ctx context.Context, name string, req ExecRequest, env []string) (int, error) {
-	args := []string{"-n", name, "-P", r.lxcPath, "-f", r.ConfigPath(name), "--clear-env"}
+	args := []string{"-n", name, "-P", r.lxcPath, "-f", r.ConfigPath(name), "--clear-env",
+		"-u", strconv.FormatUint(uint64(req.UID), 10), "-g", strconv.FormatUint(uint64(req.GID), 10)}
 	for _, e := range env {
 		args = append(args, "-v", e)
 	}
@@ -305,8 +329,20 @@ func (r *Runtime) execTTY(ctx context.Context, name string, req ExecRequest, env
 	select {
 	case err = <-waitErr:
 	case <-ctx.Done():
+		// The command is lxc-attach's child; hang it up as the pipes
+		// path does, then end lxc-attach. The command, orphaned, is
+		// reparented to us (a child subreaper): reap it.
+		cmdPids := procTree(readProcs(), cmd.Process.Pid)
+		for _, p := range cmdPids {
+			if info, ok := readProcs()[p]; ok && info.ppid == cmd.Process.Pid {
+				hangUp(p)
+			}
+		}
 		_ = cmd.Process.Kill()
 		<-waitErr
+		for _, p := range cmdPids {
+			go reapIfOurs(p)
+		}
 		return -1, fmt.Errorf("runtime: exec in %s: %w", name, ctx.Err())
 	}
 	<-copied
