@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/tests/harness"
-	"github.com/shoal-dev/shoal/tests/netns"
 )
 
 // listNames is the set of container names shoal list shows.
@@ -362,13 +361,7 @@ func TestCLIFileVerbs(t *testing.T) {
 // two-member cluster, rename, snapshot rename and file delete asked of one
 // member run on the owner.
 func TestCLIInfoResources(t *testing.T) {
-	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
-		msg := "cluster tests need: " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireCluster(t)
 	_, ms := harness.StartCluster(t, binDir, 2)
 	type resources struct {
 		Member string

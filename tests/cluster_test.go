@@ -45,7 +45,10 @@ func roles(rows map[string]harness.MemberRow) string {
 // each node in its own network namespace, then loses the leader, partitions
 // a minority and heals it: a new leader takes writes, the minority refuses
 // them with a clear error, and healed or restarted nodes catch up.
-func TestClusterFormsAndFailsOver(t *testing.T) {
+// requireCluster fails the test under CI=true, and skips it elsewhere,
+// when the host lacks what simulated cluster hosts need, naming it.
+func requireCluster(t *testing.T) {
+	t.Helper()
 	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
 		msg := "cluster tests need: " + strings.Join(missing, ", ")
 		if os.Getenv("CI") == "true" {
@@ -53,6 +56,10 @@ func TestClusterFormsAndFailsOver(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
+}
+
+func TestClusterFormsAndFailsOver(t *testing.T) {
+	requireCluster(t)
 	u, err := netns.NewUnderlay(t)
 	if err != nil {
 		t.Fatal(err)

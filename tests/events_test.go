@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/tests/harness"
-	"github.com/shoal-dev/shoal/tests/netns"
 )
 
 // monitorLines runs `shoal monitor ARGS` against a member until the test
@@ -64,13 +63,7 @@ func waitLine(t *testing.T, lines <-chan string, timeout time.Duration, parts ..
 // naming its member — and keeps following a member that dies and
 // comes back.
 func TestMonitorMergesMembers(t *testing.T) {
-	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
-		msg := "cluster tests need: " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireCluster(t)
 	_, ms := harness.StartCluster(t, binDir, 2)
 	m1, m2 := ms[0], ms[1]
 	m1.MustShoal("image", "build", "busybox")

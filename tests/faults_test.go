@@ -2,14 +2,12 @@ package tests
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoal-dev/shoal/tests/harness"
-	"github.com/shoal-dev/shoal/tests/netns"
 )
 
 // createDeadline is how long a create through a survivor may take right
@@ -25,13 +23,7 @@ const createDeadline = 45 * time.Second
 // run there fails fast naming the member. The member comes back; then the
 // leader dies and the same holds.
 func TestCreatesAfterMemberDeath(t *testing.T) {
-	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
-		msg := "fault tests need: " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireCluster(t)
 	_, ms := harness.StartCluster(t, binDir, 3)
 	ms[0].MustShoal("image", "build", "busybox")
 	leaderOf := func(m *harness.Member) string {

@@ -36,13 +36,7 @@ import (
 // tokens can be listed and revoked; a removed member's certificate is
 // revoked.
 func TestTrustRolesAndRevocation(t *testing.T) {
-	if missing := append(harness.Missing(), netns.Missing()...); len(missing) > 0 {
-		msg := "cluster tests need: " + strings.Join(missing, ", ")
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	requireCluster(t)
 	_, ms := harness.StartCluster(t, binDir, 2)
 	n1, n2 := ms[0], ms[1]
 	ensureBusybox(t, n1.Daemon)
