@@ -164,7 +164,7 @@ func Check(history []porcupine.Operation, events []Event, timeout time.Duration)
 		}
 		key := part[0].Input.(Input).Key
 		v.Illegal = append(v.Illegal, key)
-		excerpt(&b, key, part, info, events)
+		excerpt(&b, key, part, related(history, key), info, events)
 	}
 	v.Excerpt = b.String()
 	return v
@@ -185,10 +185,28 @@ func (v Verdict) Visualize(path string, events []Event) error {
 	return nil
 }
 
+// related are the operations on the other registers of the same container
+// as key (their writes replace the container's config too).
+func related(history []porcupine.Operation, key string) []porcupine.Operation {
+	ct, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return nil
+	}
+	var out []porcupine.Operation
+	for _, op := range history {
+		k := op.Input.(Input).Key
+		if k != key && strings.HasPrefix(k, ct+"/") {
+			out = append(out, op)
+		}
+	}
+	return out
+}
+
 // excerpt writes one object's operations in call order around the first
-// one the longest partial linearization could not take, with the events
-// of that stretch of time.
-func excerpt(b *strings.Builder, key string, part []porcupine.Operation, info porcupine.LinearizationInfo, events []Event) {
+// one the longest partial linearization could not take, with the writes
+// to the container's other keys ("·") and the events of that stretch of
+// time.
+func excerpt(b *strings.Builder, key string, part, others []porcupine.Operation, info porcupine.LinearizationInfo, events []Event) {
 	var longest []int
 	for _, lin := range info.PartialLinearizations() {
 		for _, l := range lin {
@@ -225,20 +243,33 @@ func excerpt(b *strings.Builder, key string, part []porcupine.Operation, info po
 		case in[order[pos]]:
 			mark = "✓ "
 		}
-		ret := "pending"
+		ret := retString(op)
 		if op.Return != math.MaxInt64 {
-			ret = fmtDur(time.Duration(op.Return))
 			to = max(to, op.Return)
 		}
 		from, to = min(from, op.Call), max(to, op.Call)
 		fmt.Fprintf(b, "  %s[%s, %s] client %d %s (%s)\n", mark, fmtDur(time.Duration(op.Call)), ret, op.ClientId,
 			describe(op.Input, op.Output), op.Metadata)
 	}
+	for _, op := range others {
+		in := op.Input.(Input)
+		if in.Kind == Write && op.Call <= to && op.Return >= from {
+			fmt.Fprintf(b, "  · [%s, %s] client %d %s (%s)\n", fmtDur(time.Duration(op.Call)), retString(op), op.ClientId,
+				describe(op.Input, op.Output), op.Metadata)
+		}
+	}
 	for _, e := range events {
 		if int64(e.End) >= from && int64(e.At) <= to {
 			fmt.Fprintf(b, "  event [%s, %s] %s\n", fmtDur(e.At), fmtDur(e.End), e.What)
 		}
 	}
+}
+
+func retString(op porcupine.Operation) string {
+	if op.Return == math.MaxInt64 {
+		return "pending"
+	}
+	return fmtDur(time.Duration(op.Return))
 }
 
 func fmtDur(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
