@@ -68,7 +68,8 @@ func TestLinearizable(t *testing.T) {
 	// One run after the other in this goroutine: the harness fails the
 	// test it was started by, not a subtest.
 	for _, seed := range seeds {
-		res := c.Run(context.Background(), jepsen.Config{Seed: seed, Duration: d, Faults: faults, Keys: keys, OutDir: out})
+		res := c.Run(context.Background(), jepsen.Config{Seed: seed, Duration: d, Faults: faults, Keys: keys, OutDir: out,
+			CheckTimeout: 20 * time.Second})
 		t.Log(res.Report())
 		if res.Violation() {
 			t.Errorf("seed %d found a violation (report above); replay: SHOAL_JEPSEN_SEEDS=%d", seed, seed)

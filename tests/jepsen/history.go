@@ -135,6 +135,10 @@ type Verdict struct {
 	Pending int
 	// Illegal names the objects whose history is not linearizable.
 	Illegal []string
+	// PerElement: the whole history ran out of time but every set's
+	// elements, each checked alone, passed (Result stays Unknown) or one
+	// failed (Result is Illegal and the objects are "SET∋ELEMENT").
+	PerElement bool
 	// Excerpt shows, for each illegal object, its operations around the
 	// point where every linearization gets stuck.
 	Excerpt string
@@ -151,6 +155,18 @@ func Check(history []porcupine.Operation, events []Event, timeout time.Duration)
 		}
 	}
 	v.Result, v.info = porcupine.CheckOperationsVerbose(Model, history, timeout)
+	if v.Result == porcupine.Unknown {
+		// A whole set with hundreds of operations can exhaust the
+		// search; each element's membership alone is cheap, and a
+		// violation there is one of the whole history too.
+		proj := projectSets(history)
+		if res, info := porcupine.CheckOperationsVerbose(Model, proj, timeout); res != porcupine.Unknown {
+			v.PerElement = true
+			if res == porcupine.Illegal {
+				v.Result, v.info, history = res, info, proj
+			}
+		}
+	}
 	if v.Result != porcupine.Illegal {
 		return v
 	}
@@ -168,6 +184,54 @@ func Check(history []porcupine.Operation, events []Event, timeout time.Duration)
 	}
 	v.Excerpt = b.String()
 	return v
+}
+
+// projectSets rewrites every set operation as operations on one-element
+// sets, one per element the set ever had: Add and Remove on their own
+// element's, a List on each element's (holding it or not). Registers stay.
+func projectSets(history []porcupine.Operation) []porcupine.Operation {
+	elems := map[string]map[string]bool{}
+	note := func(set, e string) {
+		if elems[set] == nil {
+			elems[set] = map[string]bool{}
+		}
+		elems[set][e] = true
+	}
+	for _, op := range history {
+		in := op.Input.(Input)
+		switch in.Kind {
+		case Add, Remove:
+			note(in.Key, in.Value)
+		case List:
+			for _, e := range op.Output.(Output).Elems {
+				note(in.Key, e)
+			}
+		}
+	}
+	var out []porcupine.Operation
+	for _, op := range history {
+		in := op.Input.(Input)
+		switch in.Kind {
+		case Add, Remove:
+			op.Input = Input{Kind: in.Kind, Key: in.Key + "∋" + in.Value, Value: in.Value}
+			out = append(out, op)
+		case List:
+			seen := op.Output.(Output).Elems
+			for e := range elems[in.Key] {
+				p := op
+				p.Input = Input{Kind: List, Key: in.Key + "∋" + e}
+				o := Output{Elems: []string{}}
+				if slices.Contains(seen, e) {
+					o.Elems = []string{e}
+				}
+				p.Output = o
+				out = append(out, p)
+			}
+		default:
+			out = append(out, op)
+		}
+	}
+	return out
 }
 
 // Visualize writes porcupine's HTML view of the checked history to path,

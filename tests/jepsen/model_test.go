@@ -201,3 +201,28 @@ func TestRecorder(t *testing.T) {
 		t.Fatalf("calls %d overdue %d, want 4 and 2", len(r.Calls()), overdue)
 	}
 }
+
+// TestCheckPerElement checks the projection of sets onto their elements:
+// it keeps a stale list illegal and a correct history legal.
+func TestCheckPerElement(t *testing.T) {
+	stale := []porcupine.Operation{
+		op(0, Add, "ct", "x", 0, 10, none()),
+		op(0, Add, "ct", "y", 0, 10, none()),
+		op(1, Remove, "ct", "x", 20, 30, none()),
+		op(2, List, "ct", "", 40, 50, list("x", "y")),
+	}
+	if res := porcupine.CheckOperations(Model, projectSets(stale)); res {
+		t.Fatal("the projection of a stale list is linearizable")
+	}
+	fine := []porcupine.Operation{
+		op(0, Add, "ct", "x", 0, 10, none()),
+		op(1, Add, "ct", "y", 5, -1, none()),
+		op(1, Remove, "ct", "x", 20, 30, none()),
+		op(2, List, "ct", "", 40, 50, list("y")),
+		op(3, Write, "c/k", "a", 0, 10, none()),
+		op(3, Read, "c/k", "", 20, 30, read("a")),
+	}
+	if res := porcupine.CheckOperations(Model, projectSets(fine)); !res {
+		t.Fatal("the projection of a linearizable history is not")
+	}
+}

@@ -237,7 +237,11 @@ func (r *Result) Report() string {
 		fmt.Fprintf(&b, "NOT LINEARIZABLE (seed %d): %s\n%s", r.Seed, strings.Join(r.Verdict.Illegal, ", "), r.Verdict.Excerpt)
 	}
 	if r.Verdict.Result == porcupine.Unknown {
-		fmt.Fprintf(&b, "the checker ran out of time (seed %d): neither proven nor refuted\n", r.Seed)
+		what := "neither proven nor refuted"
+		if r.Verdict.PerElement {
+			what = "every set's elements, each checked alone, are linearizable"
+		}
+		fmt.Fprintf(&b, "the checker ran out of time on the whole history (seed %d): %s\n", r.Seed, what)
 	}
 	for _, c := range r.Overdue() {
 		fmt.Fprintf(&b, "CALL PAST ITS DEADLINE (seed %d): client %d %s via %s at %s took %s: %s\n", r.Seed, c.Client, c.Op, c.Member,
