@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -248,7 +249,15 @@ func (s *Server) remoteStream(ctx context.Context, owner, method string, serverS
 // offline): a call never waits on a member that is gone.
 func (s *Server) memberConn(name string) (*grpc.ClientConn, error) {
 	if why, gone := s.cl.Unreachable(name); gone {
-		return nil, status.Errorf(codes.Unavailable, "member %s is %s", name, why)
+		// Gossip lags a member's return (a healed link, a restart) by a
+		// second or two: one that answers its health check at once is
+		// reached all the same.
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		back := s.peers != nil && s.peers.Healthy(ctx, name)
+		cancel()
+		if !back {
+			return nil, status.Errorf(codes.Unavailable, "member %s is %s", name, why)
+		}
 	}
 	conn, err := s.peers.conn(name)
 	if err != nil {
