@@ -264,8 +264,16 @@ func (c *Cluster) Run(ctx context.Context, cfg Config) *Result {
 	w := &workload{prefix: fmt.Sprintf("j%s-", harness.RandHex(2)), keys: cfg.Keys, image: Image, timeout: cfg.CallTimeout}
 	for i, m := range c.members {
 		name := fmt.Sprintf("%sr%d", w.prefix, i)
-		if err := c.create(ctx, name, m.Host.Name); err != nil {
-			c.t.Fatalf("create register container %s: %v", name, err)
+		// Gossip may still call a member dead a while after the last
+		// run's faults were undone (the FSM already says online): retry.
+		var err error
+		for start := time.Now(); time.Since(start) < 90*time.Second; time.Sleep(time.Second) {
+			if err = c.create(ctx, name, m.Host.Name); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			c.t.Fatalf("create register container %s on %s for 90 s: %v", name, m.Host.Name, err)
 		}
 		w.registers = append(w.registers, name)
 	}
