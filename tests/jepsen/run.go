@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/api/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -268,7 +270,9 @@ func (c *Cluster) Run(ctx context.Context, cfg Config) *Result {
 		// run's faults were undone (the FSM already says online): retry.
 		var err error
 		for start := time.Now(); time.Since(start) < 90*time.Second; time.Sleep(time.Second) {
-			if err = c.create(ctx, name, m.Host.Name); err == nil {
+			// AlreadyExists: an earlier attempt committed after all.
+			if err = c.create(ctx, name, m.Host.Name); err == nil || status.Code(err) == codes.AlreadyExists {
+				err = nil
 				break
 			}
 		}
