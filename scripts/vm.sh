@@ -6,6 +6,7 @@
 #   scripts/vm.sh build                 build the image once (cached), print its directory
 #   scripts/vm.sh path                  print the current image's directory; exit 1 if not built
 #   scripts/vm.sh key                   print the cache key (packages, kernel, recipe)
+#   scripts/vm.sh build-zfs             build the ZFS overlay for the image's kernel (dkms, minutes; cached)
 #   scripts/vm.sh run [OPTIONS] BINARY [ARGS...]
 #        --timeout SECS   hard limit for the whole VM run (default 900); qemu is killed after it
 #        --mem MIB        guest memory (default 3072)
@@ -13,6 +14,7 @@
 #        --status FILE    write "exit N", "timeout" or "vm-error: ..." there
 #        --console FILE   keep the serial console log there (default: printed on failure)
 #        --disk-size SIZE size of the raw disk the program gets as $SHOAL_VM_DISK (default 8G)
+#        --zfs            unpack the ZFS overlay (module + zfsutils) in the VM and load zfs
 #
 # run boots the image with BINARY and ARGS on a job disk, runs it as root
 # inside (cwd /scratch/work, TMPDIR on an ext4 scratch disk, SHOAL_VM=1),
@@ -34,6 +36,8 @@ MIRROR=http://deb.debian.org/debian
 SECURITY=http://deb.debian.org/debian-security
 # RECIPE changes whenever the build below changes in a way that matters.
 RECIPE=1
+# ZFS_RECIPE is RECIPE for the ZFS overlay (build-zfs).
+ZFS_RECIPE=1
 PACKAGES=(lxc btrfs-progs lvm2 thin-provisioning-tools apparmor dnsmasq-base nftables iptables kmod iproute2
           e2fsprogs util-linux procps)
 # Kernel modules the initramfs loads to find the root and job disks.
@@ -133,6 +137,9 @@ guest_init() {
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
 off() { sync; mount -o remount,ro /job 2>/dev/null; sync; echo o >/proc/sysrq-trigger; sleep 10; }
 trap off EXIT
+if [ -e /job/overlay.tgz ]; then
+  tar -C / --keep-directory-symlink -xzf /job/overlay.tgz && depmod -a && modprobe zfs || echo "vm: the ZFS overlay did not load"
+fi
 modprobe -a loop dm_mod dm_thin_pool || echo "vm: modprobe failed"
 export TMPDIR=/scratch/tmp SHOAL_VM=1 "$(</run/shoal-disk)"
 while IFS= read -r -d '' kv; do export "$kv"; done </job/env
@@ -234,17 +241,63 @@ cmd_build() {
   mv "$tmp" "$dir"
   trap - EXIT
   ln -sfn "$key" "$CACHE/current"
-  # Older images are not used again.
+  # Older images are not used again (ZFS overlays are kept by kernel version).
   for old in "$CACHE"/*/; do
     old=${old%/}
+    case "${old##*/}" in zfs-*) continue ;; esac
     [ "$old" = "$dir" ] || [ -L "$old" ] || [ ! -e "$old/ok" ] || rm -rf "$old"
   done
   say "image $key built in $((SECONDS - start)) s: $dir"
   echo "$dir"
 }
 
+# cmd_build_zfs builds, once per kernel version, the ZFS overlay that
+# `run --zfs` unpacks over the booted image: zfs-dkms (OpenZFS, Debian's
+# contrib) compiled by dkms against the image kernel's headers in a
+# throw-away chroot on the host, plus the zfsutils-linux userspace and its
+# libraries. It is separate from the image because it takes minutes.
+cmd_build_zfs() {
+  [ "$(id -u)" = 0 ] || die "build-zfs must run as root"
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.build.lock"
+  flock 9
+  local kpkg ver kver
+  read -r kpkg ver < <(kernel_package)
+  kver=${kpkg#linux-image-}
+  local dir="$CACHE/zfs-$kver-r$ZFS_RECIPE"
+  if [ -e "$dir/ok" ]; then ln -sfn "${dir##*/}" "$CACHE/zfs-current"; echo "$dir"; return; fi
+  local start=$SECONDS tmp
+  tmp=$(mktemp -d "$CACHE/.build-zfs.XXXXXX")
+  chmod 755 "$tmp"
+  BUILD_TMP=$tmp
+  trap 'rm -rf "$BUILD_TMP"' EXIT
+  say "building the ZFS overlay for kernel $kver (dkms; several minutes)"
+  printf 'deb %s %s main contrib\ndeb %s %s-updates main contrib\ndeb %s %s-security main contrib\n' \
+    "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" "$SECURITY" "$SUITE" >"$tmp/sources.list"
+  local pkgs="zfsutils-linux libzfs4linux libzpool5linux libnvpair3linux libuutil3linux"
+  # shellcheck disable=SC2016 # the hooks are expanded by mmdebstrap's shell
+  mmdebstrap --variant=minbase --mode=root --quiet --aptopt='APT::Install-Recommends "false"' \
+    --include="linux-headers-$kver,dkms,zfs-dkms,gcc,make,libc6-dev,${pkgs// /,}" \
+    --customize-hook='chroot "$1" sh -c "dkms build zfs/\$(ls /usr/src | sed -n s/^zfs-//p) -k '"$kver"' && dkms install zfs/\$(ls /usr/src | sed -n s/^zfs-//p) -k '"$kver"' --force"' \
+    --customize-hook='mkdir -p "$1/overlay/lib/modules/'"$kver"'/updates" && cp -a "$1/lib/modules/'"$kver"'/updates/dkms" "$1/overlay/lib/modules/'"$kver"'/updates/"' \
+    --customize-hook='for p in '"$pkgs"'; do chroot "$1" dpkg -L $p; done | while read -r f; do [ -f "$1$f" ] || [ -L "$1$f" ] || continue; mkdir -p "$1/overlay$(dirname "$f")"; cp -a "$1$f" "$1/overlay$f"; done' \
+    --customize-hook='chroot "$1" dpkg-query -W -f="\${Version}" zfs-dkms >"$1/overlay/.zfs-version"' \
+    --customize-hook='tar -C "$1/overlay" -czf "'"$tmp"'/overlay.tgz" .' \
+    "$SUITE" "$tmp/root" "$tmp/sources.list" >"$tmp/mmdebstrap.log" 2>&1 ||
+    { tail -30 "$tmp/mmdebstrap.log" >&2; die "the ZFS build failed"; }
+  rm -rf "$tmp/root"
+  [ -s "$tmp/overlay.tgz" ] || die "the ZFS build made no overlay"
+  printf 'kernel=%s %s\nbuilt=%s\nseconds=%s\n' "$kpkg" "$ver" "$(date -u +%FT%TZ)" "$((SECONDS - start))" >"$tmp/info"
+  touch "$tmp/ok"
+  mv "$tmp" "$dir"
+  trap - EXIT
+  ln -sfn "${dir##*/}" "$CACHE/zfs-current"
+  say "ZFS overlay for $kver built in $((SECONDS - start)) s: $dir"
+  echo "$dir"
+}
+
 cmd_run() {
-  local timeout=900 mem=3072 status="" console="" disksize=8G envs=()
+  local timeout=900 mem=3072 status="" console="" disksize=8G envs=() zfs=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --timeout) timeout=$2; shift 2 ;;
@@ -253,6 +306,7 @@ cmd_run() {
       --status) status=$2; shift 2 ;;
       --console) console=$2; shift 2 ;;
       --disk-size) disksize=$2; shift 2 ;;
+      --zfs) zfs=1; shift ;;
       --) shift; break ;;
       -*) die "run: unknown option $1" ;;
       *) break ;;
@@ -290,6 +344,11 @@ cmd_run() {
   : >"$run/job/env"
   [ ${#envs[@]} -eq 0 ] || printf '%s\0' "${envs[@]}" >"$run/job/env"
   guest_init >"$run/job/init"
+  if [ -n "$zfs" ]; then
+    local ov; ov=$(readlink -f "$CACHE/zfs-current" 2>/dev/null || true)
+    [ -n "$ov" ] && [ -e "$ov/ok" ] || { report "vm-error: no ZFS overlay (scripts/vm.sh build-zfs)"; die "no ZFS overlay: run scripts/vm.sh build-zfs"; }
+    cp "$ov/overlay.tgz" "$run/job/overlay.tgz"
+  fi
   local jobmb; jobmb=$(( $(du -sm "$run/job" | cut -f1) + 256 ))
   truncate -s "${jobmb}M" "$run/job.img"
   mkfs.ext4 -q -F -O ^has_journal -d "$run/job" "$run/job.img"
@@ -340,6 +399,7 @@ cmd_run() {
 
 case "${1:-}" in
   build) cmd_build ;;
+  build-zfs) cmd_build_zfs ;;
   path) cmd_path ;;
   key) cache_key ;;
   run) shift; cmd_run "$@" ;;

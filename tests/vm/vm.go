@@ -47,6 +47,9 @@ type Options struct {
 	// DiskSize is the size of the raw disk the program finds at
 	// $SHOAL_VM_DISK, such as "8G" (the script's default when "").
 	DiskSize string
+	// ZFS unpacks the ZFS overlay (scripts/vm.sh build-zfs: the module
+	// built by dkms for the image's kernel, and zfsutils) and loads zfs.
+	ZFS bool
 }
 
 // Result is what the program did inside the VM.
@@ -179,6 +182,9 @@ func RunWith(ctx context.Context, t testing.TB, opts Options, binary string, arg
 	if opts.DiskSize != "" {
 		cmdArgs = append(cmdArgs, "--disk-size", opts.DiskSize)
 	}
+	if opts.ZFS {
+		cmdArgs = append(cmdArgs, "--zfs")
+	}
 	env := opts.Env
 	if ci, ok := os.LookupEnv("CI"); ok && !hasEnv(env, "CI") {
 		env = append([]string{"CI=" + ci}, env...)
@@ -222,7 +228,7 @@ func RunWith(ctx context.Context, t testing.TB, opts Options, binary string, arg
 		return res, nil
 	case s == "timeout":
 		return res, fmt.Errorf("vm run %s: killed after %v%s: %w", binary, timeout, consoleTail(console), ErrTimeout)
-	case strings.HasPrefix(s, "vm-error: no image"), strings.Contains(s, "not installed"):
+	case strings.HasPrefix(s, "vm-error: no image"), strings.HasPrefix(s, "vm-error: no ZFS overlay"), strings.Contains(s, "not installed"):
 		return res, fmt.Errorf("vm run %s: %s: %w", binary, s, ErrUnavailable)
 	case s != "":
 		return res, fmt.Errorf("vm run %s: %s%s: %w", binary, s, consoleTail(console), ErrVM)
