@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -70,14 +72,29 @@ func (e *Source) replicateVolume(ctx context.Context, pool, vol, member, base, s
 		return n, err
 	}
 	n, err := send(base)
-	if err != nil && base != "" {
+	if err != nil && base != "" && !unanswered(ctx, err) {
 		// Most often the member lost its base (ErrBaseMissing on its side),
 		// or a volume attached since has none: a full copy starts the
-		// chain again.
+		// chain again. A member that did not answer (still starting after
+		// a return, or gone) gets no full copy: the next round tries the
+		// increment again.
 		e.log.Info("incremental replication failed: sending in full", "container", h.GetContainer(), "volume", vol, "member", member, "base", base, "err", err)
 		n, err = send("")
 	}
 	return n, err
+}
+
+// unanswered reports whether err says the member was not reached or the
+// round ran out of time, rather than that it refused the stream.
+func unanswered(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 // ErrBaseMissing marks an incremental replica stream whose base the
