@@ -337,7 +337,9 @@ func (s *Server) UpdateClusterConfig(ctx context.Context, req *shoalv1.UpdateClu
 
 // GetClusterConfig returns the cluster-wide keys.
 func (s *Server) GetClusterConfig(ctx context.Context, _ *shoalv1.GetClusterConfigRequest) (*shoalv1.GetClusterConfigResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	return &shoalv1.GetClusterConfigResponse{Config: s.fsm.ClusterConfig()}, nil
 }
 

@@ -353,7 +353,9 @@ func (s *Server) defaultPool() string {
 // node's from its runtime, other members' from them (in parallel, briefly),
 // falling back to the status the owner last recorded.
 func (s *Server) ListContainers(ctx context.Context, _ *shoalv1.ListContainersRequest) (*shoalv1.ListContainersResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	cts := s.fsm.Containers()
 	out := make([]*shoalv1.ContainerInfo, len(cts))
 	var local []*shoalv1.Container
@@ -434,6 +436,9 @@ func unknownState(ct *shoalv1.Container, why string) *shoalv1.ContainerInfo {
 
 // GetContainer returns one container with its usage.
 func (s *Server) GetContainer(ctx context.Context, req *shoalv1.GetContainerRequest) (*shoalv1.GetContainerResponse, error) {
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	ct, err := s.container(req.GetName())
 	if err != nil {
 		return nil, err
@@ -441,13 +446,47 @@ func (s *Server) GetContainer(ctx context.Context, req *shoalv1.GetContainerRequ
 	return &shoalv1.GetContainerResponse{Container: s.info(ctx, ct, true)}, nil
 }
 
+// updateTries bounds how often UpdateContainer reads again after a
+// concurrent write changed the container under it.
+const updateTries = 8
+
 // UpdateContainer sets and unsets config keys; nothing changes unless the
-// whole resulting config is valid.
+// whole resulting config is valid. The change is a compare-and-set on the
+// record it was computed from: a concurrent update of other keys is read
+// again and kept, never overwritten.
 func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContainerRequest) (*shoalv1.UpdateContainerResponse, error) {
-	ct, err := s.container(req.GetName())
-	if err != nil {
-		return nil, err
+	for try := 1; ; try++ {
+		ct, err := s.container(req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		cmd, err := s.updateCommand(ct, req)
+		if err != nil {
+			return nil, err
+		}
+		err = s.cl.Propose(ctx, cmd)
+		// Another write landed first (a refusal forwarded from the leader
+		// arrives as its status code): catch up, then read again.
+		if (errors.Is(err, cluster.ErrStale) || status.Code(err) == codes.Aborted) && try < updateTries {
+			if err := s.cl.Sync(ctx); err != nil {
+				return nil, toStatus(err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		break
 	}
+	if err := s.node.Reconcile(ctx, req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return s.infoResponse(ctx, req.GetName())
+}
+
+// updateCommand validates req against ct and returns the entry that makes
+// the change, conditional on ct's revision.
+func (s *Server) updateCommand(ct *shoalv1.Container, req *shoalv1.UpdateContainerRequest) (*shoalv1.ContainerUpdateCommand, error) {
 	cfg := map[string]string{}
 	for k, v := range ct.GetConfig() {
 		cfg[k] = v
@@ -514,14 +553,9 @@ func (s *Server) UpdateContainer(ctx context.Context, req *shoalv1.UpdateContain
 			return nil, toStatus(err)
 		}
 	}
-	if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg,
-		SetProfiles: req.GetSetProfiles(), Profiles: profiles, SetDevices: setDevices, Devices: devs}); err != nil {
-		return nil, err
-	}
-	if err := s.node.Reconcile(ctx, ct.GetName()); err != nil {
-		return nil, toStatus(err)
-	}
-	return s.infoResponse(ctx, ct.GetName())
+	rev := ct.GetRevision()
+	return &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg, IfRevision: &rev,
+		SetProfiles: req.GetSetProfiles(), Profiles: profiles, SetDevices: setDevices, Devices: devs}, nil
 }
 
 func (s *Server) infoResponse(ctx context.Context, name string) (*shoalv1.UpdateContainerResponse, error) {
@@ -759,7 +793,9 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *shoalv1.CreateSnapshot
 
 // ListSnapshots lists a container's snapshots, oldest first.
 func (s *Server) ListSnapshots(ctx context.Context, req *shoalv1.ListSnapshotsRequest) (*shoalv1.ListSnapshotsResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	ct, err := s.container(req.GetContainer())
 	if err != nil {
 		return nil, err

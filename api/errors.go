@@ -63,6 +63,7 @@ var codeTable = []struct {
 	{errOwnerOffline, codes.Unavailable},
 	{cluster.ErrUnreachable, codes.Unavailable},
 	{cluster.ErrPlacementRefused, codes.Aborted},
+	{cluster.ErrStale, codes.Aborted},
 	{ha.ErrUnknownMember, codes.NotFound},
 	{ha.ErrNotDead, codes.FailedPrecondition},
 	{scheduler.ErrNoFit, codes.ResourceExhausted},

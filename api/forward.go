@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -140,7 +141,8 @@ func (s *Server) routeOf(ctx context.Context, method string, req any) string {
 
 // outgoing is the context for a call forwarded to another member.
 func (s *Server) outgoing(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, forwardedKey, s.node.Name())
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, s.node.Name(),
+		appliedKey, strconv.FormatUint(s.fsm.Applied(), 10))
 }
 
 // forwardUnary is a unary interceptor that sends container-scoped calls to

@@ -151,7 +151,9 @@ func (s *Server) ExportImage(req *shoalv1.ExportImageRequest, stream shoalv1.Ima
 
 // ListImages lists images.
 func (s *Server) ListImages(ctx context.Context, _ *shoalv1.ListImagesRequest) (*shoalv1.ListImagesResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	return &shoalv1.ListImagesResponse{Images: s.fsm.Images()}, nil
 }
 
@@ -234,7 +236,9 @@ func (s *Server) DeleteImageAlias(ctx context.Context, req *shoalv1.DeleteImageA
 
 // ListStoragePools lists pools.
 func (s *Server) ListStoragePools(ctx context.Context, _ *shoalv1.ListStoragePoolsRequest) (*shoalv1.ListStoragePoolsResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	return &shoalv1.ListStoragePoolsResponse{Pools: s.fsm.Pools()}, nil
 }
 
@@ -287,7 +291,9 @@ func (s *Server) CreateStoragePool(ctx context.Context, req *shoalv1.CreateStora
 
 // ListNetworks lists managed networks.
 func (s *Server) ListNetworks(ctx context.Context, _ *shoalv1.ListNetworksRequest) (*shoalv1.ListNetworksResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	return &shoalv1.ListNetworksResponse{Networks: s.fsm.Networks()}, nil
 }
 

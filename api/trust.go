@@ -79,7 +79,9 @@ func certsOf(entries []*shoalv1.TrustEntry, name string, role pki.Role) []string
 
 // ListTokens lists the pending join tokens.
 func (s *Server) ListTokens(ctx context.Context, _ *shoalv1.ListTokensRequest) (*shoalv1.ListTokensResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	out := &shoalv1.ListTokensResponse{}
 	for _, t := range s.fsm.Tokens() {
 		out.Tokens = append(out.Tokens, &shoalv1.PendingToken{Name: t.GetName(), Role: t.GetRole(), ExpiresUnix: t.GetExpiresUnix(), Grant: t.GetGrant()})
@@ -100,7 +102,9 @@ func (s *Server) RevokeToken(ctx context.Context, req *shoalv1.RevokeTokenReques
 
 // ListTrust lists the trust store.
 func (s *Server) ListTrust(ctx context.Context, _ *shoalv1.ListTrustRequest) (*shoalv1.ListTrustResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	return &shoalv1.ListTrustResponse{Entries: s.fsm.TrustEntries()}, nil
 }
 

@@ -61,7 +61,9 @@ func (s *Server) volumeSize(pool string, cfg map[string]string) (int64, error) {
 
 // ListStorageVolumes lists custom volumes.
 func (s *Server) ListStorageVolumes(ctx context.Context, req *shoalv1.ListStorageVolumesRequest) (*shoalv1.ListStorageVolumesResponse, error) {
-	s.catchUp(ctx)
+	if err := s.current(ctx); err != nil {
+		return nil, err
+	}
 	if req.GetPool() != "" {
 		if _, err := s.fsm.Pool(req.GetPool()); err != nil {
 			return nil, toStatus(fmt.Errorf("pool: %w", err))

@@ -28,6 +28,9 @@ var (
 	ErrRevoked = errors.New("certificate revoked")
 	// ErrInvalidCommand is returned for a command missing what it needs.
 	ErrInvalidCommand = errors.New("invalid command")
+	// ErrStale is returned for a compare-and-set entry whose record changed
+	// since the proposer read it: read again and retry.
+	ErrStale = errors.New("changed since read")
 )
 
 // ImageAutoUpdate is the image property marking an image the leader keeps
@@ -177,9 +180,23 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if err != nil {
 			return Change{}, err
 		}
+		if c.IfRevision != nil && c.GetIfRevision() != ct.GetRevision() {
+			return Change{}, fmt.Errorf("container %q: revision %d, the update was computed on %d: %w", ct.GetName(), ct.GetRevision(), c.GetIfRevision(), ErrStale)
+		}
 		next := proto.Clone(ct).(*shoalv1.Container)
 		if !c.GetKeepConfig() {
 			next.Config = cloneMap(c.GetConfig())
+		}
+		if len(c.GetSetConfig()) > 0 || len(c.GetUnsetConfig()) > 0 {
+			if next.Config == nil {
+				next.Config = map[string]string{}
+			}
+			for k, v := range c.GetSetConfig() {
+				next.Config[k] = v
+			}
+			for _, k := range c.GetUnsetConfig() {
+				delete(next.Config, k)
+			}
 		}
 		if c.GetSetProfiles() {
 			if err := checkProfiles(ct.GetName(), c.GetProfiles()); err != nil {
@@ -201,6 +218,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		ct.Config, ct.Profiles, ct.Devices = next.Config, next.Profiles, next.Devices
 		ct.ExpandedConfig, ct.ExpandedDevices = next.ExpandedConfig, next.ExpandedDevices
+		ct.Revision++
 		return Change{"container", c.GetName()}, nil
 	case *shoalv1.ProfileCreateCommand, *shoalv1.ProfileUpdateCommand, *shoalv1.ProfileRenameCommand, *shoalv1.ProfileDeleteCommand:
 		return s.applyProfile(m)

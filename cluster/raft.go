@@ -332,7 +332,16 @@ func (c *Cluster) LeaderReadIndex() (uint64, error) {
 // only confirms leadership.
 func (c *Cluster) Sync(ctx context.Context) error {
 	if c.raft.State() == raft.Leader {
-		return c.VerifyLeader()
+		// A leader cut off from its quorum keeps its state until its lease
+		// runs out: wait for the quorum's answer within the caller's time.
+		done := make(chan error, 1)
+		go func() { done <- c.VerifyLeader() }()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no quorum confirmed member %s still leads: %v", ErrNotLeader, c.cfg.NodeName, ctx.Err())
+		}
 	}
 	c.fwdMu.Lock()
 	ri := c.readIndex
@@ -452,6 +461,12 @@ func (c *Cluster) forward(ctx context.Context, data []byte) (uint64, error) {
 		case <-wait.C:
 		}
 	}
+}
+
+// WaitApplied waits until this member's FSM has applied index, as a
+// member that another forwarded a read to must before it answers.
+func (c *Cluster) WaitApplied(ctx context.Context, index uint64) error {
+	return c.waitApplied(ctx, index)
 }
 
 // waitApplied waits until this member's FSM has applied index (an entry

@@ -79,12 +79,8 @@ func (e *Source) Evacuate(ctx context.Context, f Fleet, member string, live bool
 				return nil, err
 			}
 		}
-		cfg := ct.GetConfig()
-		if cfg == nil {
-			cfg = map[string]string{}
-		}
-		cfg[EvacuatedKey] = "true"
-		if err := e.setConfigAndState(ctx, ct.GetName(), cfg, shoalv1.DesiredState_DESIRED_STATE_STOPPED); err != nil {
+		set := &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), KeepConfig: true, SetConfig: map[string]string{EvacuatedKey: "true"}}
+		if err := e.setConfigAndState(ctx, set, shoalv1.DesiredState_DESIRED_STATE_STOPPED); err != nil {
 			return nil, err
 		}
 		resp.Stopped = append(resp.Stopped, ct.GetName())
@@ -125,13 +121,8 @@ func (e *engine) evacuateOne(ctx context.Context, f Fleet, ct *shoalv1.Container
 	if err != nil {
 		return "", err
 	}
-	cfg := moved.GetConfig()
-	if cfg == nil {
-		cfg = map[string]string{}
-	}
-	cfg[EvacuateOriginKey] = origin
-	cfg[EvacuateLiveKey] = fmt.Sprint(how == ":live")
-	if err := e.cl.Propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
+	if err := e.cl.Propose(ctx, &shoalv1.ContainerUpdateCommand{Name: moved.GetName(), KeepConfig: true,
+		SetConfig: map[string]string{EvacuateOriginKey: origin, EvacuateLiveKey: fmt.Sprint(how == ":live")}}); err != nil {
 		return "", err
 	}
 	return how, nil
@@ -157,9 +148,8 @@ func (e *Source) RestoreMember(ctx context.Context, f Fleet, member string) (*sh
 		if ct.GetNode() != n.GetName() || ct.GetConfig()[EvacuatedKey] == "" {
 			continue
 		}
-		cfg := ct.GetConfig()
-		delete(cfg, EvacuatedKey)
-		if err := e.setConfigAndState(ctx, ct.GetName(), cfg, shoalv1.DesiredState_DESIRED_STATE_RUNNING); err != nil {
+		unset := &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), KeepConfig: true, UnsetConfig: []string{EvacuatedKey}}
+		if err := e.setConfigAndState(ctx, unset, shoalv1.DesiredState_DESIRED_STATE_RUNNING); err != nil {
 			return nil, err
 		}
 		resp.Started = append(resp.Started, ct.GetName())
@@ -205,10 +195,8 @@ func (e *engine) moveBack(ctx context.Context, f Fleet, ct *shoalv1.Container, o
 	if err != nil {
 		return "", err
 	}
-	cfg := back.GetConfig()
-	delete(cfg, EvacuateOriginKey)
-	delete(cfg, EvacuateLiveKey)
-	if err := e.cl.Propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: cfg}); err != nil {
+	if err := e.cl.Propose(ctx, &shoalv1.ContainerUpdateCommand{Name: back.GetName(), KeepConfig: true,
+		UnsetConfig: []string{EvacuateOriginKey, EvacuateLiveKey}}); err != nil {
 		return "", err
 	}
 	entry := ct.GetName() + ":" + ct.GetNode()
@@ -236,11 +224,11 @@ func (e *engine) waitAll(ctx context.Context, names []string, desired shoalv1.De
 	return nil
 }
 
-// setConfigAndState records a container's new config, then its desired
-// state.
-func (e *engine) setConfigAndState(ctx context.Context, name string, cfg map[string]string, desired shoalv1.DesiredState) error {
-	if err := e.cl.Propose(ctx, &shoalv1.ContainerUpdateCommand{Name: name, Config: cfg}); err != nil {
+// setConfigAndState records a change of a container's config keys, then
+// its desired state.
+func (e *engine) setConfigAndState(ctx context.Context, update *shoalv1.ContainerUpdateCommand, desired shoalv1.DesiredState) error {
+	if err := e.cl.Propose(ctx, update); err != nil {
 		return err
 	}
-	return e.cl.Propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: name, DesiredState: desired})
+	return e.cl.Propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: update.GetName(), DesiredState: desired})
 }

@@ -83,8 +83,8 @@ func (c *fakeCluster) Containers() []*shoalv1.Container {
 	return out
 }
 
-// status is what the owner would report for a desired state.
-func status(d shoalv1.DesiredState) string {
+// statusFor is what the owner would report for a desired state.
+func statusFor(d shoalv1.DesiredState) string {
 	if d == shoalv1.DesiredState_DESIRED_STATE_STOPPED {
 		return "Stopped"
 	}
@@ -115,12 +115,12 @@ func (c *fakeCluster) apply(cmd proto.Message) string {
 	switch m := cmd.(type) {
 	case *shoalv1.ContainerCreateCommand:
 		ct := proto.Clone(m.GetContainer()).(*shoalv1.Container)
-		ct.Status = status(ct.GetDesiredState())
+		ct.Status = statusFor(ct.GetDesiredState())
 		c.containers[ct.GetName()] = ct
 		return ct.GetName()
 	case *shoalv1.ContainerMoveCommand:
 		ct := c.containers[m.GetName()]
-		ct.Node, ct.DesiredState, ct.Status = m.GetNode(), m.GetDesiredState(), status(m.GetDesiredState())
+		ct.Node, ct.DesiredState, ct.Status = m.GetNode(), m.GetDesiredState(), statusFor(m.GetDesiredState())
 		for _, k := range m.GetVolumes() {
 			c.volumes[k].Node = m.GetNode()
 		}
@@ -134,10 +134,22 @@ func (c *fakeCluster) apply(cmd proto.Message) string {
 		return ""
 	case *shoalv1.ContainerDesiredStateCommand:
 		ct := c.containers[m.GetName()]
-		ct.DesiredState, ct.Status = m.GetDesiredState(), status(m.GetDesiredState())
+		ct.DesiredState, ct.Status = m.GetDesiredState(), statusFor(m.GetDesiredState())
 		return ct.GetName()
 	case *shoalv1.ContainerUpdateCommand:
-		c.containers[m.GetName()].Config = m.GetConfig()
+		ct := c.containers[m.GetName()]
+		if !m.GetKeepConfig() {
+			ct.Config = m.GetConfig()
+		}
+		if ct.Config == nil {
+			ct.Config = map[string]string{}
+		}
+		for k, v := range m.GetSetConfig() {
+			ct.Config[k] = v
+		}
+		for _, k := range m.GetUnsetConfig() {
+			delete(ct.Config, k)
+		}
 		return m.GetName()
 	case *shoalv1.SnapshotCreateCommand:
 		ct := c.containers[m.GetContainer()]

@@ -78,7 +78,16 @@ type ContainerUpdateCommand struct {
 	Devices    map[string]*Device `protobuf:"bytes,5,rep,name=devices,proto3" json:"devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	SetDevices bool               `protobuf:"varint,6,opt,name=set_devices,json=setDevices,proto3" json:"set_devices,omitempty"`
 	// Without keep_config the config above replaces the container's.
-	KeepConfig    bool `protobuf:"varint,7,opt,name=keep_config,json=keepConfig,proto3" json:"keep_config,omitempty"`
+	KeepConfig bool `protobuf:"varint,7,opt,name=keep_config,json=keepConfig,proto3" json:"keep_config,omitempty"`
+	// With if_revision set, the entry applies only while the container's
+	// revision is still this one (compare-and-set: a read-modify-write from a
+	// proposer whose copy is stale is refused, not merged over a concurrent
+	// write).
+	IfRevision *uint64 `protobuf:"varint,8,opt,name=if_revision,json=ifRevision,proto3,oneof" json:"if_revision,omitempty"`
+	// set_config and unset_config then change single keys of the resulting
+	// config, so writers of a few keys need not send (and race on) the rest.
+	SetConfig     map[string]string `protobuf:"bytes,9,rep,name=set_config,json=setConfig,proto3" json:"set_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	UnsetConfig   []string          `protobuf:"bytes,10,rep,name=unset_config,json=unsetConfig,proto3" json:"unset_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -160,6 +169,27 @@ func (x *ContainerUpdateCommand) GetKeepConfig() bool {
 		return x.KeepConfig
 	}
 	return false
+}
+
+func (x *ContainerUpdateCommand) GetIfRevision() uint64 {
+	if x != nil && x.IfRevision != nil {
+		return *x.IfRevision
+	}
+	return 0
+}
+
+func (x *ContainerUpdateCommand) GetSetConfig() map[string]string {
+	if x != nil {
+		return x.SetConfig
+	}
+	return nil
+}
+
+func (x *ContainerUpdateCommand) GetUnsetConfig() []string {
+	if x != nil {
+		return x.UnsetConfig
+	}
+	return nil
 }
 
 // ProfileCreateCommand records a new profile.
@@ -2664,7 +2694,7 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"\x14shoal/v1/state.proto\x12\bshoal.v1\x1a\x14shoal/v1/trust.proto\x1a\x14shoal/v1/types.proto\"K\n" +
 	"\x16ContainerCreateCommand\x121\n" +
-	"\tcontainer\x18\x01 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\"\xc5\x03\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x13.shoal.v1.ContainerR\tcontainer\"\xac\x05\n" +
 	"\x16ContainerUpdateCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
 	"\x06config\x18\x02 \x03(\v2,.shoal.v1.ContainerUpdateCommand.ConfigEntryR\x06config\x12\x1a\n" +
@@ -2674,13 +2704,23 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\vset_devices\x18\x06 \x01(\bR\n" +
 	"setDevices\x12\x1f\n" +
 	"\vkeep_config\x18\a \x01(\bR\n" +
-	"keepConfig\x1a9\n" +
+	"keepConfig\x12$\n" +
+	"\vif_revision\x18\b \x01(\x04H\x00R\n" +
+	"ifRevision\x88\x01\x01\x12N\n" +
+	"\n" +
+	"set_config\x18\t \x03(\v2/.shoal.v1.ContainerUpdateCommand.SetConfigEntryR\tsetConfig\x12!\n" +
+	"\funset_config\x18\n" +
+	" \x03(\tR\vunsetConfig\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aL\n" +
 	"\fDevicesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\"C\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.shoal.v1.DeviceR\x05value:\x028\x01\x1a<\n" +
+	"\x0eSetConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
+	"\f_if_revision\"C\n" +
 	"\x14ProfileCreateCommand\x12+\n" +
 	"\aprofile\x18\x01 \x01(\v2\x11.shoal.v1.ProfileR\aprofile\"C\n" +
 	"\x14ProfileUpdateCommand\x12+\n" +
@@ -2869,7 +2909,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -2918,64 +2958,66 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*FSMSnapshot)(nil),                  // 44: shoal.v1.FSMSnapshot
 	nil,                                  // 45: shoal.v1.ContainerUpdateCommand.ConfigEntry
 	nil,                                  // 46: shoal.v1.ContainerUpdateCommand.DevicesEntry
-	nil,                                  // 47: shoal.v1.VolumeUpdateCommand.ConfigEntry
-	nil,                                  // 48: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 49: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 50: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 51: shoal.v1.Container
-	(*Profile)(nil),                      // 52: shoal.v1.Profile
-	(DesiredState)(0),                    // 53: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 54: shoal.v1.Snapshot
-	(*Image)(nil),                        // 55: shoal.v1.Image
-	(*StoragePool)(nil),                  // 56: shoal.v1.StoragePool
-	(*Network)(nil),                      // 57: shoal.v1.Network
-	(*NIC)(nil),                          // 58: shoal.v1.NIC
-	(*Replica)(nil),                      // 59: shoal.v1.Replica
-	(*Node)(nil),                         // 60: shoal.v1.Node
-	(*Grant)(nil),                        // 61: shoal.v1.Grant
-	(*StorageVolume)(nil),                // 62: shoal.v1.StorageVolume
-	(*TrustEntry)(nil),                   // 63: shoal.v1.TrustEntry
-	(*Device)(nil),                       // 64: shoal.v1.Device
+	nil,                                  // 47: shoal.v1.ContainerUpdateCommand.SetConfigEntry
+	nil,                                  // 48: shoal.v1.VolumeUpdateCommand.ConfigEntry
+	nil,                                  // 49: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 50: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 51: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 52: shoal.v1.Container
+	(*Profile)(nil),                      // 53: shoal.v1.Profile
+	(DesiredState)(0),                    // 54: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 55: shoal.v1.Snapshot
+	(*Image)(nil),                        // 56: shoal.v1.Image
+	(*StoragePool)(nil),                  // 57: shoal.v1.StoragePool
+	(*Network)(nil),                      // 58: shoal.v1.Network
+	(*NIC)(nil),                          // 59: shoal.v1.NIC
+	(*Replica)(nil),                      // 60: shoal.v1.Replica
+	(*Node)(nil),                         // 61: shoal.v1.Node
+	(*Grant)(nil),                        // 62: shoal.v1.Grant
+	(*StorageVolume)(nil),                // 63: shoal.v1.StorageVolume
+	(*TrustEntry)(nil),                   // 64: shoal.v1.TrustEntry
+	(*Device)(nil),                       // 65: shoal.v1.Device
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	51, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	52, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
 	45, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
 	46, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
-	52, // 3: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
-	52, // 4: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
-	53, // 5: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	54, // 6: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	55, // 7: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	56, // 8: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	57, // 9: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	58, // 10: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	59, // 11: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
-	60, // 12: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	61, // 13: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	53, // 14: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	62, // 15: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
-	47, // 16: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
-	54, // 17: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	48, // 18: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	63, // 19: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	51, // 20: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	55, // 21: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	49, // 22: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	56, // 23: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	57, // 24: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	60, // 25: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	31, // 26: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	28, // 27: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	50, // 28: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	63, // 29: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	52, // 30: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
-	62, // 31: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
-	64, // 32: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	47, // 3: shoal.v1.ContainerUpdateCommand.set_config:type_name -> shoal.v1.ContainerUpdateCommand.SetConfigEntry
+	53, // 4: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
+	53, // 5: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
+	54, // 6: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	55, // 7: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	56, // 8: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	57, // 9: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	58, // 10: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	59, // 11: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	60, // 12: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	61, // 13: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	62, // 14: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	54, // 15: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	63, // 16: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
+	48, // 17: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
+	55, // 18: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	49, // 19: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	64, // 20: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	52, // 21: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	56, // 22: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	50, // 23: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	57, // 24: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	58, // 25: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	61, // 26: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	31, // 27: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	28, // 28: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	51, // 29: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	64, // 30: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	53, // 31: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
+	63, // 32: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
+	65, // 33: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_state_proto_init() }
@@ -2985,13 +3027,14 @@ func file_shoal_v1_state_proto_init() {
 	}
 	file_shoal_v1_trust_proto_init()
 	file_shoal_v1_types_proto_init()
+	file_shoal_v1_state_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   51,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -245,8 +245,12 @@ type Container struct {
 	ExpandedConfig map[string]string `protobuf:"bytes,18,rep,name=expanded_config,json=expandedConfig,proto3" json:"expanded_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The effective devices: the profiles' in order, then devices.
 	ExpandedDevices map[string]*Device `protobuf:"bytes,19,rep,name=expanded_devices,json=expandedDevices,proto3" json:"expanded_devices,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// revision counts the entries that changed the container's config,
+	// profiles or devices; a read-modify-write names it to apply only on
+	// the state it read.
+	Revision      uint64 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -410,6 +414,13 @@ func (x *Container) GetExpandedDevices() map[string]*Device {
 		return x.ExpandedDevices
 	}
 	return nil
+}
+
+func (x *Container) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // Device is one entry of a devices map, as in LXD: a type and its keys.
@@ -1698,7 +1709,7 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\x14expires_at_unix_nano\x18\x05 \x01(\x03R\x11expiresAtUnixNano\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\b\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x11image_fingerprint\x18\x02 \x01(\tR\x10imageFingerprint\x127\n" +
@@ -1721,7 +1732,8 @@ const file_shoal_v1_types_proto_rawDesc = "" +
 	"\bprofiles\x18\x10 \x03(\tR\bprofiles\x12:\n" +
 	"\adevices\x18\x11 \x03(\v2 .shoal.v1.Container.DevicesEntryR\adevices\x12P\n" +
 	"\x0fexpanded_config\x18\x12 \x03(\v2'.shoal.v1.Container.ExpandedConfigEntryR\x0eexpandedConfig\x12S\n" +
-	"\x10expanded_devices\x18\x13 \x03(\v2(.shoal.v1.Container.ExpandedDevicesEntryR\x0fexpandedDevices\x1a9\n" +
+	"\x10expanded_devices\x18\x13 \x03(\v2(.shoal.v1.Container.ExpandedDevicesEntryR\x0fexpandedDevices\x12\x1a\n" +
+	"\brevision\x18\x14 \x01(\x04R\brevision\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aL\n" +
