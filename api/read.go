@@ -10,8 +10,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// readCatchUp bounds how long a read waits to catch up with the leader.
-const readCatchUp = 2 * time.Second
+// readCatchUp bounds how long a read waits to catch up with the leader:
+// long enough to span an election after the leader's death (≈2-3 s here).
+const readCatchUp = 5 * time.Second
 
 // appliedKey carries, on a forwarded call, the index the forwarding member
 // had caught up to: the member answering waits until it has applied as

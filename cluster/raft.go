@@ -346,18 +346,39 @@ func (c *Cluster) Sync(ctx context.Context) error {
 	c.fwdMu.Lock()
 	ri := c.readIndex
 	c.fwdMu.Unlock()
-	name, _ := c.Leader()
-	if ri == nil || name == "" {
+	if ri == nil {
 		return ErrNotLeader
 	}
 	ctx, cancel := context.WithTimeout(ctx, deadline(ctx))
 	defer cancel()
-	idx, err := ri(ctx, name)
-	if err != nil {
-		return err
+	// The leader this member knows may just have died: ask it briefly,
+	// then whoever leads next, within the caller's time.
+	var lastErr error
+	for {
+		if name, _ := c.Leader(); name != "" && name != c.cfg.NodeName {
+			tctx, tcancel := context.WithTimeout(ctx, syncTry)
+			idx, err := ri(tctx, name)
+			tcancel()
+			if err == nil {
+				return c.waitApplied(ctx, idx)
+			}
+			lastErr = fmt.Errorf("leader %s: %w", name, err)
+		} else if c.raft.State() == raft.Leader {
+			return c.Sync(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return lastErr
+			}
+			return fmt.Errorf("%w: no leader known: %v", ErrNotLeader, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return c.waitApplied(ctx, idx)
 }
+
+// syncTry bounds one read-index question to the leader a member knows.
+const syncTry = time.Second
 
 // Propose replicates a command and applies it, forwarding it to the leader
 // when this member is not the leader. It returns the FSM's verdict (for
