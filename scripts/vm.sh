@@ -37,7 +37,7 @@ SECURITY=http://deb.debian.org/debian-security
 # RECIPE changes whenever the build below changes in a way that matters.
 RECIPE=1
 # ZFS_RECIPE is RECIPE for the ZFS overlay (build-zfs).
-ZFS_RECIPE=1
+ZFS_RECIPE=2
 PACKAGES=(lxc btrfs-progs lvm2 thin-provisioning-tools apparmor dnsmasq-base nftables iptables kmod iproute2
           e2fsprogs util-linux procps)
 # Kernel modules the initramfs loads to find the root and job disks.
@@ -138,7 +138,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 off() { sync; mount -o remount,ro /job 2>/dev/null; sync; echo o >/proc/sysrq-trigger; sleep 10; }
 trap off EXIT
 if [ -e /job/overlay.tgz ]; then
-  tar -C / --keep-directory-symlink -xzf /job/overlay.tgz && depmod -a && modprobe zfs || echo "vm: the ZFS overlay did not load"
+  tar -C / --keep-directory-symlink -xzf /job/overlay.tgz && ldconfig && depmod -a && modprobe zfs || echo "vm: the ZFS overlay did not load"
 fi
 modprobe -a loop dm_mod dm_thin_pool || echo "vm: modprobe failed"
 export TMPDIR=/scratch/tmp SHOAL_VM=1 "$(</run/shoal-disk)"
@@ -280,7 +280,8 @@ cmd_build_zfs() {
     --include="linux-headers-$kver,dkms,zfs-dkms,gcc,make,libc6-dev,${pkgs// /,}" \
     --customize-hook='chroot "$1" sh -c "dkms build zfs/\$(ls /usr/src | sed -n s/^zfs-//p) -k '"$kver"' && dkms install zfs/\$(ls /usr/src | sed -n s/^zfs-//p) -k '"$kver"' --force"' \
     --customize-hook='mkdir -p "$1/overlay/lib/modules/'"$kver"'/updates" && cp -a "$1/lib/modules/'"$kver"'/updates/dkms" "$1/overlay/lib/modules/'"$kver"'/updates/"' \
-    --customize-hook='for p in '"$pkgs"'; do chroot "$1" dpkg -L $p; done | while read -r f; do [ -f "$1$f" ] || [ -L "$1$f" ] || continue; mkdir -p "$1/overlay$(dirname "$f")"; cp -a "$1$f" "$1/overlay$f"; done' \
+    --customize-hook='for p in '"$pkgs"'; do chroot "$1" dpkg -L $p; done | while read -r f; do [ -d "$1$f" ] && continue; [ -f "$1$f" ] || [ -L "$1$f" ] || continue; mkdir -p "$1/overlay$(dirname "$f")" && cp -a "$1$f" "$1/overlay$f" || exit 1; done' \
+    --customize-hook='for b in zfs zpool; do [ -x "$1/overlay/sbin/$b" ] || [ -x "$1/overlay/usr/sbin/$b" ] || { echo "the overlay has no /sbin/$b" >&2; exit 1; }; done' \
     --customize-hook='chroot "$1" dpkg-query -W -f="\${Version}" zfs-dkms >"$1/overlay/.zfs-version"' \
     --customize-hook='tar -C "$1/overlay" -czf "'"$tmp"'/overlay.tgz" .' \
     "$SUITE" "$tmp/root" "$tmp/sources.list" >"$tmp/mmdebstrap.log" 2>&1 ||
