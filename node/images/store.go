@@ -48,6 +48,10 @@ func Open(dir string) (*Store, error) {
 	}
 	for _, e := range entries {
 		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleTemp {
+			if e.IsDir() && strings.HasPrefix(e.Name(), ociWorkPrefix) {
+				_ = os.RemoveAll(filepath.Join(dir, ".tmp", e.Name())) // an OCI conversion's tree
+				continue
+			}
 			_ = os.Remove(filepath.Join(dir, ".tmp", e.Name()))
 		}
 	}
@@ -60,20 +64,40 @@ func Open(dir string) (*Store, error) {
 // with ErrInvalid. Adding an image already present returns it unchanged. The
 // image appears atomically: readers see all of it or nothing.
 func (s *Store) Add(ctx context.Context, r io.Reader) (Image, error) {
+	tmp, fp, size, err := s.spool(ctx, r)
+	if err != nil {
+		return Image{}, err
+	}
+	defer s.dropTemp(tmp)
+	return s.commit(ctx, tmp, fp, size)
+}
+
+// spool copies r into a temporary file of the store and returns it with
+// the fingerprint and size of what was read. The caller drops it with
+// dropTemp (a no-op once commit renamed it).
+func (s *Store) spool(ctx context.Context, r io.Reader) (*os.File, string, int64, error) {
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, ".tmp"), "add-")
 	if err != nil {
-		return Image{}, fmt.Errorf("add image: %w", err)
+		return nil, "", 0, fmt.Errorf("add image: %w", err)
 	}
-	defer func() {
-		tmp.Close()
-		os.Remove(tmp.Name()) // no-op once renamed
-	}()
 	h := sha256.New()
 	size, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, r})
 	if err != nil {
-		return Image{}, fmt.Errorf("add image: receive: %w", err)
+		s.dropTemp(tmp)
+		return nil, "", 0, fmt.Errorf("add image: receive: %w", err)
 	}
-	fp := hex.EncodeToString(h.Sum(nil))
+	return tmp, hex.EncodeToString(h.Sum(nil)), size, nil
+}
+
+// dropTemp closes and removes a temporary file.
+func (s *Store) dropTemp(f *os.File) {
+	f.Close()
+	os.Remove(f.Name())
+}
+
+// commit checks the unified tarball spooled in tmp and moves it into the
+// store under fp (an image already there is returned unchanged).
+func (s *Store) commit(ctx context.Context, tmp *os.File, fp string, size int64) (Image, error) {
 	if img, err := s.Get(fp); err == nil {
 		return img, nil
 	}
@@ -228,11 +252,13 @@ func (s *Store) fingerprints() ([]string, error) {
 	return fps, nil
 }
 
-// Import stores a unified LXD image tarball (metadata.yaml and rootfs/, as
-// plain tar, gzip, xz, zstd or bzip2) read from r. It is Store.Add: the unified
-// format is the store's native format.
+// Import stores an image read from r, whose format it finds from the
+// content: a unified image tarball (Shoal's or LXD's: metadata.yaml and
+// rootfs/, plain tar, gzip, xz, zstd or bzip2) is stored as it is (Store.Add);
+// an OCI image layout or a `docker save` archive (a tar, plain or
+// compressed) is converted into a unified image (ImportOCI).
 func Import(ctx context.Context, s *Store, r io.Reader) (Image, error) {
-	return s.Add(ctx, r)
+	return ImportWith(ctx, s, r, ImportOptions{})
 }
 
 // validate reads a whole tarball and checks that it is a unified image: a
