@@ -1,7 +1,10 @@
 package main
 
 import (
+	"archive/tar"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,22 +117,35 @@ func (a *app) imageCmd() *cobra.Command {
 	}
 	var aliases []string
 	imp := &cobra.Command{
-		Use: "import FILE", Short: "Import an image tarball (Shoal's or LXD's unified format)", Args: cobra.ExactArgs(1),
+		Use:   "import FILE|DIR",
+		Short: "Import an image: a unified tarball (Shoal's or LXD's), an OCI image layout (tar or directory) or a docker save archive",
+		Long: `Import an image. The format is found from the content: a unified image
+tarball (Shoal's or LXD's) is stored as it is; an OCI image layout (as a tar
+archive, or a directory holding oci-layout) or a docker save archive is
+converted into a system container image whose containers run the OCI
+config's Entrypoint and Cmd (with its Env, WorkingDir and User) under LXC's
+minimal init. Every blob is checked against its sha256 digest.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := os.Open(args[0])
+			r, size, closeFn, err := openImport(args[0])
 			if err != nil {
 				return err
 			}
-			defer f.Close()
+			defer closeFn()
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			img, err := c.ImportImage(cmd.Context(), f, aliases)
+			bar := newBytesBar("Importing "+args[0], size)
+			img, err := c.ImportImage(cmd.Context(), &importReader{r: r, bar: bar}, aliases)
+			bar.finish()
 			if err != nil {
 				return err
 			}
 			fmt.Printf("Image imported with fingerprint %s\n", img.GetFingerprint()[:12])
+			if run := img.GetProperties()["oci.init"]; run != "" {
+				fmt.Printf("Containers of it run: %s\n", run)
+			}
 			return nil
 		},
 	}
@@ -177,4 +193,97 @@ func (a *app) publishCmd() *cobra.Command {
 	}
 	cmd.Flags().StringArrayVar(&aliases, "alias", nil, "alias for the new image (repeatable)")
 	return cmd
+}
+
+// openImport opens what `image import` sends: a file as it is, or an OCI
+// layout directory as a tar stream of its files. It returns the size to
+// show progress against (-1 when unknown).
+func openImport(p string) (io.Reader, int64, func(), error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if !fi.IsDir() {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		size := int64(-1)
+		if fi.Mode().IsRegular() {
+			size = fi.Size()
+		}
+		return f, size, func() { f.Close() }, nil
+	}
+	if _, err := os.Stat(filepath.Join(p, "oci-layout")); err != nil {
+		return nil, 0, nil, fmt.Errorf("%s is a directory without an oci-layout file: not an OCI image layout", p)
+	}
+	var total int64
+	if err := filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
+		}
+		return err
+	}); err != nil {
+		return nil, 0, nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(tarLayout(p, pw)) }()
+	return pr, total, func() { pr.Close() }, nil
+}
+
+// tarLayout writes the directories and regular files of an OCI layout
+// directory as a tar stream.
+func tarLayout(dir string, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel) + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: info.ModTime()})
+		case !d.Type().IsRegular():
+			return fmt.Errorf("%s: an OCI layout holds only files and directories", path)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel), Typeflag: tar.TypeReg, Mode: 0o644, Size: info.Size(), ModTime: info.ModTime()}); err != nil {
+			return err
+		}
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// importReader shows an upload's progress, then that the daemon is still
+// at work (checking digests, converting an OCI image) once it is sent.
+type importReader struct {
+	r   io.Reader
+	bar *bytesBar
+}
+
+func (i *importReader) Read(p []byte) (int, error) {
+	n, err := i.r.Read(p)
+	i.bar.add(n)
+	if err == io.EOF {
+		i.bar.describe("Sent; the daemon checks and unpacks the image")
+	}
+	return n, err
 }

@@ -69,9 +69,12 @@ func (a AppConfig) Validate() error {
 
 // ReadAppConfig reads rootfs's AppConfig, resolving the path inside
 // rootfs (a symlink cannot lead out). It returns nil, nil when there is
-// none: a system container, whose init is /sbin/init.
+// none (or no rootfs): a system container, whose init is /sbin/init.
 func ReadAppConfig(rootfs string) (*AppConfig, error) {
 	root, err := unix.Open(rootfs, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil // no root filesystem (yet): nothing to read
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", AppConfigPath, err)
 	}

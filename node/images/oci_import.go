@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -200,8 +201,7 @@ func (s *Store) importOCI(ctx context.Context, plain *os.File, opts ImportOption
 		}
 		logger().Info("oci import: "+phase, "layer", cmpOr(l.digest, l.name), "bytes", blob.Size())
 		progress(phase, 0, blob.Size())
-		counted := &progressReader{r: blob, total: blob.Size(), phase: phase, f: progress}
-		if err := applyLayer(ctx, la, counted, l); err != nil {
+		if err := applyLayer(ctx, la, blob, l, progress, phase); err != nil {
 			return Image{}, fmt.Errorf("layer %d of %d: %w", i+1, len(img.layers), err)
 		}
 	}
@@ -235,21 +235,28 @@ func (s *Store) importOCI(ctx context.Context, plain *os.File, opts ImportOption
 }
 
 // applyLayer applies one layer blob and checks its digests.
-func applyLayer(ctx context.Context, la *layerApplier, blob io.Reader, l ociLayer) error {
-	tr, verify, done, err := layerReader(blob, l)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if err := la.apply(ctx, tr); err != nil {
-		// A digest mismatch explains a broken stream better than the
-		// tar error it caused.
-		if verr := verify(); verr != nil && !errors.Is(err, context.Canceled) {
-			return verr
+func applyLayer(ctx context.Context, la *layerApplier, blob *io.SectionReader, l ociLayer, progress Progress, phase string) error {
+	counted := &progressReader{r: blob, total: blob.Size(), phase: phase, f: progress}
+	tr, verify, done, err := layerReader(counted, l)
+	if err == nil {
+		defer done()
+		if err = la.apply(ctx, tr); err == nil {
+			return verify()
 		}
-		return err
 	}
-	return verify()
+	// A digest mismatch explains a broken stream (a gzip checksum, a tar
+	// header) better than the error it caused.
+	if l.digest != "" && ctx.Err() == nil {
+		h := sha256.New()
+		if n, cerr := io.Copy(h, io.NewSectionReader(blob, 0, blob.Size())); cerr == nil {
+			var sum [sha256.Size]byte
+			copy(sum[:], h.Sum(nil))
+			if derr := checkDigest(l.digest, l.size, sum, n); derr != nil {
+				return derr
+			}
+		}
+	}
+	return err
 }
 
 // progressReader reports bytes read.

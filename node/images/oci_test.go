@@ -500,6 +500,18 @@ func TestImportOCIRefusesBadInput(t *testing.T) {
 			}
 			return l.tar(t)
 		}, "digest mismatch"},
+		"corrupt gzip layer": {func() []byte {
+			l := good()
+			bad := layerDigest(l)
+			l.breakBlob = func(d string, b []byte) []byte {
+				if d == bad {
+					b = bytes.Clone(b)
+					b[len(b)/2] ^= 0xff
+				}
+				return b
+			}
+			return l.tar(t)
+		}, "digest mismatch"},
 		"manifest digest mismatch": {func() []byte {
 			l := good()
 			m := l.manifests[0].Digest

@@ -269,6 +269,11 @@ func GenerateConfig(spec Spec, h Host, lxcPath string) string {
 	w("lxc.log.level", "WARN")
 	w("lxc.rootfs.path", "dir:"+spec.Rootfs)
 	w("lxc.uts.name", hostname)
+	if spec.App != nil {
+		for _, kv := range appItems(spec.App) {
+			w(kv[0], kv[1])
+		}
+	}
 	for i, n := range spec.NICs {
 		p := fmt.Sprintf("lxc.net.%d.", i)
 		if n.Macvlan {

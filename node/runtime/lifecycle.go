@@ -46,7 +46,14 @@ func (r *Runtime) Start(ctx context.Context, name string) error {
 	t0 := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(sctx, "lxc-start", "-n", name, "-P", r.lxcPath, "-f", r.ConfigPath(name))
+	args := []string{"lxc-start", "-n", name, "-P", r.lxcPath, "-f", r.ConfigPath(name)}
+	if isApp(c) {
+		// An application container (app.go): LXC's minimal init runs the
+		// configured lxc.execute.cmd (lxc-execute stays in the foreground
+		// unless told otherwise).
+		args = append([]string{"lxc-execute", "-d"}, args[1:]...)
+	}
+	cmd := exec.CommandContext(sctx, args[0], args[1:]...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("runtime: start %s: %w: %s (see %s)", name, err, strings.TrimSpace(string(out)),
@@ -65,6 +72,13 @@ func (r *Runtime) Start(ctx context.Context, name string) error {
 	}
 	r.log.Info("started", "container", name, "pid", pid, "took", time.Since(t0))
 	return nil
+}
+
+// isApp reports whether the container's configuration runs an
+// application under LXC's minimal init.
+func isApp(c *lxc.Container) bool {
+	v := c.ConfigItem("lxc.execute.cmd")
+	return len(v) > 0 && strings.TrimSpace(v[0]) != ""
 }
 
 // parentPid returns pid's parent (0 when pid is gone).

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-dev/shoal/node/idmap"
+	"github.com/shoal-dev/shoal/node/images"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -103,6 +104,10 @@ type Spec struct {
 	Autostart bool
 	// Devices are its disk and unix devices.
 	Devices Devices
+	// App, for a container made from an OCI image, is the command it runs
+	// under LXC's minimal init instead of /sbin/init (app.go). Define
+	// reads it from the root filesystem (images.AppConfigPath) when nil.
+	App *images.AppConfig
 }
 
 // State is a container's observed state.
@@ -213,6 +218,9 @@ func (r *Runtime) Define(ctx context.Context, spec Spec) error {
 	if err := spec.Devices.validate(); err != nil {
 		return err
 	}
+	if err := loadApp(&spec); err != nil {
+		return err
+	}
 	devs, err := r.deviceConfig(spec, r.devicesDir(spec.Name))
 	if err != nil {
 		return fmt.Errorf("runtime: define %s: %w", spec.Name, err)
@@ -234,7 +242,7 @@ func (r *Runtime) Define(ctx context.Context, spec Spec) error {
 	r.mu.Lock()
 	delete(r.cache, spec.Name)
 	r.mu.Unlock()
-	r.log.Info("defined", "container", spec.Name, "privileged", spec.Privileged)
+	r.log.Info("defined", "container", spec.Name, "privileged", spec.Privileged, "application", spec.App != nil)
 	return nil
 }
 
