@@ -114,7 +114,11 @@ func (s *Server) ImportImage(stream shoalv1.ImageService_ImportImageServer) erro
 		m, err := stream.Recv()
 		return m.GetData(), err
 	})
-	img, err := s.node.ImportImage(stream.Context(), pr)
+	ctx := stream.Context()
+	if h.GetTag() != "" {
+		ctx = images.WithImportRef(ctx, h.GetTag())
+	}
+	img, err := s.node.ImportImage(ctx, pr)
 	pr.CloseWithError(err)
 	if err != nil {
 		return toStatus(err)

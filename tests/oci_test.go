@@ -94,6 +94,7 @@ func TestOCIImage(t *testing.T) {
 	t.Cleanup(func() {
 		d.Shoal("delete", "-f", c1)
 		d.Shoal("image", "delete", alias)
+		d.Shoal("image", "delete", alias+"-other")
 	})
 	work := t.TempDir()
 	layout := buildOCILayout(t, work)
@@ -174,6 +175,19 @@ func TestOCIImage(t *testing.T) {
 	if n := len(clusterImages(t, d)); n != before+1 {
 		t.Fatalf("%d images, want %d", n, before+1)
 	}
+
+	// Two tags of different images: the import wants --tag.
+	two := filepath.Join(work, "two")
+	mustHost(t, "cp", "-a", layout, two)
+	mustHost(t, "umoci", "config", "--image", two+":app", "--tag", "other", "--config.cmd", "exec sleep 200000")
+	mustFail(t, d, "name one with --tag", "image", "import", two)
+	if n := len(clusterImages(t, d)); n != before+1 {
+		t.Fatalf("%d images after an ambiguous import, want %d", n, before+1)
+	}
+	if out := d.MustShoal("image", "import", two, "--tag", "other", "--alias", alias+"-other"); !strings.Contains(out, "exec sleep 200000") {
+		t.Fatalf("import --tag other: %q", out)
+	}
+	d.MustShoal("image", "delete", alias+"-other")
 
 	// Broken input: one line, InvalidArgument, nothing stored.
 	garbage := filepath.Join(work, "garbage.tar")

@@ -309,11 +309,18 @@ func (c *Client) PullFile(ctx context.Context, name, path string, w io.Writer) (
 
 // ImportImage uploads an image tarball.
 func (c *Client) ImportImage(ctx context.Context, r io.Reader, aliases []string) (*shoalv1.Image, error) {
+	return c.ImportImageWith(ctx, r, &shoalv1.ImportImageHeader{Aliases: aliases})
+}
+
+// ImportImageWith uploads an image (a unified tarball, an OCI layout or a
+// docker save archive) with the given header: aliases, and the tag of the
+// image to take from an archive holding several.
+func (c *Client) ImportImageWith(ctx context.Context, r io.Reader, h *shoalv1.ImportImageHeader) (*shoalv1.Image, error) {
 	stream, err := c.Images.ImportImage(ctx)
 	if err != nil {
 		return nil, Convert(err)
 	}
-	if err := stream.Send(&shoalv1.ImportImageRequest{Msg: &shoalv1.ImportImageRequest_Header{Header: &shoalv1.ImportImageHeader{Aliases: aliases}}}); err != nil {
+	if err := stream.Send(&shoalv1.ImportImageRequest{Msg: &shoalv1.ImportImageRequest_Header{Header: h}}); err != nil {
 		_, err = stream.CloseAndRecv()
 		return nil, Convert(err)
 	}

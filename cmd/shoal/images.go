@@ -116,6 +116,7 @@ func (a *app) imageCmd() *cobra.Command {
 		}),
 	}
 	var aliases []string
+	var tag string
 	imp := &cobra.Command{
 		Use:   "import FILE|DIR",
 		Short: "Import an image: a unified tarball (Shoal's or LXD's), an OCI image layout (tar or directory) or a docker save archive",
@@ -137,7 +138,7 @@ minimal init. Every blob is checked against its sha256 digest.`,
 				return err
 			}
 			bar := newBytesBar("Importing "+args[0], size)
-			img, err := c.ImportImage(cmd.Context(), &importReader{r: r, bar: bar}, aliases)
+			img, err := c.ImportImageWith(cmd.Context(), &importReader{r: r, bar: bar}, &shoalv1.ImportImageHeader{Aliases: aliases, Tag: tag})
 			bar.finish()
 			if err != nil {
 				return err
@@ -150,6 +151,7 @@ minimal init. Every blob is checked against its sha256 digest.`,
 		},
 	}
 	imp.Flags().StringArrayVar(&aliases, "alias", nil, "alias for the image (repeatable)")
+	imp.Flags().StringVar(&tag, "tag", "", "the image to take from an OCI layout or docker save archive holding several: a tag (latest, app:1.0) or manifest digest prefix")
 
 	aliasCmd := &cobra.Command{Use: "alias", Short: "Manage image aliases"}
 	aliasCmd.AddCommand(&cobra.Command{

@@ -413,10 +413,20 @@ func (a *ociArchive) collect(b []byte, what string, refs []string, depth int, ou
 // (platform unknown/unknown) are never picked.
 func pick(cands []candidate, ref string) (candidate, error) {
 	var usable []candidate
+	seen := map[string]int{} // digest → index in usable: several refs, one image
 	for _, c := range cands {
 		if c.desc.Platform != nil && c.desc.Platform.OS == "unknown" {
 			continue
 		}
+		if i, ok := seen[c.desc.Digest]; ok && c.desc.Digest != "" {
+			for _, r := range c.refs {
+				if !slices.Contains(usable[i].refs, r) {
+					usable[i].refs = append(usable[i].refs, r)
+				}
+			}
+			continue
+		}
+		seen[c.desc.Digest] = len(usable)
 		usable = append(usable, c)
 	}
 	if ref != "" {

@@ -47,8 +47,22 @@ const ociWorkPrefix = "oci-"
 // sets none.
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// refKey carries an import's Ref through a context (WithImportRef).
+type refKey struct{}
+
+// WithImportRef makes Import under ctx take the image named ref from an
+// archive holding several (ImportOptions.Ref), for callers that reach
+// Import through layers that pass only a context (the API's upload,
+// through node.ImportImage).
+func WithImportRef(ctx context.Context, ref string) context.Context {
+	return context.WithValue(ctx, refKey{}, ref)
+}
+
 // ImportWith is Import with options.
 func ImportWith(ctx context.Context, s *Store, r io.Reader, opts ImportOptions) (Image, error) {
+	if ref, ok := ctx.Value(refKey{}).(string); ok && opts.Ref == "" {
+		opts.Ref = ref
+	}
 	tmp, fp, size, err := s.spool(ctx, r)
 	if err != nil {
 		return Image{}, err

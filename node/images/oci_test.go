@@ -381,15 +381,19 @@ func TestImportOCIPicksByRef(t *testing.T) {
 		l.image(t, testImage{ref: ref, layers: []testLayer{{tar: layerBytes(t, ociEntry{name: "which", body: ref})}},
 			config: map[string]any{"Cmd": []string{"/which"}}})
 	}
+	// A second ref of the same manifest is the same image.
+	dup := l.manifests[1]
+	dup.Annotations = map[string]string{annotationRefName: "also-two"}
+	l.manifests = append(l.manifests, dup)
 	archive := l.tar(t)
 	s, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Import(context.Background(), s, bytes.NewReader(archive)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "holds 2 images (one; two)") {
+	if _, err := Import(context.Background(), s, bytes.NewReader(archive)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "holds 2 images (one; two,also-two)") {
 		t.Fatalf("Import of two same-platform images without a ref = %v", err)
 	}
-	img, err := ImportWith(context.Background(), s, bytes.NewReader(archive), ImportOptions{Ref: "two"})
+	img, err := Import(WithImportRef(context.Background(), "also-two"), s, bytes.NewReader(archive))
 	if err != nil {
 		t.Fatal(err)
 	}

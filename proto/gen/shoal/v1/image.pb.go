@@ -128,8 +128,13 @@ func (x *BuildImageResponse) GetOperation() *Operation {
 }
 
 type ImportImageHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Aliases       []string               `protobuf:"bytes,1,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Aliases []string               `protobuf:"bytes,1,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	// tag names the image to take from an OCI layout or docker save archive
+	// holding several: a ref name annotation, repository tag or manifest
+	// digest prefix. Empty: the only one, or the only one for the member's
+	// platform.
+	Tag           string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +174,13 @@ func (x *ImportImageHeader) GetAliases() []string {
 		return x.Aliases
 	}
 	return nil
+}
+
+func (x *ImportImageHeader) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
 }
 
 type ImportImageRequest struct {
@@ -1098,9 +1110,10 @@ const file_shoal_v1_image_proto_rawDesc = "" +
 	"\x05alias\x18\x02 \x01(\tR\x05alias\x12\x14\n" +
 	"\x05suite\x18\x03 \x01(\tR\x05suite\"G\n" +
 	"\x12BuildImageResponse\x121\n" +
-	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"-\n" +
+	"\toperation\x18\x01 \x01(\v2\x13.shoal.v1.OperationR\toperation\"?\n" +
 	"\x11ImportImageHeader\x12\x18\n" +
-	"\aaliases\x18\x01 \x03(\tR\aaliases\"h\n" +
+	"\aaliases\x18\x01 \x03(\tR\aaliases\x12\x10\n" +
+	"\x03tag\x18\x02 \x01(\tR\x03tag\"h\n" +
 	"\x12ImportImageRequest\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.shoal.v1.ImportImageHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
