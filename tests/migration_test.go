@@ -385,6 +385,9 @@ func TestLiveMoveFailures(t *testing.T) {
 			t.Fatalf("move with the source killed during post-copy: %s", res)
 		}
 		waitLog(t, n2, "booting the container fresh from its volume", 0, nil)
+		// Two members, one dead: n2 alone holds no quorum, and reads of the
+		// cluster's state are refused until n1 is back.
+		restartWith(n1, "")
 		n2.WaitFor("big running on n2", 60*time.Second, func() bool {
 			row := n2.List()["big"]
 			return row.Container.Node == "n2" && row.State.Status == "Running"
@@ -392,7 +395,6 @@ func TestLiveMoveFailures(t *testing.T) {
 		if out, _, _ := n2.Shoal("exec", "big", "--", "pidof", "workload"); strings.TrimSpace(out) != "" {
 			t.Fatalf("the workload runs after a fresh boot (pid %s): the memory state cannot have survived", out)
 		}
-		restartWith(n1, "")
 		n1.WaitFor("n1 to drop its copy", 60*time.Second, func() bool { return !hasLocalCopy(n1, "big") })
 		n1.MustShoal("delete", "-f", "big")
 	})
