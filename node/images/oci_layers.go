@@ -42,7 +42,7 @@ func newLayerApplier(dst string) (*layerApplier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dst, err)
 	}
-	return &layerApplier{u: &unpacker{root: root, parentFD: -1, buf: make([]byte, 1<<20)}}, nil
+	return &layerApplier{u: &unpacker{root: root, parentFD: -1, buf: make([]byte, 1<<20), markImplied: true}}, nil
 }
 
 // close releases the applier's descriptors.
@@ -255,10 +255,16 @@ func readNames(fd int) ([]string, error) {
 }
 
 // finish sets the directories' mtimes (a directory several layers name
-// gets the uppermost's; the root, if no layer names it, rootMtime), so
-// the same archive always packs into the same image.
+// gets the uppermost's; the root, and parents no layer names, rootMtime),
+// so the same archive always packs into the same image.
 func (l *layerApplier) finish(rootMtime time.Time) error {
-	l.u.dirs = append([]dirTime{{rel: ".", mtime: unix.NsecToTimespec(rootMtime.UnixNano())}}, l.u.dirs...)
+	t := unix.NsecToTimespec(rootMtime.UnixNano())
+	for i := range l.u.dirs {
+		if l.u.dirs[i].implied {
+			l.u.dirs[i].mtime = t
+		}
+	}
+	l.u.dirs = append([]dirTime{{rel: ".", mtime: t}}, l.u.dirs...)
 	seen := map[string]bool{}
 	var dirs []dirTime
 	for i := len(l.u.dirs) - 1; i >= 0; i-- {

@@ -57,12 +57,18 @@ type unpacker struct {
 	dirs       []dirTime // directory mtimes, set last
 	prefix     string    // tar name of the tree's root ("rootfs/")
 	ids        func(uid, gid int) (int, int)
+	// markImplied makes mkdirAll record the directories it creates that
+	// no entry named in dirs, marked implied (their mtime is the caller's
+	// to set).
+	markImplied bool
 }
 
 // dirTime is a directory's mtime to restore once its children exist.
 type dirTime struct {
 	rel   string
 	mtime unix.Timespec
+	// implied: no entry named it (a parent made for one that did).
+	implied bool
 }
 
 // close releases the unpacker's descriptors.
@@ -452,7 +458,9 @@ func (u *unpacker) mkdirAll(rel string) (int, error) {
 	done := ""
 	for _, c := range strings.Split(rel, "/") {
 		done = path.Join(done, c)
-		if err := unix.Mkdirat(fd, c, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := unix.Mkdirat(fd, c, 0o755); err == nil && u.markImplied {
+			u.dirs = append(u.dirs, dirTime{rel: done, implied: true})
+		} else if err != nil && !errors.Is(err, unix.EEXIST) {
 			unix.Close(fd)
 			return -1, fmt.Errorf("mkdir %s: %w", done, err)
 		}
