@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shoal-dev/shoal/cluster"
+	"github.com/shoal-dev/shoal/cluster/ha"
 	"github.com/shoal-dev/shoal/migration"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -97,8 +98,14 @@ func (n *Node) Replicas(ctx context.Context) ([]string, error) {
 }
 
 // DeleteReplica deletes this member's replica of a container from every
-// pool.
+// pool; not while this member owns the container and has no volume of it
+// yet (a heal brought it here: the replica becomes the volume when the
+// container is reconciled, ha.ErrReplicaPending).
 func (n *Node) DeleteReplica(ctx context.Context, container string) error {
+	defer n.locks.lock("ct/" + container)()
+	if ct, err := n.fsm.Container(container); err == nil && ct.GetNode() == n.cfg.Name && !n.HasVolume(ctx, container) {
+		return fmt.Errorf("replica of %s: %w", container, ha.ErrReplicaPending)
+	}
 	n.poolsMu.RLock()
 	defer n.poolsMu.RUnlock()
 	for _, d := range n.pools {

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -34,7 +35,9 @@ type Host interface {
 	DeleteVolumeSnapshot(ctx context.Context, ct *shoalv1.Container, snap string) error
 	// Replicas lists the containers this member holds a replica of.
 	Replicas(ctx context.Context) ([]string, error)
-	// DeleteReplica deletes this member's replica of a container.
+	// DeleteReplica deletes this member's replica of a container; it
+	// fails with ErrReplicaPending, deleting nothing, while the replica is
+	// yet to become the volume of a container healed here.
 	DeleteReplica(ctx context.Context, container string) error
 }
 
@@ -285,6 +288,11 @@ func (r *Replicator) Replicate(ctx context.Context, ct *shoalv1.Container) error
 	return firstErr
 }
 
+// ErrReplicaPending says a replica is not to be deleted: a heal made this
+// member the container's owner, and the replica becomes its volume when
+// the owner next reconciles it.
+var ErrReplicaPending = errors.New("the replica is to become the volume of the container healed here")
+
 // collect deletes the replicas this member holds of containers the
 // cluster no longer has, or that this member now owns (a move brought the
 // container here; the owner never holds its own replica), or whose record
@@ -323,7 +331,9 @@ func (r *Replicator) collect(ctx context.Context) {
 				continue
 			}
 		}
-		if err := r.Host.DeleteReplica(ctx, name); err != nil {
+		if err := r.Host.DeleteReplica(ctx, name); errors.Is(err, ErrReplicaPending) {
+			continue
+		} else if err != nil {
 			r.log().Warn("delete replica", "container", name, "err", err)
 			continue
 		}
