@@ -184,11 +184,9 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 		return toStatus(err)
 	}
 	for attempt := 0; ; attempt++ {
-		snap, err := s.cl.PlacementSnapshot()
-		if err != nil {
-			return toStatus(err)
-		}
-		node, _, err := scheduler.Place(snap, req, s.currentStrategy())
+		// Over the cluster's own view, kept current as entries apply:
+		// nothing is copied or rebuilt per create.
+		node, _, err := s.cl.Place(req, s.currentStrategy())
 		var nofit *scheduler.NoFitError
 		if errors.As(err, &nofit) && nofit.AllHost() {
 			// No member can enforce a key the container sets: the
@@ -212,9 +210,14 @@ func (s *Server) placeAndCreate(ctx context.Context, ct *shoalv1.Container, targ
 			return nil
 		}
 		// ResourceExhausted: a concurrent create took the room; Aborted:
-		// the leader knows the member is gone. Either way, place again.
+		// the leader knows the member is gone. Either way, place again,
+		// on a view that has caught up with the entry that took the room
+		// (a follower's view may not hold it yet).
 		if c := status.Code(err); c != codes.ResourceExhausted && c != codes.Aborted || attempt == 2 {
 			return err
+		}
+		if err := s.cl.Sync(ctx); err != nil {
+			return toStatus(err)
 		}
 	}
 }

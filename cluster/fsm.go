@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 // Errors an Apply can return; callers branch on them with errors.Is.
@@ -65,6 +66,10 @@ type state struct {
 	profiles   map[string]*shoalv1.Profile
 	volumes    map[string]*shoalv1.StorageVolume // by VolumeKey
 	addrs      addresses                         // derived from containers
+	// sched is the scheduler's view of containers and nodes, kept current
+	// by track (schedview.go); nil until a reader needs it, or after a
+	// command it cannot follow in place.
+	sched *scheduler.Snapshot
 }
 
 func newState() *state {
@@ -148,14 +153,66 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return nil
 }
 
+// ApplyBatch applies entries committed together (raft.BatchingFSM: up to
+// MaxAppendEntries at once) under one lock, with the same verdict per
+// entry as Apply; the changes are published once all are applied.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	msgs := make([]proto.Message, len(logs))
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		_, m, err := Decode(l.Data)
+		if err != nil {
+			panic(fmt.Sprintf("fsm: index %d: %v", l.Index, err))
+		}
+		msgs[i] = m
+	}
+	changes := make([]Change, 0, len(logs))
+	f.mu.Lock()
+	for i, m := range msgs {
+		if m == nil {
+			continue
+		}
+		change, err := f.s.apply(m)
+		if err != nil {
+			out[i] = err
+			continue
+		}
+		changes = append(changes, change)
+	}
+	f.mu.Unlock()
+	if len(logs) > 0 {
+		f.applied.Store(logs[len(logs)-1].Index)
+	}
+	for _, c := range changes {
+		f.publish(c)
+	}
+	return out
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// apply applies one command and keeps the scheduler's view current.
 func (s *state) apply(m proto.Message) (Change, error) {
+	change, err := s.applyCommand(m)
+	if err == nil {
+		s.track(m)
+	}
+	return change, err
+}
+
+func (s *state) applyCommand(m proto.Message) (Change, error) {
 	switch c := m.(type) {
 	case *shoalv1.ContainerCreateCommand:
 		ct := c.GetContainer()
 		if _, ok := s.containers[ct.GetName()]; ok {
 			return Change{}, fmt.Errorf("container %q: %w", ct.GetName(), ErrExists)
 		}
-		rec := proto.Clone(ct).(*shoalv1.Container)
+		// The command was decoded from the entry for this Apply alone:
+		// it becomes the record without a copy.
+		rec := ct
 		if err := checkProfiles(rec.GetName(), rec.GetProfiles()); err != nil {
 			return Change{}, err
 		}
@@ -163,7 +220,8 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if err := s.expandContainer(rec); err != nil {
 			return Change{}, err
 		}
-		if err := s.checkPlacement(rec); err != nil {
+		entry, placed, err := s.checkPlacement(rec)
+		if err != nil {
 			return Change{}, err
 		}
 		if err := s.checkVolumes(rec); err != nil {
@@ -174,6 +232,9 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		}
 		s.containers[ct.GetName()] = rec
 		s.index(rec)
+		if placed {
+			s.schedAddEntry(entry)
+		}
 		return Change{"container", ct.GetName()}, nil
 	case *shoalv1.ContainerUpdateCommand:
 		ct, err := s.container(c.GetName())
@@ -342,7 +403,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if n, ok := s.nodes[c.GetTo()]; !ok || n.GetStatus() != StatusOnline {
 			return Change{}, fmt.Errorf("container %q: member %s is not online: %w", c.GetName(), c.GetTo(), ErrInvalidCommand)
 		}
-		if err := s.fitsLocked(ct, c.GetTo()); err != nil {
+		if err := s.fitsHere(ct, c.GetTo()); err != nil {
 			return Change{}, err
 		}
 		ct.Node, ct.Status, ct.StatusMessage = c.GetTo(), "", ""
@@ -384,7 +445,7 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		if _, ok := s.nodes[c.GetNode()]; !ok {
 			return Change{}, fmt.Errorf("node %q: %w", c.GetNode(), ErrNotFound)
 		}
-		if err := s.checkPlacement(moved); err != nil {
+		if _, _, err := s.checkPlacement(moved); err != nil {
 			return Change{}, err
 		}
 		if err := s.moveVolumes(ct, c.GetVolumes(), c.GetFrom(), c.GetNode()); err != nil {
@@ -506,10 +567,12 @@ func (s *state) apply(m proto.Message) (Change, error) {
 		return Change{"network", c.GetName()}, nil
 	case *shoalv1.NodeUpsertCommand:
 		n := proto.Clone(c.GetNode()).(*shoalv1.Node)
-		if old, ok := s.nodes[n.GetName()]; ok && c.GetKeepEvacuated() && old.GetStatus() == StatusEvacuated {
+		old, ok := s.nodes[n.GetName()]
+		if ok && c.GetKeepEvacuated() && old.GetStatus() == StatusEvacuated {
 			n.Status = StatusEvacuated
 		}
 		s.nodes[n.GetName()] = n
+		s.schedNode(old, n)
 		return Change{"node", c.GetNode().GetName()}, nil
 	case *shoalv1.NodeRemoveCommand:
 		if _, ok := s.nodes[c.GetName()]; !ok {

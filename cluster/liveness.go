@@ -200,21 +200,49 @@ func (c *Cluster) admit(cmd proto.Message) error {
 // PlacementSnapshot is the scheduler's view of the cluster with the
 // members this one knows are not answering taken out: gossip sees a death
 // in about two seconds, the FSM only after --offline-after, and nothing is
-// placed on a member in between.
+// placed on a member in between. It is a copy the caller may change
+// (built from every container); a create only places, with Place.
 func (c *Cluster) PlacementSnapshot() (*scheduler.Snapshot, error) {
 	snap, err := c.fsm.SchedulerSnapshot()
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range c.fsm.Nodes() {
-		if n.GetStatus() != StatusOnline {
-			continue
-		}
-		if why, gone := c.Unreachable(n.GetName()); gone {
-			if err := snap.SetStatus(n.GetName(), why); err != nil {
-				return nil, err
-			}
+	for name, why := range c.gossipDown() {
+		if err := snap.SetStatus(name, why); err != nil && !errors.Is(err, scheduler.ErrUnknownNode) {
+			return nil, err
 		}
 	}
 	return snap, nil
+}
+
+// Place picks a member for a new container over the FSM's own view,
+// without copying it, the members gossip here declares dead or gone
+// rejected with why (the same view as PlacementSnapshot).
+func (c *Cluster) Place(req scheduler.Request, strat scheduler.Strategy) (string, scheduler.Explanation, error) {
+	return c.fsm.Place(req, strat, c.gossipDown())
+}
+
+// gossipDown lists the members the FSM records online that gossip here
+// declares dead or left (Unreachable's gossip half, for every member in
+// one pass over the gossip view): name → why. Members the FSM records
+// offline or stopped are rejected by the scheduler's status filter
+// already. It is nil when nobody is down, the common case.
+func (c *Cluster) gossipDown() map[string]string {
+	f := c.gossip.Load()
+	if f == nil {
+		return nil
+	}
+	var down map[string]string
+	for _, m := range (*f)() {
+		if m.Name == c.cfg.NodeName || (m.State != membership.StateDead && m.State != membership.StateLeft) {
+			continue
+		}
+		if why, gone := c.Unreachable(m.Name); gone {
+			if down == nil {
+				down = map[string]string{}
+			}
+			down[m.Name] = why
+		}
+	}
+	return down
 }

@@ -113,12 +113,32 @@ func (f *FSM) SchedulerSnapshot() (*scheduler.Snapshot, error) {
 // the node it was placed on, so concurrent creates never oversubscribe a
 // node. The check is integer arithmetic over replicated state: every
 // replica reaches the same verdict. Nodes without a record (a cluster that
-// predates node records) are not checked.
-func (s *state) checkPlacement(ct *shoalv1.Container) error {
-	if _, ok := s.nodes[ct.GetNode()]; !ok {
-		return nil
+// predates node records) are not checked. It returns what the scheduler's
+// view records for ct once it is applied (ok false: nothing, as
+// schedEntry).
+func (s *state) checkPlacement(ct *shoalv1.Container) (e scheduler.Container, ok bool, err error) {
+	if _, known := s.nodes[ct.GetNode()]; !known {
+		return e, false, nil
 	}
-	snap, err := s.snapshotLocked()
+	snap, err := s.schedLocked()
+	if err != nil {
+		return e, false, err
+	}
+	req, err := PlacementRequest(ct.GetName(), ExpandedConfig(ct), "")
+	if err != nil {
+		return e, false, err
+	}
+	if err := scheduler.Check(snap, ct.GetNode(), req); err != nil {
+		return e, false, err
+	}
+	return scheduler.Container{Name: ct.GetName(), Node: ct.GetNode(), CPUMillis: req.CPUMillis, MemoryBytes: req.MemoryBytes, Group: req.Group}, true, nil
+}
+
+// fitsHere is fitsLocked inside Apply (the write lock held), on the
+// FSM's own view: ct's reservation is taken out for the check and put
+// back after, whatever the verdict.
+func (s *state) fitsHere(ct *shoalv1.Container, node string) error {
+	snap, err := s.schedLocked()
 	if err != nil {
 		return err
 	}
@@ -126,7 +146,35 @@ func (s *state) checkPlacement(ct *shoalv1.Container) error {
 	if err != nil {
 		return err
 	}
-	return scheduler.Check(snap, ct.GetNode(), req)
+	s.schedRemove(ct.GetName())
+	defer s.schedAdd(ct)
+	if s.sched != snap { // the view was dropped: check on a rebuilt one
+		if snap, err = s.schedLocked(); err != nil {
+			return err
+		}
+		s.schedRemove(ct.GetName())
+	}
+	return scheduler.Check(snap, node, req)
+}
+
+// Place picks a member for req over the FSM's current view without
+// copying it (scheduler.PlaceAvoiding: down lists members to treat as
+// not online, with why). Any number of placements run at once, beside
+// reads; Apply waits for them.
+func (f *FSM) Place(req scheduler.Request, strat scheduler.Strategy, down map[string]string) (string, scheduler.Explanation, error) {
+	f.mu.RLock()
+	for f.s.sched == nil {
+		f.mu.RUnlock()
+		f.mu.Lock()
+		_, err := f.s.schedLocked()
+		f.mu.Unlock()
+		if err != nil {
+			return "", scheduler.Explanation{Strategy: strat}, err
+		}
+		f.mu.RLock()
+	}
+	defer f.mu.RUnlock()
+	return scheduler.PlaceAvoiding(f.s.sched, req, strat, down)
 }
 
 // Fits says why ct could not run on node beside what node already runs

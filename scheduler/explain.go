@@ -89,13 +89,21 @@ func (e *NoFitError) Unwrap() error { return ErrNoFit }
 
 // rejections explains every node considered for req, in name order. It is
 // the slow path, run only when nothing fits.
-func (s *Snapshot) rejections(req *Request) []Rejection {
+func (s *Snapshot) rejections(req *Request) []Rejection { return s.rejectionsAvoiding(req, nil) }
+
+// rejectionsAvoiding is rejections with the nodes in down rejected by the
+// status filter first, for their reason.
+func (s *Snapshot) rejectionsAvoiding(req *Request, down map[string]string) []Rejection {
 	ids := s.all
 	if id, ok := s.ids[req.Target]; ok && req.Target != "" {
 		ids = s.all[id : id+1]
 	}
 	var out []Rejection
 	for _, id := range ids {
+		if why, ok := down[s.nodes[id].Name]; ok && s.nodes[id].Status == StatusOnline {
+			out = append(out, Rejection{Node: s.nodes[id].Name, Filter: FilterStatus, Reason: why})
+			continue
+		}
 		if r, bad := s.reject(id, req); bad {
 			out = append(out, r)
 		}

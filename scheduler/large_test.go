@@ -242,3 +242,53 @@ func FuzzPlaceAgreesWithCheck(f *testing.F) {
 	}
 	f.Fuzz(checkAgreement)
 }
+
+// PlaceAvoiding over a snapshot agrees with Place over the same snapshot
+// whose down nodes were set to their reason, choice and rejections alike,
+// and leaves the snapshot as it was.
+func TestPlaceAvoidingAgreesWithSetStatus(t *testing.T) {
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		nodes := make([]Node, 1+r.IntN(10))
+		for i := range nodes {
+			nodes[i] = node(fmt.Sprintf("n%d", i), int64(1+r.IntN(3))*1000, int64(1+r.IntN(3))*gib, fmt.Sprintf("zone=%d", r.IntN(2)))
+			if r.IntN(5) == 0 {
+				nodes[i].Status = StatusOffline
+			}
+		}
+		var cs []Container
+		for i := range r.IntN(20) {
+			cs = append(cs, Container{Name: fmt.Sprint(i), Node: nodes[r.IntN(len(nodes))].Name, CPUMillis: int64(r.IntN(3)) * 500, Group: []string{"", "g"}[r.IntN(2)]})
+		}
+		down := map[string]string{}
+		for _, n := range nodes {
+			if r.IntN(3) == 0 {
+				down[n.Name] = "not answering"
+			}
+		}
+		shared := mustSnapshot(t, nodes, cs)
+		marked := mustSnapshot(t, nodes, cs)
+		for name, why := range down {
+			if marked.nodes[marked.ids[name]].Status == StatusOnline {
+				if err := marked.SetStatus(name, why); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for range 10 {
+			req := Request{Name: "x", CPUMillis: int64(r.IntN(4)) * 500, Group: []string{"", "g"}[r.IntN(2)], MaxPerNode: r.IntN(2)}
+			if r.IntN(3) == 0 {
+				req.Constraints = map[string]string{"zone": fmt.Sprint(r.IntN(2))}
+			}
+			strat := Strategy(r.IntN(2))
+			got, gex, gerr := PlaceAvoiding(shared, req, strat, down)
+			want, wex, werr := Place(marked, req, strat)
+			if got != want || (gerr == nil) != (werr == nil) || fmt.Sprint(gex.Rejections) != fmt.Sprint(wex.Rejections) {
+				t.Fatalf("seed %d: PlaceAvoiding %q %v %v, Place after SetStatus %q %v %v", seed, got, gex.Rejections, gerr, want, wex.Rejections, werr)
+			}
+			if got, _, _ := Place(shared, req, strat); got == "" && werr == nil {
+				t.Fatalf("seed %d: the shared snapshot lost a node", seed)
+			}
+		}
+	}
+}

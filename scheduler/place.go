@@ -274,13 +274,32 @@ func hasAll(ps []*posting, i int32) bool {
 //
 // Place does not record the placement: commit it, then Snapshot.Add it.
 func Place(s *Snapshot, req Request, strat Strategy) (string, Explanation, error) {
+	return PlaceAvoiding(s, req, strat, nil)
+}
+
+// PlaceAvoiding is Place with the nodes named in down treated as not
+// online, each rejected by the status filter with its reason (down maps a
+// node name to why, such as "not answering"): a member's own, unreplicated
+// view of who is gone, laid over the snapshot without changing it, so
+// that it can run beside other readers of a shared snapshot. Names the
+// snapshot does not hold are ignored.
+func PlaceAvoiding(s *Snapshot, req Request, strat Strategy, down map[string]string) (string, Explanation, error) {
 	var q query
 	if err := s.prepare(&req, strat, &q); err != nil {
 		return "", Explanation{Strategy: strat}, err
 	}
+	if len(down) > 0 {
+		p := &posting{bits: make([]uint64, (len(s.nodes)+63)/64)}
+		for name := range down {
+			if id, ok := s.ids[name]; ok {
+				p.bits[id>>6] |= 1 << (uint(id) & 63)
+			}
+		}
+		q.exclude = append(q.exclude, p)
+	}
 	best, feasible := s.scan(&q)
 	if best.id < 0 {
-		ex := Explanation{Strategy: strat, Rejections: s.rejections(&req)}
+		ex := Explanation{Strategy: strat, Rejections: s.rejectionsAvoiding(&req, down)}
 		return "", ex, &NoFitError{Container: req.Name, Rejections: ex.Rejections}
 	}
 	name := s.nodes[best.id].Name
