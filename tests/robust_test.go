@@ -45,7 +45,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"image", "build", "gentoo"}, "builder"},
 		{[]string{"image", "build", "debian", "--suite", "sid"}, "suite"},
 		{[]string{"list", "--format", "xml"}, "--format"},
-		{[]string{"storage", "create", "p2", "zfs"}, "driver"},
+		{[]string{"storage", "create", "p2", "xfs"}, "driver"},
 		{[]string{"exec", "missing-ct", "--", "true"}, "not found"},
 		{[]string{"start", "missing-ct"}, "not found"},
 		{[]string{"delete", ok}, "force"},
