@@ -58,6 +58,7 @@ const (
 	CmdContainerRename       CommandType = 41
 	CmdSnapshotRename        CommandType = 42
 	CmdContainerReplace      CommandType = 50
+	CmdBatch                 CommandType = 51
 )
 
 // ErrUnknownCommand is returned for a command type this version does not know.
@@ -128,6 +129,8 @@ func newPayload(t CommandType) (proto.Message, error) {
 		return &shoalv1.VolumeSnapshotDeleteCommand{}, nil
 	case CmdContainerReplace:
 		return &shoalv1.ContainerReplaceCommand{}, nil
+	case CmdBatch:
+		return &shoalv1.CommandBatch{}, nil
 	case CmdContainerRename:
 		return &shoalv1.ContainerRenameCommand{}, nil
 	case CmdSnapshotRename:
@@ -221,6 +224,8 @@ func typeOf(m proto.Message) (CommandType, error) {
 		return CmdVolumeSnapshotDelete, nil
 	case *shoalv1.ContainerReplaceCommand:
 		return CmdContainerReplace, nil
+	case *shoalv1.CommandBatch:
+		return CmdBatch, nil
 	case *shoalv1.ContainerRenameCommand:
 		return CmdContainerRename, nil
 	case *shoalv1.SnapshotRenameCommand:

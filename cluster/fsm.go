@@ -132,26 +132,17 @@ func (f *FSM) publish(c Change) {
 }
 
 // Apply applies one Raft log entry. It returns nil or an error describing a
-// rule the command broke (name taken, missing object); a payload that does
-// not decode is a bug and panics, so that no replica silently diverges.
+// rule the command broke (name taken, missing object), or for a
+// CommandBatch a BatchResult; a payload that does not decode is a bug and
+// panics, so that no replica silently diverges.
 func (f *FSM) Apply(l *raft.Log) interface{} {
-	defer f.applied.Store(l.Index)
-	if l.Type != raft.LogCommand {
-		return nil
-	}
-	_, m, err := Decode(l.Data)
-	if err != nil {
-		panic(fmt.Sprintf("fsm: index %d: %v", l.Index, err))
-	}
-	f.mu.Lock()
-	change, err := f.s.apply(m)
-	f.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	f.publish(change)
-	return nil
+	return f.ApplyBatch([]*raft.Log{l})[0]
 }
+
+// BatchResult is the FSM's answer to a CommandBatch entry: the verdict
+// of each command, in order (nil or the error Apply would have returned
+// for it alone).
+type BatchResult []error
 
 // ApplyBatch applies entries committed together (raft.BatchingFSM: up to
 // MaxAppendEntries at once) under one lock, with the same verdict per
@@ -163,11 +154,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		_, m, err := Decode(l.Data)
-		if err != nil {
-			panic(fmt.Sprintf("fsm: index %d: %v", l.Index, err))
-		}
-		msgs[i] = m
+		msgs[i] = mustDecode(l)
 	}
 	changes := make([]Change, 0, len(logs))
 	f.mu.Lock()
@@ -175,12 +162,31 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if m == nil {
 			continue
 		}
-		change, err := f.s.apply(m)
-		if err != nil {
-			out[i] = err
+		batch, ok := m.(*shoalv1.CommandBatch)
+		if !ok {
+			change, err := f.s.apply(m)
+			if err != nil {
+				out[i] = err
+				continue
+			}
+			changes = append(changes, change)
 			continue
 		}
-		changes = append(changes, change)
+		res := make(BatchResult, len(batch.GetCommands()))
+		for k, data := range batch.GetCommands() {
+			t, cmd, err := Decode(data)
+			if err != nil || t == CmdBatch {
+				f.mu.Unlock()
+				panic(fmt.Sprintf("fsm: index %d: command %d of a batch: type %d: %v", logs[i].Index, k, t, err))
+			}
+			change, err := f.s.apply(cmd)
+			if err != nil {
+				res[k] = err
+				continue
+			}
+			changes = append(changes, change)
+		}
+		out[i] = res
 	}
 	f.mu.Unlock()
 	if len(logs) > 0 {
@@ -190,6 +196,14 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.publish(c)
 	}
 	return out
+}
+
+func mustDecode(l *raft.Log) proto.Message {
+	_, m, err := Decode(l.Data)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: index %d: %v", l.Index, err))
+	}
+	return m
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster/membership"
 	"github.com/shoal-dev/shoal/cluster/pki"
+	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 )
 
 // ErrNotLeader is returned when a write reaches a node that is not the leader
@@ -75,6 +76,12 @@ type Cluster struct {
 
 	// gossip is this member's gossip view (nil until SetGossip).
 	gossip atomic.Pointer[func() []membership.Member]
+
+	// batch takes the creates proposed on this leader to the batcher,
+	// which gathers those waiting into one entry; stop ends it.
+	batch    chan proposal
+	stop     chan struct{}
+	stopOnce sync.Once
 }
 
 // Open starts the local Raft member. On a fresh data dir it bootstraps a
@@ -157,7 +164,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 		store.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	c := &Cluster{cfg: cfg, log: log, raft: r, fsm: fsm, store: store, trans: trans, started: time.Now()}
+	c := &Cluster{cfg: cfg, log: log, raft: r, fsm: fsm, store: store, trans: trans, started: time.Now(),
+		batch: make(chan proposal, maxBatch), stop: make(chan struct{})}
+	go c.runBatcher()
 	if has || !cfg.Join {
 		if err := c.WaitLeader(ctx); err != nil {
 			c.Close()
@@ -423,6 +432,9 @@ func (c *Cluster) ProposeIndex(ctx context.Context, data []byte) (uint64, error)
 	if err := c.admit(cmd); err != nil {
 		return 0, err
 	}
+	if _, ok := cmd.(*shoalv1.ContainerCreateCommand); ok {
+		return c.proposeBatched(ctx, data)
+	}
 	f := c.raft.Apply(data, deadline(ctx))
 	// f.Error has no deadline of its own, and an entry still queued when
 	// raft shuts down is never answered: wait within the caller's.
@@ -442,6 +454,110 @@ func (c *Cluster) ProposeIndex(ctx context.Context, data []byte) (uint64, error)
 		return f.Index(), resp
 	}
 	return f.Index(), nil
+}
+
+// maxBatch is the most commands the batcher puts in one entry.
+const maxBatch = 256
+
+// proposal is a command waiting for the batcher, and where its verdict goes.
+type proposal struct {
+	data []byte
+	done chan proposed // buffered: the batcher never waits on a caller
+}
+
+type proposed struct {
+	index uint64
+	err   error
+}
+
+// proposeBatched hands an admitted create to the batcher and waits for its
+// own verdict within the caller's deadline, as ProposeIndex does for an
+// entry of its own.
+func (c *Cluster) proposeBatched(ctx context.Context, data []byte) (uint64, error) {
+	p := proposal{data: data, done: make(chan proposed, 1)}
+	wctx, cancel := context.WithTimeout(ctx, deadline(ctx))
+	defer cancel()
+	select {
+	case c.batch <- p:
+	case <-c.stop:
+		return 0, fmt.Errorf("replicate command: member %s is shutting down: %w", c.cfg.NodeName, ErrNotLeader)
+	case <-wctx.Done():
+		return 0, fmt.Errorf("replicate command: not proposed within the deadline: %w", ErrNotLeader)
+	}
+	select {
+	case r := <-p.done:
+		return r.index, r.err
+	case <-wctx.Done():
+		return 0, fmt.Errorf("replicate command: no commit within the deadline (the entry may still apply): %w", ErrNotLeader)
+	}
+}
+
+// runBatcher proposes the creates handed to it: one alone as its own
+// entry, several waiting at once as one CommandBatch entry, which the FSM
+// applies in order with a verdict for each. It does not wait for an entry
+// to commit before it proposes the next (raft.Apply blocks only until the
+// leader's loop takes the entry, and creates gather meanwhile).
+func (c *Cluster) runBatcher() {
+	for {
+		var props []proposal
+		select {
+		case p := <-c.batch:
+			props = append(props, p)
+		case <-c.stop:
+			return
+		}
+	gather:
+		for len(props) < maxBatch {
+			select {
+			case p := <-c.batch:
+				props = append(props, p)
+			default:
+				break gather
+			}
+		}
+		data := props[0].data
+		if len(props) > 1 {
+			b := &shoalv1.CommandBatch{Commands: make([][]byte, len(props))}
+			for i, p := range props {
+				b.Commands[i] = p.data
+			}
+			var err error
+			if data, err = Encode(b); err != nil {
+				for _, p := range props {
+					p.done <- proposed{err: err}
+				}
+				continue
+			}
+		}
+		f := c.raft.Apply(data, 10*time.Second)
+		go answer(f, props)
+	}
+}
+
+// answer waits for a batcher's entry and gives each proposal its verdict.
+func answer(f raft.ApplyFuture, props []proposal) {
+	err := f.Error()
+	var res BatchResult
+	if err == nil && len(props) > 1 {
+		var ok bool
+		if res, ok = f.Response().(BatchResult); !ok || len(res) != len(props) {
+			err = fmt.Errorf("batch of %d commands answered with %T: %w", len(props), f.Response(), ErrInvalidCommand)
+		}
+	}
+	for i, p := range props {
+		r := proposed{index: f.Index()}
+		switch {
+		case err != nil:
+			r = proposed{err: fmt.Errorf("replicate command: %w", leaderErr(err))}
+		case len(props) == 1:
+			if e, ok := f.Response().(error); ok && e != nil {
+				r.err = e
+			}
+		default:
+			r.err = res[i]
+		}
+		p.done <- r
+	}
 }
 
 // ApplyForwarded applies a command another member forwarded here as to
@@ -521,6 +637,7 @@ func (c *Cluster) Snapshot() error { return c.raft.Snapshot().Error() }
 // Close stops the local member. It does not touch the host's containers.
 func (c *Cluster) Close() error {
 	err := c.raft.Shutdown().Error()
+	c.stopOnce.Do(func() { close(c.stop) })
 	c.trans.Close()
 	if cerr := c.store.Close(); err == nil {
 		err = cerr

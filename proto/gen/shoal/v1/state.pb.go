@@ -1338,6 +1338,56 @@ func (x *ContainerReplaceCommand) GetTo() string {
 	return ""
 }
 
+// CommandBatch carries several commands in one Raft entry (cmd 51): the
+// leader gathers the creates proposed at the same moment into one entry,
+// so the log, its fsyncs and the replication carry one entry for many.
+// The FSM applies them in order, each with its own verdict, exactly as
+// if each had its own entry. A batch never holds a batch.
+type CommandBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each an encoded command: its type byte, then its payload.
+	Commands      [][]byte `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandBatch) Reset() {
+	*x = CommandBatch{}
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandBatch) ProtoMessage() {}
+
+func (x *CommandBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandBatch.ProtoReflect.Descriptor instead.
+func (*CommandBatch) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CommandBatch) GetCommands() [][]byte {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
 // ContainerReplicaDropCommand forgets the replica a member holds.
 type ContainerReplicaDropCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1349,7 +1399,7 @@ type ContainerReplicaDropCommand struct {
 
 func (x *ContainerReplicaDropCommand) Reset() {
 	*x = ContainerReplicaDropCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1411,7 @@ func (x *ContainerReplicaDropCommand) String() string {
 func (*ContainerReplicaDropCommand) ProtoMessage() {}
 
 func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[24]
+	mi := &file_shoal_v1_state_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1424,7 @@ func (x *ContainerReplicaDropCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerReplicaDropCommand.ProtoReflect.Descriptor instead.
 func (*ContainerReplicaDropCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{24}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ContainerReplicaDropCommand) GetContainer() string {
@@ -1401,7 +1451,7 @@ type NetworkDeleteCommand struct {
 
 func (x *NetworkDeleteCommand) Reset() {
 	*x = NetworkDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1463,7 @@ func (x *NetworkDeleteCommand) String() string {
 func (*NetworkDeleteCommand) ProtoMessage() {}
 
 func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[25]
+	mi := &file_shoal_v1_state_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1476,7 @@ func (x *NetworkDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkDeleteCommand.ProtoReflect.Descriptor instead.
 func (*NetworkDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{25}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NetworkDeleteCommand) GetName() string {
@@ -1450,7 +1500,7 @@ type NodeUpsertCommand struct {
 
 func (x *NodeUpsertCommand) Reset() {
 	*x = NodeUpsertCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1512,7 @@ func (x *NodeUpsertCommand) String() string {
 func (*NodeUpsertCommand) ProtoMessage() {}
 
 func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[26]
+	mi := &file_shoal_v1_state_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1525,7 @@ func (x *NodeUpsertCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUpsertCommand.ProtoReflect.Descriptor instead.
 func (*NodeUpsertCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{26}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeUpsertCommand) GetNode() *Node {
@@ -1507,7 +1557,7 @@ type ClusterInitCommand struct {
 
 func (x *ClusterInitCommand) Reset() {
 	*x = ClusterInitCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1569,7 @@ func (x *ClusterInitCommand) String() string {
 func (*ClusterInitCommand) ProtoMessage() {}
 
 func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[27]
+	mi := &file_shoal_v1_state_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1582,7 @@ func (x *ClusterInitCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInitCommand.ProtoReflect.Descriptor instead.
 func (*ClusterInitCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{27}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterInitCommand) GetName() string {
@@ -1582,7 +1632,7 @@ type TokenAddCommand struct {
 
 func (x *TokenAddCommand) Reset() {
 	*x = TokenAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1644,7 @@ func (x *TokenAddCommand) String() string {
 func (*TokenAddCommand) ProtoMessage() {}
 
 func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[28]
+	mi := &file_shoal_v1_state_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1657,7 @@ func (x *TokenAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenAddCommand.ProtoReflect.Descriptor instead.
 func (*TokenAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{28}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TokenAddCommand) GetName() string {
@@ -1664,7 +1714,7 @@ type TokenRedeemCommand struct {
 
 func (x *TokenRedeemCommand) Reset() {
 	*x = TokenRedeemCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1726,7 @@ func (x *TokenRedeemCommand) String() string {
 func (*TokenRedeemCommand) ProtoMessage() {}
 
 func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[29]
+	mi := &file_shoal_v1_state_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1739,7 @@ func (x *TokenRedeemCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRedeemCommand.ProtoReflect.Descriptor instead.
 func (*TokenRedeemCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{29}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TokenRedeemCommand) GetName() string {
@@ -1723,7 +1773,7 @@ type NodeRemoveCommand struct {
 
 func (x *NodeRemoveCommand) Reset() {
 	*x = NodeRemoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1785,7 @@ func (x *NodeRemoveCommand) String() string {
 func (*NodeRemoveCommand) ProtoMessage() {}
 
 func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[30]
+	mi := &file_shoal_v1_state_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1798,7 @@ func (x *NodeRemoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemoveCommand.ProtoReflect.Descriptor instead.
 func (*NodeRemoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{30}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeRemoveCommand) GetName() string {
@@ -1771,7 +1821,7 @@ type ClusterIdentity struct {
 
 func (x *ClusterIdentity) Reset() {
 	*x = ClusterIdentity{}
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1833,7 @@ func (x *ClusterIdentity) String() string {
 func (*ClusterIdentity) ProtoMessage() {}
 
 func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[31]
+	mi := &file_shoal_v1_state_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1846,7 @@ func (x *ClusterIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterIdentity.ProtoReflect.Descriptor instead.
 func (*ClusterIdentity) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{31}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClusterIdentity) GetName() string {
@@ -1845,7 +1895,7 @@ type ContainerMoveCommand struct {
 
 func (x *ContainerMoveCommand) Reset() {
 	*x = ContainerMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +1907,7 @@ func (x *ContainerMoveCommand) String() string {
 func (*ContainerMoveCommand) ProtoMessage() {}
 
 func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[32]
+	mi := &file_shoal_v1_state_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +1920,7 @@ func (x *ContainerMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMoveCommand.ProtoReflect.Descriptor instead.
 func (*ContainerMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{32}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ContainerMoveCommand) GetName() string {
@@ -1918,7 +1968,7 @@ type VolumeCreateCommand struct {
 
 func (x *VolumeCreateCommand) Reset() {
 	*x = VolumeCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +1980,7 @@ func (x *VolumeCreateCommand) String() string {
 func (*VolumeCreateCommand) ProtoMessage() {}
 
 func (x *VolumeCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[33]
+	mi := &file_shoal_v1_state_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +1993,7 @@ func (x *VolumeCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeCreateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{33}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *VolumeCreateCommand) GetVolume() *StorageVolume {
@@ -1966,7 +2016,7 @@ type VolumeUpdateCommand struct {
 
 func (x *VolumeUpdateCommand) Reset() {
 	*x = VolumeUpdateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2028,7 @@ func (x *VolumeUpdateCommand) String() string {
 func (*VolumeUpdateCommand) ProtoMessage() {}
 
 func (x *VolumeUpdateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[34]
+	mi := &file_shoal_v1_state_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2041,7 @@ func (x *VolumeUpdateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeUpdateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeUpdateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{34}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *VolumeUpdateCommand) GetPool() string {
@@ -2033,7 +2083,7 @@ type VolumeDeleteCommand struct {
 
 func (x *VolumeDeleteCommand) Reset() {
 	*x = VolumeDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2095,7 @@ func (x *VolumeDeleteCommand) String() string {
 func (*VolumeDeleteCommand) ProtoMessage() {}
 
 func (x *VolumeDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[35]
+	mi := &file_shoal_v1_state_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2108,7 @@ func (x *VolumeDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeDeleteCommand.ProtoReflect.Descriptor instead.
 func (*VolumeDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{35}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *VolumeDeleteCommand) GetPool() string {
@@ -2087,7 +2137,7 @@ type VolumeRenameCommand struct {
 
 func (x *VolumeRenameCommand) Reset() {
 	*x = VolumeRenameCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2149,7 @@ func (x *VolumeRenameCommand) String() string {
 func (*VolumeRenameCommand) ProtoMessage() {}
 
 func (x *VolumeRenameCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[36]
+	mi := &file_shoal_v1_state_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2162,7 @@ func (x *VolumeRenameCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeRenameCommand.ProtoReflect.Descriptor instead.
 func (*VolumeRenameCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{36}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *VolumeRenameCommand) GetPool() string {
@@ -2151,7 +2201,7 @@ type VolumeMoveCommand struct {
 
 func (x *VolumeMoveCommand) Reset() {
 	*x = VolumeMoveCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[37]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2213,7 @@ func (x *VolumeMoveCommand) String() string {
 func (*VolumeMoveCommand) ProtoMessage() {}
 
 func (x *VolumeMoveCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[37]
+	mi := &file_shoal_v1_state_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2226,7 @@ func (x *VolumeMoveCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMoveCommand.ProtoReflect.Descriptor instead.
 func (*VolumeMoveCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{37}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *VolumeMoveCommand) GetPool() string {
@@ -2219,7 +2269,7 @@ type VolumeSnapshotCreateCommand struct {
 
 func (x *VolumeSnapshotCreateCommand) Reset() {
 	*x = VolumeSnapshotCreateCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[38]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2281,7 @@ func (x *VolumeSnapshotCreateCommand) String() string {
 func (*VolumeSnapshotCreateCommand) ProtoMessage() {}
 
 func (x *VolumeSnapshotCreateCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[38]
+	mi := &file_shoal_v1_state_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2294,7 @@ func (x *VolumeSnapshotCreateCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSnapshotCreateCommand.ProtoReflect.Descriptor instead.
 func (*VolumeSnapshotCreateCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{38}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *VolumeSnapshotCreateCommand) GetPool() string {
@@ -2280,7 +2330,7 @@ type VolumeSnapshotDeleteCommand struct {
 
 func (x *VolumeSnapshotDeleteCommand) Reset() {
 	*x = VolumeSnapshotDeleteCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[39]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2342,7 @@ func (x *VolumeSnapshotDeleteCommand) String() string {
 func (*VolumeSnapshotDeleteCommand) ProtoMessage() {}
 
 func (x *VolumeSnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[39]
+	mi := &file_shoal_v1_state_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2355,7 @@ func (x *VolumeSnapshotDeleteCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeSnapshotDeleteCommand.ProtoReflect.Descriptor instead.
 func (*VolumeSnapshotDeleteCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{39}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *VolumeSnapshotDeleteCommand) GetPool() string {
@@ -2340,7 +2390,7 @@ type ClusterConfigCommand struct {
 
 func (x *ClusterConfigCommand) Reset() {
 	*x = ClusterConfigCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[40]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2402,7 @@ func (x *ClusterConfigCommand) String() string {
 func (*ClusterConfigCommand) ProtoMessage() {}
 
 func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[40]
+	mi := &file_shoal_v1_state_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2415,7 @@ func (x *ClusterConfigCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfigCommand.ProtoReflect.Descriptor instead.
 func (*ClusterConfigCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{40}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ClusterConfigCommand) GetSet() map[string]string {
@@ -2385,7 +2435,7 @@ type TokenRevokeCommand struct {
 
 func (x *TokenRevokeCommand) Reset() {
 	*x = TokenRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[41]
+	mi := &file_shoal_v1_state_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2447,7 @@ func (x *TokenRevokeCommand) String() string {
 func (*TokenRevokeCommand) ProtoMessage() {}
 
 func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[41]
+	mi := &file_shoal_v1_state_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2460,7 @@ func (x *TokenRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TokenRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{41}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TokenRevokeCommand) GetName() string {
@@ -2434,7 +2484,7 @@ type TrustAddCommand struct {
 
 func (x *TrustAddCommand) Reset() {
 	*x = TrustAddCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[42]
+	mi := &file_shoal_v1_state_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2496,7 @@ func (x *TrustAddCommand) String() string {
 func (*TrustAddCommand) ProtoMessage() {}
 
 func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[42]
+	mi := &file_shoal_v1_state_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2509,7 @@ func (x *TrustAddCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustAddCommand.ProtoReflect.Descriptor instead.
 func (*TrustAddCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{42}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TrustAddCommand) GetEntry() *TrustEntry {
@@ -2495,7 +2545,7 @@ type TrustRevokeCommand struct {
 
 func (x *TrustRevokeCommand) Reset() {
 	*x = TrustRevokeCommand{}
-	mi := &file_shoal_v1_state_proto_msgTypes[43]
+	mi := &file_shoal_v1_state_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2557,7 @@ func (x *TrustRevokeCommand) String() string {
 func (*TrustRevokeCommand) ProtoMessage() {}
 
 func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[43]
+	mi := &file_shoal_v1_state_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2570,7 @@ func (x *TrustRevokeCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustRevokeCommand.ProtoReflect.Descriptor instead.
 func (*TrustRevokeCommand) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{43}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TrustRevokeCommand) GetFingerprints() []string {
@@ -2562,7 +2612,7 @@ type FSMSnapshot struct {
 
 func (x *FSMSnapshot) Reset() {
 	*x = FSMSnapshot{}
-	mi := &file_shoal_v1_state_proto_msgTypes[44]
+	mi := &file_shoal_v1_state_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2624,7 @@ func (x *FSMSnapshot) String() string {
 func (*FSMSnapshot) ProtoMessage() {}
 
 func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_state_proto_msgTypes[44]
+	mi := &file_shoal_v1_state_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2637,7 @@ func (x *FSMSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FSMSnapshot.ProtoReflect.Descriptor instead.
 func (*FSMSnapshot) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_state_proto_rawDescGZIP(), []int{44}
+	return file_shoal_v1_state_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FSMSnapshot) GetVersion() uint32 {
@@ -2782,7 +2832,9 @@ const file_shoal_v1_state_proto_rawDesc = "" +
 	"\x17ContainerReplaceCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
-	"\x02to\x18\x03 \x01(\tR\x02to\"S\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\"*\n" +
+	"\fCommandBatch\x12\x1a\n" +
+	"\bcommands\x18\x01 \x03(\fR\bcommands\"S\n" +
 	"\x1bContainerReplicaDropCommand\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\tR\tcontainer\x12\x16\n" +
 	"\x06member\x18\x02 \x01(\tR\x06member\"*\n" +
@@ -2909,7 +2961,7 @@ func file_shoal_v1_state_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_state_proto_rawDescData
 }
 
-var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_shoal_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerCreateCommand)(nil),       // 0: shoal.v1.ContainerCreateCommand
 	(*ContainerUpdateCommand)(nil),       // 1: shoal.v1.ContainerUpdateCommand
@@ -2935,84 +2987,85 @@ var file_shoal_v1_state_proto_goTypes = []any{
 	(*ContainerReplicaSetCommand)(nil),   // 21: shoal.v1.ContainerReplicaSetCommand
 	(*ContainerHealCommand)(nil),         // 22: shoal.v1.ContainerHealCommand
 	(*ContainerReplaceCommand)(nil),      // 23: shoal.v1.ContainerReplaceCommand
-	(*ContainerReplicaDropCommand)(nil),  // 24: shoal.v1.ContainerReplicaDropCommand
-	(*NetworkDeleteCommand)(nil),         // 25: shoal.v1.NetworkDeleteCommand
-	(*NodeUpsertCommand)(nil),            // 26: shoal.v1.NodeUpsertCommand
-	(*ClusterInitCommand)(nil),           // 27: shoal.v1.ClusterInitCommand
-	(*TokenAddCommand)(nil),              // 28: shoal.v1.TokenAddCommand
-	(*TokenRedeemCommand)(nil),           // 29: shoal.v1.TokenRedeemCommand
-	(*NodeRemoveCommand)(nil),            // 30: shoal.v1.NodeRemoveCommand
-	(*ClusterIdentity)(nil),              // 31: shoal.v1.ClusterIdentity
-	(*ContainerMoveCommand)(nil),         // 32: shoal.v1.ContainerMoveCommand
-	(*VolumeCreateCommand)(nil),          // 33: shoal.v1.VolumeCreateCommand
-	(*VolumeUpdateCommand)(nil),          // 34: shoal.v1.VolumeUpdateCommand
-	(*VolumeDeleteCommand)(nil),          // 35: shoal.v1.VolumeDeleteCommand
-	(*VolumeRenameCommand)(nil),          // 36: shoal.v1.VolumeRenameCommand
-	(*VolumeMoveCommand)(nil),            // 37: shoal.v1.VolumeMoveCommand
-	(*VolumeSnapshotCreateCommand)(nil),  // 38: shoal.v1.VolumeSnapshotCreateCommand
-	(*VolumeSnapshotDeleteCommand)(nil),  // 39: shoal.v1.VolumeSnapshotDeleteCommand
-	(*ClusterConfigCommand)(nil),         // 40: shoal.v1.ClusterConfigCommand
-	(*TokenRevokeCommand)(nil),           // 41: shoal.v1.TokenRevokeCommand
-	(*TrustAddCommand)(nil),              // 42: shoal.v1.TrustAddCommand
-	(*TrustRevokeCommand)(nil),           // 43: shoal.v1.TrustRevokeCommand
-	(*FSMSnapshot)(nil),                  // 44: shoal.v1.FSMSnapshot
-	nil,                                  // 45: shoal.v1.ContainerUpdateCommand.ConfigEntry
-	nil,                                  // 46: shoal.v1.ContainerUpdateCommand.DevicesEntry
-	nil,                                  // 47: shoal.v1.ContainerUpdateCommand.SetConfigEntry
-	nil,                                  // 48: shoal.v1.VolumeUpdateCommand.ConfigEntry
-	nil,                                  // 49: shoal.v1.ClusterConfigCommand.SetEntry
-	nil,                                  // 50: shoal.v1.FSMSnapshot.AliasesEntry
-	nil,                                  // 51: shoal.v1.FSMSnapshot.ClusterConfigEntry
-	(*Container)(nil),                    // 52: shoal.v1.Container
-	(*Profile)(nil),                      // 53: shoal.v1.Profile
-	(DesiredState)(0),                    // 54: shoal.v1.DesiredState
-	(*Snapshot)(nil),                     // 55: shoal.v1.Snapshot
-	(*Image)(nil),                        // 56: shoal.v1.Image
-	(*StoragePool)(nil),                  // 57: shoal.v1.StoragePool
-	(*Network)(nil),                      // 58: shoal.v1.Network
-	(*NIC)(nil),                          // 59: shoal.v1.NIC
-	(*Replica)(nil),                      // 60: shoal.v1.Replica
-	(*Node)(nil),                         // 61: shoal.v1.Node
-	(*Grant)(nil),                        // 62: shoal.v1.Grant
-	(*StorageVolume)(nil),                // 63: shoal.v1.StorageVolume
-	(*TrustEntry)(nil),                   // 64: shoal.v1.TrustEntry
-	(*Device)(nil),                       // 65: shoal.v1.Device
+	(*CommandBatch)(nil),                 // 24: shoal.v1.CommandBatch
+	(*ContainerReplicaDropCommand)(nil),  // 25: shoal.v1.ContainerReplicaDropCommand
+	(*NetworkDeleteCommand)(nil),         // 26: shoal.v1.NetworkDeleteCommand
+	(*NodeUpsertCommand)(nil),            // 27: shoal.v1.NodeUpsertCommand
+	(*ClusterInitCommand)(nil),           // 28: shoal.v1.ClusterInitCommand
+	(*TokenAddCommand)(nil),              // 29: shoal.v1.TokenAddCommand
+	(*TokenRedeemCommand)(nil),           // 30: shoal.v1.TokenRedeemCommand
+	(*NodeRemoveCommand)(nil),            // 31: shoal.v1.NodeRemoveCommand
+	(*ClusterIdentity)(nil),              // 32: shoal.v1.ClusterIdentity
+	(*ContainerMoveCommand)(nil),         // 33: shoal.v1.ContainerMoveCommand
+	(*VolumeCreateCommand)(nil),          // 34: shoal.v1.VolumeCreateCommand
+	(*VolumeUpdateCommand)(nil),          // 35: shoal.v1.VolumeUpdateCommand
+	(*VolumeDeleteCommand)(nil),          // 36: shoal.v1.VolumeDeleteCommand
+	(*VolumeRenameCommand)(nil),          // 37: shoal.v1.VolumeRenameCommand
+	(*VolumeMoveCommand)(nil),            // 38: shoal.v1.VolumeMoveCommand
+	(*VolumeSnapshotCreateCommand)(nil),  // 39: shoal.v1.VolumeSnapshotCreateCommand
+	(*VolumeSnapshotDeleteCommand)(nil),  // 40: shoal.v1.VolumeSnapshotDeleteCommand
+	(*ClusterConfigCommand)(nil),         // 41: shoal.v1.ClusterConfigCommand
+	(*TokenRevokeCommand)(nil),           // 42: shoal.v1.TokenRevokeCommand
+	(*TrustAddCommand)(nil),              // 43: shoal.v1.TrustAddCommand
+	(*TrustRevokeCommand)(nil),           // 44: shoal.v1.TrustRevokeCommand
+	(*FSMSnapshot)(nil),                  // 45: shoal.v1.FSMSnapshot
+	nil,                                  // 46: shoal.v1.ContainerUpdateCommand.ConfigEntry
+	nil,                                  // 47: shoal.v1.ContainerUpdateCommand.DevicesEntry
+	nil,                                  // 48: shoal.v1.ContainerUpdateCommand.SetConfigEntry
+	nil,                                  // 49: shoal.v1.VolumeUpdateCommand.ConfigEntry
+	nil,                                  // 50: shoal.v1.ClusterConfigCommand.SetEntry
+	nil,                                  // 51: shoal.v1.FSMSnapshot.AliasesEntry
+	nil,                                  // 52: shoal.v1.FSMSnapshot.ClusterConfigEntry
+	(*Container)(nil),                    // 53: shoal.v1.Container
+	(*Profile)(nil),                      // 54: shoal.v1.Profile
+	(DesiredState)(0),                    // 55: shoal.v1.DesiredState
+	(*Snapshot)(nil),                     // 56: shoal.v1.Snapshot
+	(*Image)(nil),                        // 57: shoal.v1.Image
+	(*StoragePool)(nil),                  // 58: shoal.v1.StoragePool
+	(*Network)(nil),                      // 59: shoal.v1.Network
+	(*NIC)(nil),                          // 60: shoal.v1.NIC
+	(*Replica)(nil),                      // 61: shoal.v1.Replica
+	(*Node)(nil),                         // 62: shoal.v1.Node
+	(*Grant)(nil),                        // 63: shoal.v1.Grant
+	(*StorageVolume)(nil),                // 64: shoal.v1.StorageVolume
+	(*TrustEntry)(nil),                   // 65: shoal.v1.TrustEntry
+	(*Device)(nil),                       // 66: shoal.v1.Device
 }
 var file_shoal_v1_state_proto_depIdxs = []int32{
-	52, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
-	45, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
-	46, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
-	47, // 3: shoal.v1.ContainerUpdateCommand.set_config:type_name -> shoal.v1.ContainerUpdateCommand.SetConfigEntry
-	53, // 4: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
-	53, // 5: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
-	54, // 6: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
-	55, // 7: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	56, // 8: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
-	57, // 9: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
-	58, // 10: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
-	59, // 11: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
-	60, // 12: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
-	61, // 13: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
-	62, // 14: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
-	54, // 15: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
-	63, // 16: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
-	48, // 17: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
-	55, // 18: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
-	49, // 19: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
-	64, // 20: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
-	52, // 21: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
-	56, // 22: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
-	50, // 23: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
-	57, // 24: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
-	58, // 25: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
-	61, // 26: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
-	31, // 27: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
-	28, // 28: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
-	51, // 29: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
-	64, // 30: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
-	53, // 31: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
-	63, // 32: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
-	65, // 33: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
+	53, // 0: shoal.v1.ContainerCreateCommand.container:type_name -> shoal.v1.Container
+	46, // 1: shoal.v1.ContainerUpdateCommand.config:type_name -> shoal.v1.ContainerUpdateCommand.ConfigEntry
+	47, // 2: shoal.v1.ContainerUpdateCommand.devices:type_name -> shoal.v1.ContainerUpdateCommand.DevicesEntry
+	48, // 3: shoal.v1.ContainerUpdateCommand.set_config:type_name -> shoal.v1.ContainerUpdateCommand.SetConfigEntry
+	54, // 4: shoal.v1.ProfileCreateCommand.profile:type_name -> shoal.v1.Profile
+	54, // 5: shoal.v1.ProfileUpdateCommand.profile:type_name -> shoal.v1.Profile
+	55, // 6: shoal.v1.ContainerDesiredStateCommand.desired_state:type_name -> shoal.v1.DesiredState
+	56, // 7: shoal.v1.SnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	57, // 8: shoal.v1.ImageAddCommand.image:type_name -> shoal.v1.Image
+	58, // 9: shoal.v1.PoolCreateCommand.pool:type_name -> shoal.v1.StoragePool
+	59, // 10: shoal.v1.NetworkCreateCommand.network:type_name -> shoal.v1.Network
+	60, // 11: shoal.v1.ContainerNicAddCommand.nic:type_name -> shoal.v1.NIC
+	61, // 12: shoal.v1.ContainerReplicaSetCommand.replica:type_name -> shoal.v1.Replica
+	62, // 13: shoal.v1.NodeUpsertCommand.node:type_name -> shoal.v1.Node
+	63, // 14: shoal.v1.TokenAddCommand.grant:type_name -> shoal.v1.Grant
+	55, // 15: shoal.v1.ContainerMoveCommand.desired_state:type_name -> shoal.v1.DesiredState
+	64, // 16: shoal.v1.VolumeCreateCommand.volume:type_name -> shoal.v1.StorageVolume
+	49, // 17: shoal.v1.VolumeUpdateCommand.config:type_name -> shoal.v1.VolumeUpdateCommand.ConfigEntry
+	56, // 18: shoal.v1.VolumeSnapshotCreateCommand.snapshot:type_name -> shoal.v1.Snapshot
+	50, // 19: shoal.v1.ClusterConfigCommand.set:type_name -> shoal.v1.ClusterConfigCommand.SetEntry
+	65, // 20: shoal.v1.TrustAddCommand.entry:type_name -> shoal.v1.TrustEntry
+	53, // 21: shoal.v1.FSMSnapshot.containers:type_name -> shoal.v1.Container
+	57, // 22: shoal.v1.FSMSnapshot.images:type_name -> shoal.v1.Image
+	51, // 23: shoal.v1.FSMSnapshot.aliases:type_name -> shoal.v1.FSMSnapshot.AliasesEntry
+	58, // 24: shoal.v1.FSMSnapshot.pools:type_name -> shoal.v1.StoragePool
+	59, // 25: shoal.v1.FSMSnapshot.networks:type_name -> shoal.v1.Network
+	62, // 26: shoal.v1.FSMSnapshot.nodes:type_name -> shoal.v1.Node
+	32, // 27: shoal.v1.FSMSnapshot.identity:type_name -> shoal.v1.ClusterIdentity
+	29, // 28: shoal.v1.FSMSnapshot.tokens:type_name -> shoal.v1.TokenAddCommand
+	52, // 29: shoal.v1.FSMSnapshot.cluster_config:type_name -> shoal.v1.FSMSnapshot.ClusterConfigEntry
+	65, // 30: shoal.v1.FSMSnapshot.trust:type_name -> shoal.v1.TrustEntry
+	54, // 31: shoal.v1.FSMSnapshot.profiles:type_name -> shoal.v1.Profile
+	64, // 32: shoal.v1.FSMSnapshot.volumes:type_name -> shoal.v1.StorageVolume
+	66, // 33: shoal.v1.ContainerUpdateCommand.DevicesEntry.value:type_name -> shoal.v1.Device
 	34, // [34:34] is the sub-list for method output_type
 	34, // [34:34] is the sub-list for method input_type
 	34, // [34:34] is the sub-list for extension type_name
@@ -3034,7 +3087,7 @@ func file_shoal_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_state_proto_rawDesc), len(file_shoal_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
