@@ -15,6 +15,7 @@
 #        --console FILE   keep the serial console log there (default: printed on failure)
 #        --disk-size SIZE size of the raw disk the program gets as $SHOAL_VM_DISK (default 8G)
 #        --zfs            unpack the ZFS overlay (module + zfsutils) in the VM and load zfs
+#                         (building it first, as build-zfs does, when it is missing)
 #
 # run boots the image with BINARY and ARGS on a job disk, runs it as root
 # inside (cwd /scratch/work, TMPDIR on an ext4 scratch disk, SHOAL_VM=1),
@@ -346,8 +347,14 @@ cmd_run() {
   [ ${#envs[@]} -eq 0 ] || printf '%s\0' "${envs[@]}" >"$run/job/env"
   guest_init >"$run/job/init"
   if [ -n "$zfs" ]; then
-    local ov; ov=$(readlink -f "$CACHE/zfs-current" 2>/dev/null || true)
-    [ -n "$ov" ] && [ -e "$ov/ok" ] || { report "vm-error: no ZFS overlay (scripts/vm.sh build-zfs)"; die "no ZFS overlay: run scripts/vm.sh build-zfs"; }
+    # The overlay built for the image's kernel; built here when missing
+    # (the first ZFS run on a host: minutes).
+    local ov="$CACHE/zfs-$(cat "$img/kernel-version" 2>/dev/null)-r$ZFS_RECIPE"
+    if [ ! -e "$ov/ok" ]; then
+      say "no ZFS overlay for the image's kernel yet: building it (scripts/vm.sh build-zfs)"
+      (cmd_build_zfs) >/dev/null || true
+    fi
+    [ -e "$ov/ok" ] || { report "vm-error: no ZFS overlay for ${ov##*/zfs-} (scripts/vm.sh build-zfs failed or built another kernel's)"; die "no ZFS overlay $ov: scripts/vm.sh build-zfs failed or built another kernel's"; }
     cp "$ov/overlay.tgz" "$run/job/overlay.tgz"
   fi
   local jobmb; jobmb=$(( $(du -sm "$run/job" | cut -f1) + 256 ))
