@@ -265,9 +265,9 @@ func (s *Server) CreateStoragePool(ctx context.Context, req *shoalv1.CreateStora
 		return nil, toStatus(err)
 	}
 	switch req.GetDriver() {
-	case "btrfs", "dir":
+	case "btrfs", "dir", "lvm", "zfs":
 	default:
-		return nil, invalid("driver", fmt.Sprintf("%q is not a driver (allowed: btrfs, dir)", req.GetDriver()))
+		return nil, invalid("driver", fmt.Sprintf("%q is not a driver (allowed: btrfs, dir, lvm, zfs)", req.GetDriver()))
 	}
 	if req.GetSizeBytes() < 0 || (req.GetSizeBytes() > 0 && req.GetSizeBytes() < 256<<20) {
 		return nil, invalid("size", "must be at least 256MiB")

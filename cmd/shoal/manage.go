@@ -398,7 +398,12 @@ func (a *app) storageCmd() *cobra.Command {
 		}),
 	}
 	create := &cobra.Command{
-		Use: "create NAME DRIVER [source=PATH] [size=SIZE] [btrfs.quotas=true]", Short: "Create a storage pool (drivers: btrfs, dir; btrfs.quotas=true enforces volume sizes)", Args: cobra.MinimumNArgs(2),
+		Use: "create NAME DRIVER [source=SOURCE] [size=SIZE] [btrfs.quotas=true]", Short: "Create a storage pool (drivers: btrfs, dir, lvm, zfs; btrfs.quotas=true enforces volume sizes)",
+		Long: "Create a storage pool on this member.\n\n" +
+			"source is, by driver: btrfs a mounted btrfs path; dir a directory; lvm a block device or an existing volume group;\n" +
+			"zfs a block device, an existing zpool or a dataset in one. Without a source, btrfs, lvm and zfs make a loop pool:\n" +
+			"a sparse file of size (default: a fifth of the free space, 5-30GiB) in each member's state directory.",
+		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kv, err := parseKV("option", args[2:])
 			if err != nil {

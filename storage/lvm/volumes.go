@@ -330,3 +330,28 @@ func (d *Driver) SetQuota(ctx context.Context, vol string, bytes int64) error {
 	}
 	return nil
 }
+
+// PoolUsed is the bytes allocated in the driver's thin pool (its data
+// percent of its size): what the node reports as the pool's use, since
+// the pool directory holds only mountpoints.
+func (d *Driver) PoolUsed(ctx context.Context) (int64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out, err := run(ctx, "lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_size,data_percent", d.vg+"/"+d.pool)
+	if err != nil {
+		return 0, fmt.Errorf("pool used: %w", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		return 0, fmt.Errorf("pool used: lvs said %q", out)
+	}
+	size, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0, fmt.Errorf("pool used: size %q: %w", f[0], err)
+	}
+	pct, err := strconv.ParseFloat(f[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("pool used: data percent %q: %w", f[1], err)
+	}
+	return int64(size * pct / 100), nil
+}
