@@ -48,6 +48,8 @@ type Result struct {
 	PerMemberMin, PerMemberMax int
 	SoftGroupMaxPerMember      int // the most members of one soft spread group on one member
 	WentOffline                int // members set offline half-way
+	LeaderRetries              int // proposals tried again after the leader changed
+	Ambiguous                  int // of those, creates found landed by an earlier try (index unknown)
 }
 
 // sim is the simulated cluster: what each member offers.
@@ -156,7 +158,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// a refusal (the room went to a concurrent create, the member is
 	// gone) places again, up to three times.
 	indexes := make([]uint64, cfg.Placements)
-	var retries, done atomic.Int64
+	var retries, done, elections, ambiguous atomic.Int64
 	var offMu sync.Mutex
 	half := int64(cfg.Placements / 2)
 	start = time.Now()
@@ -167,6 +169,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err != nil {
 			return err
 		}
+		leaderless := 0
 		for attempt := 0; ; attempt++ {
 			node, _, err := m.Place(req, scheduler.Spread)
 			if err != nil {
@@ -177,6 +180,22 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			if err == nil {
 				indexes[i] = idx
 				break
+			}
+			if errors.Is(err, cluster.ErrExists) && leaderless > 0 {
+				// An attempt made before the leader changed did land (only
+				// this client creates this name); its index is unknown.
+				ambiguous.Add(1)
+				break
+			}
+			if errors.Is(err, cluster.ErrNotLeader) && leaderless < 50 {
+				// The leader changed (an election under load): the create
+				// may or may not have applied; try again with the next one,
+				// as the API's forwarder does.
+				leaderless++
+				elections.Add(1)
+				time.Sleep(100 * time.Millisecond)
+				attempt--
+				continue
 			}
 			if !errors.Is(err, scheduler.ErrNoFit) && !errors.Is(err, cluster.ErrPlacementRefused) || attempt == 2 {
 				return fmt.Errorf("create %s on %s: %w", ct.GetName(), node, err)
@@ -216,6 +235,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.Retries = int(retries.Load())
+	res.LeaderRetries, res.Ambiguous = int(elections.Load()), int(ambiguous.Load())
 	res.WentOffline = len(s.offline)
 
 	leader := leaderOf(ms)
@@ -432,7 +452,7 @@ func check(ms []*cluster.Cluster, s *sim, indexes []uint64, n int, res *Result) 
 		if nd.GetStatus() != cluster.StatusOnline {
 			return fmt.Errorf("%s placed on %s, which is %s", name, node, nd.GetStatus())
 		}
-		if off, ok := s.offline[node]; ok && indexes[i] > off {
+		if off, ok := s.offline[node]; ok && indexes[i] != 0 && indexes[i] > off { // 0: a create found landed after a leader change, index unknown
 			return fmt.Errorf("%s placed on %s at index %d, after it went offline at %d", name, node, indexes[i], off)
 		}
 		cfg := containerConfig(i)
@@ -490,6 +510,9 @@ func (r *Result) Report(w io.Writer, cfg Config) {
 	if r.FloorOps > 0 {
 		floor := float64(r.FloorOps) / r.FloorTook.Seconds()
 		fmt.Fprintf(w, "%-44s %10.0f /s  (%d in %s; placements ÷ floor %.2f)\n", "floor: no-op entries, same clients", floor, r.FloorOps, r.FloorTook.Round(time.Millisecond), rate/floor)
+	}
+	if r.LeaderRetries > 0 {
+		fmt.Fprintf(w, "%-44s %d proposals tried again, %d found landed\n", "leader changes during the run", r.LeaderRetries, r.Ambiguous)
 	}
 	fmt.Fprintf(w, "%-44s %10.1f MiB (%d entries)\n", "Raft log (leader's raft.db)", float64(r.LogBytes)/(1<<20), r.LastIndex)
 	fmt.Fprintf(w, "%-44s %10.1f MiB\n", "FSM memory (heap of one restored FSM)", float64(r.FSMBytes)/(1<<20))
