@@ -41,6 +41,7 @@ var codeTable = []struct {
 	{node.ErrInvalidDevice, codes.InvalidArgument},
 	{node.ErrInvalidExec, codes.InvalidArgument},
 	{runtime.ErrPathEscape, codes.InvalidArgument},
+	{runtime.ErrInvalid, codes.InvalidArgument},
 	{cluster.ErrNotFound, codes.NotFound},
 	{storage.ErrNotFound, codes.NotFound},
 	{runtime.ErrNotFound, codes.NotFound},

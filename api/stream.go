@@ -49,6 +49,7 @@ func (s *Server) Exec(stream shoalv1.ContainerService_ExecServer) error {
 	}
 	stdinR, stdinW := io.Pipe()
 	resize := make(chan [2]uint16, 4)
+	signals := make(chan int, 8)
 	go func() {
 		defer stdinW.Close()
 		for {
@@ -62,6 +63,11 @@ func (s *Server) Exec(stream shoalv1.ContainerService_ExecServer) error {
 			case m.GetResize() != nil:
 				select {
 				case resize <- [2]uint16{uint16(m.GetResize().GetRows()), uint16(m.GetResize().GetCols())}:
+				default:
+				}
+			case m.GetSignal() != 0:
+				select {
+				case signals <- int(m.GetSignal()):
 				default:
 				}
 			case m.GetStdin() != nil:
@@ -79,6 +85,7 @@ func (s *Server) Exec(stream shoalv1.ContainerService_ExecServer) error {
 		Stdout: streamWriter(func(b []byte) error { return send(&shoalv1.ExecResponse{Msg: &shoalv1.ExecResponse_Stdout{Stdout: b}}) }),
 		Stderr: streamWriter(func(b []byte) error { return send(&shoalv1.ExecResponse{Msg: &shoalv1.ExecResponse_Stderr{Stderr: b}}) }),
 		TTY:    start.GetTty(), Rows: uint16(start.GetRows()), Cols: uint16(start.GetCols()), Resize: resize,
+		Signals: signals,
 	}
 	code, err := s.node.Exec(stream.Context(), ct.GetName(), req)
 	stdinR.Close()

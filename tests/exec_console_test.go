@@ -59,8 +59,9 @@ func startShoal(t *testing.T, d *harness.Daemon, stdin *os.File, args ...string)
 // TestExecUserAndProcesses checks LXD's exec habits: --user/--group as
 // numeric ids, root's HOME and USER, bad ids refused naming the flag;
 // background processes whose streams are redirected outlive the exec, with
-// and without a terminal; a cancelled exec (the client interrupted) takes
-// its foreground command with it.
+// and without a terminal; an interrupted exec takes its foreground
+// command with it; without a terminal, the client's signals reach the
+// command.
 func TestExecUserAndProcesses(t *testing.T) {
 	d := startDaemon(t)
 	ensureBusybox(t, d)
@@ -147,6 +148,25 @@ func TestExecUserAndProcesses(t *testing.T) {
 		if !running(t, d, c, bg) {
 			t.Errorf("exec %s cancelled: its nohup'd child %q died too:\n%s", tc.tty, bg, psArgs(t, d, c))
 		}
+	}
+	// Without a terminal the signals the client gets go to the command:
+	// a shell trapping SIGTERM answers it, and its exit code comes back.
+	trapped := fmt.Sprintf("sleep %d", base+30)
+	cli, out := startShoal(t, d, nil, "exec", "-T", c, "--", "sh", "-c",
+		`trap 'echo got TERM; kill $!; exit 7' TERM; `+trapped+` & wait`)
+	d.WaitFor(trapped+" running", 30*time.Second, func() bool { return running(t, d, c, trapped) })
+	if err := cli.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cli.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("exec -T: the command did not answer the SIGTERM sent to the client")
+	}
+	if code := cli.ProcessState.ExitCode(); code != 7 || !strings.Contains(out.String(), "got TERM") {
+		t.Fatalf("exec -T with SIGTERM forwarded: exit %d, output %q; want the trap's exit 7 and its message", code, out)
 	}
 	// The container is as it was: one exec after all that.
 	if got := d.MustShoal("exec", c, "--", "echo", "ok"); got != "ok\n" {

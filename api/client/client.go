@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -169,6 +170,8 @@ type ExecOptions struct {
 	Cols   uint16
 	// Resize delivers window size changes (rows, cols) for TTY sessions.
 	Resize <-chan [2]uint16
+	// Signals delivers signal numbers for the command.
+	Signals <-chan int
 	// User and Group are the numeric ids the command runs as inside the
 	// container (0: root).
 	User, Group uint32
@@ -189,7 +192,7 @@ func (c *Client) Exec(ctx context.Context, name string, cmd []string, o ExecOpti
 	}
 	sendErr := make(chan error, 1)
 	go func() {
-		sendErr <- pumpStdin(ctx, stream, o.Stdin, o.Resize)
+		sendErr <- pumpStdin(ctx, stream, o.Stdin, o.Resize, o.Signals)
 	}()
 	for {
 		resp, err := stream.Recv()
@@ -214,7 +217,29 @@ func (c *Client) Exec(ctx context.Context, name string, cmd []string, o ExecOpti
 	}
 }
 
-func pumpStdin(ctx context.Context, stream shoalv1.ContainerService_ExecClient, in io.Reader, resize <-chan [2]uint16) error {
+func pumpStdin(ctx context.Context, stream shoalv1.ContainerService_ExecClient, in io.Reader, resize <-chan [2]uint16, signals <-chan int) error {
+	// gRPC streams take one sender at a time.
+	var mu sync.Mutex
+	send := func(m *shoalv1.ExecRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return stream.Send(m)
+	}
+	if signals != nil {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case sig, ok := <-signals:
+					if !ok {
+						return
+					}
+					_ = send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Signal{Signal: int32(sig)}})
+				}
+			}
+		}()
+	}
 	if resize != nil {
 		go func() {
 			for {
@@ -225,19 +250,19 @@ func pumpStdin(ctx context.Context, stream shoalv1.ContainerService_ExecClient, 
 					if !ok {
 						return
 					}
-					_ = stream.Send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Resize{Resize: &shoalv1.WindowSize{Rows: uint32(ws[0]), Cols: uint32(ws[1])}}})
+					_ = send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Resize{Resize: &shoalv1.WindowSize{Rows: uint32(ws[0]), Cols: uint32(ws[1])}}})
 				}
 			}
 		}()
 	}
 	if in != nil {
 		if err := sendChunks(in, 32<<10, func(b []byte) error {
-			return stream.Send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Stdin{Stdin: b}})
+			return send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_Stdin{Stdin: b}})
 		}); err != nil {
 			return err
 		}
 	}
-	return stream.Send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_StdinEof{StdinEof: true}})
+	return send(&shoalv1.ExecRequest{Msg: &shoalv1.ExecRequest_StdinEof{StdinEof: true}})
 }
 
 // PushFile writes r to path in a container.

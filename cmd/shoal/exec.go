@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/signal"
@@ -62,6 +63,36 @@ func (a *app) execCmd() *cobra.Command {
 					}()
 					opts.Resize = resize
 				}
+			}
+			if !useTTY {
+				// As lxc exec without a terminal: the signals this client
+				// gets go to the command (on a terminal, ^C travels as a
+				// byte). The third SIGINT in a row gives up on the command.
+				sigs := make(chan os.Signal, 4)
+				signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+				defer signal.Stop(sigs)
+				fwd := make(chan int, 4)
+				opts.Signals = fwd
+				// The signals are the command's now, not the end of this
+				// client (main's context would end at SIGINT or SIGTERM).
+				ctx, cancel := context.WithCancel(context.WithoutCancel(cmd.Context()))
+				defer cancel()
+				go func() {
+					ints := 0
+					for sig := range sigs {
+						if sig == syscall.SIGINT {
+							if ints++; ints == 3 {
+								cancel()
+								return
+							}
+						}
+						select {
+						case fwd <- int(sig.(syscall.Signal)):
+						default:
+						}
+					}
+				}()
+				cmd.SetContext(ctx)
 			}
 			code, err := c.Exec(cmd.Context(), args[0], args[1:], opts)
 			if err != nil {

@@ -44,6 +44,9 @@ type ExecRequest struct {
 	Rows, Cols uint16
 	// Resize delivers terminal size changes as {rows, cols} (TTY only).
 	Resize <-chan [2]uint16
+	// Signals delivers signal numbers to send to the command (as lxc exec
+	// forwards the signals its client gets).
+	Signals <-chan int
 }
 
 // Exec runs req.Cmd in the running container name and returns its exit
@@ -196,7 +199,9 @@ func (r *Runtime) execPipes(ctx context.Context, c *lxc.Container, name string, 
 		inW.Close()
 	}
 
+	stopSignals := forwardSignals(req.Signals, func() []int { return []int{pid} })
 	status, err := waitPid(ctx, pid, hangUp)
+	stopSignals()
 	if err != nil {
 		return -1, fmt.Errorf("runtime: exec in %s: %w", name, err)
 	}
@@ -324,6 +329,17 @@ func (r *Runtime) execTTY(ctx context.Context, name string, req ExecRequest, env
 			}
 		}()
 	}
+	// The command is lxc-attach's child (lxc-attach forwards no signals
+	// on a terminal of its own).
+	defer forwardSignals(req.Signals, func() []int {
+		var kids []int
+		for p, info := range readProcs() {
+			if info.ppid == cmd.Process.Pid {
+				kids = append(kids, p)
+			}
+		}
+		return kids
+	})()
 	waitErr := make(chan error, 1)
 	go func() { waitErr <- cmd.Wait() }()
 	select {
@@ -372,4 +388,62 @@ func makeRaw(f *os.File) error {
 		return fmt.Errorf("set termios: %w", err)
 	}
 	return nil
+}
+
+// forwardSignals sends each signal from sigs to the commands roots
+// returns at the time, until the returned stop is called: SIGINT, SIGQUIT
+// and SIGTSTP, a terminal's keyboard signals, go to each command's
+// foreground job (it and its descendants in its process group and
+// session), as a terminal delivers them; the others to the command
+// alone, as kill(1) does. Numbers outside 1-64 are dropped.
+func forwardSignals(sigs <-chan int, roots func() []int) (stop func()) {
+	if sigs == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			case sig, ok := <-sigs:
+				if !ok {
+					return
+				}
+				if sig < 1 || sig > 64 {
+					continue
+				}
+				s := unix.Signal(sig)
+				for _, pid := range roots() {
+					targets := []int{pid}
+					if s == unix.SIGINT || s == unix.SIGQUIT || s == unix.SIGTSTP {
+						targets = foregroundJob(pid)
+					}
+					for _, t := range targets {
+						_ = unix.Kill(t, s)
+					}
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// foregroundJob is pid and its descendants that share its process group
+// and session.
+func foregroundJob(pid int) []int {
+	procs := readProcs()
+	self, ok := procs[pid]
+	if !ok {
+		return []int{pid}
+	}
+	out := []int{pid}
+	for _, d := range procTree(procs, pid) {
+		if p := procs[d]; p.pgid == self.pgid && p.sid == self.sid {
+			out = append(out, d)
+		}
+	}
+	return out
 }
