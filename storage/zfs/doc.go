@@ -9,7 +9,8 @@
 //
 // <c> is the volume name escaped into one ZFS name component, or a digest
 // when too long (the name then lives in the shoal:volume property).
-// Snapshots are ZFS snapshots, read at <volume>/.zfs/snapshot/<c>; clones
+// Snapshots are ZFS snapshots, mounted read-only by the driver at
+// <Path>/snapshots/<volume's c>/<c> while it is open (mounts.go); clones
 // are ZFS clones (of a hidden snapshot, for a clone of a live volume);
 // Send and Receive are `zfs send` / `zfs send -i` and `zfs receive` (-F
 // for an increment, matched to its origin by guid); quotas are refquota

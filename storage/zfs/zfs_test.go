@@ -39,6 +39,7 @@ func TestZFS(t *testing.T) {
 		storagetest.Run(t, func(t *testing.T) storage.Driver { return newDriver(t, pool) })
 	})
 	t.Run("Info", func(t *testing.T) { testInfo(t, pool) })
+	t.Run("PoolUsed", func(t *testing.T) { testPoolUsed(t, pool) })
 	t.Run("ClonesOutliveOrigins", func(t *testing.T) { testClonesOutliveOrigins(t, pool) })
 	t.Run("LongNames", func(t *testing.T) { testLongNames(t, pool) })
 	t.Run("ReceiveOverLaterSnapshots", func(t *testing.T) { testReceiveOverLater(t, pool) })
@@ -188,6 +189,46 @@ func testInfo(t *testing.T, pool string) {
 	if i := newDriver(t, pool).Info(); i.Name != "zfs" || !i.CoWClone || !i.Quotas || !i.OptimizedSend {
 		t.Fatalf("Info() = %+v", i)
 	}
+}
+
+// testPoolUsed: what the pool uses counts a volume's data and its
+// snapshots' (the node's pool usage).
+func testPoolUsed(t *testing.T, pool string) {
+	ctx := context.Background()
+	d := newDriver(t, pool)
+	before, err := d.PoolUsed(ctx)
+	ok(t, err)
+	ok(t, d.CreateVolume(ctx, "v"))
+	p := filepath.Join(d.Path("v"), "data")
+	ok(t, writeRandom(p, 4<<20))
+	ok(t, d.CreateSnapshot(ctx, "v", "s"))
+	ok(t, os.Remove(p))
+	if _, err := d.Usage(ctx, "v"); err != nil { // syncs the pool
+		t.Fatal(err)
+	}
+	after, err := d.PoolUsed(ctx)
+	ok(t, err)
+	if after < before+4<<20 || after > before+8<<20 {
+		t.Fatalf("PoolUsed after 4 MiB kept by a snapshot: %d (before %d)", after, before)
+	}
+}
+
+// writeRandom writes size random bytes to p and syncs.
+func writeRandom(p string, size int) error {
+	b := make([]byte, size)
+	_, _ = rand.Read(b)
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // testClonesOutliveOrigins: a snapshot and a volume that clones depend on
