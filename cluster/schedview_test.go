@@ -1,10 +1,15 @@
 package cluster
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/shoal-dev/shoal/cluster/membership"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/scheduler"
 )
@@ -130,5 +135,56 @@ func TestSchedulerViewIncremental(t *testing.T) {
 			mustApply(t, f, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: n, Status: StatusOnline, CpuMillis: int64(32000 + 32000*r.IntN(2)), MemoryBytes: 256 << 30, Labels: map[string]string{"zone": n[1:]}}})
 		}
 		sameView(t, f, step, groups)
+	}
+}
+
+// Cluster.Place, over the FSM's own view, never picks a member this
+// member's gossip declares dead or gone, names why when nothing else is
+// left, and agrees with PlacementSnapshot's copy; the view it shares is
+// left as it was.
+func TestPlaceAvoidsGossipDead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Open(ctx, Config{NodeName: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if err := c.Propose(ctx, &shoalv1.NodeUpsertCommand{Node: &shoalv1.Node{Name: n, Status: StatusOnline, CpuMillis: 2000, MemoryBytes: 1 << 30}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// n1 is the fullest: spread prefers n2 and n3.
+	if err := c.Propose(ctx, &shoalv1.ContainerCreateCommand{Container: &shoalv1.Container{Name: "x", Node: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	g := &fakeGossip{}
+	c.SetGossip(g.view)
+	now := time.Now()
+	g.set(membership.Member{Name: "n1", State: membership.StateAlive, Since: now},
+		membership.Member{Name: "n2", State: membership.StateDead, Since: now},
+		membership.Member{Name: "n3", State: membership.StateLeft, Since: now})
+	req := scheduler.Request{Name: "y"}
+	got, _, err := c.Place(req, scheduler.Spread)
+	if err != nil || got != "n1" {
+		t.Fatalf("placed on %q (%v), want n1, the only live member", got, err)
+	}
+	snap, err := c.PlacementSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _, _ := scheduler.Place(snap, req, scheduler.Spread); want != got {
+		t.Fatalf("Place chose %s, PlacementSnapshot's copy %s", got, want)
+	}
+	_, _, err = c.Place(scheduler.Request{Name: "z", Target: "n2"}, scheduler.Spread)
+	if !errors.Is(err, scheduler.ErrNoFit) || !strings.Contains(err.Error(), "dead") {
+		t.Fatalf("placing on a --target gossip declared dead: %v", err)
+	}
+	g.set(membership.Member{Name: "n1", State: membership.StateAlive, Since: now},
+		membership.Member{Name: "n2", State: membership.StateAlive, Since: now},
+		membership.Member{Name: "n3", State: membership.StateAlive, Since: now})
+	if got, _, err := c.Place(req, scheduler.Spread); err != nil || got != "n2" {
+		t.Fatalf("all alive again: placed on %q (%v), want n2", got, err)
 	}
 }
