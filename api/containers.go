@@ -825,22 +825,23 @@ func (s *Server) RestoreSnapshot(ctx context.Context, req *shoalv1.RestoreSnapsh
 	if err != nil {
 		return nil, err
 	}
-	if !equalMaps(sn.GetConfig(), ct.GetConfig()) {
-		if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: sn.GetConfig()}); err != nil {
-			return nil, err
-		}
-	}
 	stateful := sn.GetStateful() && !req.GetStateless()
 	if stateful && !s.node.HasSnapshotState(ct.GetName(), sn.GetName()) {
 		return nil, precondition(fmt.Sprintf("the process state of snapshot %q stayed on the member that took it; restore it with --stateless to boot from its files", sn.GetName()))
 	}
-	if stateful && ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_RUNNING {
-		// Resumed processes mean a running container.
-		if err := s.propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: ct.GetName(), DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING}); err != nil {
-			return nil, err
+	commit := func(ctx context.Context) error {
+		if !equalMaps(sn.GetConfig(), ct.GetConfig()) {
+			if err := s.propose(ctx, &shoalv1.ContainerUpdateCommand{Name: ct.GetName(), Config: sn.GetConfig()}); err != nil {
+				return err
+			}
 		}
+		if stateful && ct.GetDesiredState() != shoalv1.DesiredState_DESIRED_STATE_RUNNING {
+			// Resumed processes mean a running container.
+			return s.propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: ct.GetName(), DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING})
+		}
+		return nil
 	}
-	if err := s.node.RestoreSnapshot(ctx, ct, req.GetName(), stateful); err != nil {
+	if err := s.node.RestoreSnapshot(ctx, ct, req.GetName(), stateful, commit); err != nil {
 		return nil, toStatus(err)
 	}
 	return &shoalv1.RestoreSnapshotResponse{}, nil
@@ -855,11 +856,16 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *shoalv1.DeleteSnapshot
 	if _, err := snapshotOf(ct, req.GetName()); err != nil {
 		return nil, err
 	}
-	if err := s.node.DeleteSnapshot(ctx, ct, req.GetName()); err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return nil, toStatus(err)
-	}
+	// The record goes first: a daemon that dies before the host's part
+	// finds an unrecorded snapshot when it starts again and deletes it
+	// (node/leftovers.go), where the other order would leave a record
+	// of a snapshot whose data is gone.
 	if err := s.propose(ctx, &shoalv1.SnapshotDeleteCommand{Container: ct.GetName(), Name: req.GetName()}); err != nil && status.Code(err) != codes.NotFound {
 		return nil, err
+	}
+	if err := s.node.DeleteSnapshot(ctx, ct, req.GetName()); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, status.Errorf(codes.Internal, "snapshot %q of %q is deleted from the cluster's records, but member %s could not remove its data (it does when shoald starts again): %v",
+			req.GetName(), ct.GetName(), s.node.Name(), err)
 	}
 	s.bus.Lifecycle(s.node.Name(), "container-snapshot-deleted", ct.GetName()+"/"+req.GetName())
 	return &shoalv1.DeleteSnapshotResponse{}, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/internal/failpoint"
 	"github.com/shoal-dev/shoal/node/idmap"
 	"github.com/shoal-dev/shoal/node/images"
 	"github.com/shoal-dev/shoal/node/images/simplestreams"
@@ -149,6 +150,9 @@ func (n *Node) packAndAdd(ctx context.Context, rootfs string, md images.Metadata
 	if err != nil {
 		return images.Image{}, err
 	}
+	if err := failpoint.Hit("image-after-store"); err != nil {
+		return images.Image{}, err
+	}
 	p("unpacking image into the pool", 0, -1, "")
 	if d, err := n.pool(""); err == nil {
 		if _, err := n.imageVolume(ctx, d, img.Fingerprint, false); err != nil {
@@ -160,7 +164,11 @@ func (n *Node) packAndAdd(ctx context.Context, rootfs string, md images.Metadata
 
 // ImportImage adds an image tarball (Shoal's or LXD's unified format).
 func (n *Node) ImportImage(ctx context.Context, r io.Reader) (images.Image, error) {
-	return images.Import(ctx, n.images, r)
+	img, err := images.Import(ctx, n.images, r)
+	if err != nil {
+		return img, err
+	}
+	return img, failpoint.Hit("image-after-store")
 }
 
 // ExportImage opens an image tarball.
@@ -218,6 +226,9 @@ func (n *Node) PublishImage(ctx context.Context, ct *shoalv1.Container, snap str
 		return images.Image{}, fmt.Errorf("copy %s/%s: %w", ct.GetName(), snap, err)
 	}
 	defer d.DeleteVolume(context.Background(), work)
+	if err := failpoint.Hit("publish-after-clone"); err != nil {
+		return images.Image{}, err
+	}
 	if !config.Bool(cluster.ExpandedConfig(ct), "security.privileged") {
 		if err := idmap.Unshift(ctx, d.Path(work), n.idmap); err != nil {
 			return images.Image{}, fmt.Errorf("unshift %s: %w", ct.GetName(), err)

@@ -127,6 +127,10 @@ type Node struct {
 	uffd       bool // userfaultfd non-cooperative mode (lazy pages)
 	dirtyTrack bool // memory dirty tracking (pre-copy)
 
+	// claimed are the names this daemon cleared for an operation of its
+	// own (RemoveStale): not leftovers, whatever the start found.
+	claimed sync.Map
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -205,7 +209,13 @@ func (n *Node) Address() string { return n.cfg.Address }
 func (n *Node) Run(ctx context.Context) {
 	changes := n.fsm.Subscribe()
 	n.sweepCheckpoints()
+	left := n.findLeftovers(ctx)
 	n.resync(ctx)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.runLeftovers(ctx, left)
+	}()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

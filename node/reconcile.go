@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/cluster/ha"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/internal/failpoint"
 	"github.com/shoal-dev/shoal/network"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -143,6 +144,10 @@ func (n *Node) Reconcile(ctx context.Context, name string) error {
 }
 
 func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
+	ct, err := n.finishRestore(ctx, ct)
+	if err != nil {
+		return err
+	}
 	if err := n.ensureVolume(ctx, ct); err != nil {
 		return err
 	}
@@ -163,6 +168,9 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 				return fmt.Errorf("start %s: this member is fenced (no Raft quorum): an HA container waits until it is back: %w", ct.GetName(), ErrConflict)
 			}
 			if err := n.define(ctx, ct); err != nil {
+				return err
+			}
+			if err := failpoint.Hit("start-after-define"); err != nil {
 				return err
 			}
 			if err := n.rt.Start(ctx, ct.GetName()); err != nil {
@@ -203,6 +211,9 @@ func (n *Node) reconcile(ctx context.Context, ct *shoalv1.Container) error {
 	default: // STOPPED
 		n.stopProxies(ct.GetName())
 		if status != runtime.StatusStopped {
+			if err := failpoint.Hit("stop-before-stop"); err != nil {
+				return err
+			}
 			if err := n.rt.Stop(ctx, ct.GetName(), n.stopTimeout(ct.GetName())); err != nil {
 				return fmt.Errorf("stop %s: %w", ct.GetName(), err)
 			}
@@ -239,6 +250,9 @@ func (n *Node) ensureVolume(ctx context.Context, ct *shoalv1.Container) error {
 	}
 	if err := d.CloneVolume(ctx, src, vol); err != nil {
 		return fmt.Errorf("create volume of %s: %w", ct.GetName(), err)
+	}
+	if err := failpoint.Hit("create-after-volume"); err != nil {
+		return err
 	}
 	n.bus.Lifecycle(n.cfg.Name, "container-created", ct.GetName())
 	return nil
@@ -460,6 +474,9 @@ func (n *Node) RemoveStale(ctx context.Context, name string) error {
 	if _, err := n.fsm.Container(name); err == nil || !errors.Is(err, cluster.ErrNotFound) {
 		return err
 	}
+	// What comes under the name now is an operation's of this daemon:
+	// no sweep of leftovers takes it for one (leftovers.go).
+	n.claimed.Store(name, true)
 	if n.HasVolume(ctx, name) {
 		n.log.Warn("removing leftovers of an interrupted operation", "container", name)
 	}
@@ -486,8 +503,14 @@ func (n *Node) removeLocal(ctx context.Context, name string) error {
 	if err := n.rt.Undefine(ctx, name); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
+	if err := failpoint.Hit("delete-after-undefine"); err != nil {
+		return err
+	}
 	n.applied.Delete(name)
 	n.kickCPUs()
+	if err := os.Remove(filepath.Join(n.restoresDir(), name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: restore journal: %w", name, err)
+	}
 	if err := os.RemoveAll(filepath.Join(n.cfg.StateDir, "snapshot-state", name)); err != nil {
 		return fmt.Errorf("remove %s: snapshot state: %w", name, err)
 	}

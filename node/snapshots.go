@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/shoal-dev/shoal/cluster"
 	"github.com/shoal-dev/shoal/internal/config"
+	"github.com/shoal-dev/shoal/internal/failpoint"
 	"github.com/shoal-dev/shoal/node/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
 	"github.com/shoal-dev/shoal/storage"
@@ -26,7 +29,7 @@ func (n *Node) CreateSnapshot(ctx context.Context, ct *shoalv1.Container, snap s
 	if err := d.CreateSnapshot(ctx, volumeName(ct.GetName()), snap); err != nil {
 		return fmt.Errorf("snapshot %s/%s: %w", ct.GetName(), snap, err)
 	}
-	return nil
+	return failpoint.Hit("snapshot-after-volume")
 }
 
 // snapshotStateDir is where a stateful snapshot's CRIU checkpoint lives.
@@ -96,18 +99,54 @@ func (n *Node) DeleteSnapshot(ctx context.Context, ct *shoalv1.Container, snap s
 	if err := d.DeleteSnapshot(ctx, volumeName(ct.GetName()), snap); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("delete snapshot %s/%s: %w", ct.GetName(), snap, err)
 	}
-	return nil
+	return failpoint.Hit("snapshot-delete-after-volume")
 }
 
-// RestoreSnapshot rolls a container's volume back to a snapshot. A running
+// A restore on the owner, in order, under the container's lock:
+//
+//  1. a journal file STATE/restores/NAME holding the snapshot's name;
+//  2. commit: the cluster takes the snapshot's config (and, for a
+//     stateful restore, a running desired state); refused, the journal
+//     goes and nothing else changed;
+//  3. the host follows: the container stops, its volume becomes the
+//     snapshot (one rename: never partial), the journal goes, and the
+//     container starts again or resumes the snapshot's processes.
+//
+// A daemon that dies between 1 and 3 finds the journal when it next
+// reconciles the container (finishRestore), once it has caught up with
+// the cluster: when the container's config is the snapshot's, the commit
+// happened and the files follow; otherwise it did not, and the journal
+// goes. Either way the restore completed or left no trace. (A stateful
+// restore finished that way boots from the snapshot's files: the process
+// state is not resumed.)
+
+// restoresDir holds the journals of restores whose host part is not done.
+func (n *Node) restoresDir() string { return filepath.Join(n.cfg.StateDir, "restores") }
+
+// RestoreSnapshot rolls a container back to a snapshot: commit records the
+// snapshot's config in the cluster, and the volume follows. A running
 // container is killed, restored and started again. With stateful (the
 // snapshot's process state is on this host) the container resumes the
 // processes the snapshot froze instead of booting.
-func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap string, stateful bool) error {
+func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap string, stateful bool, commit func(context.Context) error) error {
 	unlock := n.locks.lock("ct/" + ct.GetName())
 	defer unlock()
 	d, err := n.pool(ct.GetPool())
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(n.restoresDir(), 0o700); err != nil {
+		return fmt.Errorf("restore %s/%s: %w", ct.GetName(), snap, err)
+	}
+	journal := filepath.Join(n.restoresDir(), ct.GetName())
+	if err := os.WriteFile(journal, []byte(snap), 0o600); err != nil {
+		return fmt.Errorf("restore %s/%s: journal: %w", ct.GetName(), snap, err)
+	}
+	if err := commit(ctx); err != nil {
+		os.Remove(journal)
+		return err
+	}
+	if err := failpoint.Hit("restore-after-commit"); err != nil {
 		return err
 	}
 	st, err := n.rt.State(ctx, ct.GetName())
@@ -118,7 +157,10 @@ func (n *Node) RestoreSnapshot(ctx context.Context, ct *shoalv1.Container, snap 
 		}
 	}
 	if err := d.RestoreSnapshot(ctx, volumeName(ct.GetName()), snap); err != nil {
-		return fmt.Errorf("restore %s/%s: %w", ct.GetName(), snap, err)
+		return fmt.Errorf("%s has the config of snapshot %s in the cluster, but its files could not follow (the reconciler retries): %w", ct.GetName(), snap, err)
+	}
+	if err := os.Remove(journal); err != nil {
+		return fmt.Errorf("restore %s/%s: journal: %w", ct.GetName(), snap, err)
 	}
 	if stateful {
 		return n.resumeSnapshot(ctx, ct.GetName(), snap)
@@ -186,7 +228,7 @@ func (n *Node) CopyVolume(ctx context.Context, src *shoalv1.Container, dst strin
 	if err := copyVolume(ctx, d, volumeName(src.GetName()), volumeName(dst), snaps); err != nil {
 		return fmt.Errorf("copy %s to %s: %w", src.GetName(), dst, err)
 	}
-	return nil
+	return failpoint.Hit("copy-after-volume")
 }
 
 // copyVolume makes volume to a copy of volume from in one pool (see
@@ -223,11 +265,59 @@ func transfer(ctx context.Context, from storage.Driver, vol, snap, parent string
 	}()
 	rerr := to.Receive(ctx, dst, snap, pr)
 	pr.CloseWithError(rerr)
-	if serr := <-errc; serr != nil {
-		return fmt.Errorf("send %s@%s: %w", vol, snap, serr)
-	}
+	serr := <-errc
+	// A receiver that fails (a full pool) breaks the sender's pipe: its
+	// error is the cause.
 	if rerr != nil {
 		return fmt.Errorf("receive %s@%s: %w", dst, snap, rerr)
 	}
+	if serr != nil {
+		return fmt.Errorf("send %s@%s: %w", vol, snap, serr)
+	}
 	return nil
+}
+
+// finishRestore completes or drops a restore a dead daemon left between
+// its commit and its files (see RestoreSnapshot). It returns the
+// container's record as the cluster has it now.
+func (n *Node) finishRestore(ctx context.Context, ct *shoalv1.Container) (*shoalv1.Container, error) {
+	journal := filepath.Join(n.restoresDir(), ct.GetName())
+	b, err := os.ReadFile(journal)
+	if errors.Is(err, os.ErrNotExist) {
+		return ct, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restore journal of %s: %w", ct.GetName(), err)
+	}
+	snap := string(b)
+	sctx, cancel := context.WithTimeout(ctx, leftoverSync)
+	err = n.cl.Sync(sctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("an interrupted restore of %s/%s waits until this member catches up with the cluster: %w", ct.GetName(), snap, err)
+	}
+	cur, err := n.fsm.Container(ct.GetName())
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(cur.GetSnapshots(), func(s *shoalv1.Snapshot) bool { return s.GetName() == snap })
+	if i < 0 || !maps.Equal(cur.GetSnapshots()[i].GetConfig(), cur.GetConfig()) {
+		n.log.Warn("dropping a restore that never committed", "container", cur.GetName(), "snapshot", snap)
+		return cur, os.Remove(journal)
+	}
+	n.log.Warn("finishing a restore whose files did not follow its commit", "container", cur.GetName(), "snapshot", snap)
+	d, err := n.pool(cur.GetPool())
+	if err != nil {
+		return nil, err
+	}
+	if st, err := n.rt.State(ctx, cur.GetName()); err == nil && st.Status != runtime.StatusStopped {
+		if err := n.rt.Stop(ctx, cur.GetName(), 0); err != nil && !errors.Is(err, runtime.ErrNotRunning) {
+			return nil, fmt.Errorf("stop %s: %w", cur.GetName(), err)
+		}
+	}
+	if err := d.RestoreSnapshot(ctx, volumeName(cur.GetName()), snap); err != nil {
+		return nil, fmt.Errorf("restore %s/%s: %w", cur.GetName(), snap, err)
+	}
+	n.applied.Delete(cur.GetName())
+	return cur, os.Remove(journal)
 }

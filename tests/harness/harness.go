@@ -228,6 +228,21 @@ func (d *Daemon) Kill() {
 	d.cmd = nil
 }
 
+// WaitExit waits up to timeout for shoald to exit by itself (a failpoint's
+// exit), and reports whether it did.
+func (d *Daemon) WaitExit(timeout time.Duration) bool {
+	if d.cmd == nil {
+		return true
+	}
+	select {
+	case <-d.done:
+		d.cmd = nil
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
 // Quit sends shoald SIGQUIT: Go prints every goroutine's stack to its log
 // and exits. For a test that is about to fail on something that hangs.
 func (d *Daemon) Quit() {

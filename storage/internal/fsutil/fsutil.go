@@ -78,11 +78,31 @@ func Output(ctx context.Context, name string, args ...string) ([]byte, error) {
 
 // CmdError formats a failed command's error with its stderr.
 func CmdError(cmd *exec.Cmd, err error, stderr []byte) error {
-	msg := strings.TrimSpace(string(stderr))
+	msg := stderrSummary(stderr)
 	if msg == "" {
 		return fmt.Errorf("%s: %w", strings.Join(cmd.Args, " "), err)
 	}
 	return fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, msg)
+}
+
+// stderrSummary is a tool's stderr on one line: its error lines when it
+// printed any (btrfs receive says "At subvol X" before "ERROR: ... No
+// space left on device"), else all its lines, joined by "; ".
+func stderrSummary(stderr []byte) string {
+	var all, errs []string
+	for _, l := range strings.Split(string(stderr), "\n") {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		all = append(all, l)
+		if strings.Contains(strings.ToLower(l), "error") {
+			errs = append(errs, l)
+		}
+	}
+	if len(errs) > 0 {
+		return strings.Join(errs, "; ")
+	}
+	return strings.Join(all, "; ")
 }
 
 // RenameVolume moves a volume's root directory and its snapshot directory
