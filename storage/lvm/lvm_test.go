@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,6 +34,7 @@ func TestLVM(t *testing.T) {
 	})
 	t.Run("ProjectQuota", func(t *testing.T) { testProjectQuota(t, vg) })
 	t.Run("Info", func(t *testing.T) { testInfo(t, vg) })
+	t.Run("PoolUsed", func(t *testing.T) { testPoolUsed(t, vg) })
 	t.Run("Reopen", testReopen)
 	t.Run("Device", testDevice)
 }
@@ -151,6 +153,31 @@ func testInfo(t *testing.T, vg string) {
 	}
 	if i := newDriver(t, vg, true).Info(); !i.Quotas {
 		t.Fatalf("Info() with project quotas = %+v", i)
+	}
+}
+
+// testPoolUsed: what the thin pool has allocated grows with what a
+// volume's writes take (the node's pool usage).
+func testPoolUsed(t *testing.T, vg string) {
+	ctx := context.Background()
+	d := newDriver(t, vg, false)
+	before, err := d.PoolUsed(ctx)
+	ok(t, err)
+	ok(t, d.CreateVolume(ctx, "v"))
+	b := make([]byte, 16<<20)
+	_, _ = rand.Read(b)
+	f, err := os.Create(filepath.Join(d.Path("v"), "data"))
+	ok(t, err)
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	ok(t, errors.Join(err, f.Close()))
+	after, err := d.PoolUsed(ctx)
+	ok(t, err)
+	// The thin pool's figure is a percentage with two decimals of 512 MiB.
+	if after < before+15<<20 {
+		t.Fatalf("PoolUsed after writing 16 MiB: %d (before %d)", after, before)
 	}
 }
 
