@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/gen/shoal/v1"
@@ -55,8 +56,8 @@ func (e *engine) coldMove(ct *shoalv1.Container, target string, p Progress) *col
 	m.steps = []step{
 		{phase: PhasePrepare, do: m.prepare},
 		{phase: PhaseSendVolume, do: m.sendVolume},
-		{phase: PhaseCommit, do: m.commit, commits: true},
-		{phase: PhaseCleanup, do: m.dropSource},
+		{phase: PhaseCommit, failpoint: "cold-move-before-commit", do: m.commit, commits: true},
+		{phase: PhaseCleanup, failpoint: "cold-move-before-drop", do: m.dropSource},
 		{phase: PhaseStart, do: m.start},
 	}
 	return m
@@ -70,24 +71,24 @@ func (m *coldMove) stays(cause error) error {
 func (m *coldMove) prepare(ctx context.Context) error {
 	name := m.ct.GetName()
 	if m.wasRunning {
+		// The container stops held, its record still desired running: a
+		// failure, or this daemon's death, before the commit gives it back
+		// to the source's reconciler, which starts it again.
 		m.p.Phase("stopping")
-		if err := m.e.cl.Propose(ctx, &shoalv1.ContainerDesiredStateCommand{Name: name, DesiredState: shoalv1.DesiredState_DESIRED_STATE_STOPPED}); err != nil {
-			return err
-		}
-		if err := m.e.host.Reconcile(ctx, name); err != nil {
-			return err
+		var once sync.Once
+		hold := m.e.host.HoldForMove(name)
+		release := func() { once.Do(hold) }
+		m.always(release)
+		m.onFail(func() {
+			release()
+			bg, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = m.e.host.Reconcile(bg, name)
+		})
+		if err := m.e.host.StopHeld(ctx, name); err != nil {
+			return m.stays(err)
 		}
 	}
-	// From here on, a failure gives the container back to the source.
-	m.onFail(func() {
-		if !m.wasRunning {
-			return
-		}
-		bg, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = m.e.cl.Propose(bg, &shoalv1.ContainerDesiredStateCommand{Name: name, DesiredState: shoalv1.DesiredState_DESIRED_STATE_RUNNING})
-		_ = m.e.host.Reconcile(bg, name)
-	})
 	d, err := m.e.host.Pool(m.ct.GetPool())
 	if err != nil {
 		return m.stays(err)

@@ -88,6 +88,7 @@ func TestColdMoveWithVolumeFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "it stays on n1") || !strings.Contains(err.Error(), "default/v1") {
 		t.Fatalf("error %v", err)
 	}
+	r.targetSweeps("c")
 	r.exactlyOnce("c", "n1", "running")
 	v, _ := r.cl.Volume("default", "v1")
 	if v.GetNode() != "n1" || r.customData(r.n1, "v1") != "hello" {

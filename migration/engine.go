@@ -86,6 +86,9 @@ type Checkpointer interface {
 	MemoryBytes(ctx context.Context, ct *shoalv1.Container) int64
 	// HoldForMove keeps reconciles off a container until release.
 	HoldForMove(name string) (release func())
+	// StopHeld stops a container a move holds, leaving its record as it
+	// is (a daemon that dies meanwhile finds it still desired running).
+	StopHeld(ctx context.Context, name string) error
 	// Freeze and Thaw freeze and thaw a local container.
 	Freeze(ctx context.Context, name string) error
 	Thaw(ctx context.Context, name string) error

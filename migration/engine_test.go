@@ -265,6 +265,7 @@ func TestColdMoveFaults(t *testing.T) {
 				t.Fatalf("error %v", err)
 			}
 			// Given back: running again on the source.
+			r.targetSweeps("c")
 			r.exactlyOnce("c", "n1", "running")
 		})
 	}

@@ -326,6 +326,19 @@ func (h *fakeHost) CanPostCopy(*shoalv1.Container) bool                   { retu
 func (h *fakeHost) CanPreCopy() bool                                      { return false }
 func (h *fakeHost) MemoryBytes(context.Context, *shoalv1.Container) int64 { return h.memory }
 
+func (h *fakeHost) StopHeld(_ context.Context, name string) error {
+	if err := h.call("stop-held"); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.held[name] {
+		h.t.Errorf("StopHeld(%s) of a container no move holds", name)
+	}
+	h.state[name] = "stopped"
+	return nil
+}
+
 func (h *fakeHost) HoldForMove(name string) func() {
 	h.mu.Lock()
 	h.held[name] = true
@@ -725,5 +738,15 @@ func (r *rig) exactlyOnce(name, owner string, want string) {
 	defer o.mu.Unlock()
 	if len(o.held) != 0 || len(o.incoming) != 0 {
 		r.t.Errorf("%s: holds left on %s: held %v incoming %v", name, owner, o.held, o.incoming)
+	}
+}
+
+// targetSweeps stands for the target's own sweep of a volume it received
+// for a move that never committed (node.sweepStaleVolumes): the fake's
+// reconcile drops a copy of a container another member owns.
+func (r *rig) targetSweeps(name string) {
+	r.t.Helper()
+	if err := r.n2.Reconcile(context.Background(), name); err != nil {
+		r.t.Fatal(err)
 	}
 }

@@ -163,12 +163,12 @@ func (n *Node) sweepVolume(ctx context.Context, pool, name string, defined bool)
 	if _, in := n.incoming.Load(name); in {
 		return
 	}
-	if _, mine := n.claimed.Load(name); mine {
-		return
-	}
 	ct, err := n.fsm.Container(name)
 	switch {
 	case errors.Is(err, cluster.ErrNotFound):
+		if _, mine := n.claimed.Load(name); mine {
+			return
+		}
 		unlock := n.locks.lock("ct/" + name)
 		defer unlock()
 		if _, err := n.fsm.Container(name); !errors.Is(err, cluster.ErrNotFound) {
@@ -235,5 +235,62 @@ func (n *Node) sweepImage(ctx context.Context, fp string) {
 	n.log.Warn("removing an image the cluster does not record", "image", fp[:min(12, len(fp))])
 	if err := n.DeleteImage(ctx, fp); err != nil {
 		n.log.Warn("remove unrecorded image", "image", fp, "err", err)
+	}
+}
+
+// sweepStaleVolumes drops, on each resync, the volumes of containers
+// another member owns that this member holds without an LXC definition
+// (defined copies are resync's): what a cold move left on its target when
+// its source died or its commit failed before the move was recorded. A
+// move's target holds the volume it received only until the move commits,
+// so a candidate goes only when two resyncs in a row (15 s apart) found
+// it so and this member has caught up with the cluster.
+func (n *Node) sweepStaleVolumes(ctx context.Context, defined []string) {
+	candidates := map[string]bool{}
+	n.poolsMu.RLock()
+	for _, d := range n.pools {
+		vols, err := d.ListVolumes(ctx, "containers/")
+		if err != nil {
+			continue
+		}
+		for _, v := range vols {
+			name := strings.TrimPrefix(v, "containers/")
+			if slices.Contains(defined, name) {
+				continue
+			}
+			if ct, err := n.fsm.Container(name); err == nil && ct.GetNode() != n.cfg.Name {
+				candidates[name] = true
+			}
+		}
+	}
+	n.poolsMu.RUnlock()
+	seen := n.staleSeen
+	n.staleSeen = map[string]bool{}
+	var due []string
+	for name := range candidates {
+		_, in := n.incoming.Load(name)
+		_, out := n.outgoing.Load(name)
+		switch {
+		case in || out:
+		case seen[name]:
+			due = append(due, name)
+		default:
+			n.staleSeen[name] = true
+		}
+	}
+	if len(due) == 0 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, leftoverSync)
+	err := n.cl.Sync(sctx)
+	cancel()
+	if err != nil {
+		for _, name := range due {
+			n.staleSeen[name] = true // again once this member has caught up
+		}
+		return
+	}
+	for _, name := range due {
+		n.sweepVolume(ctx, "", name, false)
 	}
 }

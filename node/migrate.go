@@ -59,6 +59,30 @@ func (n *Node) HoldForMove(name string) (release func()) {
 	return func() { n.outgoing.Delete(name) }
 }
 
+// StopHeld stops a container a move holds (HoldForMove) with its stop
+// timeout, leaving its record as it is: the cold move's source stops it
+// that way, so that a daemon that dies before the commit finds it still
+// desired running and starts it again.
+func (n *Node) StopHeld(ctx context.Context, name string) error {
+	unlock := n.locks.lock("ct/" + name)
+	defer unlock()
+	if _, held := n.outgoing.Load(name); !held {
+		return fmt.Errorf("stop %s for a move: no move holds it: %w", name, ErrConflict)
+	}
+	n.stopProxies(name)
+	st, err := n.rt.State(ctx, name)
+	if err != nil || st.Status == runtime.StatusStopped {
+		return nil
+	}
+	if err := n.rt.Stop(ctx, name, n.stopTimeout(name)); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	n.applied.Delete(name)
+	n.bus.Lifecycle(n.cfg.Name, "container-stopped", name)
+	n.kickCPUs()
+	return nil
+}
+
 // sweepCheckpoints ends what a killed daemon left of live moves and
 // checkpoints: CRIU dumps still serving pages (they hold their container
 // frozen; killing them lets the resync thaw it), lazy-pages daemons, and

@@ -130,6 +130,10 @@ type Node struct {
 	// claimed are the names this daemon cleared for an operation of its
 	// own (RemoveStale): not leftovers, whatever the start found.
 	claimed sync.Map
+	// staleSeen are the volumes of containers other members own that the
+	// last resync found here without a definition (sweepStaleVolumes;
+	// only the reconciler's goroutine touches it).
+	staleSeen map[string]bool
 
 	stop chan struct{}
 	wg   sync.WaitGroup

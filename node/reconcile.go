@@ -66,6 +66,7 @@ func (n *Node) resync(ctx context.Context) {
 		n.log.Warn("list local containers", "err", err)
 		return
 	}
+	n.sweepStaleVolumes(ctx, local)
 	for _, name := range local {
 		if !known[name] {
 			n.log.Warn("orphaned container: defined on this host but unknown to the cluster; left alone", "container", name)

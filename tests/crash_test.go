@@ -341,3 +341,46 @@ func TestFullPool(t *testing.T) {
 		t.Fatalf("once space returned, the records and the host disagree:\n  %s", strings.Join(problems, "\n  "))
 	}
 }
+
+// TestColdMoveCrash kills the source's shoald during a cold move of a
+// running container: before the commit (the container is stopped, the
+// target has received the volume) and after it (the source still holds
+// its copy). Once the source is back, the container runs exactly once: on
+// the source, the target's received copy dropped, in the first case; on
+// the target, the source's copy dropped, in the second.
+func TestColdMoveCrash(t *testing.T) {
+	requireLiveMove(t)
+	_, ms := harness.StartCluster(t, binDir, 2)
+	n1, n2 := ms[0], ms[1]
+	n1.MustShoal("image", "build", "busybox")
+	for _, tc := range []struct {
+		failpoint string
+		owner     *member
+	}{{"cold-move-before-commit", n1}, {"cold-move-before-drop", n2}} {
+		t.Run(tc.failpoint, func(t *testing.T) {
+			name := uniq("cold")
+			n1.MustShoal("launch", "busybox", name, "--target", "n1")
+			restartWith(n1, tc.failpoint+"=once:exit")
+			if _, errOut, code := n1.Shoal("move", name, "--target", "n2"); code == 0 {
+				t.Fatalf("the move reported success although the source died at %s", tc.failpoint)
+			} else {
+				t.Logf("move with the source killed at %s: exit %d, %s", tc.failpoint, code, strings.TrimSpace(errOut))
+			}
+			if !n1.WaitExit(30 * time.Second) {
+				t.Fatalf("shoald on n1 did not reach %s", tc.failpoint)
+			}
+			restartWith(n1, "")
+			other := n2
+			if tc.owner == n2 {
+				other = n1
+			}
+			n1.WaitFor(name+" running on "+tc.owner.Opts.Name, 60*time.Second, func() bool {
+				row := n1.List()[name]
+				return row.Container.Node == tc.owner.Opts.Name && row.State.Status == "Running"
+			})
+			tc.owner.WaitFor(name+" on "+tc.owner.Opts.Name, 60*time.Second, func() bool { return hasLocalCopy(tc.owner, name) })
+			other.WaitFor("no copy of "+name+" on "+other.Opts.Name, 90*time.Second, func() bool { return !hasLocalCopy(other, name) })
+			n1.MustShoal("delete", "-f", name)
+		})
+	}
+}
