@@ -133,6 +133,15 @@ func (e *Target) receiveReplica(ctx context.Context, h *shoalv1.VolumeHeader) (s
 			return nil, "", err
 		}
 		if slices.Contains(snaps, h.GetBase()) {
+			// A replica needs only its base: others (rounds a dead owner
+			// took that never became a base) go.
+			for _, s := range snaps {
+				if s != h.GetBase() {
+					if err := d.DeleteSnapshot(ctx, vol, s); err != nil && !errors.Is(err, storage.ErrNotFound) {
+						return nil, "", err
+					}
+				}
+			}
 			return d, vol, nil
 		}
 		// The base may be in this member's stale copy of a container

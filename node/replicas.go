@@ -274,11 +274,18 @@ func (n *Node) keepAsReplica(ctx context.Context, name string) (bool, error) {
 		if err := d.DeleteVolume(ctx, rep); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return true, err
 		}
+		// The recorded snapshot stays, and the replication snapshots after
+		// it: a round whose stream reached the new owner's replica just
+		// before this member died went unrecorded, and the new owner,
+		// promoted at that round, increments from it (Replicator.Replicate).
+		keep := false
 		for _, s := range snaps {
-			if s != snap {
-				if err := d.DeleteSnapshot(ctx, vol, s); err != nil {
-					return true, fmt.Errorf("stale copy of %s: %w", name, err)
-				}
+			keep = keep || s == snap
+			if keep && strings.HasPrefix(s, ha.SnapshotPrefix) {
+				continue
+			}
+			if err := d.DeleteSnapshot(ctx, vol, s); err != nil {
+				return true, fmt.Errorf("stale copy of %s: %w", name, err)
 			}
 		}
 		if err := d.RenameVolume(ctx, vol, rep); err != nil {

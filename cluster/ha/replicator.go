@@ -231,8 +231,17 @@ func (r *Replicator) Replicate(ctx context.Context, ct *shoalv1.Container) error
 	var firstErr error
 	for _, m := range chosen {
 		base := ""
-		if rep, ok := held[m]; ok && slices.Contains(mine, rep.GetSnapshot()) {
-			base = rep.GetSnapshot()
+		if rep, ok := held[m]; ok {
+			if slices.Contains(mine, rep.GetSnapshot()) {
+				base = rep.GetSnapshot()
+			} else if i := slices.Index(mine, snap); i > 0 {
+				// This owner lacks the recorded base: it was promoted at a
+				// round whose stream arrived but whose record did not (the
+				// old owner died between). The member may hold that round
+				// too (the old owner took it); if not, it says so and the
+				// round goes in full.
+				base = mine[i-1]
+			}
 		}
 		sctx, cancel := context.WithTimeout(ctx, sendTimeout)
 		start := time.Now()

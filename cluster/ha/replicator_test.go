@@ -136,6 +136,31 @@ func TestReplicateIncrementally(t *testing.T) {
 	}
 }
 
+// A healed owner promoted at a round whose record never came (its old
+// owner died between the stream and the record) lacks the recorded base:
+// it sends on its own newest snapshot, which the member may hold, instead
+// of in full.
+func TestReplicateOnUnrecordedRound(t *testing.T) {
+	r, cl, host, sent, _ := rig(t)
+	cl.cts["db"].Replicas = []*shoalv1.Replica{{Member: "n2", Snapshot: "ha-0old", From: "n3"}}
+	host.snaps["db"] = []string{"ha-0new"} // the promoted replica's only snapshot
+	if err := r.Replicate(context.Background(), cl.cts["db"]); err != nil {
+		t.Fatal(err)
+	}
+	if s := (*sent)[0]; s.member != "n2" || s.base != "ha-0new" {
+		t.Fatalf("send %+v, want an increment on ha-0new", s)
+	}
+	// Without any earlier snapshot of its own, in full.
+	r2, cl2, _, sent2, _ := rig(t)
+	cl2.cts["db"].Replicas = []*shoalv1.Replica{{Member: "n2", Snapshot: "ha-0old", From: "n3"}}
+	if err := r2.Replicate(context.Background(), cl2.cts["db"]); err != nil {
+		t.Fatal(err)
+	}
+	if s := (*sent2)[0]; s.base != "" {
+		t.Fatalf("send %+v, want a full one", s)
+	}
+}
+
 // A replica member that goes offline is replaced: the new one gets a full
 // copy; the old one's record is parked, and the owner keeps its base
 // snapshot, until it is back online and not chosen (the newer replica

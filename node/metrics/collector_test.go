@@ -242,7 +242,8 @@ func TestCollectorOmitsWhatItCannotKnow(t *testing.T) {
 func TestRaftSinkKeepsApplyAndCommit(t *testing.T) {
 	s := NewRaftSink()
 	s.AddSample([]string{"raft", "fsm", "apply"}, 2)   // 2 ms
-	s.AddSample([]string{"raft", "fsm", "apply"}, 0.5) // 0.5 ms
+	s.AddSample([]string{"raft", "fsm", "applyBatch"}, 0.5) // 0.5 ms: a BatchingFSM's batch
+	s.AddSample([]string{"raft", "fsm", "applyBatchNum"}, 7) // a count, not a time
 	s.AddSampleWithLabels([]string{"raft", "commitTime"}, 4, nil)
 	s.AddSample([]string{"memberlist", "gossip"}, 1)
 	s.AddSample([]string{"raft", "rpc", "appendEntries"}, 1)

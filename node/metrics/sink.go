@@ -7,8 +7,8 @@ import (
 
 // RaftSink takes hashicorp/raft's timings as it reports them through
 // go-metrics (install it with InstallRaftSink before Raft starts) and keeps
-// the ones a member's health shows in: how long the FSM takes to apply an
-// entry (every member) and how long an entry takes to commit (the leader).
+// the ones a member's health shows in: how long the FSM takes to apply
+// what a commit brings (every member) and how long an entry takes to commit (the leader).
 // Every other key (memberlist's, raft's others) is dropped.
 type RaftSink struct {
 	apply, commit prometheus.Histogram
@@ -21,7 +21,7 @@ func NewRaftSink() *RaftSink {
 	buckets := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
 	return &RaftSink{
 		apply: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "shoal_raft_apply_duration_seconds",
-			Help: "Time the FSM took to apply one Raft entry on this member.", Buckets: buckets}),
+			Help: "Time the FSM took to apply what one commit brought (a batch of Raft entries) on this member.", Buckets: buckets}),
 		commit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "shoal_raft_commit_duration_seconds",
 			Help: "Time from dispatch to commit of a Raft entry, while this member leads.", Buckets: buckets}),
 	}
@@ -57,7 +57,9 @@ func (s *RaftSink) AddSample(key []string, val float32) {
 		return
 	}
 	switch {
-	case len(key) == 3 && key[1] == "fsm" && key[2] == "apply":
+	case len(key) == 3 && key[1] == "fsm" && (key[2] == "apply" || key[2] == "applyBatch"):
+		// The FSM is a BatchingFSM: raft times each batch it hands over
+		// (fsm.applyBatch); fsm.apply is the unbatched path's.
 		s.apply.Observe(float64(val) / 1000)
 	case len(key) == 2 && key[1] == "commitTime":
 		s.commit.Observe(float64(val) / 1000)
