@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -107,7 +108,12 @@ func (n *Node) checkProxy(container, dev string, d *shoalv1.Device) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen(network, addr)
+	var ln io.Closer
+	if network == "udp" {
+		ln, err = net.ListenPacket(network, addr)
+	} else {
+		ln, err = net.Listen(network, addr)
+	}
 	if err != nil {
 		return fmt.Errorf("device %s: cannot listen on %s on member %s: %v: %w", dev, addr, n.cfg.Name, err, runtime.ErrDeviceSource)
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/cluster"
@@ -21,11 +22,19 @@ import (
 // forwards each connection to an address inside the container, dialled
 // from its network namespace. It runs while the container runs on this
 // member; a move or a stop closes it, the new owner opens its own.
+//
+// A udp proxy keeps a session per client address: a socket connected to
+// the address inside (made in the container's network namespace) whose
+// replies go back to that client from the listening socket. A session
+// idle for udpIdle ends, as a NAT's would.
+
+// udpIdle ends a udp proxy's session that carried nothing that long.
+const udpIdle = 60 * time.Second
 
 // proxy is one running proxy device.
 type proxy struct {
-	key string // listen → connect
-	ln  net.Listener
+	key string    // listen → connect
+	ln  io.Closer // the listener or the listening packet socket
 }
 
 // proxies are the running proxy devices of this member, by "ct/device".
@@ -107,12 +116,21 @@ func (n *Node) startProxy(container, dev string, d *shoalv1.Device) (*proxy, err
 	if err != nil {
 		return nil, fmt.Errorf("device %s: connect: %w", dev, err)
 	}
+	log := n.log.With("container", container, "device", dev)
+	if lnet == "udp" {
+		pc, err := net.ListenPacket(lnet, laddr)
+		if err != nil {
+			return nil, fmt.Errorf("device %s: listen on %s on member %s: %w", dev, laddr, n.cfg.Name, err)
+		}
+		log.Info("proxy device listening", "listen", "udp:"+pc.LocalAddr().String(), "connect", caddr)
+		go n.serveUDP(pc, container, caddr, log)
+		return &proxy{key: proxyKey(d), ln: pc}, nil
+	}
 	ln, err := net.Listen(lnet, laddr)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: listen on %s on member %s: %w", dev, laddr, n.cfg.Name, err)
 	}
 	p := &proxy{key: proxyKey(d), ln: ln}
-	log := n.log.With("container", container, "device", dev)
 	log.Info("proxy device listening", "listen", ln.Addr().String(), "connect", caddr)
 	go func() {
 		var wg sync.WaitGroup
@@ -155,6 +173,78 @@ func (n *Node) forward(conn net.Conn, container, network, addr string, log inter
 	go pipe(conn, in)
 	<-done
 	<-done
+}
+
+// udpSession is one client's way through a udp proxy.
+type udpSession struct {
+	in   net.Conn     // connected to the address inside
+	last atomic.Int64 // unix nanoseconds of the last datagram either way
+}
+
+// serveUDP forwards the datagrams pc receives, each client through its
+// own session, until pc is closed; the sessions end with it.
+func (n *Node) serveUDP(pc net.PacketConn, container, addr string, log interface{ Warn(string, ...any) }) {
+	var mu sync.Mutex
+	sessions := map[string]*udpSession{}
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range sessions {
+			s.in.Close()
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		size, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		s := sessions[from.String()]
+		mu.Unlock()
+		if s == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			in, err := n.rt.DialInside(ctx, container, "udp", addr)
+			cancel()
+			if err != nil {
+				log.Warn("proxy device: connect", "err", err)
+				continue
+			}
+			s = &udpSession{in: in}
+			s.last.Store(time.Now().UnixNano())
+			mu.Lock()
+			sessions[from.String()] = s
+			mu.Unlock()
+			go func() {
+				defer func() {
+					mu.Lock()
+					delete(sessions, from.String())
+					mu.Unlock()
+					s.in.Close()
+				}()
+				reply := make([]byte, 64<<10)
+				for {
+					_ = s.in.SetReadDeadline(time.Unix(0, s.last.Load()).Add(udpIdle))
+					size, err := s.in.Read(reply)
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, s.last.Load())) < udpIdle {
+						continue // the client sent meanwhile
+					}
+					if err != nil {
+						return // idle, refused inside, or closed with pc
+					}
+					s.last.Store(time.Now().UnixNano())
+					if _, err := pc.WriteTo(reply[:size], from); err != nil {
+						return
+					}
+				}
+			}()
+		}
+		s.last.Store(time.Now().UnixNano())
+		if _, err := s.in.Write(buf[:size]); err != nil {
+			log.Warn("proxy device: forward a datagram", "err", err)
+		}
+	}
 }
 
 // close stops listening; open connections end with their peers.

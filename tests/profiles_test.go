@@ -121,6 +121,32 @@ func TestProfilesAndDevices(t *testing.T) {
 	}
 	mustFail(t, d, "cannot listen on 127.0.0.1:"+port, "config", "device", "add", c1, "web2", "proxy", "listen=tcp:127.0.0.1:"+port, "connect=tcp:127.0.0.1:8080")
 	mustFail(t, d, "devices.web3.connect", "config", "device", "add", c1, "web3", "proxy", "listen=tcp:127.0.0.1:1", "connect=udp:127.0.0.1:53")
+	// A udp proxy device: datagrams to a member's port reach an echo server
+	// on the container's loopback, and the answers come back.
+	d.MustShoal("file", "push", filepath.Join(binDir, "workload"), c1+"/usr/bin/workload", "--mode", "0755")
+	d.MustShoal("exec", c1, "--", "sh", "-c", "workload -udp-echo 127.0.0.1:7000 </dev/null >/dev/null 2>&1 &")
+	uport := freePort(t)
+	d.MustShoal("config", "device", "add", c1, "dns", "proxy", "listen=udp:127.0.0.1:"+uport, "connect=udp:127.0.0.1:7000")
+	uc, err := net.Dial("udp", "127.0.0.1:"+uport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	var echoed string
+	d.WaitFor("an answer through the udp proxy device", 30*time.Second, func() bool {
+		if _, err := uc.Write([]byte("ping " + c1)); err != nil {
+			return false
+		}
+		_ = uc.SetReadDeadline(time.Now().Add(time.Second))
+		b := make([]byte, 512)
+		n, err := uc.Read(b)
+		echoed = string(b[:max(n, 0)])
+		return err == nil
+	})
+	if echoed != "ping "+c1 {
+		t.Fatalf("through the udp proxy device: %q, want %q", echoed, "ping "+c1)
+	}
+	d.MustShoal("config", "device", "remove", c1, "dns")
 	d.MustShoal("config", "device", "remove", c1, "web")
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
 		c.Close()

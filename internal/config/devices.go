@@ -45,8 +45,8 @@ var deviceKeys = map[string]map[string]string{
 func init() {
 	deviceKeys[DeviceUnixBlock] = deviceKeys[DeviceUnixChar]
 	deviceKeys[DeviceProxy] = map[string]string{
-		"listen":  "tcp:ADDRESS:PORT on the host (tcp:0.0.0.0:8080)",
-		"connect": "tcp:ADDRESS:PORT inside the container (tcp:127.0.0.1:80)",
+		"listen":  "tcp:ADDRESS:PORT or udp:ADDRESS:PORT on the host (tcp:0.0.0.0:8080)",
+		"connect": "tcp:ADDRESS:PORT or udp:ADDRESS:PORT inside the container, the listen's protocol (tcp:127.0.0.1:80)",
 		"bind":    "host (the member listens; the default)",
 	}
 }
@@ -137,21 +137,25 @@ func validateProxy(field string, cfg map[string]string) error {
 			return invalid(field+"."+k, "%q: %v (want %s)", v, err, deviceKeys[DeviceProxy][k])
 		}
 	}
+	lnet, _, _ := ParseProxyAddr(cfg["listen"])
+	if cnet, _, _ := ParseProxyAddr(cfg["connect"]); cnet != lnet {
+		return invalid(field+".connect", "%q: protocol %s, the listen's is %s (a proxy forwards tcp to tcp, udp to udp)", cfg["connect"], cnet, lnet)
+	}
 	if b := cfg["bind"]; b != "" && b != "host" {
 		return invalid(field+".bind", "%q: only host is supported (the member listens and connects inside the container)", b)
 	}
 	return nil
 }
 
-// ParseProxyAddr splits a proxy address (tcp:ADDRESS:PORT) into its
-// network and host:port.
+// ParseProxyAddr splits a proxy address (tcp:ADDRESS:PORT or
+// udp:ADDRESS:PORT) into its network and host:port.
 func ParseProxyAddr(v string) (network, addr string, err error) {
 	network, addr, ok := strings.Cut(v, ":")
 	if !ok {
 		return "", "", fmt.Errorf("not PROTOCOL:ADDRESS:PORT")
 	}
-	if network != "tcp" {
-		return "", "", fmt.Errorf("protocol %q: only tcp is supported", network)
+	if network != "tcp" && network != "udp" {
+		return "", "", fmt.Errorf("protocol %q: allowed tcp, udp", network)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

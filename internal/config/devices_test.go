@@ -15,6 +15,8 @@ func TestValidateDevice(t *testing.T) {
 		{"disk", map[string]string{"source": "/srv/data", "path": "/data", "readonly": "true", "required": "false"}},
 		{"unix-char", map[string]string{"source": "/dev/fuse"}},
 		{"unix-block", map[string]string{"source": "/dev/loop0", "path": "/dev/xvdb", "uid": "1000", "mode": "0600"}},
+		{"proxy", map[string]string{"listen": "tcp:0.0.0.0:8080", "connect": "tcp:127.0.0.1:80"}},
+		{"proxy", map[string]string{"listen": "udp:127.0.0.1:5353", "connect": "udp:127.0.0.1:53"}},
 	}
 	for _, c := range ok {
 		if err := ValidateDevice("d1", c.typ, c.cfg); err != nil {
@@ -38,6 +40,10 @@ func TestValidateDevice(t *testing.T) {
 		{"d1", "unix-char", map[string]string{"source": "/etc/passwd"}, "devices.d1.source"},
 		{"d1", "unix-char", map[string]string{"source": "/dev/fuse", "mode": "999"}, "devices.d1.mode"},
 		{"d1", "unix-char", map[string]string{"source": "/dev/fuse", "uid": "-1"}, "devices.d1.uid"},
+		{"d1", "proxy", map[string]string{"listen": "tcp:0.0.0.0:8080", "connect": "udp:127.0.0.1:53"}, "devices.d1.connect"},
+		{"d1", "proxy", map[string]string{"listen": "udp:0.0.0.0:53", "connect": "tcp:127.0.0.1:53"}, "devices.d1.connect"},
+		{"d1", "proxy", map[string]string{"listen": "sctp:0.0.0.0:53", "connect": "tcp:127.0.0.1:53"}, "devices.d1.listen"},
+		{"d1", "proxy", map[string]string{"listen": "unix:/run/x.sock", "connect": "tcp:127.0.0.1:53"}, "devices.d1.listen"},
 	}
 	for _, c := range bad {
 		err := ValidateDevice(c.name, c.typ, c.cfg)

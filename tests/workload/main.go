@@ -9,6 +9,9 @@
 // (counter, memory checksum now and at start, longest gap) to the status
 // file; "reset" forgets the longest gap so far.
 //
+// With -udp-echo ADDR it does nothing but answer each UDP datagram with
+// its own bytes (the udp proxy device's test).
+//
 // With -serve PORT it also accepts TCP connections and sends each one an
 // 8-byte big-endian sequence number every 5 ms; with -connect HOST:PORT it
 // reads such a stream and checks that every number follows the one before,
@@ -136,7 +139,15 @@ func main() {
 	dir := flag.String("dir", "/root", "directory of the log, control and status files")
 	servePort := flag.String("serve", "", "PORT: send each TCP connection a sequence number every 5 ms")
 	connect := flag.String("connect", "", "HOST:PORT: read a -serve stream and check it stays unbroken")
+	udpEcho := flag.String("udp-echo", "", "ADDR: only answer each UDP datagram to ADDR with the same bytes")
 	flag.Parse()
+	if *udpEcho != "" {
+		if err := echoUDP(*udpEcho); err != nil {
+			fmt.Fprintln(os.Stderr, "workload:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *servePort != "" {
 		go serve(*servePort)
 	}
@@ -207,5 +218,23 @@ func main() {
 			os.Rename(status+".tmp", status)
 		}
 		last = time.Now().Round(0)
+	}
+}
+
+// echoUDP sends every datagram to addr back to where it came from.
+func echoUDP(addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		if _, err := pc.WriteTo(buf[:n], from); err != nil {
+			return err
+		}
 	}
 }
