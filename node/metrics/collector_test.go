@@ -241,8 +241,8 @@ func TestCollectorOmitsWhatItCannotKnow(t *testing.T) {
 
 func TestRaftSinkKeepsApplyAndCommit(t *testing.T) {
 	s := NewRaftSink()
-	s.AddSample([]string{"raft", "fsm", "apply"}, 2)   // 2 ms
-	s.AddSample([]string{"raft", "fsm", "applyBatch"}, 0.5) // 0.5 ms: a BatchingFSM's batch
+	s.AddSample([]string{"raft", "fsm", "apply"}, 2)         // 2 ms
+	s.AddSample([]string{"raft", "fsm", "applyBatch"}, 0.5)  // 0.5 ms: a BatchingFSM's batch
 	s.AddSample([]string{"raft", "fsm", "applyBatchNum"}, 7) // a count, not a time
 	s.AddSampleWithLabels([]string{"raft", "commitTime"}, 4, nil)
 	s.AddSample([]string{"memberlist", "gossip"}, 1)
