@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -330,8 +331,13 @@ func TestFullPool(t *testing.T) {
 	d.Shoal("delete", "-f", c+"-copy")
 	d.Shoal("delete", "-f", c+"-2")
 	d.MustShoal("exec", c, "--", "sync")
-	d.WaitFor("the pool's space to return", 30*time.Second, func() bool {
-		_, _, code := d.Shoal("exec", c, "--", "sh", "-c", "dd if=/dev/zero of=/after bs=1M count=20 && rm /after")
+	// btrfs gives a deleted subvolume's space back once its cleaner has
+	// run (subvolume sync waits for it).
+	mnt := filepath.Join(d.StateDir, "storage-pools", pool)
+	d.WaitFor("the pool's space to return", 180*time.Second, func() bool {
+		_ = exec.Command("btrfs", "subvolume", "sync", mnt).Run()
+		_ = exec.Command("sync").Run()
+		_, _, code := d.Shoal("exec", c, "--", "sh", "-c", "dd if=/dev/zero of=/after bs=1M count=20; r=$?; rm -f /after; exit $r")
 		return code == 0
 	})
 	d.MustShoal("snapshot", "create", c, "after")
